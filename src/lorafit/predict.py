@@ -1,0 +1,171 @@
+"""Prediction: load a run's best checkpoint, merge LoRA, and label a file.
+
+    lorafit predict runs/run-20261122-101500 --input test_unlabelled.pkl --output submission.csv
+
+Writes the competition's submission CSV (`ID,Label`, ID = row order from 0) and the per-row
+class probabilities to `RUN_DIR/predictions/<stem>-<sha12>.csv`, which `ensemble` reuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lorafit.config import Config, load_config
+from lorafit.data import (
+    Encoded,
+    encode,
+    file_digest,
+    length_sorted_batches,
+    load_table,
+    pad_batch,
+    resolve_source,
+)
+from lorafit.errors import UserError
+from lorafit.metrics import classification_metrics, format_metrics, softmax
+from lorafit.rundir import require_run_dir, write_atomic, write_json
+
+log = logging.getLogger("lorafit")
+
+
+@torch.inference_mode()
+def infer_logits(
+    model, encoded: Encoded, batch_size: int, pad_id: int, device, autocast=nullcontext
+) -> np.ndarray:
+    """Logits for every row, in the input's order, from length-sorted batches."""
+    out = np.zeros((len(encoded.ids), model.config.num_labels), dtype=np.float32)
+    for idx in length_sorted_batches(encoded.lengths, batch_size):
+        ids, mask = pad_batch([encoded.ids[i] for i in idx], pad_id)
+        with autocast():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out[idx] = logits.float().cpu().numpy()
+    return out
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """(merged model in eval mode, tokenizer, config) from a run's best checkpoint."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from lorafit.model import _load_weights, load_model_config
+
+    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    cfg = load_config(run / "config.yaml")
+    base = _load_weights(cfg, load_model_config(cfg))
+    model = PeftModel.from_pretrained(base, run / "checkpoint-best").merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(run / "checkpoint-best")
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def _output_path(run: Path, input_path: Path, output: str | None, overwrite: bool) -> Path:
+    if output:
+        out = Path(output)
+        if out.exists() and not overwrite:
+            raise UserError(f"{out}: already exists; choose another --output or pass --overwrite")
+        if not out.parent.is_dir():
+            raise UserError(f"{out}: folder {out.parent} does not exist; create it or choose another --output")
+        return out
+    stem = f"submission-{input_path.stem}"
+    out, n = run / f"{stem}.csv", 1
+    while out.exists():  # a default name never replaces an earlier file
+        n += 1
+        out = run / f"{stem}-{n}.csv"
+    return out
+
+
+def predict_table(run_dir: str | Path, input_path: str, batch_size: int = 64, device: str = "cpu"):
+    """(probabilities, table, config) for a file, reusing saved probabilities when present."""
+    run = Path(run_dir)
+    cfg = load_config(require_run_dir(run) / "config.yaml")
+    table = load_table(input_path, cfg.data, split="test", need_labels=False, allow_empty_text=True)
+    empty = sum(not t.strip() for t in table.texts)
+    if empty:
+        warnings.warn(f"{input_path}: {empty} rows have empty text; they still get a prediction", stacklevel=2)
+    saved = probabilities_path(run, Path(input_path))
+    if saved.exists():
+        probs = pd.read_csv(saved).filter(like="prob_").to_numpy(dtype=np.float32)
+        if len(probs) == len(table):
+            return probs, table, cfg
+    model, tokenizer, cfg = load_run_model(run, device)
+    encoded = encode(tokenizer, table, cfg.model.max_length)
+    if encoded.truncated:
+        log.info("%s: %d of %d texts truncated to %d tokens", input_path, encoded.truncated, len(table), cfg.model.max_length)
+    probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    _save_probabilities(saved, probs)
+    return probs, table, cfg
+
+
+def probabilities_path(run: Path, input_path: Path) -> Path:
+    return run / "predictions" / f"{input_path.stem}-{file_digest(input_path)[:12]}.csv"
+
+
+def _save_probabilities(path: Path, probs: np.ndarray) -> None:
+    path.parent.mkdir(exist_ok=True)
+    frame = pd.DataFrame(probs, columns=[f"prob_{i}" for i in range(probs.shape[1])])
+    frame.insert(0, "Label", probs.argmax(-1))
+    frame.insert(0, "ID", np.arange(len(probs)))
+    write_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
+
+
+def write_submission(path: Path, labels: np.ndarray) -> None:
+    frame = pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)})
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def predict(
+    run_dir: str | Path,
+    input: str,
+    output: str | None = None,
+    *,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    device: str | None = None,
+) -> dict:
+    """Label `input` with a run's best checkpoint and write the submission CSV.
+
+    Returns `{"output", "probabilities", "rows", "metrics"}` (metrics only when the input has
+    labels). A default output (`RUN_DIR/submission-<stem>.csv`) never replaces a file.
+    """
+    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    input = _existing_input(input)
+    out = _output_path(run, Path(input), output, overwrite)
+    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device())
+    write_submission(out, probs.argmax(-1))
+    result = {"output": str(out), "probabilities": str(probabilities_path(run, Path(input))), "rows": len(table)}
+    if table.labels is not None:
+        result["metrics"] = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
+    return result
+
+
+def evaluate(run_dir: str | Path, input: str, *, batch_size: int = 64, device: str | None = None) -> dict:
+    """Score a run on a labelled file; also saved to `RUN_DIR/evaluations/<stem>-<sha12>.json`."""
+    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    input = _existing_input(input)
+    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device())
+    if table.labels is None:
+        raise UserError(f"{input}: has no '{cfg.data.label_column}' column; evaluate needs labels")
+    metrics = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
+    metrics["input"] = str(input)
+    (run / "evaluations").mkdir(exist_ok=True)
+    write_json(run / "evaluations" / f"{Path(input).stem}-{file_digest(input)[:12]}.json", metrics)
+    return metrics
+
+
+def _existing_input(input: str) -> str:
+    path = resolve_source(str(input))
+    if not Path(path).is_file():
+        raise UserError(f"--input {input}: file not found; give a .csv, .parquet, .jsonl or .pkl file")
+    return path
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+__all__ = ["predict", "evaluate", "infer_logits", "load_run_model", "format_metrics", "Config"]

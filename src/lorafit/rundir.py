@@ -1,0 +1,121 @@
+"""Run directories: creation, atomic writes, provenance, and reading a run back.
+
+The files a run directory holds are documented in docs/run-directory.md and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lorafit.errors import UserError
+
+VERSIONED = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "lorafit")
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def create_run_dir(parent: str, name: str) -> Path:
+    """A new `<parent>/<name>-<YYYYmmdd-HHMMSS>[-N]` folder; never reuses an existing one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(parent) / f"{name}-{stamp}"
+    try:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise UserError(f"run.dir {parent}: cannot create a run directory ({e.strerror}); choose a writable run.dir") from None
+    raise UserError(f"run.dir {parent}: too many runs named {name} this second")
+
+
+def require_run_dir(run_dir: str | Path, *files: str) -> Path:
+    """Check that `run_dir` is a lorafit run directory holding `files`."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run directory; give a folder made by `lorafit train`")
+    for f in ("config.yaml", *files):
+        if not (path / f).exists():
+            raise UserError(f"{path}: missing {f}; is the run finished? (train it again or pick another run)")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}: line {n} is not valid JSON") from None
+    return rows
+
+
+def git_commit(cwd: str | None = None) -> str | None:
+    """The commit of the git checkout holding `cwd` (with '+dirty' if modified), or None."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def command_line() -> str:
+    return " ".join(["lorafit", *sys.argv[1:]]) if sys.argv and "lorafit" in sys.argv[0] else " ".join(sys.argv)

@@ -1,0 +1,438 @@
+"""Training: the whole loop written out, on Hugging Face Accelerate.
+
+    lorafit train --config configs/agnews_roberta_latent.yaml train.lr=3e-4
+    accelerate launch --num_processes 2 -m lorafit train --config ...   # data parallel
+
+Order of work: check the config and the budget on a weightless model, read and check the
+data, load the weights, and only then create the run directory, so a bad input leaves
+nothing behind. Each optimizer step: forward, loss, backward, clip, step, schedule,
+zero_grad; every `eval_every` steps: evaluate, keep the best checkpoint, maybe stop early.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lorafit.config import Config, config_to_yaml
+from lorafit.data import Encoded, encode, epoch_batches, load_splits, pad_batch
+from lorafit.errors import UserError
+from lorafit.metrics import classification_metrics, format_metrics
+from lorafit.model import build_model, load_model_config, load_tokenizer
+from lorafit.params import check_budget, describe_model, write_description
+from lorafit.predict import infer_logits
+from lorafit.rundir import command_line, create_run_dir, git_commit, versions, write_json
+
+log = logging.getLogger("lorafit")
+
+
+@dataclass
+class TrainState:
+    """Where training is; everything early stopping and logging need."""
+
+    step: int = 0
+    epoch: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+
+class MetricsLogger:
+    """Rows to `metrics.jsonl` (flushed per row) and, optionally, TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        import json
+
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "kind"):
+                    self.tb.add_scalar(f"{row['kind']}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def make_accelerator(cfg: Config):
+    from accelerate import Accelerator
+
+    mp = cfg.train.mixed_precision
+    if mp == "auto":
+        if torch.cuda.is_available():
+            mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            mp = "no"
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.train.grad_accum)
+
+
+def build_optimizer(model, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW or Lion over the trainable parameters; no weight decay on biases and norms."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.train.optimizer == "lion":
+        from lion_pytorch import Lion
+
+        return Lion(groups, lr=cfg.train.lr)
+    return torch.optim.AdamW(groups, lr=cfg.train.lr)
+
+
+def build_scheduler(optimizer, cfg: Config, total_steps: int):
+    from transformers import get_scheduler
+
+    warmup = cfg.train.warmup_steps
+    if warmup is None:
+        warmup = math.ceil(cfg.train.warmup_ratio * total_steps)
+    name = {"constant": "constant_with_warmup"}.get(cfg.train.scheduler, cfg.train.scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def total_steps(cfg: Config, batches_per_epoch: int) -> int:
+    if cfg.train.max_steps:
+        return cfg.train.max_steps
+    return max(1, math.ceil(cfg.train.epochs * batches_per_epoch / cfg.train.grad_accum))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator) -> dict:
+    """Metrics on a labelled split; with several processes each scores a shard, then gather."""
+    from accelerate.utils import gather_object
+
+    model.eval()
+    shard = np.array_split(np.arange(len(encoded.ids)), accelerator.num_processes)[accelerator.process_index]
+    part = Encoded([encoded.ids[i] for i in shard], None, 0)
+    logits = infer_logits(model, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
+    logits = np.concatenate(gather_object([logits]))
+    model.train()
+    return classification_metrics(logits, encoded.labels, cfg.data.label_names)
+
+
+def improved(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "eval_loss" else value > best
+
+
+def save_checkpoint(model, tokenizer, path: Path, state: TrainState, accelerator) -> None:
+    """Save the PEFT adapter (LoRA + head, safetensors) and tokenizer; swap it in atomically."""
+    import shutil
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "lorafit_state.json", asdict(state))
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trainable tensors (under 1M numbers: cheap to keep the best in memory)."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def prepare(cfg: Config):
+    """Everything that can fail on bad input, before any output is written."""
+    model_config = load_model_config(cfg)
+    description = describe_model(cfg, build_model(cfg, weights=False, model_config=model_config))
+    check_budget(description)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg)
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"model.name {cfg.model.name}: its tokenizer has no padding token")
+    torch.manual_seed(cfg.train.seed)  # the head's initialisation
+    model = build_model(cfg, weights=True, model_config=model_config)
+    return description, splits, tokenizer, model
+
+
+def train(config: Config | str | Path | None = None, overrides=()) -> Path:
+    """Train a LoRA classifier; return the run directory.
+
+    `config` is a `Config`, a YAML path or None (the defaults); `overrides` are `key=value`
+    strings. Raises `UserError` (before anything is written) for bad data, a missing model
+    or a config over budget.
+    """
+    from accelerate.utils import set_seed
+
+    from lorafit.config import as_config
+
+    cfg = as_config(config, overrides)
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.train.seed)
+    description, splits, tokenizer, model = prepare(cfg)
+    encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
+    run_dir = _open_run_dir(cfg, description, accelerator)
+    _log_data(encoded, cfg)
+
+    world = accelerator.num_processes
+    global_batch = cfg.train.batch_size * world
+    steps_per_epoch = math.ceil(len(encoded["train"].ids) / global_batch)
+    n_steps = total_steps(cfg, steps_per_epoch)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, n_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    metrics = MetricsLogger(run_dir, cfg.log.tensorboard) if accelerator.is_main_process else None
+    state, best_weights = TrainState(), None
+    started, clock = time.time(), time.time()
+    window = dict(loss=0.0, steps=0, samples=0, tokens=0, padded=0)
+    progress = _progress(n_steps, cfg, accelerator)
+    train_set, pad_id = encoded["train"], tokenizer.pad_token_id
+    model.train()
+    while state.step < n_steps and not state.stopped_early:
+        batches = epoch_batches(train_set.lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
+        for micro, global_idx in enumerate(batches):
+            # Each process takes its slice of the global batch: N processes see the same
+            # examples per step as one process with an N-times larger batch.
+            idx = np.array_split(global_idx, world)[accelerator.process_index]
+            ids, mask = pad_batch([train_set.ids[i] for i in idx], pad_id)
+            labels = torch.as_tensor(train_set.labels[idx])
+            ids, mask, labels = ids.to(accelerator.device), mask.to(accelerator.device), labels.to(accelerator.device)
+
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                loss = F.cross_entropy(logits.float(), labels)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)  # free the gradients' memory at once
+
+            window["loss"] += loss.item() / cfg.train.grad_accum
+            window["samples"] += len(global_idx)
+            real = int(mask.sum()) * world  # an estimate across processes, exact for one
+            window["tokens"] += real
+            window["padded"] += mask.numel() * world - real
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state.step += 1
+            window["steps"] += 1
+            epoch_f = state.epoch + (micro + 1) / len(batches)
+            if state.step % cfg.train.log_every == 0 or state.step == n_steps:
+                row = _train_row(state, epoch_f, scheduler, window, time.time() - clock, started, accelerator)
+                clock = time.time()
+                window = dict(loss=0.0, steps=0, samples=0, tokens=0, padded=0)
+                if metrics:
+                    metrics.write(row)
+                _update_progress(progress, row)
+            if progress:
+                progress.update(1)
+            if state.step % cfg.train.eval_every == 0 or state.step == n_steps:
+                best_weights = _evaluate_and_keep(
+                    model, tokenizer, encoded, cfg, state, epoch_f, started, accelerator, metrics,
+                    run_dir, best_weights, progress,
+                )
+            if state.step >= n_steps or state.stopped_early:
+                break
+        state.epoch += 1
+
+    if progress:
+        progress.close()
+    test_metrics = _final_test(model, encoded, cfg, pad_id, accelerator, best_weights, run_dir, metrics, state, started)
+    if accelerator.is_main_process:
+        _write_summary(run_dir, cfg, description, state, test_metrics, started, accelerator)
+        metrics.close()
+        _finish_outputs(run_dir)
+        _point_latest(run_dir)
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _open_run_dir(cfg: Config, description: dict, accelerator) -> Path:
+    """Create the run directory on the main process and tell the others its name."""
+    from accelerate.utils import broadcast_object_list
+
+    holder = [None]
+    if accelerator.is_main_process:
+        run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        write_description(description, run_dir)
+        _attach_log_file(run_dir / "train.log")
+        holder = [str(run_dir)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(holder)
+    log.info("run directory: %s", holder[0])
+    return Path(holder[0])
+
+
+def _attach_log_file(path: Path) -> None:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
+    for name, enc in encoded.items():
+        lengths = enc.lengths
+        log.info(
+            "%s: %d rows, tokens per row median %d, p99 %d, max %d; %d truncated to %d tokens",
+            name, len(lengths), np.median(lengths), np.percentile(lengths, 99), lengths.max(),
+            enc.truncated, cfg.model.max_length,
+        )
+
+
+def _progress(n_steps: int, cfg: Config, accelerator):
+    if not (cfg.log.progress and accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_steps, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _update_progress(progress, row: dict) -> None:
+    if progress:
+        progress.set_postfix(loss=f"{row['train_loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}", refresh=False)
+
+
+def _train_row(state, epoch_f, scheduler, window, elapsed, started, accelerator) -> dict:
+    steps = max(1, window["steps"])
+    total_tokens = window["tokens"] + window["padded"]
+    return {
+        "kind": "train",
+        "step": state.step,
+        "epoch": round(epoch_f, 4),
+        "time_s": round(time.time() - started, 3),
+        "lr": scheduler.get_last_lr()[0],
+        "train_loss": window["loss"] / steps,
+        "samples_per_s": window["samples"] / max(elapsed, 1e-9),
+        "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
+        "padding_share": window["padded"] / max(total_tokens, 1),
+        "memory_mb": round(peak_memory_mb(accelerator.device), 1),
+    }
+
+
+def _evaluate_and_keep(model, tokenizer, encoded, cfg, state, epoch_f, started, accelerator, metrics, run_dir, best_weights, progress):
+    """Evaluate; on a new best keep its weights and save the checkpoint; count patience."""
+    m = evaluate_split(model, encoded["validation"], cfg, tokenizer.pad_token_id, accelerator)
+    values = {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"]}
+    is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
+    if is_best:
+        state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
+        best_weights = trainable_state(accelerator.unwrap_model(model))
+        save_checkpoint(model, tokenizer, run_dir / "checkpoint-best", state, accelerator)
+    else:
+        state.bad_evals += 1
+        if cfg.train.patience and state.bad_evals >= cfg.train.patience:
+            state.stopped_early = True
+    row = {"kind": "eval", "step": state.step, "epoch": round(epoch_f, 4), "time_s": round(time.time() - started, 3), **values, "is_best": is_best}
+    if metrics:
+        metrics.write(row)
+    if progress:
+        progress.set_postfix(acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}", refresh=False)
+    log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], " (best)" if is_best else "")
+    if state.stopped_early:
+        log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
+    return best_weights
+
+
+def _final_test(model, encoded, cfg, pad_id, accelerator, best_weights, run_dir, metrics, state, started):
+    """Restore the best weights and score the labelled test split, if there is one."""
+    test = encoded.get("test")
+    if test is None or test.labels is None:
+        return None
+    unwrapped = accelerator.unwrap_model(model)
+    if best_weights:
+        unwrapped.load_state_dict(best_weights, strict=False)
+    m = evaluate_split(model, test, cfg, pad_id, accelerator)
+    m["input"] = cfg.data.test
+    if accelerator.is_main_process:
+        (run_dir / "evaluations").mkdir(exist_ok=True)
+        write_json(run_dir / "evaluations" / f"test-{Path(cfg.data.test).stem}.json", m)
+        metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - started, 3), "test_loss": m["loss"], "test_accuracy": m["accuracy"], "test_f1": m["macro_f1"]})
+        log.info("test (best checkpoint):\n%s", format_metrics(m))
+    return m
+
+
+def _write_summary(run_dir, cfg, description, state, test_metrics, started, accelerator) -> None:
+    from lorafit.rundir import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    best_eval = next((r for r in rows if r["kind"] == "eval" and r["step"] == state.best_step), None)
+    summary = {
+        "run_name": cfg.run.name,
+        "run_dir": str(run_dir),
+        "command": command_line(),
+        "model_name": cfg.model.name,
+        "label_names": list(cfg.data.label_names),
+        "metric": cfg.train.metric,
+        "best_value": state.best_value,
+        "best_step": state.best_step,
+        "final_step": state.step,
+        "stopped_early": state.stopped_early,
+        "best_eval": best_eval,
+        "test": test_metrics,
+        "params": description["params"],
+        "seed": cfg.train.seed,
+        "device": str(accelerator.device),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "wall_time_s": round(time.time() - started, 3),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(run_dir / "summary.json", summary)
+    log.info("best %s %.4f at step %d; wall time %.1f s", cfg.train.metric, state.best_value, state.best_step, summary["wall_time_s"])
+
+
+def _point_latest(run_dir: Path) -> None:
+    """`<run.dir>/latest` -> the newest finished run (a symlink; skipped where links fail)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest-{run_dir.name}"
+    try:
+        if link.exists() and not link.is_symlink():
+            return  # a real folder named 'latest' belongs to the user
+        tmp.symlink_to(run_dir.name)
+        tmp.replace(link)
+    except OSError:
+        log.info("could not point %s at %s", link, run_dir)
+
+
+def _finish_outputs(run_dir: Path) -> None:
+    """Plots and the readable training log, when those modules are present."""
+    try:
+        from lorafit.plots import write_plots
+        from lorafit.runlog import write_training_log
+    except ImportError:
+        return
+    write_plots(run_dir)
+    write_training_log(run_dir)

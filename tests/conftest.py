@@ -1,0 +1,56 @@
+"""Shared fixtures: real AG News rows from ../shared and a tiny RoBERTa built in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+AG_DIR = ROOT.parent / "shared" / "data" / "ag_news"
+AG_SUBSET = AG_DIR / "train_subset.csv"
+AG_HEAD = AG_DIR / "train_head2000.csv"
+
+
+@pytest.fixture(scope="session")
+def ag_subset() -> pd.DataFrame:
+    """The real AG News rows (text, label, source)."""
+    if not AG_SUBSET.exists():
+        pytest.fail(f"{AG_SUBSET} is missing: the tests need ../shared beside the checkout")
+    return pd.read_csv(AG_SUBSET)
+
+
+@pytest.fixture(scope="session")
+def small_csv(ag_subset, tmp_path_factory) -> Path:
+    """A `text,label` CSV of 240 real rows (60 per class)."""
+    rows = ag_subset.groupby("label").head(60)
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    rows[["text", "label"]].sample(frac=1, random_state=0).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ag_subset, tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide RoBERTa classifier with a locally trained tokenizer."""
+    from lorafit.toy import save_toy_roberta
+
+    out = tmp_path_factory.mktemp("tiny-roberta")
+    return save_toy_roberta(out, ag_subset.text.tolist()[:3000], layers=2, hidden=32)
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model, small_csv, tmp_path) -> list[str]:
+    """Overrides for a few-second training run of the tiny model on real rows."""
+    return [
+        f"model.name={tiny_model}",
+        f"data.train={small_csv}",
+        "data.val_size=40",
+        "model.max_length=64",
+        "train.max_steps=12",
+        "train.eval_every=4",
+        "train.log_every=2",
+        "train.batch_size=16",
+        "log.progress=false",
+        f"run.dir={tmp_path / 'runs'}",
+    ]

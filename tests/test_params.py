@@ -1,0 +1,92 @@
+"""Exact trainable-parameter counts on roberta-base's shape (no weights needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorafit.config import load_config
+from lorafit.errors import UserError
+from lorafit.model import build_model
+from lorafit.params import check_budget, count_parameters, describe_model, description_text
+
+
+def _describe(*overrides):
+    return describe_model(load_config(None, ["model.name=roberta-base", *overrides]))
+
+
+def test_seed_recipe_count():
+    d = _describe("lora.layers=9-11", "lora.target_modules=[query,value]")
+    assert d["params"]["trainable"] == 667_396
+    assert d["breakdown"] == {"lora": 73_728, "head": 593_668, "bias": 0, "other": 0}
+    assert sorted(d["lora_per_layer"]) == ["10", "11", "9"]
+    assert d["lora_per_layer"]["9"] == {"query": 6144 * 2, "value": 6144 * 2}
+
+
+def test_all_layers_query_value_count():
+    assert _describe("lora.layers=all")["params"]["trainable"] == 888_580
+
+
+def test_qkv_rank4_with_all_biases_count():
+    d = _describe("lora.r=4", "lora.target_modules=[query,key,value]", "lora.bias=all")
+    assert d["params"]["trainable"] == 916_996
+    assert d["breakdown"]["bias"] == 102_144
+
+
+def test_head_alone_is_593668_and_frozen_copy_not_counted():
+    model = build_model(load_config(None, ["model.name=roberta-base"]), weights=False)
+    head = {n: p for n, p in model.named_parameters() if "classifier" in n}
+    trainable = sum(p.numel() for n, p in head.items() if p.requires_grad)
+    frozen = sum(p.numel() for n, p in head.items() if not p.requires_grad)
+    assert trainable == 593_668
+    assert frozen == 593_668  # PEFT's original copy, frozen
+    assert count_parameters(model)["breakdown"]["head"] == 593_668
+
+
+def test_over_budget_is_refused_with_breakdown():
+    d = _describe("lora.r=64", "lora.target_modules=[query,key,value,dense]")
+    assert not d["fits_budget"]
+    with pytest.raises(UserError, match=r"exceed the budget of 1,000,000 .*head 593,668"):
+        check_budget(d)
+
+
+def test_sections_give_every_layer_its_own_values():
+    cfg = load_config(
+        None,
+        [
+            "model.name=roberta-base",
+            "lora.layers=6-11",
+            "lora.sections=[{layers: 6-7, r: 2, alpha: 4, dropout: 0.0},"
+            "{layers: 8-9, r: 4, alpha: 8, dropout: 0.05},{layers: 10-11, r: 16, alpha: 32, dropout: 0.2}]",
+        ],
+    )
+    model = build_model(cfg, weights=False)
+    want = {6: (2, 2.0, 0.0), 7: (2, 2.0, 0.0), 8: (4, 2.0, 0.05), 9: (4, 2.0, 0.05), 10: (16, 2.0, 0.2), 11: (16, 2.0, 0.2)}
+    seen = {}
+    for name, module in model.named_modules():
+        if name.endswith(("attention.self.query", "attention.self.value")) and hasattr(module, "r"):
+            layer = int(name.split(".layer.")[1].split(".")[0])
+            p = getattr(module.lora_dropout["default"], "p", 0.0)
+            got = (module.r["default"], module.scaling["default"], p)
+            assert seen.setdefault(layer, got) == got
+    assert seen == want
+    d = describe_model(cfg, model)
+    assert d["lora"]["layers"]["10"] == {"r": 16, "alpha": 32.0, "dropout": 0.2}
+    # two modules per layer, each r * (768 + 768) parameters
+    assert d["params"]["trainable"] == 593_668 + 2 * 1536 * (2 + 2 + 4 + 4 + 16 + 16)
+
+
+def test_section_outside_layers_and_layer_out_of_range_are_errors():
+    with pytest.raises(UserError, match=r"lora.sections\[0\].layers: layers \[3\]"):
+        _describe("lora.layers=9-11", "lora.sections=[{layers: 3, r: 2}]")
+    with pytest.raises(UserError, match="layer 12 is out of range; the model has layers 0-11"):
+        _describe("lora.layers=10-12")
+
+
+def test_missing_target_module_is_an_error():
+    with pytest.raises(UserError, match="lora.target_modules"):
+        _describe("lora.target_modules=[nonexistent]")
+
+
+def test_description_text_names_counts():
+    text = description_text(_describe("lora.layers=9-11"))
+    assert "667,396" in text and "593,668" in text and "layer  11" in text
