@@ -35,6 +35,78 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
 
 
+# Each subcommand: a function that adds its parser and sets `func`, which takes the parsed
+# arguments, calls one library function and prints. Add new ones to COMMANDS.
+
+
+def _train(sub, fmt):
+    p = sub.add_parser("train", help="train a LoRA classifier; writes a run directory", epilog=_config_epilog(), formatter_class=fmt)
+    _add_config_args(p)
+
+    def run(args):
+        from lorafit.train import train
+
+        print(f"run directory: {train(args.config, args.overrides)}")
+
+    p.set_defaults(func=run)
+
+
+def _describe(sub, fmt):
+    p = sub.add_parser("describe", help="parameter counts and LoRA settings, without training", epilog=_config_epilog(), formatter_class=fmt)
+    _add_config_args(p)
+    p.add_argument("--output-dir", help="also write model_description.json/.txt into this folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def run(args):
+        from lorafit.params import describe, description_text
+
+        d = describe(args.config, args.overrides, output_dir=args.output_dir)
+        print(json.dumps(d, indent=2) if args.json else description_text(d).rstrip())
+
+    p.set_defaults(func=run)
+
+
+def _predict(sub, fmt):
+    p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
+    p.add_argument("run_dir", help="run directory made by `lorafit train` (e.g. runs/latest)")
+    p.add_argument("--input", required=True, help="file to label (.csv, .parquet, .jsonl, .pkl) or sample-test")
+    p.add_argument("--output", help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    def run(args):
+        from lorafit.metrics import format_metrics
+        from lorafit.predict import predict
+
+        result = predict(args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite)
+        print(f"wrote {result['rows']} predictions to {result['output']}")
+        print(f"probabilities: {result['probabilities']}")
+        if "metrics" in result:
+            print(format_metrics(result["metrics"]))
+
+    p.set_defaults(func=run)
+
+
+def _evaluate(sub, fmt):
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on a labelled file")
+    p.add_argument("run_dir", help="run directory made by `lorafit train`")
+    p.add_argument("--input", required=True, help="labelled file")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def run(args):
+        from lorafit.metrics import format_metrics
+        from lorafit.predict import evaluate
+
+        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size)
+        print(json.dumps(m, indent=2) if args.json else format_metrics(m))
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_train, _describe, _predict, _evaluate]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorafit",
@@ -42,60 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
-
-    p = sub.add_parser("train", help="train a LoRA classifier; writes a run directory", epilog=_config_epilog(), formatter_class=fmt)
-    _add_config_args(p)
-
-    p = sub.add_parser("describe", help="parameter counts and LoRA settings, without training", epilog=_config_epilog(), formatter_class=fmt)
-    _add_config_args(p)
-    p.add_argument("--output-dir", help="also write model_description.json/.txt into this folder")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
-    p.add_argument("run_dir", help="run directory made by `lorafit train`")
-    p.add_argument("--input", required=True, help="file to label (.csv, .parquet, .jsonl, .pkl)")
-    p.add_argument("--output", help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-
-    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on a labelled file")
-    p.add_argument("run_dir", help="run directory made by `lorafit train`")
-    p.add_argument("--input", required=True, help="labelled file")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for add in COMMANDS:
+        add(sub, argparse.RawDescriptionHelpFormatter)
     return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    import lorafit
-
-    if args.command == "train":
-        run_dir = lorafit.train(args.config, args.overrides)
-        print(f"run directory: {run_dir}")
-    elif args.command == "describe":
-        from lorafit.params import description_text
-
-        d = lorafit.describe(args.config, args.overrides, output_dir=args.output_dir)
-        print(json.dumps(d, indent=2) if args.json else description_text(d), end="" if not args.json else "\n")
-    elif args.command == "predict":
-        result = lorafit.predict(args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite)
-        _print_prediction(result)
-    elif args.command == "evaluate":
-        from lorafit.metrics import format_metrics
-
-        m = lorafit.evaluate(args.run_dir, args.input, batch_size=args.batch_size)
-        print(json.dumps(m, indent=2) if args.json else format_metrics(m))
-    return 0
-
-
-def _print_prediction(result: dict) -> None:
-    from lorafit.metrics import format_metrics
-
-    print(f"wrote {result['rows']} predictions to {result['output']}")
-    print(f"probabilities: {result['probabilities']}")
-    if "metrics" in result:
-        print(format_metrics(result["metrics"]))
 
 
 def _quiet_libraries() -> None:
@@ -113,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return run(args)
+        args.func(args)
+        return 0
     except UserError as e:
         if args.debug:
             raise
