@@ -1,0 +1,352 @@
+"""Plots of a run directory: learning curves, schedule, throughput, confusion matrices.
+
+    from lorafit.plots import write_plots
+    write_plots("runs/agnews-r8-20261122-101500")   # -> [RUN_DIR/plots/loss.png, ...]
+
+Works only from the run directory (docs/run-directory.md): curves come from `metrics.jsonl`,
+the best step from `summary.json` (or the `is_best` rows), and one confusion matrix plus one
+per-class bar chart from each `evaluations/*.json`. A plot whose data is missing (no eval rows
+yet, no evaluations folder) is skipped, so this also works on a run that is still training.
+
+We draw on `matplotlib.figure.Figure` and render with the Agg canvas: no pyplot, no global
+backend switch, no window, safe in a notebook and on a headless server.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from lorafit.rundir import write_atomic
+from lorafit.runlog import (
+    best_eval_row,
+    check_run_dir,
+    config_value,
+    final_test_metrics,
+    read_config,
+    read_evaluations,
+    read_json,
+    read_metrics,
+    rows_of,
+    run_label,
+)
+
+FIGSIZE = (8, 4.5)
+DPI = 120
+#: Few points get markers, so a run with one eval row still shows a dot rather than nothing.
+MARKER_MAX_POINTS = 40
+COLORS = {"train": "tab:blue", "eval": "tab:orange", "f1": "tab:green", "best": "tab:red"}
+METRIC_LABELS = {
+    "eval_accuracy": "validation accuracy",
+    "eval_f1": "validation macro-F1",
+    "eval_loss": "validation loss",
+    "train_loss": "train loss",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def write_plots(run_dir: str | Path) -> list[Path]:
+    """Write every plot the run's data allows into `RUN_DIR/plots/`.
+
+    Args:
+        run_dir: a run directory (finished, interrupted or still training).
+
+    Returns:
+        The paths of the PNG files written, in a fixed order; plots without data are skipped.
+
+    Raises:
+        UserError: if `run_dir` is not a folder or a JSON file in it is malformed.
+        MetricsFormatError: (a `ValueError`) naming the file and line of a malformed row.
+    """
+    run = check_run_dir(run_dir)
+    rows = read_metrics(run)
+    summary = read_json(run / "summary.json")
+    label = run_label(run, summary)
+    metric = (summary or {}).get("metric") or config_value(read_config(run), "train.metric")
+    best = best_eval_row(rows, summary, metric or "eval_accuracy")
+    figures = {
+        "learning_curve.png": plot_learning_curve(rows, label),
+        "loss.png": plot_loss(rows, label),
+        "accuracy.png": plot_accuracy(rows, label, best, final_test_metrics(rows, summary)),
+        "lr.png": plot_lr(rows, label),
+        "throughput.png": plot_throughput(rows, label),
+    }
+    for stem, evaluation in read_evaluations(run).items():
+        figures[f"confusion_{stem}.png"] = plot_confusion(evaluation, f"{label}: {stem}")
+        figures[f"per_class_{stem}.png"] = plot_per_class(evaluation, f"{label}: {stem}")
+    written = []
+    for name, fig in figures.items():
+        if fig is not None:
+            (run / "plots").mkdir(exist_ok=True)
+            write_atomic(run / "plots" / name, figure_png(fig))
+            written.append(run / "plots" / name)
+    return written
+
+
+def plot_curves_overlay(run_dirs: list[str | Path], metric: str = "eval_accuracy") -> Figure:
+    """One `metric` curve per run on shared axes, labelled by run name (for the report).
+
+    Args:
+        run_dirs: run directories; runs without rows holding `metric` are left out.
+        metric: a metrics.jsonl key such as `eval_accuracy`, `eval_f1` or `train_loss`.
+
+    Returns:
+        The figure (a note in the middle when no run has the metric yet).
+    """
+    fig, ax = _new_figure()
+    labels = _unique_labels(run_dirs)
+    drawn = 0
+    for run_dir, label in zip(run_dirs, labels):
+        steps, values = series(read_metrics(run_dir), metric)
+        if steps:
+            ax.plot(steps, values, label=label, **_line_style(steps))
+            drawn += 1
+    name = METRIC_LABELS.get(metric, metric)
+    unit = "cross-entropy" if metric.endswith("loss") else "%"
+    _decorate(ax, f"{name.capitalize()} by run", "optimizer step", f"{name} ({unit})", metric)
+    if drawn:
+        ax.legend(loc="best", fontsize=10, title="run", title_fontsize=10)
+    else:
+        _note(ax, f"no rows with {metric} yet")
+    return fig
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure rendered as PNG bytes (Agg canvas, `DPI` dots per inch)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of the rows that hold a non-null `key`, in step order."""
+    pairs = sorted((r["step"], r[key]) for r in rows if r.get(key) is not None)
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves from metrics.jsonl (each returns None when it has nothing to draw)
+
+
+def plot_learning_curve(rows: list[dict], label: str) -> Figure | None:
+    """Train loss (left axis) and validation accuracy (right axis) against step."""
+    loss_steps, loss = series(rows_of(rows, "train"), "train_loss")
+    acc_steps, acc = series(rows_of(rows, "eval"), "eval_accuracy")
+    if not loss_steps and not acc_steps:
+        return None
+    fig, ax = _new_figure()
+    lines = _draw(ax, loss_steps, loss, COLORS["train"], "train loss")
+    # The accuracy goes on a second y axis only when there is a loss on the first one.
+    acc_ax = ax.twinx() if loss_steps and acc_steps else ax
+    lines += _draw(acc_ax, acc_steps, acc, COLORS["eval"], "validation accuracy", markersize=6)
+    ylabel = "train loss (cross-entropy)" if loss_steps else ""
+    _decorate(ax, f"Learning curve: {label}", "optimizer step", ylabel)
+    if acc_steps:
+        acc_ax.set_ylabel("validation accuracy (%)")
+        acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    # Below the axes: with two y axes no corner is reliably free of lines.
+    ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9)
+    return fig
+
+
+def plot_loss(rows: list[dict], label: str) -> Figure | None:
+    """Train loss and validation loss against step."""
+    train_steps, train = series(rows_of(rows, "train"), "train_loss")
+    eval_steps, evals = series(rows_of(rows, "eval"), "eval_loss")
+    if not train_steps and not eval_steps:
+        return None
+    fig, ax = _new_figure()
+    _draw(ax, train_steps, train, COLORS["train"], "train")
+    _draw(ax, eval_steps, evals, COLORS["eval"], "validation", markersize=6)
+    _decorate(ax, f"Loss: {label}", "optimizer step", "cross-entropy loss (nats)")
+    ax.legend(loc="upper right", fontsize=9)
+    return fig
+
+
+def plot_accuracy(rows: list[dict], label: str, best: dict | None, test: dict | None = None):
+    """Validation accuracy and macro-F1 against step, the best step (and test score) marked."""
+    acc_steps, acc = series(rows_of(rows, "eval"), "eval_accuracy")
+    f1_steps, f1 = series(rows_of(rows, "eval"), "eval_f1")
+    if not acc_steps and not f1_steps:
+        return None
+    fig, ax = _new_figure()
+    _draw(ax, acc_steps, acc, COLORS["eval"], "accuracy", markersize=6)
+    _draw(ax, f1_steps, f1, COLORS["f1"], "macro-F1", markersize=6)
+    if best is not None and best.get("eval_accuracy") is not None:
+        step, value = best["step"], best["eval_accuracy"]
+        ax.axvline(step, color=COLORS["best"], linestyle="--", linewidth=1)
+        best_label = f"best: step {step}, accuracy {value:.2%}"
+        ax.plot([step], [value], "*", color=COLORS["best"], ms=14, zorder=5, label=best_label)
+    if test and test.get("accuracy") is not None:
+        test_label = f"test accuracy {test['accuracy']:.2%}"
+        ax.axhline(test["accuracy"], color="0.4", linestyle=":", linewidth=1.2, label=test_label)
+    title = f"Validation accuracy and macro-F1: {label}"
+    _decorate(ax, title, "optimizer step", "score (%)", "eval_accuracy")
+    ax.margins(y=0.1)
+    ax.legend(loc="lower right", fontsize=9)
+    return fig
+
+
+def plot_lr(rows: list[dict], label: str) -> Figure | None:
+    """The learning rate schedule against step."""
+    steps, lr = series(rows_of(rows, "train"), "lr")
+    if not steps:
+        return None
+    fig, ax = _new_figure()
+    _draw(ax, steps, lr, "tab:purple", "learning rate")
+    _decorate(ax, f"Learning rate: {label}", "optimizer step", "learning rate (per step)")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax.set_ylim(bottom=0)
+    return fig
+
+
+def plot_throughput(rows: list[dict], label: str) -> Figure | None:
+    """Samples/s (top panel) and non-padding tokens/s (bottom panel) against step."""
+    panels = [
+        ("samples_per_s", "samples/s", "tab:blue"),
+        ("tokens_per_s", "tokens/s\n(non-padding)", "tab:brown"),
+    ]
+    data = [series(rows_of(rows, "train"), key) for key, _, _ in panels]
+    if not any(steps for steps, _ in data):
+        return None
+    # Two panels, not two y axes: tokens/s is nearly proportional to samples/s, so on twin
+    # axes the two lines would lie on top of each other.
+    fig = Figure(figsize=FIGSIZE, layout="tight")
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, (steps, values), (key, ylabel, color) in zip(axes, data, panels):
+        _draw(ax, steps, values, color, ylabel)
+        _decorate(ax, "", "", ylabel)
+        ax.set_ylim(bottom=0, top=max(values, default=1.0) * 1.15)
+        if not steps:
+            _note(ax, f"no {key} rows")
+    axes[0].set_title(f"Training throughput: {label}", fontsize=12)
+    axes[1].set_xlabel("optimizer step")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation plots
+
+
+def plot_confusion(evaluation: dict, title: str) -> Figure | None:
+    """Counts in each cell, colour = share of the true class (rows sum to 100%)."""
+    matrix, names = evaluation.get("confusion_matrix"), evaluation.get("label_names")
+    if not matrix or not names or len(matrix) != len(names):
+        return None
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(names)
+    fig = Figure(figsize=(max(6.5, 0.7 * n + 3.5), max(5.5, 0.6 * n + 2.5)), layout="tight")
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fontsize = max(6, 11 - n // 3)
+    for i in range(n):
+        for j in range(n):
+            color = "white" if shares[i, j] > 0.55 else "black"
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j]):,}\n{shares[i, j]:.1%}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=fontsize,
+            )
+    ax.set_xticks(range(n), names, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = evaluation.get("accuracy")
+    subtitle = f"{int(counts.sum()):,} rows" + (f", accuracy {accuracy:.2%}" if accuracy else "")
+    ax.set_title(f"Confusion matrix: {title}\n{subtitle}", fontsize=11)
+    fig.colorbar(image, ax=ax, format=PercentFormatter(xmax=1), label="share of the true class")
+    return fig
+
+
+def plot_per_class(evaluation: dict, title: str) -> Figure | None:
+    """Per-class precision and recall as grouped bars, support in the tick labels."""
+    per_class = evaluation.get("per_class")
+    if not per_class:
+        return None
+    names = list(evaluation.get("label_names") or per_class)
+    names = [n for n in names if n in per_class]
+    x = np.arange(len(names))
+    fig, ax = _new_figure()
+    for offset, key, color in ((-0.2, "precision", "tab:blue"), (0.2, "recall", "tab:orange")):
+        values = [per_class[n].get(key) or 0.0 for n in names]
+        bars = ax.bar(x + offset, values, width=0.4, label=key, color=color)
+        ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], fontsize=8, padding=2)
+    ticks = [f"{n}\n(n={per_class[n].get('support', 0):,})" for n in names]
+    ax.set_xticks(x, ticks)
+    _decorate(
+        ax,
+        f"Per-class precision and recall: {title}",
+        "true class (support)",
+        "score (%)",
+        "precision",
+        step_axis=False,
+    )
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="upper center", ncol=2, fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _new_figure():
+    fig = Figure(figsize=FIGSIZE, layout="tight")
+    return fig, fig.add_subplot()
+
+
+def _line_style(steps: list, markersize: float = 4) -> dict:
+    """Markers on sparse series (and always on a single point), plain lines on dense ones."""
+    if len(steps) <= MARKER_MAX_POINTS:
+        return {"marker": "o", "markersize": markersize, "linewidth": 1.6}
+    return {"linewidth": 1.4}
+
+
+def _draw(ax, steps: list, values: list, color: str, label: str, markersize: float = 4) -> list:
+    """Plot one series (nothing, and no legend entry, when it is empty); return its lines."""
+    if not steps:
+        return []
+    return ax.plot(steps, values, color=color, label=label, **_line_style(steps, markersize))
+
+
+def _decorate(
+    ax, title: str, xlabel: str, ylabel: str = "", metric: str | None = None, step_axis=True
+) -> None:
+    """Title, labels, grid; percent ticks for scores; whole steps from 0 on an x step axis."""
+    ax.set_title(title, fontsize=12)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if step_axis:
+        # Call this after plotting: it fixes the x range.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(left=0, right=max(1.0, ax.get_xlim()[1]))
+    if metric and not metric.endswith("loss"):
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def _unique_labels(run_dirs: list[str | Path]) -> list[str]:
+    """Run names, falling back to the directory name where two runs share a name."""
+    labels = [run_label(d, read_json(Path(d) / "summary.json")) for d in run_dirs]
+    return [
+        label if labels.count(label) == 1 else Path(d).resolve().name
+        for d, label in zip(run_dirs, labels)
+    ]

@@ -1,0 +1,252 @@
+"""lorafit.report: one self-contained HTML file; checked as text and in headless chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorafit.errors import UserError
+from lorafit.report import write_report
+
+from .rundir_factory import make_run_dir
+
+IMG = '<img src="data:image/png;base64,'
+CHROMIUM = Path("/usr/bin/chromium")
+XSS = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two finished runs with a test evaluation each, and one interrupted run without."""
+    parent = tmp_path / "runs"
+    return [
+        make_run_dir(parent, "agnews-r4", r=4, lr=3e-4, final_accuracy=0.87, seed=1),
+        make_run_dir(parent, "agnews-r8", r=8, lr=2e-4, final_accuracy=0.89, seed=2),
+        make_run_dir(
+            parent, "agnews-r16", r=16, lr=1e-4, steps=200, seed=3, summary=False, evaluation=False
+        ),
+    ]
+
+
+@pytest.fixture
+def leaderboard(tmp_path):
+    path = tmp_path / "leaderboard.csv"
+    path.write_text("rank,run,lora.r,eval_accuracy\n1,agnews-r8,8,0.8912\n2,agnews-r4,4,0.8701\n")
+    return path
+
+
+def _runs_table(page: str) -> str:
+    return re.search(r'<table class="sortable" id="runs">.*?</table>', page, re.S).group(0)
+
+
+def test_report_lists_every_run_with_settings_and_results(runs, tmp_path):
+    page = write_report(runs, tmp_path / "report.html").read_text()
+    table = _runs_table(page)
+    assert table.count("<tr>") == 1 + len(runs)
+    for name in ["agnews-r4", "agnews-r8", runs[2].name]:  # unfinished: labelled by its folder
+        assert f'<td data-sort="{name.lower()}">{name}</td>' in table
+    for header in [
+        "model",
+        "r",
+        "alpha",
+        "dropout",
+        "layers",
+        "target modules",
+        "lr",
+        "optimizer",
+        "trainable",
+        "total",
+        "best val acc",
+        "best val F1",
+        "best step",
+        "test acc",
+        "wall time",
+    ]:
+        assert f">{header}</th>" in table
+    assert ">query, value</td>" in table and ">3.0e-04</td>" in table
+    assert table.count(">unfinished</td>") == 1
+
+
+def test_report_embeds_one_png_per_curve_overlay_and_confusion_matrix(runs, tmp_path):
+    page = write_report(runs, tmp_path / "report.html").read_text()
+    # two overlays (validation accuracy, train loss) + one confusion matrix per evaluated run
+    assert page.count(IMG) == 2 + 2
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert image.format == "PNG" and image.size[0] >= 600 and image.size[1] >= 400
+    assert "No evaluations (evaluations/*.json) in: " + runs[2].name in page
+
+
+def test_report_is_self_contained(runs, tmp_path):
+    page = write_report(runs, tmp_path / "report.html").read_text()
+    without_images = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "http://" not in without_images and "https://" not in without_images
+    assert "<link" not in page and "@import" not in page
+    assert re.findall(r"<script[^>]*\bsrc=", page) == []
+
+
+def test_report_escapes_run_names(tmp_path):
+    run = make_run_dir(tmp_path / "runs", "evil", display_name=XSS)
+    page = write_report([run], tmp_path / "report.html").read_text()
+    assert XSS not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the report's own sorting script
+
+
+def test_report_refuses_to_overwrite(runs, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"report\.html already exists; pass --overwrite"):
+        write_report(runs, out)
+    assert out.read_text() == "keep me"
+    assert write_report(runs, out, overwrite=True) == out
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_includes_the_sweep_leaderboard(runs, leaderboard, tmp_path):
+    page = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard).read_text()
+    board = re.search(r'<table class="sortable" id="leaderboard">.*?</table>', page, re.S).group(0)
+    assert board.count("<tr>") == 3
+    assert '<th data-type="num" title="sort by eval_accuracy">eval_accuracy</th>' in board
+    assert '<th data-type="text" title="sort by run">run</th>' in board
+    assert '<td data-sort="0.8912">0.8912</td>' in board
+    with pytest.raises(UserError, match="file not found"):
+        write_report(runs, tmp_path / "other.html", leaderboard=tmp_path / "missing.csv")
+
+
+def test_report_drops_duplicate_paths_and_rejects_non_runs(runs, tmp_path):
+    latest = runs[0].parent / "latest"
+    latest.symlink_to(runs[0].name)
+    page = write_report([*runs, latest], tmp_path / "report.html").read_text()
+    assert _runs_table(page).count("<tr>") == 1 + len(runs)
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(UserError, match="not a run directory"):
+        write_report([tmp_path / "not-a-run"], tmp_path / "x.html")
+    with pytest.raises(UserError, match="no run directories"):
+        write_report([], tmp_path / "y.html")
+
+
+# ---------------------------------------------------------------------------------------------
+# Headless chromium: the page renders, runs its script without errors, and its images decode.
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _console_messages(stderr: str) -> list[str]:
+    """Page console output and uncaught exceptions (the report itself logs nothing)."""
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+def _body_attributes(dom: str) -> dict[str, str]:
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', body))
+
+
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_report_renders_in_headless_chromium(runs, leaderboard, tmp_path):
+    out = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard)
+    shot = tmp_path / "report.png"
+    result = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _console_messages(result.stderr) == []
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels[:1000].std() > 20, "the top of the page looks blank"
+    if os.environ.get("LORAFIT_REPORT_SCREENSHOT"):  # refresh docs/report-screenshot.png
+        shutil.copy(shot, os.environ["LORAFIT_REPORT_SCREENSHOT"])
+
+    result = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", out.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _console_messages(result.stderr) == []
+    body = _body_attributes(result.stdout)
+    assert body["data-images-ok"] == "true", body
+    assert body["data-images-loaded"] == "4/4"
+    assert body["data-visible-rows"] == str(len(runs))
+    assert result.stdout.count("<img ") == 4
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_clicking_a_header_sorts_numerically(runs, tmp_path):
+    page = write_report(runs, tmp_path / "report.html").read_text()
+    probe = """<script>
+    window.addEventListener("load", function () {
+      var th = Array.prototype.find.call(document.querySelectorAll("#runs th"),
+                                         function (h) { return h.textContent === "r"; });
+      var order = function () {
+        return Array.prototype.map.call(document.querySelectorAll("#runs tbody tr"),
+                                        function (tr) { return tr.cells[2].textContent; }).join(",");
+      };
+      th.click(); document.body.dataset.ascending = order();
+      th.click(); document.body.dataset.descending = order();
+    });
+    </script></body>"""
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", probe))
+    result = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    assert _console_messages(result.stderr) == []
+    body = _body_attributes(result.stdout)
+    assert body["data-ascending"] == "4,8,16"  # as text it would be 16,4,8
+    assert body["data-descending"] == "16,8,4"
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_console_check_catches_script_errors(tmp_path):
+    """The console check above is not vacuous: a throwing page is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><body><script>throw new Error('boom');</script></body>")
+    result = _chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", page.as_uri())
+    assert any("Uncaught Error: boom" in line for line in _console_messages(result.stderr))
+
+
+# ---------------------------------------------------------------------------------------------
+# The real trainer's run directory, end to end
+
+
+@pytest.mark.slow
+def test_report_of_a_real_tiny_training_run(tiny_overrides, tmp_path):
+    from lorafit.cli import main
+    from lorafit.plots import write_plots
+    from lorafit.runlog import write_training_log
+
+    assert main(["train", *tiny_overrides]) == 0
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    names = {p.name for p in write_plots(run)}
+    assert {"learning_curve.png", "loss.png", "accuracy.png", "lr.png", "throughput.png"} <= names
+    text = write_training_log(run).read_text()
+    assert "summary.json is missing" not in text and "best " in text
+    page = write_report([run], tmp_path / "report.html").read_text()
+    assert page.count(IMG) >= 2
