@@ -90,3 +90,14 @@ def test_missing_target_module_is_an_error():
 def test_description_text_names_counts():
     text = description_text(_describe("lora.layers=9-11"))
     assert "667,396" in text and "593,668" in text and "layer  11" in text
+
+
+def test_target_outside_the_layer_stack_is_counted_apart():
+    """MiniLM (BERT) has a pooler: `pooler.dense` takes LoRA but sits in no layer."""
+    d = describe_model(
+        load_config(None, ["model.name=all-MiniLM-L6-v2", "lora.r=8", "lora.target_modules=[query,pooler.dense]"])
+    )
+    per_layer = d["lora_per_layer"]
+    assert list(per_layer)[-1] == "other" and per_layer["other"] == {"dense": 2 * 8 * 384}
+    assert sum(sum(m.values()) for m in per_layer.values()) == d["breakdown"]["lora"]
+    assert "outside layers  dense: 6,144" in description_text(d)

@@ -4,6 +4,10 @@
     lorafit describe --config configs/agnews_roberta_latent.yaml
     lorafit predict RUN_DIR --input test.pkl --output submission.csv
     lorafit evaluate RUN_DIR --input labelled.csv
+    lorafit plots RUN_DIR / lorafit log RUN_DIR / lorafit report RUN_DIR... --output report.html
+    lorafit sweep configs/sweeps/minilm_layer_ranges.yaml --parallel 2
+    lorafit ensemble RUN_A RUN_B --input test.pkl --method weighted
+    lorafit export RUN_DIR --merged OUT
 
 A `UserError` prints as one line and exits 2; `--debug` shows the traceback instead.
 """
@@ -11,6 +15,7 @@ A `UserError` prints as one line and exits 2; `--debug` shows the traceback inst
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -42,11 +47,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _train(sub, fmt):
     p = sub.add_parser("train", help="train a LoRA classifier; writes a run directory", epilog=_config_epilog(), formatter_class=fmt)
     _add_config_args(p)
+    p.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue a killed run from its newest checkpoint, with its own config.yaml "
+        "(no --config or overrides); a new run never replaces an existing folder",
+    )
 
     def run(args):
         from lorafit.train import train
 
-        print(f"run directory: {train(args.config, args.overrides)}")
+        print(f"run directory: {train(args.config, args.overrides, resume=args.resume)}")
 
     p.set_defaults(func=run)
 
@@ -66,6 +76,16 @@ def _describe(sub, fmt):
     p.set_defaults(func=run)
 
 
+def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="weights' dtype for inference: auto = bf16 where the processor computes it natively "
+        "(GPU, or a CPU with AVX512-BF16/AMX), else fp32",
+    )
+
+
 def _predict(sub, fmt):
     p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
     p.add_argument("run_dir", help="run directory made by `lorafit train` (e.g. runs/latest)")
@@ -73,12 +93,15 @@ def _predict(sub, fmt):
     p.add_argument("--output", help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    _add_dtype_arg(p)
 
     def run(args):
         from lorafit.metrics import format_metrics
         from lorafit.predict import predict
 
-        result = predict(args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite)
+        result = predict(
+            args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype
+        )
         print(f"wrote {result['rows']} predictions to {result['output']}")
         print(f"probabilities: {result['probabilities']}")
         if "metrics" in result:
@@ -93,18 +116,170 @@ def _evaluate(sub, fmt):
     p.add_argument("--input", required=True, help="labelled file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_dtype_arg(p)
+    p.add_argument("--perturb", metavar="KIND[,KIND]", help="also score perturbed copies: word_dropout, word_swap, typo, synonym, mixed")
+    p.add_argument("--rate", type=float, default=0.1, help="with --perturb: share of the words changed (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="with --perturb: seed of the perturbations (default 0)")
 
     def run(args):
         from lorafit.metrics import format_metrics
         from lorafit.predict import evaluate
 
-        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size)
+        if args.perturb:
+            from lorafit.robustness import evaluate_perturbed, format_robustness
+
+            r = evaluate_perturbed(args.run_dir, args.input, args.perturb, rate=args.rate, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
+            print(json.dumps(r, indent=2) if args.json else format_robustness(r))
+            return
+        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size, dtype=args.dtype)
         print(json.dumps(m, indent=2) if args.json else format_metrics(m))
 
     p.set_defaults(func=run)
 
 
-COMMANDS = [_train, _describe, _predict, _evaluate]
+# ---- issue 3: the experiment workflow (plots, log, report, sweep, ensemble, export)
+
+
+def _plots(sub, fmt):
+    p = sub.add_parser("plots", help="(re)draw a run's plots into RUN_DIR/plots/")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories made by `lorafit train`")
+
+    def run(args):
+        from lorafit.plots import write_plots
+
+        for run_dir in args.run_dirs:
+            for path in write_plots(run_dir):
+                print(path)
+
+    p.set_defaults(func=run)
+
+
+def _log(sub, fmt):
+    p = sub.add_parser("log", help="regenerate RUN_DIR/training_log.txt from metrics.jsonl and summary.json")
+    p.add_argument("run_dir", help="run directory made by `lorafit train` (finished or interrupted)")
+
+    def run(args):
+        from lorafit.runlog import write_training_log
+
+        print(f"wrote {write_training_log(args.run_dir)}")
+
+    p.set_defaults(func=run)
+
+
+def _report(sub, fmt):
+    p = sub.add_parser("report", help="one static HTML page comparing runs (images embedded)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
+    p.add_argument("--output", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--leaderboard", metavar="CSV", help="a sweep's leaderboard.csv to show as well")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    def run(args):
+        from lorafit.report import write_report
+
+        print(f"wrote {write_report(args.run_dirs, args.output, args.leaderboard, args.overwrite)}")
+
+    p.set_defaults(func=run)
+
+
+def _sweep(sub, fmt):
+    p = sub.add_parser(
+        "sweep", help="train every config of a sweep file (grid and/or list); write a leaderboard",
+        description="Run a sweep file's trials (skipping those over budget and those already "
+        "finished) and write leaderboard.csv / .md in <dir>/<name>/. Run it again after an "
+        "interruption to continue. See configs/sweeps/ for examples.",
+    )
+    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file: base, grid and/or runs")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for the base config of every trial")
+    p.add_argument("--parallel", type=int, help="worker processes at once (default: one per --gpus id, else 1)")
+    p.add_argument("--gpus", help="GPU ids, e.g. 0,1: worker i gets CUDA_VISIBLE_DEVICES=gpus[i mod N]")
+    p.add_argument("--dry-run", action="store_true", help="only list the trials, their parameters and status")
+
+    def run(args):
+        from lorafit.sweep import plan_text, sweep
+
+        result = sweep(args.sweep_file, args.overrides, parallel=args.parallel, gpus=args.gpus, dry_run=args.dry_run)
+        if args.dry_run:
+            print(plan_text(result["plan"], result["status"]))
+            return
+        print(result["leaderboard_md"].read_text().rstrip())
+        print(f"\nleaderboard: {result['leaderboard_csv']} and {result['leaderboard_md']}")
+
+    p.set_defaults(func=run)
+
+
+def _ensemble(sub, fmt):
+    p = sub.add_parser("ensemble", help="combine several runs' predictions into one submission CSV")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    p.add_argument("--input", required=True, help="file to label (.csv, .parquet, .jsonl, .pkl) or sample-test")
+    p.add_argument("--output", help="submission CSV (default: ./ensemble-<method>-<input>.csv, never overwritten)")
+    p.add_argument(
+        "--method", choices=["mean", "weighted", "vote"], default="mean",
+        help="mean of probabilities (default); weighted: weights fitted on the shared validation "
+        "split (max. log-likelihood); vote: majority, ties by mean probability",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    def run(args):
+        from lorafit.ensemble import ensemble, format_result
+
+        result = ensemble(args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite)
+        print(format_result(result))
+
+    p.set_defaults(func=run)
+
+
+def _export(sub, fmt):
+    p = sub.add_parser("export", help="save a run's best checkpoint with LoRA merged in (plain transformers)")
+    p.add_argument("run_dir", help="run directory made by `lorafit train`")
+    p.add_argument("--merged", required=True, metavar="OUT", help="folder to write; AutoModelForSequenceClassification.from_pretrained(OUT) loads it")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+
+    def run(args):
+        from lorafit.export import export_merged
+
+        print(f"wrote {export_merged(args.run_dir, args.merged, overwrite=args.overwrite)}")
+
+    p.set_defaults(func=run)
+
+
+def _plan(sub, fmt):
+    p = sub.add_parser("plan", help="configurations that fit a parameter budget, best spenders marked", epilog=_config_epilog(), formatter_class=fmt)
+    _add_config_args(p)
+    p.add_argument("--budget", type=int, help="trainable-parameter budget (default: the config's budget)")
+    p.add_argument("--top", type=int, default=15, help="rows to show, each counted exactly (0 = all; ~0.3 s a row)")
+    p.add_argument("--sort", default="spend", help="spend (best first), trainable, encoder, coverage, rank or head")
+    p.add_argument("--heads", default="full,linear,lowrank:16", help="heads to try; lowrank:K / dense_lora:K set the rank")
+    p.add_argument("--ranks", default="1-64", help="LoRA ranks to try: a range 1-64 or a list 4,8,16")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def run(args):
+        from lorafit.plan import plan, plan_text
+
+        result = plan(args.config, args.overrides, budget=args.budget, top=args.top, sort=args.sort, heads=args.heads, ranks=args.ranks)
+        print(json.dumps(result, indent=2) if args.json else plan_text(result))
+
+    p.set_defaults(func=run)
+
+
+def _bench(sub, fmt):
+    p = sub.add_parser("bench", help="measure training and prediction speed, padding, MFU, memory and accuracy here", epilog=_config_epilog(), formatter_class=fmt)
+    _add_config_args(p)
+    p.add_argument("--predict-input", help="file to label for the prediction figures (default: data.validation, else data.test)")
+    p.add_argument("--dtype", action="append", choices=["auto", "fp32", "bf16"], help="prediction dtype; repeat to compare (default: auto)")
+    p.add_argument("--batch-size", type=int, default=64, help="prediction batch size")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def run(args):
+        from lorafit.bench import bench_text, run_bench
+
+        result = run_bench(args.config, args.overrides, predict_input=args.predict_input, dtypes=tuple(args.dtype or ["auto"]), batch_size=args.batch_size)
+        print(json.dumps(result, indent=2) if args.json else bench_text(result))
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lorafit: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk or read-only folder the library did not name itself
+        if args.debug or e.errno not in _DISK_ERRORS:
+            raise
+        print(f"lorafit: error: {e.filename or 'writing output'}: {e.strerror}; free disk space or choose a writable folder", file=sys.stderr)
+        return 2
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 if __name__ == "__main__":

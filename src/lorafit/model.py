@@ -19,6 +19,7 @@ from torch import nn
 
 from lorafit.config import Config, parse_layers
 from lorafit.errors import UserError
+from lorafit.heads import install_head, is_head_parameter
 from lorafit.hub import ensure_hub_reachable
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -175,6 +176,8 @@ def peft_lora_config(cfg: Config, model_config):
         layers_pattern=None if all_layers else list(LAYER_CONTAINERS),
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
+        use_dora=cfg.lora.use_dora,
+        use_rslora=cfg.lora.use_rslora,
     )
 
 
@@ -184,11 +187,15 @@ def layer_index(module_name: str) -> int | None:
 
 
 def apply_section_dropout(model: nn.Module, settings: dict[int, dict]) -> None:
-    """Give each adapted module its layer's dropout (PEFT has no dropout pattern)."""
+    """Give each adapted module its layer's dropout (PEFT has no dropout pattern).
+
+    A module outside the layer stack (e.g. `pooler.dense` in `lora.target_modules`) keeps
+    the `lora.dropout` PEFT gave it.
+    """
     from peft.tuners.lora import LoraLayer
 
     for name, module in model.named_modules():
-        if isinstance(module, LoraLayer):
+        if isinstance(module, LoraLayer) and layer_index(name) in settings:
             p = settings[layer_index(name)]["dropout"]
             for key in module.lora_dropout:
                 module.lora_dropout[key] = nn.Dropout(p) if p > 0 else nn.Identity()
@@ -206,12 +213,38 @@ def build_model(cfg: Config, weights: bool = True, model_config=None):
     else:
         with torch.device("meta"):
             base = AutoModelForSequenceClassification.from_config(model_config)
+    install_head(base, cfg.model.head, cfg.model.head_rank, model_config)
+    if cfg.lora.mode != "lora":
+        return set_plain_trainable(base, cfg.lora.mode)
     lora_config = peft_lora_config(cfg, model_config)
     try:
         model = get_peft_model(base, lora_config)
     except ValueError as e:
         raise UserError(f"lora.target_modules {lora_config.target_modules}: {_first(e)}") from None
     apply_section_dropout(model, layer_settings(cfg, num_layers(model_config)))
+    return model
+
+
+def set_plain_trainable(model: nn.Module, mode: str) -> nn.Module:
+    """Without adapters: `full` trains every weight, `bias_only` every bias and the head (BitFit)."""
+    for name, p in model.named_parameters():
+        p.requires_grad = mode == "full" or name.endswith("bias") or is_head_parameter(name)
+    return model
+
+
+def load_plain_checkpoint(model: nn.Module, folder: Path) -> nn.Module:
+    """Load a `lora.mode` full / bias_only checkpoint (`save_pretrained` of the whole model)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"{folder}: missing model.safetensors; train the run again")
+    missing, unexpected = model.load_state_dict(load_file(path), strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"{path}: does not match the run's model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); was config.yaml edited after training?"
+        )
     return model
 
 

@@ -14,17 +14,22 @@ from torch import nn
 
 from lorafit.config import Config, config_to_dict
 from lorafit.errors import UserError
+from lorafit.heads import is_head_parameter
 from lorafit.model import build_model, layer_index, layer_settings, load_model_config, num_layers
 
 
 def _category(name: str) -> str:
     if "lora_" in name:
         return "lora"
-    if "modules_to_save" in name or ".classifier." in name or ".score." in name:
+    if is_head_parameter(name):
         return "head"
     if name.endswith(".bias"):
         return "bias"
     return "other"
+
+
+def _layer_order(item: tuple[str, dict]) -> tuple[int, int]:
+    return (1, 0) if item[0] == "other" else (0, int(item[0]))
 
 
 def count_parameters(model: nn.Module) -> dict:
@@ -41,7 +46,8 @@ def count_parameters(model: nn.Module) -> dict:
         by_kind[kind] += p.numel()
         if kind == "lora":
             module = name.split(".lora_")[0].rsplit(".", 1)[-1]
-            per_layer[str(layer_index(name))][module] += p.numel()
+            index = layer_index(name)  # None: outside the layer stack (e.g. pooler.dense)
+            per_layer["other" if index is None else str(index)][module] += p.numel()
     return {
         "total": total,
         "trainable": trainable,
@@ -49,7 +55,7 @@ def count_parameters(model: nn.Module) -> dict:
         "trainable_pct": round(100 * trainable / total, 4),
         "frozen_pct": round(100 * (total - trainable) / total, 4),
         "breakdown": {k: by_kind.get(k, 0) for k in ("lora", "head", "bias", "other")},
-        "lora_per_layer": {k: dict(v) for k, v in sorted(per_layer.items(), key=lambda kv: int(kv[0]))},
+        "lora_per_layer": {k: dict(v) for k, v in sorted(per_layer.items(), key=_layer_order)},
     }
 
 
@@ -60,7 +66,7 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
         model = build_model(cfg, weights=False, model_config=model_config)
     depth = num_layers(model_config)
     counts = count_parameters(model)
-    peft_cfg = model.peft_config["default"]
+    peft_cfg = getattr(model, "peft_config", {}).get("default")  # None for lora.mode full / bias_only
     return {
         "model": cfg.model.name,
         "model_type": model_config.model_type,
@@ -68,13 +74,15 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
         "hidden_size": getattr(model_config, "hidden_size", None),
         "num_labels": model_config.num_labels,
         "head": cfg.model.head,
+        "head_rank": cfg.model.head_rank if cfg.model.head in ("lowrank", "dense_lora") else None,
+        "mode": cfg.lora.mode,
         "budget": cfg.budget,
         "fits_budget": counts["trainable"] <= cfg.budget,
         "params": {k: counts[k] for k in ("total", "trainable", "frozen", "trainable_pct", "frozen_pct")},
         "breakdown": counts["breakdown"],
         "lora_per_layer": counts["lora_per_layer"],
         "lora": {
-            "target_modules": sorted(peft_cfg.target_modules),
+            "target_modules": sorted(peft_cfg.target_modules) if peft_cfg else [],
             "bias": cfg.lora.bias,
             "layers": {str(k): v for k, v in sorted(layer_settings(cfg, depth).items())},
             "config": config_to_dict(cfg)["lora"],
@@ -114,7 +122,9 @@ def description_text(d: dict) -> str:
     for layer, modules in d["lora_per_layer"].items():
         s = d["lora"]["layers"].get(layer, {})
         mods = ", ".join(f"{m}: {n:,}" for m, n in modules.items())
-        lines.append(f"  layer {layer:>3}  {mods}   (r={s.get('r')}, alpha={s.get('alpha')}, dropout={s.get('dropout')})")
+        where = f"layer {layer:>3}" if layer != "other" else "outside layers"
+        how = f"r={s['r']}, alpha={s['alpha']}, dropout={s['dropout']}" if s else "lora.r, lora.alpha, lora.dropout"
+        lines.append(f"  {where}  {mods}   ({how})")
     lines += ["", f"target modules  {', '.join(d['lora']['target_modules'])}", f"bias            {d['lora']['bias']}"]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 
 from lorafit.config import Config, load_config
 from lorafit.data import (
@@ -48,26 +49,73 @@ def infer_logits(
     return out
 
 
-def load_run_model(run_dir: str | Path, device: str = "cpu"):
-    """(merged model in eval mode, tokenizer, config) from a run's best checkpoint."""
+def load_run_model(run_dir: str | Path, device: str = "cpu", dtype: str = "fp32"):
+    """(merged model in eval mode, tokenizer, config) from a run's best checkpoint.
+
+    `dtype` (fp32, bf16 or auto, see `inference_dtype`) is the weights' dtype after merging.
+    """
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from lorafit.model import _load_weights, load_model_config
+    from lorafit.heads import install_head
+    from lorafit.model import _load_weights, load_model_config, load_plain_checkpoint
 
-    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    run = require_run_dir(run_dir, "checkpoint-best")
     cfg = load_config(run / "config.yaml")
-    base = _load_weights(cfg, load_model_config(cfg))
-    model = PeftModel.from_pretrained(base, run / "checkpoint-best").merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(run / "checkpoint-best")
-    return model.to(device).eval(), tokenizer, cfg
+    model_config = load_model_config(cfg)
+    base = _load_weights(cfg, model_config)
+    install_head(base, cfg.model.head, cfg.model.head_rank, model_config)  # before the head's weights load
+    try:
+        if cfg.lora.mode == "lora":
+            model = PeftModel.from_pretrained(base, run / "checkpoint-best").merge_and_unload()
+        else:  # lora.mode full / bias_only: the whole model was saved
+            model = load_plain_checkpoint(base, run / "checkpoint-best")
+        tokenizer = AutoTokenizer.from_pretrained(run / "checkpoint-best")
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(
+            f"{run / 'checkpoint-best'}: damaged or incomplete checkpoint ({type(e).__name__}: {first[:200]}); "
+            "train the run again (or `lorafit train --resume` it if it was interrupted)"
+        ) from None
+    return model.to(device=device, dtype=inference_dtype(dtype, device)).eval(), tokenizer, cfg
+
+
+#: `predict --dtype` choices; auto = bf16 where the processor computes it natively
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The weights' dtype for prediction: 'fp32', 'bf16', or 'auto'.
+
+    auto is bf16 on a GPU that supports it and on a CPU with native bf16 (AVX512-BF16 or
+    AMX), else fp32. Measured (README, "Speed"): on 7,600 AG News rows a trained MiniLM in
+    bf16 changed 7 labels (0.09%) and no probability by more than 0.008, accuracy 0.7324 vs
+    0.7325, at 2.9x the rows per second of fp32 on this AVX512-BF16 CPU.
+    """
+    from lorafit.flops import cpu_supports_bf16
+
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name}: must be one of {', '.join(DTYPES)}")
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
 def _output_path(run: Path, input_path: Path, output: str | None, overwrite: bool) -> Path:
     if output:
         out = Path(output)
+        if out.is_dir():
+            raise UserError(f"{out}: is a folder; give a file path to --output, e.g. {out / 'submission.csv'}")
+        if out.exists() and not out.is_file():  # e.g. /dev/full: never replaced by a rename
+            raise UserError(f"{out}: is not a regular file; give a file path to --output")
         if out.exists() and not overwrite:
             raise UserError(f"{out}: already exists; choose another --output or pass --overwrite")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise UserError(f"{out}: {out.parent} is a file, not a folder; choose another --output")
         if not out.parent.is_dir():
             raise UserError(f"{out}: folder {out.parent} does not exist; create it or choose another --output")
         return out
@@ -79,11 +127,18 @@ def _output_path(run: Path, input_path: Path, output: str | None, overwrite: boo
     return out
 
 
-def predict_table(run_dir: str | Path, input_path: str, batch_size: int = 64, device: str = "cpu"):
+def predict_table(
+    run_dir: str | Path,
+    input_path: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+    need_labels: bool = False,
+    dtype: str = "auto",
+):
     """(probabilities, table, config) for a file, reusing saved probabilities when present."""
     run = Path(run_dir)
     cfg = load_config(require_run_dir(run) / "config.yaml")
-    table = load_table(input_path, cfg.data, split="test", need_labels=False, allow_empty_text=True)
+    table = load_table(input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True)
     empty = sum(not t.strip() for t in table.texts)
     if empty:
         warnings.warn(f"{input_path}: {empty} rows have empty text; they still get a prediction", stacklevel=2)
@@ -92,7 +147,7 @@ def predict_table(run_dir: str | Path, input_path: str, batch_size: int = 64, de
         probs = pd.read_csv(saved).filter(like="prob_").to_numpy(dtype=np.float32)
         if len(probs) == len(table):
             return probs, table, cfg
-    model, tokenizer, cfg = load_run_model(run, device)
+    model, tokenizer, cfg = load_run_model(run, device, dtype)
     encoded = encode(tokenizer, table, cfg.model.max_length)
     if encoded.truncated:
         log.info("%s: %d of %d texts truncated to %d tokens", input_path, encoded.truncated, len(table), cfg.model.max_length)
@@ -126,16 +181,17 @@ def predict(
     batch_size: int = 64,
     overwrite: bool = False,
     device: str | None = None,
+    dtype: str = "auto",
 ) -> dict:
     """Label `input` with a run's best checkpoint and write the submission CSV.
 
     Returns `{"output", "probabilities", "rows", "metrics"}` (metrics only when the input has
     labels). A default output (`RUN_DIR/submission-<stem>.csv`) never replaces a file.
     """
-    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    run = require_run_dir(run_dir, "checkpoint-best")
     input = _existing_input(input)
     out = _output_path(run, Path(input), output, overwrite)
-    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device())
+    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device(), dtype=dtype)
     write_submission(out, probs.argmax(-1))
     result = {"output": str(out), "probabilities": str(probabilities_path(run, Path(input))), "rows": len(table)}
     if table.labels is not None:
@@ -143,11 +199,14 @@ def predict(
     return result
 
 
-def evaluate(run_dir: str | Path, input: str, *, batch_size: int = 64, device: str | None = None) -> dict:
+def evaluate(
+    run_dir: str | Path, input: str, *, batch_size: int = 64, device: str | None = None, dtype: str = "auto"
+) -> dict:
     """Score a run on a labelled file; also saved to `RUN_DIR/evaluations/<stem>-<sha12>.json`."""
-    run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
+    run = require_run_dir(run_dir, "checkpoint-best")
     input = _existing_input(input)
-    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device())
+    # need_labels: an unlabelled file fails before anything is computed or saved
+    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype)
     if table.labels is None:
         raise UserError(f"{input}: has no '{cfg.data.label_column}' column; evaluate needs labels")
     metrics = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)

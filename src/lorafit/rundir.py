@@ -20,18 +20,28 @@ VERSIONED = ("torch", "transformers", "peft", "accelerate", "datasets", "tokeniz
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A full disk or an unwritable folder raises `UserError` naming `path`; whatever was at
+    `path` before is left as it was (the rename is the only step that touches it).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UserError(
+                f"{path}: cannot write ({e.strerror or e}); free disk space or choose a writable folder"
+                " (any earlier version of the file is intact)"
+            ) from None
         raise
 
 
@@ -71,6 +81,9 @@ def require_run_dir(run_dir: str | Path, *files: str) -> Path:
     if not path.is_dir():
         raise UserError(f"{path}: no such run directory; give a folder made by `lorafit train`")
     for f in ("config.yaml", *files):
+        interrupted = (path / "checkpoints").is_dir() and not (path / "summary.json").exists()
+        if not (path / f).exists() and interrupted and f != "config.yaml":
+            raise UserError(f"{path}: missing {f}; the run was interrupted: `lorafit train --resume {path}` finishes it")
         if not (path / f).exists():
             raise UserError(f"{path}: missing {f}; is the run finished? (train it again or pick another run)")
     return path

@@ -1,0 +1,276 @@
+"""Ensembles: combine several runs' predictions into one submission.
+
+    lorafit ensemble runs/a runs/b runs/c --input test_unlabelled.pkl --output submission.csv
+    lorafit ensemble runs/a runs/b --input test.pkl --method weighted
+
+Methods:
+- `mean` (default): the average of the members' class probabilities.
+- `weighted`: a weighted average whose weights (non-negative, summing to 1) maximise the
+  log-likelihood of the true labels on the members' shared validation split. That objective
+  is concave in the weights, so the optimum is global; it is found by EM iterations (the
+  mixture-weight update). Log-likelihood rather than accuracy because it is smooth and uses
+  every row, not only the ones near a decision boundary. The validation rows also chose each
+  member's best checkpoint, so its score there is a little optimistic.
+- `vote`: each member votes for its top class; ties go to the tied class with the highest
+  mean probability.
+
+Members' probabilities come from `RUN_DIR/predictions/<stem>-<sha12>.csv` when that file was
+already predicted (`lorafit predict` writes it), otherwise they are predicted and saved there.
+Validation probabilities are saved the same way as `predictions/validation-<sha12>.csv`,
+where `<sha12>` hashes the validation rows themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lorafit.config import Config, load_config
+from lorafit.errors import UserError
+from lorafit.rundir import require_run_dir
+
+log = logging.getLogger("lorafit")
+
+METHODS = ("mean", "weighted", "vote")
+
+
+# ---------------------------------------------------------------- combining
+
+
+def mean_probabilities(probs: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+    """The (weighted) average of the members' probability matrices (rows x classes)."""
+    stack = np.stack(probs)
+    w = (
+        np.full(len(probs), 1 / len(probs))
+        if weights is None
+        else np.asarray(weights, dtype=np.float64)
+    )
+    return np.tensordot(w, stack, axes=1)
+
+
+def majority_vote(probs: list[np.ndarray]) -> np.ndarray:
+    """Each member's top class gets a vote; a tie goes to the tied class with the highest mean probability."""
+    n_classes = probs[0].shape[1]
+    votes = sum(np.eye(n_classes, dtype=np.int64)[p.argmax(-1)] for p in probs)
+    mean = mean_probabilities(probs)
+    tied_best = votes == votes.max(axis=1, keepdims=True)
+    return np.where(tied_best, mean, -np.inf).argmax(axis=1)
+
+
+def log_likelihood(probs: list[np.ndarray], labels: np.ndarray, weights: np.ndarray) -> float:
+    """Mean log-probability of the true labels under the weighted average of `probs`."""
+    true = np.stack([p[np.arange(len(labels)), labels] for p in probs], axis=1)
+    return float(np.mean(np.log(np.clip(true @ weights, 1e-12, None))))
+
+
+def fit_weights(
+    probs: list[np.ndarray], labels: np.ndarray, iterations: int = 2000, tol: float = 1e-9
+) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise `log_likelihood` (EM updates).
+
+    Each update w_m <- mean_i(w_m p_m(y_i) / sum_k w_k p_k(y_i)) never lowers the
+    log-likelihood, which is concave in w, so the iterations reach the global optimum.
+    """
+    true = np.stack([p[np.arange(len(labels)), labels] for p in probs], axis=1).astype(np.float64)
+    true = np.clip(true, 1e-12, None)
+    w = np.full(true.shape[1], 1 / true.shape[1])
+    for _ in range(iterations):
+        updated = (true * w / (true @ w)[:, None]).mean(axis=0)
+        done = np.abs(updated - w).max() < tol
+        w = updated
+        if done:
+            break
+    return w / w.sum()
+
+
+# ---------------------------------------------------------------- members
+
+
+def _members(run_dirs) -> list[tuple[Path, Config]]:
+    """The member runs (finished, distinct, same classes) with their configs."""
+    runs = [require_run_dir(r, "checkpoint-best/adapter_model.safetensors") for r in run_dirs]
+    if len(runs) < 2:
+        raise UserError("ensemble: give two or more run directories (e.g. runs/a runs/b)")
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        if run.resolve() in seen:
+            raise UserError(
+                f"ensemble: {run} is given twice (as {seen[run.resolve()]}); list each run once"
+            )
+        seen[run.resolve()] = run
+    members = [(run, load_config(run / "config.yaml")) for run in runs]
+    first, first_cfg = members[0]
+    for run, cfg in members[1:]:
+        if list(cfg.data.label_names) != list(first_cfg.data.label_names):
+            raise UserError(
+                f"ensemble: {run} predicts {list(cfg.data.label_names)} but {first} predicts "
+                f"{list(first_cfg.data.label_names)}; ensemble runs trained on the same classes"
+            )
+    return members
+
+
+def _validation_set(run: Path, cfg: Config):
+    """The run's validation rows, rebuilt from its data config and seed, and their digest."""
+    from lorafit.data import load_splits
+
+    data = dataclasses.replace(cfg.data, test=None)  # the test file is not needed here
+    val = load_splits(data, cfg.train.seed)["validation"]
+    h = hashlib.sha256()
+    for text, label in zip(val.texts, val.labels):
+        h.update(f"{label}\t{text}\n".encode())
+    return val, h.hexdigest()[:12]
+
+
+def _validation_probabilities(
+    run: Path, cfg: Config, table, digest: str, batch_size: int, device: str
+) -> np.ndarray:
+    """A member's probabilities on its validation rows (saved once, reused afterwards)."""
+    from lorafit.data import encode
+    from lorafit.metrics import softmax
+    from lorafit.predict import _save_probabilities, infer_logits, load_run_model
+
+    path = run / "predictions" / f"validation-{digest}.csv"
+    if path.exists():
+        probs = pd.read_csv(path).filter(like="prob_").to_numpy(dtype=np.float32)
+        if len(probs) == len(table):
+            return probs
+    model, tokenizer, cfg = load_run_model(run, device)
+    encoded = encode(tokenizer, table, cfg.model.max_length)
+    probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    _save_probabilities(path, probs)
+    return probs
+
+
+def validation_weights(members, batch_size: int, device: str) -> tuple[np.ndarray, dict]:
+    """Weights fitted on the members' shared validation split, and that split's scores."""
+    splits = [(run, *_validation_set(run, cfg)) for run, cfg in members]
+    first_run, first_val, first_digest = splits[0]
+    for run, val, digest in splits[1:]:
+        if digest != first_digest:
+            raise UserError(
+                f"ensemble --method weighted: the validation split of {run} ({len(val)} rows, "
+                f"{digest}) differs from {first_run}'s ({len(first_val)} rows, {first_digest}); "
+                "weight runs trained with the same data.train, data.val_size and train.seed, "
+                "or use --method mean"
+            )
+    probs = [
+        _validation_probabilities(run, cfg, first_val, first_digest, batch_size, device)
+        for run, cfg in members
+    ]
+    weights = fit_weights(probs, first_val.labels)
+    uniform = np.full(len(probs), 1 / len(probs))
+    scores = {
+        "rows": len(first_val),
+        "log_likelihood": log_likelihood(probs, first_val.labels, weights),
+        "log_likelihood_uniform": log_likelihood(probs, first_val.labels, uniform),
+        "accuracy": float(
+            (mean_probabilities(probs, weights).argmax(-1) == first_val.labels).mean()
+        ),
+    }
+    return weights, scores
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _output_path(input_path: Path, output: str | None, method: str, overwrite: bool) -> Path:
+    """The explicit --output (refused if it exists, unless overwrite) or a new default name."""
+    if output:
+        out = Path(output)
+        if out.exists() and not overwrite:
+            raise UserError(f"{out}: already exists; choose another --output or pass --overwrite")
+        if not out.parent.is_dir():
+            raise UserError(
+                f"{out}: folder {out.parent} does not exist; create it or choose another --output"
+            )
+        return out
+    stem = f"ensemble-{method}-{input_path.stem}"
+    out, n = Path(f"{stem}.csv"), 1
+    while out.exists():  # a default name never replaces an earlier file
+        n += 1
+        out = Path(f"{stem}-{n}.csv")
+    return out
+
+
+def ensemble(
+    run_dirs: list[str | Path],
+    input: str,
+    output: str | None = None,
+    method: str = "mean",
+    *,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    device: str | None = None,
+) -> dict:
+    """Combine the members' predictions on `input` and write the submission CSV (`ID,Label`).
+
+    Args:
+        run_dirs: two or more run directories trained on the same classes.
+        input: the file to label (as for `lorafit predict`).
+        output: submission path; default `./ensemble-<method>-<input stem>.csv`, never
+            overwritten. An existing explicit `output` needs `overwrite=True`.
+        method: `mean`, `weighted` (weights fitted on the shared validation split) or `vote`.
+
+    Returns:
+        `{"output", "rows", "method", "members": [{"run_dir", "weight", "accuracy"}],
+        "accuracy", "validation"}`; accuracies only when `input` has labels, `validation`
+        (the fitted weights' validation scores) only for `weighted`.
+    """
+    from lorafit.predict import _default_device, _existing_input, predict_table, write_submission
+
+    if method not in METHODS:
+        raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    members = _members(run_dirs)
+    input = _existing_input(input)
+    out = _output_path(Path(input), output, method, overwrite)
+    device = device or _default_device()
+    probs, table = [], None
+    for run, _ in members:
+        p, table, _ = predict_table(run, input, batch_size, device)
+        probs.append(p)
+    result = {
+        "output": str(out),
+        "rows": len(table),
+        "method": method,
+        "members": [{"run_dir": str(r)} for r, _ in members],
+    }
+    weights = None
+    if method == "weighted":
+        weights, result["validation"] = validation_weights(members, batch_size, device)
+        for member, w in zip(result["members"], weights):
+            member["weight"] = float(w)
+    labels = (
+        majority_vote(probs) if method == "vote" else mean_probabilities(probs, weights).argmax(-1)
+    )
+    write_submission(out, labels)
+    if table.labels is not None:
+        for member, p in zip(result["members"], probs):
+            member["accuracy"] = float((p.argmax(-1) == table.labels).mean())
+        result["accuracy"] = float((labels == table.labels).mean())
+    return result
+
+
+def format_result(result: dict) -> str:
+    """The members (weight, accuracy) and the ensemble, as printed by the CLI."""
+    width = max(len(m["run_dir"]) for m in result["members"])
+    lines = [f"{'member':<{width}}  {'weight':>7}  {'accuracy':>8}"]
+    for m in result["members"]:
+        weight = f"{m['weight']:.4f}" if "weight" in m else "-"
+        acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
+        lines.append(f"{m['run_dir']:<{width}}  {weight:>7}  {acc:>8}")
+    acc = f"{result['accuracy']:.4f}" if "accuracy" in result else "-"
+    lines.append(f"{'ensemble (' + result['method'] + ')':<{width}}  {'':>7}  {acc:>8}")
+    if "validation" in result:
+        v = result["validation"]
+        lines.append(
+            f"weights fitted on {v['rows']} validation rows: mean log-likelihood "
+            f"{v['log_likelihood']:.4f} (equal weights {v['log_likelihood_uniform']:.4f}), "
+            f"accuracy {v['accuracy']:.4f}"
+        )
+    lines.append(f"wrote {result['rows']} labels to {result['output']}")
+    return "\n".join(lines)

@@ -1,0 +1,573 @@
+"""The fast path for latent LoRA: run the frozen layers once, cache their output, train the top.
+
+With LoRA on layers 9-11 of a 12-layer encoder, layers 0-8 and the embeddings never change
+during training, yet the usual recipe recomputes them for every row in every epoch. Here
+they run once per training row (in eval mode, under the run's autocast), and their output,
+the hidden states entering the first adapted layer, is stored on disk:
+
+    <train.cache_dir>/<key>/states.bin    every row's states, concatenated (fp16, or bf16
+                                          if fp16 would overflow), no padding
+    <train.cache_dir>/<key>/offsets.npy   row i is states[offsets[i]:offsets[i + 1]]
+    <train.cache_dir>/<key>/meta.json     dtype, shape, what went into the key (written last)
+
+`key` is a sha256 over the frozen prefix's weights and config, the token ids of every row
+(so the data, the tokenizer and max_length), the number of cached layers and the compute
+precision: any change builds a new cache, an unchanged rerun (a sweep over the learning
+rate, a resumed run) reuses it. Training then memory-maps the states and runs only the top
+layers and the head, through the model's own `forward` (the embeddings and the lower
+layers are swapped out for the duration of the call), so the model's masks, pooler, head
+and a DistributedDataParallel wrapper all work unchanged.
+
+One semantic difference, measured in the README: the usual recipe runs the frozen layers
+in train mode, so their dropout is active; cached states are computed without dropout.
+`train.cache_activations=false` restores the exact recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lorafit.config import Config
+from lorafit.data import Encoded, pad_batch
+from lorafit.errors import UserError
+from lorafit.model import layer_settings, num_layers
+
+log = logging.getLogger("lorafit")
+
+CACHE_FORMAT = 1
+#: storage dtypes; fp16 keeps 3 more mantissa bits than bf16 where the values fit
+STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16}
+FP16_LIMIT = 60_000.0
+#: padded tokens per batch while building the cache (bounds the activation memory)
+BUILD_TOKENS = 16_384
+#: free disk to keep beyond the estimate, as a share of it
+DISK_HEADROOM = 0.10
+
+
+def default_cache_dir() -> Path:
+    """`$LORAFIT_CACHE_DIR`, else `$XDG_CACHE_HOME/lorafit/activations` (~/.cache/...)."""
+    if os.environ.get("LORAFIT_CACHE_DIR"):
+        return Path(os.environ["LORAFIT_CACHE_DIR"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lorafit" / "activations"
+
+
+# ---------------------------------------------------------------- the model's pieces
+
+
+@dataclass
+class Trunk:
+    """The parts of an encoder the cache needs: embeddings and the list of layers."""
+
+    transformer: nn.Module  # e.g. RobertaModel (holds `embeddings`)
+    holder: nn.Module  # the module whose attribute `attr` is the layer list
+    attr: str
+    layers: nn.ModuleList
+
+
+def find_trunk(model: nn.Module) -> Trunk | None:
+    """The embeddings + layer list of a (PEFT-wrapped) encoder classifier, or None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    transformer = getattr(base, "base_model", base)
+    if not isinstance(getattr(transformer, "embeddings", None), nn.Module):
+        return None
+    for holder_name in ("encoder", "transformer"):
+        holder = getattr(transformer, holder_name, None)
+        for attr in ("layer", "layers"):
+            layers = getattr(holder, attr, None) if holder is not None else None
+            if isinstance(layers, nn.ModuleList):
+                return Trunk(transformer, holder, attr, layers)
+    return None
+
+
+def _model_name(model: nn.Module) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__
+
+
+def prefix_modules(trunk: Trunk, prefix: int) -> list[nn.Module]:
+    return [trunk.transformer.embeddings, *trunk.layers[:prefix]]
+
+
+class _CachedEmbeddings(nn.Module):
+    """Stands in for the embeddings: the cached states arrive as `inputs_embeds`.
+
+    It holds one tiny buffer because DistributedDataParallel broadcasts the buffers of the
+    module tree it sees at each forward and fails on an empty list (the real embeddings'
+    buffers leave with them while the stand-in is in place).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("placeholder", torch.zeros(1), persistent=False)
+
+    def forward(self, *args, **kwargs):
+        for key in ("inputs_embeds", "input_embeds"):
+            if kwargs.get(key) is not None:
+                return kwargs[key]
+        raise RuntimeError("the cached path needs the states passed as inputs_embeds")
+
+
+@contextmanager
+def _swapped(trunk: Trunk, embeddings: nn.Module, layers: nn.ModuleList):
+    """Temporarily replace the embeddings and the layer list (restored on any exit)."""
+    old_embeddings = trunk.transformer.embeddings
+    trunk.transformer.embeddings = embeddings
+    setattr(trunk.holder, trunk.attr, layers)
+    try:
+        yield
+    finally:
+        trunk.transformer.embeddings = old_embeddings
+        setattr(trunk.holder, trunk.attr, trunk.layers)
+
+
+def run_prefix(trunk: Trunk, prefix: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states after the embeddings and the first `prefix` layers."""
+    with _swapped(trunk, trunk.transformer.embeddings, nn.ModuleList(trunk.layers[:prefix])):
+        return trunk.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class CachePlan:
+    """Whether this run caches, how many layers, where, and how big the cache will be."""
+
+    enabled: bool
+    reason: str
+    prefix: int = 0
+    cache_dir: Path | None = None
+    estimate_bytes: int = 0
+    key: str | None = None
+
+
+def first_adapted_layer(cfg: Config, depth: int) -> int:
+    return min(layer_settings(cfg, depth))
+
+
+def plan_prefix_cache(
+    cfg: Config, model: nn.Module, train_set: Encoded, world: int = 1, precision: str | None = None
+) -> CachePlan:
+    """Decide whether to cache (see `train.cache_activations`) and check the disk.
+
+    Runs before the run directory exists, so a refusal leaves nothing behind. Raises
+    `UserError` when caching was asked for (`true`) but cannot work, and when the disk
+    cannot hold a cache that is not built yet. With the run's `precision` (and real weights)
+    the cache's key is computed here, so a cache already on disk needs no free space.
+    """
+    setting = cfg.train.cache_activations
+    if setting == "false":
+        return CachePlan(False, "train.cache_activations=false")
+    reason = _cannot_cache(cfg, model)
+    if reason is None and setting == "auto":
+        reason = _not_worth_it(cfg, len(train_set.ids), world)
+    if reason is not None:
+        if setting == "true":
+            raise UserError(f"train.cache_activations=true: {reason}; set it to auto or false")
+        return CachePlan(False, reason)
+    trunk = find_trunk(model)
+    prefix = first_adapted_layer(cfg, len(trunk.layers))
+    hidden = int(model.config.hidden_size)
+    estimate = int(train_set.lengths.sum()) * hidden * 2 + 8 * (len(train_set.ids) + 1)
+    cache_dir = (
+        Path(cfg.train.cache_dir).expanduser() if cfg.train.cache_dir else default_cache_dir()
+    )
+    key = None
+    if precision is not None and not any(p.is_meta for p in model.parameters()):
+        key = cache_key(trunk, prefix, train_set, precision)
+    if key is None or not _is_complete(cache_dir / key):
+        check_disk(cache_dir, estimate)
+    return CachePlan(True, f"layers 0-{prefix - 1} frozen", prefix, cache_dir, estimate, key)
+
+
+def _cannot_cache(cfg: Config, model: nn.Module) -> str | None:
+    """Why the frozen-prefix cache cannot apply to this model and config (None if it can)."""
+    trunk = find_trunk(model)
+    if trunk is None:
+        return f"{_model_name(model)} has no embeddings + layer list to split"
+    prefix = first_adapted_layer(cfg, num_layers(model.config))
+    if prefix == 0:
+        return "lora.layers adapts layer 0, so no frozen layers come before the adapters"
+    trainable = [
+        name
+        for module in prefix_modules(trunk, prefix)
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    ]
+    if trainable:
+        return (
+            f"{len(trainable)} parameters below layer {prefix} train (e.g. {trainable[0]}; "
+            f"lora.bias={cfg.lora.bias})"
+        )
+    return None
+
+
+def _not_worth_it(cfg: Config, rows: int, world: int) -> str | None:
+    """`auto` caches only when training reads every row at least once (the build's cost)."""
+    t = cfg.train
+    seen = t.max_steps * t.batch_size * world * t.grad_accum if t.max_steps else t.epochs * rows
+    if seen < rows:
+        return f"the run reads {int(seen)} rows, fewer than the {rows} a cache would hold"
+    return None
+
+
+def check_disk(cache_dir: Path, estimate: int) -> None:
+    """Refuse, before building, a cache the disk holding `cache_dir` cannot take."""
+    probe = cache_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = int(estimate * (1 + DISK_HEADROOM))
+    if free < need:
+        raise UserError(
+            f"train.cache_dir {cache_dir}: the activation cache needs about {_gb(need)} "
+            f"but only {_gb(free)} are free there; free some space, point train.cache_dir at a "
+            "bigger disk, or set train.cache_activations=false"
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**27 else f"{n / 2**20:.1f} MB"
+
+
+# ---------------------------------------------------------------- the key
+
+
+def cache_key(trunk: Trunk, prefix: int, encoded: Encoded, precision: str) -> str:
+    """sha256 of everything the cached states depend on (see the module docstring)."""
+    h = hashlib.sha256()
+    config = trunk.transformer.config.to_dict()
+    for drop in ("id2label", "label2id", "_name_or_path", "architectures", "problem_type"):
+        config.pop(drop, None)
+    head = {"format": CACHE_FORMAT, "prefix": prefix, "precision": precision, "config": config}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for module in prefix_modules(trunk, prefix):
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+    h.update(encoded.lengths.astype(np.int64).tobytes())
+    if encoded.ids:
+        h.update(np.concatenate([np.asarray(r, dtype=np.int64) for r in encoded.ids]).tobytes())
+    return h.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- the cache on disk
+
+
+class PrefixCache:
+    """The cached states of every row, memory-mapped; `batch(rows)` pads a batch of them."""
+
+    def __init__(self, path: Path):
+        meta = json.loads((path / "meta.json").read_text())
+        self.path, self.meta = path, meta
+        self.dtype = STORAGE[meta["dtype"]]
+        self.offsets = np.load(path / "offsets.npy")
+        self.states = np.memmap(
+            path / "states.bin", dtype=np.int16, mode="r", shape=tuple(meta["shape"])
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, rows, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [B, T, H] float32, attention mask [B, T]) for `rows`, right-padded."""
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in rows]
+        width = max(lengths)
+        states = torch.zeros(len(rows), width, self.states.shape[1], dtype=self.dtype)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for j, (i, n) in enumerate(zip(rows, lengths)):
+            chunk = np.array(self.states[self.offsets[i] : self.offsets[i] + n])  # a writable copy
+            states[j, :n] = torch.from_numpy(chunk).view(self.dtype)
+            mask[j, :n] = 1
+        # copy the half-precision states to the device, widen them there (half the traffic)
+        return states.to(device).float(), mask.to(device)
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / "meta.json").is_file()
+
+
+class _Overflow(Exception):
+    pass
+
+
+def build_prefix_cache(
+    trunk: Trunk, prefix: int, encoded: Encoded, pad_id: int, path: Path, accelerator
+) -> PrefixCache:
+    """Open the cache at `path`, building it first if needed, on every process alike.
+
+    Each machine's local main process allocates the file; every local process computes an
+    interleaved share of the rows (in length-sorted batches) and writes them in place; the
+    local main then writes meta.json and renames the folder into place. The same sequence
+    of barriers runs on every process, built or not.
+    """
+    local_main = accelerator.is_local_main_process
+    partial = _partial_path(path, accelerator)
+    if local_main:
+        _remove_dead_partials(path, partial)
+        if not _is_complete(path):
+            _allocate(partial, encoded, trunk.transformer.config.hidden_size)
+    accelerator.wait_for_everyone()
+    building = partial.is_dir()
+    dtype = "fp16"
+    if building:
+        dtype = _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator)
+    accelerator.wait_for_everyone()
+    dtype = _agree_on_dtype(dtype, accelerator)
+    if dtype == "bf16":  # fp16 overflowed somewhere: rewrite everything as bf16
+        if building:
+            _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage="bf16")
+        accelerator.wait_for_everyone()
+    if local_main and building:
+        _finish(partial, path, dtype, encoded, prefix, accelerator.mixed_precision)
+    accelerator.wait_for_everyone()
+    return PrefixCache(path)
+
+
+def _partial_path(path: Path, accelerator) -> Path:
+    """Where this group of processes builds: named by host and the main process's pid, so
+    independent runs (a sweep's workers) building the same key never share a folder."""
+    pid = [os.getpid()]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(pid)
+    return path.with_name(f".{path.name}.partial-{socket.gethostname()}-{pid[0]}")
+
+
+def _remove_dead_partials(path: Path, mine: Path) -> None:
+    """Delete this key's half-built folders left on this host by processes that died."""
+    stem = f".{path.name}.partial-{socket.gethostname()}-"
+    for old in path.parent.glob(stem + "*"):
+        pid = old.name[len(stem) :]
+        if old != mine and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _allocate(partial: Path, encoded: Encoded, hidden: int) -> None:
+    partial.mkdir(parents=True)
+    offsets = np.concatenate([[0], np.cumsum(encoded.lengths)]).astype(np.int64)
+    np.save(partial / "offsets.npy", offsets)
+    states = np.memmap(
+        partial / "states.bin", dtype=np.int16, mode="w+", shape=(int(offsets[-1]), hidden)
+    )
+    states.flush()
+    del states
+
+
+def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage="fp16") -> str:
+    """Compute this process's share of the rows into the shared file; 'bf16' on overflow."""
+    offsets = np.load(partial / "offsets.npy")
+    hidden = trunk.transformer.config.hidden_size
+    states = np.memmap(
+        partial / "states.bin", dtype=np.int16, mode="r+", shape=(int(offsets[-1]), hidden)
+    )
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    lengths = encoded.lengths
+    mine = np.argsort(-lengths, kind="stable")[
+        accelerator.local_process_index :: max(local_world, 1)
+    ]
+    try:
+        for rows in _token_batches(mine, lengths, BUILD_TOKENS):
+            out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator)
+            if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
+                raise _Overflow
+            out = out.to(STORAGE[storage]).view(torch.int16).cpu().numpy()
+            for j, i in enumerate(rows):
+                states[offsets[i] : offsets[i + 1]] = out[j, : lengths[i]]
+    except _Overflow:
+        return "bf16"
+    finally:
+        states.flush()
+    return storage
+
+
+@torch.inference_mode()
+def compute_prefix(
+    trunk: Trunk, prefix: int, rows: list[list[int]], pad_id: int, accelerator
+) -> torch.Tensor:
+    """The prefix's output for token id lists, in eval mode (no dropout), under autocast."""
+    modules = prefix_modules(trunk, prefix)
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        ids, mask = pad_batch(rows, pad_id)
+        with accelerator.autocast():
+            out = run_prefix(trunk, prefix, ids.to(accelerator.device), mask.to(accelerator.device))
+        return out.float()
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def _token_batches(order: np.ndarray, lengths: np.ndarray, tokens: int) -> list[np.ndarray]:
+    """Consecutive runs of `order` (longest first) holding at most `tokens` padded tokens."""
+    batches, start = [], 0
+    while start < len(order):
+        width = max(int(lengths[order[start]]), 1)
+        stop = start + max(1, tokens // width)
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
+def _agree_on_dtype(dtype: str, accelerator) -> str:
+    """bf16 everywhere if any process saw an fp16 overflow."""
+    if accelerator.num_processes == 1:
+        return dtype
+    flag = torch.tensor([1.0 if dtype == "bf16" else 0.0], device=accelerator.device)
+    return "bf16" if float(accelerator.reduce(flag, reduction="sum")) > 0 else "fp16"
+
+
+def _finish(
+    partial: Path, path: Path, dtype: str, encoded: Encoded, prefix: int, precision: str
+) -> None:
+    offsets = np.load(partial / "offsets.npy")
+    hidden = (partial / "states.bin").stat().st_size // max(int(offsets[-1]), 1) // 2
+    meta = {
+        "format": CACHE_FORMAT,
+        "dtype": dtype,
+        "shape": [int(offsets[-1]), int(hidden)],
+        "rows": len(encoded.ids),
+        "prefix_layers": prefix,
+        "precision": precision,
+    }
+    (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        os.replace(partial, path)
+    except OSError:  # another machine finished the same cache first (shared file system)
+        if not _is_complete(path):
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the training forward
+
+
+class Forward:
+    """What the training loop calls: `logits, mask = forward(model, rows)`.
+
+    Without a cache: pad the rows' token ids and run the whole model. With one: read the
+    rows' cached states and run the model with its embeddings and lower layers swapped out,
+    so only the top layers and the head compute (and get gradients).
+    """
+
+    def __init__(self, encoded: Encoded, pad_id: int, device, cache=None, trunk=None, prefix=0):
+        self.encoded, self.pad_id, self.device = encoded, pad_id, device
+        self.cache, self.trunk, self.prefix = cache, trunk, prefix
+        if cache is not None:
+            self.top = nn.ModuleList(trunk.layers[prefix:])
+            self.stand_in = _CachedEmbeddings()
+
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None
+
+    def __call__(self, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            ids, mask = pad_batch([self.encoded.ids[i] for i in rows], self.pad_id)
+            mask = mask.to(self.device)
+            return model(input_ids=ids.to(self.device), attention_mask=mask).logits, mask
+        states, mask = self.cache.batch(rows, self.device)
+        with self.top_only():
+            return model(inputs_embeds=states, attention_mask=mask).logits, mask
+
+    def top_only(self):
+        return (
+            _swapped(self.trunk, self.stand_in, self.top)
+            if self.cache is not None
+            else nullcontext()
+        )
+
+
+def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelerator) -> Forward:
+    """The loop's forward: builds (or reuses) the cache when `plan` says so.
+
+    Before trusting the cached path it checks, on a few rows, that it gives the same logits
+    as the whole model (a model whose layers read more than the hidden states, e.g. the
+    embeddings again, would fail here and fall back to the full forward).
+    """
+    device = accelerator.device
+    if not plan.enabled:
+        log.info("activation cache: off (%s)", plan.reason)
+        return Forward(encoded, pad_id, device)
+    unwrapped = accelerator.unwrap_model(model)
+    trunk = find_trunk(unwrapped)
+    key = plan.key or cache_key(trunk, plan.prefix, encoded, accelerator.mixed_precision)
+    path = plan.cache_dir / key
+    reused = _is_complete(path)
+    if not reused:
+        log.info(
+            "activation cache: building %s (about %s) for layers 0-%d",
+            path,
+            _gb(plan.estimate_bytes),
+            plan.prefix - 1,
+        )
+    plan.cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = build_prefix_cache(trunk, plan.prefix, encoded, pad_id, path, accelerator)
+    forward = Forward(encoded, pad_id, device, cache, trunk, plan.prefix)
+    mismatch = check_cached_path(unwrapped, forward, accelerator)
+    if mismatch is not None:
+        raise UserError(
+            f"train.cache_activations: the cached path disagrees with the full model on "
+            f"{_model_name(unwrapped)} ({mismatch}); set train.cache_activations=false"
+        )
+    log.info(
+        "activation cache: %s %s (%s, %d rows, layers 0-%d run once)",
+        "reusing" if reused else "built",
+        path,
+        _gb((path / "states.bin").stat().st_size),
+        len(cache),
+        plan.prefix - 1,
+    )
+    return forward
+
+
+@torch.inference_mode()
+def check_cached_path(
+    model, forward: Forward, accelerator, rows: int = 4, tol: float = 1e-3
+) -> str | None:
+    """Compare full-model logits with top-only logits on recomputed (unrounded) prefix states."""
+    lengths = forward.encoded.lengths
+    pick = np.argsort(lengths)[
+        np.linspace(0, len(lengths) - 1, min(rows, len(lengths))).astype(int)
+    ]
+    ids, mask = pad_batch([forward.encoded.ids[i] for i in pick], forward.pad_id)
+    ids, mask = ids.to(accelerator.device), mask.to(accelerator.device)
+    was_training = model.training
+    model.eval()
+    try:
+        full = model(input_ids=ids, attention_mask=mask).logits.float()
+        with accelerator.autocast():  # as the cache was built (and as `prepare` wraps forward)
+            states = run_prefix(forward.trunk, forward.prefix, ids, mask)
+        with forward.top_only():
+            top = model(inputs_embeds=states, attention_mask=mask).logits.float()
+    finally:
+        model.train(was_training)
+    diff = float((full - top).abs().max())
+    scale = float(full.abs().max()) + 1e-6
+    return None if diff <= tol * max(scale, 1.0) else f"max logit difference {diff:.3g}"
