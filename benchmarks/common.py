@@ -191,33 +191,12 @@ class Timer:
 
 # ---------------------------------------------------------------- reporting
 
-COLUMNS = [
-    ("recipe", "recipe", "{}"),
-    ("samples/s", "samples_per_s", "{:.2f}"),
-    ("tokens/s", "tokens_per_s", "{:.0f}"),
-    ("padding", "padding_share", "{:.1%}"),
-    ("MFU", "mfu", "{:.1%}"),
-    ("peak MB", "peak_memory_mb", "{:.0f}"),
-    ("accuracy", "accuracy", "{:.3f}"),
-]
-
 
 def format_results(rows: list[dict]) -> str:
-    """A plain-text table of benchmark results; missing figures show as '-'."""
-    cells = [[title for title, _, _ in COLUMNS]]
-    for row in rows:
-        line = []
-        for _, key, fmt in COLUMNS:
-            value = row.get(key)
-            line.append("-" if value is None else fmt.format(value))
-        cells.append(line)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """A plain-text table of benchmark results (the one `lorafit bench` prints); '-' where missing."""
+    from lorafit.bench import format_table
+
+    return format_table(rows)
 
 
 def print_results(rows: list[dict]) -> None:

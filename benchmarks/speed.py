@@ -74,7 +74,9 @@ def write_csvs(data, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def lorafit_overrides(model: str, layers: str, paths: dict, work: Path, name: str) -> list[str]:
+def lorafit_overrides(
+    model: str, layers: str, paths: dict, work: Path, name: str, seed: int = 42
+) -> list[str]:
     """The usual recipe's hyperparameters (Trainer defaults) in lorafit's config keys."""
     return [
         f"model.name={model}",
@@ -96,7 +98,7 @@ def lorafit_overrides(model: str, layers: str, paths: dict, work: Path, name: st
         "train.max_grad_norm=1.0",
         "train.eval_every=100000",  # once, at the end, as the usual recipe is evaluated
         "train.patience=null",
-        "train.seed=42",
+        f"train.seed={seed}",
         f"train.cache_dir={work / 'activation-cache' / name}",  # fresh: the build is timed
         "log.progress=false",
         f"run.dir={work / 'runs'}",
@@ -237,9 +239,12 @@ def part_accuracy(args, data, paths, work, peaks, results) -> None:
         steps,
         peak_flops_per_s=peaks["fp32"],
         keep_model=False,
+        seed=args.seed,
     )
     usual["recipe"] = "usual train (MiniLM)"
-    ours = bench_train(None, lorafit_overrides("all-MiniLM-L6-v2", "3-5", paths, work, "minilm"))
+    ours = bench_train(
+        None, lorafit_overrides("all-MiniLM-L6-v2", "3-5", paths, work, "minilm", args.seed)
+    )
     ours["recipe"] = (
         f"lorafit train (MiniLM, {'cache' if ours['activation_cache'] else 'no cache'}, {ours['dtype']})"
     )
@@ -251,7 +256,8 @@ def part_accuracy(args, data, paths, work, peaks, results) -> None:
         ):
             name = "minilm-" + label.replace(", ", "-").replace(" ", "")
             r = bench_train(
-                None, lorafit_overrides("all-MiniLM-L6-v2", "3-5", paths, work, name) + extra
+                None,
+                lorafit_overrides("all-MiniLM-L6-v2", "3-5", paths, work, name, args.seed) + extra,
             )
             r["recipe"] = f"lorafit train (MiniLM, {label}, {r['dtype']})"
             trained.append(r)
@@ -265,7 +271,7 @@ def part_accuracy(args, data, paths, work, peaks, results) -> None:
         "bf16_vs_fp32": agree,
     }
     print(
-        f"\n[4] accuracy: all-MiniLM-L6-v2 (pretrained), LoRA 3-5, both {steps} steps; validation {len(data.val_texts)} rows",
+        f"\n[4] accuracy: all-MiniLM-L6-v2 (pretrained), LoRA 3-5, both {steps} steps, seed {args.seed}; validation {len(data.val_texts)} rows",
         flush=True,
     )
     print_results([*trained, *preds.values()])
@@ -343,6 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--skip-speed", action="store_true", help="skip parts 2 and 3 (run only part 4's accuracy)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="training seed of both recipes in part 4 (same rows)"
     )
     parser.add_argument("--out", help="write every figure to this JSON file")
     parser.add_argument(

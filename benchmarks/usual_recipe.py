@@ -124,7 +124,7 @@ class RecordingCollator:
         }
 
 
-def _training_args(out_dir: str, max_steps: int):
+def _training_args(out_dir: str, max_steps: int, seed: int = SEED):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -138,7 +138,7 @@ def _training_args(out_dir: str, max_steps: int):
         logging_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        seed=SEED,
+        seed=seed,
     )
 
 
@@ -183,6 +183,7 @@ def run_usual_train(
     *,
     peak_flops_per_s: float | None = None,
     keep_model: bool = False,
+    seed: int = SEED,
 ) -> dict:
     """Train the usual recipe for `max_steps` steps, then evaluate once on the validation rows.
 
@@ -199,7 +200,7 @@ def run_usual_train(
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    set_seed(SEED)
+    set_seed(seed)
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=4)
     lora_layers = usual_lora_layers(base.config.num_hidden_layers)
     model = get_peft_model(base, usual_lora_config(lora_layers))
@@ -212,7 +213,7 @@ def run_usual_train(
         tokenise_seconds = time.perf_counter() - tokenise_start
         trainer = Trainer(
             model=model,
-            args=_training_args(out_dir, max_steps),
+            args=_training_args(out_dir, max_steps, seed),
             train_dataset=train_set,
             data_collator=collator,
             processing_class=tokenizer,

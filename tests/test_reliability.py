@@ -389,3 +389,13 @@ def test_empty_texts_in_training_data_are_still_refused(tmp_path):
         "news",
         "",
     ]
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; outputs (report, submission, JSON) must be readable as usual."""
+    from lorafit.rundir import write_atomic
+
+    umask = os.umask(0)
+    os.umask(umask)
+    write_atomic(tmp_path / "report.html", "<html></html>")
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o666 & ~umask

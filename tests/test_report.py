@@ -40,7 +40,10 @@ def runs(tmp_path):
 @pytest.fixture
 def leaderboard(tmp_path):
     path = tmp_path / "leaderboard.csv"
-    path.write_text("rank,run,lora.r,eval_accuracy\n1,agnews-r8,8,0.8912\n2,agnews-r4,4,0.8701\n")
+    path.write_text(
+        "rank,run,lora.r,eval_accuracy,val_loss\n"
+        "1,agnews-r8,8,0.8912,0.42746537923812866\n2,agnews-r4,4,0.8701,0.5\n"
+    )
     return path
 
 
@@ -119,6 +122,8 @@ def test_report_includes_the_sweep_leaderboard(runs, leaderboard, tmp_path):
     assert '<th data-type="num" title="sort by eval_accuracy">eval_accuracy</th>' in board
     assert '<th data-type="text" title="sort by run">run</th>' in board
     assert '<td data-sort="0.8912">0.8912</td>' in board
+    # long floats are shown to 4 decimals and sorted by their full value
+    assert '<td data-sort="0.42746537923812866">0.4275</td>' in board
     with pytest.raises(UserError, match="file not found"):
         write_report(runs, tmp_path / "other.html", leaderboard=tmp_path / "missing.csv")
 

@@ -23,8 +23,8 @@ The functions are imported here on purpose: a submodule named like its function
 
 from __future__ import annotations
 
-from lorafit.config import Config, load_config
 from lorafit.bench import run_bench
+from lorafit.config import Config, load_config
 from lorafit.ensemble import ensemble
 from lorafit.errors import UserError
 from lorafit.export import export_merged

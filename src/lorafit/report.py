@@ -295,9 +295,13 @@ def _is_number(text) -> bool:
 
 
 def _csv_cell(text) -> tuple[str, str]:
+    """(shown, sort key); numbers with more than 4 decimals are shown rounded to 4."""
     text = "" if text is None else text
     try:
-        return text, repr(float(text))
+        value = float(text)
+        decimals = text.partition(".")[2]
+        shown = f"{round(value, 4)}" if len(decimals) > 4 and decimals.isdigit() else text
+        return shown, repr(value)
     except ValueError:
         return (text or "-"), text.lower()
 

@@ -19,6 +19,15 @@ from lorafit.errors import UserError
 VERSIONED = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "lorafit")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; read once, at import, before any threads
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
@@ -33,6 +42,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         if tmp and os.path.exists(tmp):
