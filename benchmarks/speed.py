@@ -1,7 +1,7 @@
 """Speed: lorafit's fast path against the usual recipe, in one process, on this machine.
 
-    cd /work/main && python benchmarks/speed.py              # about 15 min on 2 quiet cores
-    python benchmarks/speed.py --full                        # the usual recipe in full too (~1 h)
+    cd /work/main && python benchmarks/speed.py              # 53 min on 2 quiet cores
+    python benchmarks/speed.py --full                        # the usual recipe in full (~3 h)
     python benchmarks/speed.py --out speed.json              # also write every figure as JSON
     python benchmarks/speed.py --skip-speed --ablation       # part 4 only, plus lorafit on
                                                              # MiniLM without the cache and in fp32

@@ -1,7 +1,7 @@
 """Malformed inputs through the real CLI: exit code 2, one line naming the file/row/key and
 the fix, no traceback (unless --debug), and no output file created.
 
-Cases: every row of DATA_FILES and CONFIGS, plus the lists in the tests below (over 70 inputs).
+Cases: every row of DATA_FILES and CONFIGS, plus the lists in the tests below (69 inputs).
 """
 
 from __future__ import annotations

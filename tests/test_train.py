@@ -58,3 +58,17 @@ def test_epochs_set_the_step_count(tiny_overrides, tmp_path):
     assert main(["train", *overrides, "train.epochs=2", "train.batch_size=32"]) == 0
     _, summary = _rows(tmp_path, "train")
     assert summary["final_step"] == 2 * math.ceil(200 / 32)
+
+
+def test_progress_bar_keeps_loss_throughput_and_accuracy_together():
+    import io
+
+    from tqdm.auto import tqdm
+
+    from lorafit.train import _postfix
+
+    bar = tqdm(total=10, file=io.StringIO())
+    _postfix(bar, loss="0.5000", samples_s="3.0")
+    _postfix(bar, acc="0.9000", best="0.9000")  # an evaluation
+    _postfix(bar, loss="0.4000", samples_s="3.1")  # the next train row keeps the accuracy
+    assert bar.postfix == "loss=0.4000, samples_s=3.1, acc=0.9000, best=0.9000"

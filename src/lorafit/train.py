@@ -550,7 +550,15 @@ def _update_progress(progress, row: dict) -> None:
         100 * row["padding_share"], row["memory_mb"],
     )
     if progress:
-        progress.set_postfix(loss=f"{row['train_loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}", refresh=False)
+        _postfix(progress, loss=f"{row['train_loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
+
+
+def _postfix(progress, **values: str) -> None:
+    """Live figures on the bar: the newest loss and samples/s beside the newest eval accuracy."""
+    shown = getattr(progress, "lorafit_postfix", {})
+    shown.update(values)
+    progress.lorafit_postfix = shown
+    progress.set_postfix(shown, refresh=False)
 
 
 def _train_row(state, epoch_f, scheduler, window, elapsed, started, accelerator) -> dict:
@@ -590,7 +598,7 @@ def _evaluate_and_keep(model, tokenizer, encoded, cfg, state, epoch_f, started, 
     if metrics:
         metrics.write(row)
     if progress:
-        progress.set_postfix(acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}", refresh=False)
+        _postfix(progress, acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}")
     log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], " (best)" if is_best else "")
     if state.stopped_early:
         log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
