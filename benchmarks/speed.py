@@ -252,7 +252,7 @@ def part_accuracy(args, data, paths, work, peaks, results) -> None:
     if args.ablation:  # the cache's one semantic change (no dropout below layer 3), and bf16
         for extra, label in (
             (["train.cache_activations=false"], "no cache"),
-            (["train.mixed_precision=no"], "cache, fp32"),
+            (["train.mixed_precision=no"], "cache"),
         ):
             name = "minilm-" + label.replace(", ", "-").replace(" ", "")
             r = bench_train(
