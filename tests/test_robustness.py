@@ -71,40 +71,15 @@ def _cli_json(argv):
 
 
 def test_cli_prints_a_table_and_rejects_bad_kinds(trained, labelled, capsys):
-    assert (
-        main(
-            [
-                "evaluate",
-                str(trained),
-                "--input",
-                str(labelled),
-                "--perturb",
-                "synonym",
-                "--rate",
-                "0.2",
-            ]
-        )
-        == 0
-    )
+    def evaluate(*perturb: str) -> int:
+        return main(["evaluate", str(trained), "--input", str(labelled), "--perturb", *perturb])
+
+    assert evaluate("synonym", "--rate", "0.2") == 0
     out = capsys.readouterr().out
     assert "clean" in out and "synonym" in out and "rate 0.2" in out
-    assert main(["evaluate", str(trained), "--input", str(labelled), "--perturb", "shout"]) == 2
+    assert evaluate("shout") == 2
     assert "--perturb: unknown kind 'shout'" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "evaluate",
-                str(trained),
-                "--input",
-                str(labelled),
-                "--perturb",
-                "typo",
-                "--rate",
-                "1.5",
-            ]
-        )
-        == 2
-    )
+    assert evaluate("typo", "--rate", "1.5") == 2
     assert "--rate 1.5: must be in (0, 1]" in capsys.readouterr().err
 
 
