@@ -141,3 +141,79 @@ def test_export_refuses_to_overwrite(run, tmp_path, capsys):
     assert (mine / "notes.txt").read_text() == "not a model"
     assert main(["export", str(run), "--merged", str(mine / "notes.txt")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def _train_with_head(model_name, small_csv, runs: Path, head: str, *extra: str) -> Path:
+    return train(
+        None,
+        [
+            f"model.name={model_name}",
+            f"data.train={small_csv}",
+            "data.test=null",
+            "data.val_size=40",
+            "model.max_length=32",
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "train.lr=0.05",  # large steps, so the trained head is far from its start
+            "train.mixed_precision=no",
+            "lora.layers=1",
+            "lora.r=2",
+            f"model.head={head}",
+            "model.head_rank=3",
+            "log.progress=false",
+            f"run.dir={runs}",
+            f"run.name={head}",
+            *extra,
+        ],
+    )
+
+
+def _exported_matches_lorafit(run: Path, out: Path, small_csv: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lorafit.predict import load_run_model
+
+    assert main(["export", str(run), "--merged", str(out)]) == 0
+    plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ours, _, _ = load_run_model(run)
+    texts = pd.read_csv(small_csv).text.tolist()[:48]
+    with torch.no_grad():
+        batch = tokenizer(texts, truncation=True, padding=True, return_tensors="pt")
+        expected = ours(**batch).logits.numpy()
+        got = plain(**batch).logits.numpy()
+    assert expected.std() > 1e-3  # the head is not trivially constant: the check can fail
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["lowrank", "dense_lora"])
+def test_export_folds_a_lorafit_head_into_roberta_own_head(head, tiny_model, small_csv, tmp_path):
+    run = _train_with_head(tiny_model, small_csv, tmp_path / "runs", head)
+    card = (run / "checkpoint-best" / "README.md").read_text()
+    assert f"lorafit's own (`model.head={head}`" in card and "PeftModel" not in card
+    assert f"- head: `{head}`, rank 3, reading the first token" in card
+    _exported_matches_lorafit(run, tmp_path / "exported", small_csv)
+
+
+def test_export_folds_a_lowrank_head_into_minilm_pooler(small_csv, tmp_path):
+    """MiniLM is BERT-style: the folded dense layer + tanh goes back into its pooler."""
+    run = _train_with_head("all-MiniLM-L6-v2", small_csv, tmp_path / "runs", "lowrank")
+    _exported_matches_lorafit(run, tmp_path / "exported", small_csv)
+
+
+@pytest.mark.parametrize(
+    "head, extra, reason",
+    [("linear", [], "model.head=linear"), ("lowrank", ["model.pooling=mean"], "model.pooling=mean")],
+)
+def test_export_refuses_what_transformers_cannot_load_before_any_work(
+    head, extra, reason, tiny_model, small_csv, tmp_path, capsys
+):
+    run = _train_with_head(tiny_model, small_csv, tmp_path / "runs", head, *extra)
+    card = (run / "checkpoint-best" / "README.md").read_text()
+    assert "lorafit predict" in card and "--merged OUT` folds" not in card
+    assert ("reading the mean of the tokens" in card) == (extra != [])
+    out = tmp_path / "exported"
+    assert main(["export", str(run), "--merged", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert reason in err and "lorafit predict" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".exported*"))

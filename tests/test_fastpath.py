@@ -81,11 +81,19 @@ def _randomise_lora(model) -> None:
             p.data.normal_(0, 0.5)
 
 
-@pytest.mark.parametrize("which, layers", [("roberta", "2"), ("minilm", "4-5")])
-def test_cached_forward_matches_the_whole_model(which, layers, still_model, small_csv, tmp_path):
+@pytest.mark.parametrize(
+    "which, layers, head",
+    [
+        ("roberta", "2", []),
+        ("minilm", "4-5", []),
+        ("roberta", "2", ["model.head=linear", "model.pooling=mean"]),  # the mask reaches the head
+        ("minilm", "4-5", ["model.head=linear", "model.pooling=mean"]),
+    ],
+)
+def test_cached_forward_matches_the_whole_model(which, layers, head, still_model, small_csv, tmp_path):
     model_dir = still_model if which == "roberta" else "all-MiniLM-L6-v2"
     cfg = _config(
-        model_dir, small_csv, tmp_path, f"lora.layers={layers}", "train.cache_activations=true"
+        model_dir, small_csv, tmp_path, f"lora.layers={layers}", "train.cache_activations=true", *head
     )
     encoded, tokenizer = _encoded(cfg)
     model = build_model(cfg)

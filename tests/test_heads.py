@@ -12,9 +12,9 @@ from lorafit.config import load_config
 from lorafit.errors import UserError
 from lorafit.heads import (
     DenseLoraHead,
-    FirstToken,
     LinearHead,
     LowRankHead,
+    Pool,
     head_parameters,
     install_head,
 )
@@ -83,7 +83,7 @@ def test_minilm_heads_replace_the_pooler():
     assert full["breakdown"]["head"] == 384 * 4 + 4
     assert lowrank["breakdown"]["head"] == 384 * 8 * 2 + 384 + 384 * 4 + 4
     pooler = model.get_base_model().bert.pooler
-    assert isinstance(pooler, FirstToken)
+    assert isinstance(pooler, Pool) and pooler.kind == "first"
     assert not any("pooler" in n for n, _ in model.named_parameters())  # its dense + tanh are gone
     full_model = build_model(load_config(None, ["model.name=all-MiniLM-L6-v2"]), weights=False)
     pooler_params = {n: p for n, p in full_model.named_parameters() if "pooler" in n}
@@ -133,8 +133,10 @@ def test_unsupported_architecture_is_a_user_error():
     assert isinstance(model.classifier, nn.Linear)
 
 
-@pytest.mark.parametrize("head", ["lowrank", "dense_lora"])
-def test_trained_head_reloads_exactly(head, tiny_overrides, tmp_path):
+@pytest.mark.parametrize(
+    "head, pooling", [("lowrank", "first"), ("dense_lora", "first"), ("linear", "mean")]
+)
+def test_trained_head_reloads_exactly(head, pooling, tiny_overrides, tmp_path):
     """The checkpoint restores the head (and dense_lora's frozen random matrix): `evaluate` on
     the test file gives what training measured with the best weights in memory."""
     from lorafit.cli import main
@@ -148,6 +150,7 @@ def test_trained_head_reloads_exactly(head, tiny_overrides, tmp_path):
                 *tiny_overrides,
                 f"model.head={head}",
                 "model.head_rank=4",
+                f"model.pooling={pooling}",
                 "data.test=sample-test",
                 "train.mixed_precision=no",  # evaluate below scores in fp32 too
             ]
@@ -156,8 +159,8 @@ def test_trained_head_reloads_exactly(head, tiny_overrides, tmp_path):
     )
     run = tmp_path / "runs" / "latest"
     description = json.loads((run / "model_description.json").read_text())
-    assert description["head"] == head and description["head_rank"] == 4
-    assert description["breakdown"]["head"] == 32 * 4 * 2 + 32 + 32 * 4 + 4
+    assert description["head"] == head and description["pooling"] == pooling
+    assert description["breakdown"]["head"] == (32 * 4 * 2 + 32) * (head != "linear") + 32 * 4 + 4
     (saved,) = (run / "evaluations").glob("test-*.json")
     during = json.loads(saved.read_text())
     after = evaluate(run, resolve_source("sample-test"), device="cpu", dtype="fp32")
@@ -175,3 +178,45 @@ def test_shipped_best_configs_fill_the_budget(name, trainable, head):
     d = describe_model(load_config(ROOT / "configs" / name))
     assert d["params"]["trainable"] == trainable and d["breakdown"]["head"] == head
     assert d["fits_budget"] and d["budget"] - trainable < 5_000
+
+
+def test_mean_pool_averages_the_real_tokens_only():
+    pool = Pool("mean")
+    seq = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    pool.mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    out = pool(seq)
+    assert torch.allclose(out[0], seq[0, :2].mean(0)) and torch.allclose(out[1], seq[1].mean(0))
+    assert torch.equal(pool(out), out)  # an already pooled input passes through
+    pool.mask = torch.ones(2, 5)
+    with pytest.raises(RuntimeError, match="does not match"):
+        pool(seq)
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "all-MiniLM-L6-v2"])
+@pytest.mark.parametrize("head", ["linear", "lowrank"])
+def test_mean_pooling_ignores_padding_and_reads_every_token(model_name, head, tiny_model):
+    """Through the whole (PEFT-wrapped) model: the encoder hook hands the mask to the head,
+    so padding a row changes nothing, while its later tokens do matter."""
+    from lorafit.model import load_tokenizer
+
+    name = tiny_model if model_name == "tiny" else model_name
+    cfg = load_config(
+        None, [f"model.name={name}", f"model.head={head}", "model.pooling=mean", "lora.layers=0"]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    tokenizer = load_tokenizer(cfg)
+    short, long = "Stocks rally on rate hopes", "Rain delays the final day of the cricket test in Leeds again"
+    with torch.no_grad():
+        alone = model(**tokenizer([short], return_tensors="pt")).logits
+        padded = model(**tokenizer([short, long], padding=True, return_tensors="pt")).logits
+        other = model(**tokenizer(["Stocks fall on rate fears"], return_tensors="pt")).logits
+    torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-4)
+    assert (other - alone).abs().max() > 1e-4  # words after the first token change the output
+
+
+def test_mean_pooling_needs_a_lorafit_head():
+    with pytest.raises(UserError, match="model.pooling: mean needs a lorafit head"):
+        load_config(None, ["model.pooling=mean"])
+    with pytest.raises(UserError, match="model.pooling: must be first or mean"):
+        load_config(None, ["model.head=linear", "model.pooling=max"])

@@ -146,3 +146,16 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["plan", "--help"])
     assert e.value.code == 0
+
+
+def test_full_head_rows_of_a_mean_pooled_config_switch_pooling_back(tiny_model):
+    """The model's own head reads the first token: its rows say so, and every row loads."""
+    from lorafit.config import load_config
+
+    base = [f"model.name={tiny_model}", "model.head=linear", "model.pooling=mean"]
+    p = plan(None, base, budget=20_000, top=100_000, heads="full,linear", ranks="2")
+    kinds = {c["head"] for c in p["candidates"]}
+    assert kinds == {"full", "linear"}
+    for c in p["candidates"]:
+        cfg = load_config(None, [*base, *c["overrides"]])
+        assert cfg.model.pooling == ("first" if c["head"] == "full" else "mean")

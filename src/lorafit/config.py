@@ -47,12 +47,24 @@ class ModelConfig:
         "(a frozen random dense layer plus a rank-head_rank update)",
     )
     head_rank: int = _f(16, "rank k of the lowrank and dense_lora heads")
+    pooling: str = _f(
+        "first",
+        "what a lorafit head (linear, lowrank, dense_lora) reads: first (the first token) or mean "
+        "(the mean over the real tokens; what sentence-embedding models are trained for)",
+    )
     attn_implementation: str = _f("sdpa", "attention kernel: sdpa or eager")
 
     def __post_init__(self):
         _check(self.max_length >= 8, "model.max_length", "must be at least 8")
         _check(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
         _check(self.head_rank >= 1, "model.head_rank", "must be >= 1")
+        _check(self.pooling in ("first", "mean"), "model.pooling", "must be first or mean")
+        _check(
+            self.pooling == "first" or self.head != "full",
+            "model.pooling",
+            f"{self.pooling} needs a lorafit head (model.head=linear, lowrank or dense_lora); the "
+            "model's own head (full) reads the first token",
+        )
         _check(
             self.attn_implementation in ("sdpa", "eager"),
             "model.attn_implementation",

@@ -102,6 +102,12 @@ def _param_lines(description: dict, summary: dict) -> list[str]:
     ]
     if b:
         lines.append("- trainable by kind: " + ", ".join(f"{k} {v:,}" for k, v in b.items()))
+    if description.get("head"):
+        rank = f", rank {description['head_rank']}" if description.get("head_rank") else ""
+        lines.append(
+            f"- head: `{description['head']}`{rank}, reading the"
+            + (" mean of the tokens" if description.get("pooling") == "mean" else " first token")
+        )
     return lines
 
 
@@ -114,6 +120,26 @@ def _usage_lines(run: Path, cfg: Config, base_path: str, merged: bool) -> list[s
             f'classify = pipeline("text-classification", model="{run}")',
             'print(classify("Stocks rallied after the central bank held rates."))',
             "```",
+        ]
+    if cfg.model.head != "full":  # PEFT alone cannot rebuild lorafit's own head
+        return [
+            f"The classification head is lorafit's own (`model.head={cfg.model.head}`, pooling"
+            f" `{cfg.model.pooling}`), so load",
+            "the adapter with lorafit, which rebuilds the head before its weights load:",
+            "",
+            "```python",
+            "from lorafit.predict import load_run_model",
+            "",
+            f'model, tokenizer, cfg = load_run_model("{run}")  # LoRA merged in, eval mode',
+            "```",
+            "",
+            f"Or `lorafit predict {run} --input FILE`."
+            + (
+                ""
+                if cfg.model.head == "linear" or cfg.model.pooling != "first"
+                else f" `lorafit export {run} --merged OUT` folds the head into the model's own"
+                " head layout for plain transformers."
+            ),
         ]
     return [
         "```python",
@@ -241,13 +267,20 @@ def export_merged(run_dir: str | Path, out: str | Path, *, overwrite: bool = Fal
     (its `model_max_length` set to the run's `model.max_length`, so `truncation=True`
     truncates as training did) and a model card. An existing non-empty `out` is refused
     unless `overwrite` and it holds an earlier export; the new folder is swapped in whole.
+    A `lowrank` or `dense_lora` head is folded exactly into the model's own head layout
+    (`heads.restore_own_head`); a `linear` head or `model.pooling=mean` cannot be, and is
+    refused.
     """
+    from lorafit.heads import check_exportable, restore_own_head
     from lorafit.predict import load_run_model
 
     run = require_run_dir(run_dir, "checkpoint-best/adapter_model.safetensors")
     out = Path(out)
     _check_output(out, overwrite)
+    saved = load_config(run / "config.yaml").model
+    check_exportable(saved.head, saved.pooling)  # before any work
     model, tokenizer, cfg = load_run_model(run, "cpu")
+    model = restore_own_head(model, cfg.model.head, cfg.model.pooling)
     tokenizer.model_max_length = cfg.model.max_length
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")

@@ -213,7 +213,7 @@ def build_model(cfg: Config, weights: bool = True, model_config=None):
     else:
         with torch.device("meta"):
             base = AutoModelForSequenceClassification.from_config(model_config)
-    install_head(base, cfg.model.head, cfg.model.head_rank, model_config)
+    install_head(base, cfg.model.head, cfg.model.head_rank, model_config, cfg.model.pooling)
     if cfg.lora.mode != "lora":
         return set_plain_trainable(base, cfg.lora.mode)
     lora_config = peft_lora_config(cfg, model_config)

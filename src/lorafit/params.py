@@ -75,6 +75,7 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
         "num_labels": model_config.num_labels,
         "head": cfg.model.head,
         "head_rank": cfg.model.head_rank if cfg.model.head in ("lowrank", "dense_lora") else None,
+        "pooling": cfg.model.pooling,
         "mode": cfg.lora.mode,
         "budget": cfg.budget,
         "fits_budget": counts["trainable"] <= cfg.budget,
@@ -107,7 +108,7 @@ def description_text(d: dict) -> str:
     p, b = d["params"], d["breakdown"]
     lines = [
         f"model        {d['model']} ({d['model_type']}, {d['num_layers']} layers, hidden {d['hidden_size']})",
-        f"labels       {d['num_labels']}   head: {d['head']}",
+        f"labels       {d['num_labels']}   head: {d['head']}   pooling: {d.get('pooling', 'first')}",
         f"total        {p['total']:>12,}",
         f"trainable    {p['trainable']:>12,}  ({p['trainable_pct']:.3f}%)",
         f"frozen       {p['frozen']:>12,}  ({p['frozen_pct']:.3f}%)",

@@ -251,6 +251,8 @@ def candidate_overrides(c: Candidate, cfg: Config) -> list[str]:
         "lora.sections=[]",
         f"model.head={c.head}",
     ]
+    if c.head == "full" and cfg.model.pooling != "first":
+        out.append("model.pooling=first")  # the model's own head reads the first token
     return out + ([f"model.head_rank={c.head_rank}"] if c.head_rank else [])
 
 

@@ -64,7 +64,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", dtype: str = "fp32"
     cfg = load_config(run / "config.yaml")
     model_config = load_model_config(cfg)
     base = _load_weights(cfg, model_config)
-    install_head(base, cfg.model.head, cfg.model.head_rank, model_config)  # before the head's weights load
+    install_head(base, cfg.model.head, cfg.model.head_rank, model_config, cfg.model.pooling)  # before the head's weights load
     try:
         if cfg.lora.mode == "lora":
             model = PeftModel.from_pretrained(base, run / "checkpoint-best").merge_and_unload()
