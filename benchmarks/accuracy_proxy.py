@@ -17,7 +17,10 @@ evaluation at the end (so no checkpoint is picked on the rows it is scored on). 
   the top quarter of the layers (6 layers / 4 = 1.5, rounded up: layers 4-5), lr 2e-4 as in
   the seed recipe;
 - `seed-lr1e-3`: the same at lr 1e-3 (best's learning rate), to separate rate from spending;
-- `best`: `configs/agnews_best.yaml` under the 1,000,000 budget.
+- `best`: `configs/agnews_best.yaml` under the 1,000,000 budget;
+- `full-mean`: full fine-tuning with best's head (linear, on the mean of the tokens);
+- `best-first`: best with MiniLM's own head (its pooler on the first token), the recipe
+  before `model.pooling=mean`.
 
 Each is scored on the clean validation rows and on a perturbed copy of them
 (`lorafit evaluate --perturb`, default `mixed` at rate 0.2, seed 0). `--variant NAME
@@ -59,6 +62,13 @@ RECIPES = {
 }
 # the seed recipe at the learning rate that suits MiniLM (best's), to separate the two changes
 RECIPES["seed-lr1e-3"] = (None, [*RECIPES["seed"][1][:-1], "train.lr=1e-3"])
+# full fine-tuning with best's head (a linear head on the mean of the tokens), to separate the
+# head from the adapters; and best with the model's own first-token head
+RECIPES["full-mean"] = (
+    None,
+    [*RECIPES["full"][1][:2], "model.head=linear", "model.pooling=mean", "train.lr=1e-4"],
+)
+RECIPES["best-first"] = (BEST, ["model.head=full", "model.pooling=first"])
 
 
 def common_overrides(args, name: str) -> list[str]:
