@@ -11,7 +11,7 @@ These heads free most of that for adapters in the encoder.
 
 Two head layouts are handled:
 - RoBERTa-style (`classifier` has `dense` and `out_proj` and receives the whole sequence):
-  the classifier is replaced; the new head reads the first token itself.
+  the classifier is replaced; the new head pools the sequence itself (`Pool`).
 - BERT-style (`classifier` is one `nn.Linear` fed by the encoder's `pooler`, a dense + tanh
   on the first token): the pooler becomes `Pool` (no parameters) and the classifier
   the new head, so the head sees the first token's hidden state as in RoBERTa.
@@ -81,7 +81,7 @@ class Pool(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """Dropout, then one projection from the first token's hidden state to the classes."""
+    """Dropout, then one projection from the pooled hidden state to the classes."""
 
     def __init__(self, hidden: int, num_labels: int, dropout: float, pooling: str = "first"):
         super().__init__()
@@ -203,13 +203,14 @@ def install_head(model: nn.Module, kind: str, rank: int, model_config, pooling: 
 def _mask_to_pools(model: nn.Module):
     """A pre-hook for the encoder that hands each forward pass's attention mask to every Pool.
 
-    The pools are looked up at call time: PEFT copies the head (`modules_to_save`) after it
-    is installed, and the copy is the one that runs.
+    The pools (the encoder's pooler for BERT, the head's own for RoBERTa) are looked up at
+    call time: PEFT copies the head (`modules_to_save`) after it is installed, and the copy
+    is the one that runs.
     """
 
-    def hook(module, args, kwargs):
+    def hook(encoder, args, kwargs):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        for m in model.modules():
+        for m in (getattr(encoder, "pooler", None), *model.classifier.modules()):
             if isinstance(m, Pool):
                 m.mask = mask
 
