@@ -58,7 +58,7 @@ class ModelConfig:
         _check(self.max_length >= 8, "model.max_length", "must be at least 8")
         _check(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
         _check(self.head_rank >= 1, "model.head_rank", "must be >= 1")
-        _check(self.pooling in ("first", "mean"), "model.pooling", "must be first or mean")
+        _check(self.pooling in POOLINGS, "model.pooling", f"must be {' or '.join(POOLINGS)}")
         _check(
             self.pooling == "first" or self.head != "full",
             "model.pooling",
@@ -73,6 +73,7 @@ class ModelConfig:
 
 
 HEADS = ("full", "linear", "lowrank", "dense_lora")
+POOLINGS = ("first", "mean")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lorafit.config import POOLINGS
 from lorafit.errors import UserError
 
 #: the top-level modules that make up a model's classification head
@@ -41,9 +42,6 @@ def is_head_parameter(name: str) -> bool:
     return "modules_to_save" in name or any(
         name.startswith(m + ".") or f".{m}." in name for m in HEAD_MODULES
     )
-
-
-POOLINGS = ("first", "mean")
 
 
 class Pool(nn.Module):
@@ -174,12 +172,7 @@ def install_head(model: nn.Module, kind: str, rank: int, model_config, pooling: 
 
     With `pooling="mean"` the head reads the masked mean of the last hidden states.
     """
-    if kind == "full":
-        if pooling != "first":
-            raise UserError(
-                f"model.pooling={pooling}: the model's own head (model.head=full) reads the first "
-                "token; choose model.head=linear, lowrank or dense_lora"
-            )
+    if kind == "full":  # (config refuses model.pooling=mean with it)
         return
     classifier = getattr(model, "classifier", None)
     pooled = _pooled_encoder(model, classifier)
