@@ -20,7 +20,16 @@ evaluation at the end (so no checkpoint is picked on the rows it is scored on). 
 - `best`: `configs/agnews_best.yaml` under the 1,000,000 budget;
 - `full-mean`: full fine-tuning with best's head (linear, on the mean of the tokens);
 - `best-first`: best with MiniLM's own head (its pooler on the first token), the recipe
-  before `model.pooling=mean`.
+  before `model.pooling=mean`;
+- `latent`: latent LoRA on MiniLM's layers 3-5 (r=8, alpha 16, dropout 0.1, query+value,
+  lr 1e-3), so layers 0-2 are frozen: lorafit's behaviour, those layers run without dropout
+  (cached, `train.cache_activations=auto`);
+- `latent-frozen-dropout`: the same with dropout active in the frozen layers 0-2 (the usual
+  recipe's behaviour; uncached, the benchmark switches off lorafit's eval mode for them).
+  The pair measures lorafit's choice for the activation cache:
+
+    OMP_NUM_THREADS=1 python benchmarks/accuracy_proxy.py --train-rows 4000 \
+        --recipes latent,latent-frozen-dropout
 
 Each is scored on the clean validation rows and on a perturbed copy of them
 (`lorafit evaluate --perturb`, default `mixed` at rate 0.2, seed 0). `--variant NAME
@@ -39,6 +48,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +79,28 @@ RECIPES["full-mean"] = (
     [*RECIPES["full"][1][:2], "model.head=linear", "model.pooling=mean", "train.lr=1e-4"],
 )
 RECIPES["best-first"] = (BEST, ["model.head=full", "model.pooling=first"])
+# latent LoRA: layers 0-2 frozen, without dropout (lorafit) or with it (the usual recipe)
+LATENT = [*RECIPES["seed"][1][:4], "lora.layers=3-5", "train.lr=1e-3"]
+RECIPES["latent"] = (None, LATENT)
+RECIPES["latent-frozen-dropout"] = (None, [*LATENT, "train.cache_activations=false"])
+FROZEN_DROPOUT = {"latent-frozen-dropout"}
+
+
+@contextmanager
+def frozen_layers_with_dropout(on: bool):
+    """Keep the frozen prefix in train mode (dropout active) inside, as the usual recipe does;
+    lorafit itself always runs it in eval mode (`lorafit.fastpath.frozen_in_eval`)."""
+    from lorafit import fastpath
+
+    if not on:
+        yield
+        return
+    real = fastpath.frozen_in_eval
+    fastpath.frozen_in_eval = lambda trunk, prefix: nullcontext()
+    try:
+        yield
+    finally:
+        fastpath.frozen_in_eval = real
 
 
 def common_overrides(args, name: str) -> list[str]:
@@ -113,7 +145,8 @@ def run_recipe(args, name: str, config, overrides: list[str]) -> dict:
 
     cfg = as_config(config, [*overrides, *common_overrides(args, name)])
     started = time.time()
-    run_dir = train(cfg)
+    with frozen_layers_with_dropout(name in FROZEN_DROPOUT):
+        run_dir = train(cfg)
     wall = time.time() - started
     summary = json.loads((run_dir / "summary.json").read_text())
     val_csv = write_validation(cfg, Path(args.out) / f"validation-{args.val_rows}-s{args.seed}.csv")
@@ -136,6 +169,7 @@ def run_recipe(args, name: str, config, overrides: list[str]) -> dict:
         "perturbed": f"{kind} r={args.rate:g}",
         "perturbed_accuracy": scored["perturbed"][kind]["accuracy"],
         "precision": summary["mixed_precision"],
+        "frozen_layer_dropout": name in FROZEN_DROPOUT,
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
@@ -164,7 +198,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--recipes",
         default="full,seed,seed-lr1e-3,best",
-        help="comma list of full, seed, best and --variant names",
+        help="comma list of recipes (full, seed, seed-lr1e-3, best, full-mean, best-first, "
+        "latent, latent-frozen-dropout) and --variant names",
     )
     p.add_argument(
         "--variant",

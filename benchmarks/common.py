@@ -13,15 +13,15 @@ accuracy meaningless (about chance); speed, padding and memory are what we measu
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lorafit.bench import Timer  # noqa: F401  (re-exported: `from common import Timer`)
 
 REPO = Path(__file__).resolve().parents[1]
 #: the real AG News rows, kept outside the repository (see ../shared/data/ag_news/README.md)
@@ -132,61 +132,8 @@ def build_benchmark_model(
 # ---------------------------------------------------------------- time and memory
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0); False where that is refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kilobytes, macOS bytes
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-class Timer:
-    """Time a block and record its peak memory: RSS on the CPU, allocated memory on CUDA.
-
-        with Timer() as t:
-            work()
-        t.seconds, t.peak_memory_mb
-
-    On Linux the RSS high-water mark is reset when the block starts (via
-    /proc/self/clear_refs), so `getrusage` gives this block's peak, not the process's.
-    Where that reset is refused `peak_is_local` is False and the peak is the process's so far.
-    """
-
-    def __init__(self, device: str = "cpu"):
-        self.device = str(device)
-        self.seconds = 0.0
-        self.peak_memory_mb = 0.0
-        self.peak_is_local = True
-        self._start = 0.0
-
-    def __enter__(self) -> Timer:
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self.peak_is_local = _reset_peak_rss()
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self.peak_memory_mb = _peak_rss_mb()
-        self.seconds = time.perf_counter() - self._start
+# `Timer` (wall seconds and peak memory of a block) is lorafit.bench's, so `lorafit bench`
+# and both recipes here are timed by the same code; imported above for the scripts.
 
 
 # ---------------------------------------------------------------- reporting

@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from lorafit.flops import measure_matmul_flops
+    from lorafit.bench import matmul_peak  # the peak `lorafit bench` and speed.py use
 
     datasets.disable_progress_bars()
     hf_logging.set_verbosity_error()
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     data = load_benchmark_data()
     model_dir = build_benchmark_model(data.train_texts, rebuild=args.rebuild)
     print(f"model {model_dir} ready in {time.perf_counter() - t0:.1f}s", flush=True)
-    peak = measure_matmul_flops(torch.float32)
+    peak = matmul_peak("fp32")
     print(f"fp32 matmul peak on {torch.get_num_threads()} threads: {peak / 1e9:.1f} GFLOP/s")
 
     train = run_usual_train(

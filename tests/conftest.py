@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-AG_DIR = ROOT.parent / "shared" / "data" / "ag_news"
+# LORAFIT_SHARED_DATA: the shared folder when the tests run from a copy (scripts/mutation.sh)
+AG_DIR = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared") / "data" / "ag_news"
 AG_SUBSET = AG_DIR / "train_subset.csv"
 AG_HEAD = AG_DIR / "train_head2000.csv"
 

@@ -150,3 +150,98 @@ def test_train_help_lists_config_keys(capsys):
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "lorafit", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "describe" in done.stdout
+
+
+# ---- issue 13: a fast --help, and an API as quiet and as informative as the CLI
+
+HEAVY = ["torch", "transformers", "matplotlib", "pandas", "numpy", "omegaconf"]
+
+_HELP_SCRIPT = """
+import contextlib, io, json, runpy, sys
+HEAVY = {heavy!r}
+seen = {{}}
+for argv in [["--help"], ["train", "--help"], ["predict", "--help"], ["plan", "--help"],
+             ["bogus"], ["train", "--resume"], ["predict", "run"]]:
+    sys.argv = ["lorafit", *argv]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            runpy.run_module("lorafit", run_name="__main__")
+        except SystemExit as e:
+            code = e.code
+    seen[" ".join(argv)] = [code, out.getvalue()[:200], sorted(m for m in HEAVY if m in sys.modules)]
+import lorafit
+dir(lorafit), lorafit.__all__, lorafit.__version__, lorafit.UserError, lorafit.Config
+seen["import lorafit"] = [0, "", sorted(m for m in HEAVY if m in sys.modules)]
+print(json.dumps(seen))
+"""
+
+
+def test_help_and_argument_errors_load_no_heavy_library():
+    """`lorafit --help`, `lorafit CMD --help` and argument errors import no torch, transformers,
+    matplotlib, pandas, numpy or omegaconf (those took the 1.6 s); nor does `import lorafit`.
+    Checked on the imports, not the clock, so a busy machine cannot fail it."""
+    script = _HELP_SCRIPT.format(heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    for argv, (code, printed, loaded) in seen.items():
+        assert loaded == [], f"{argv}: imported {loaded}"
+        if argv.endswith("--help"):
+            assert code == 0 and printed.startswith("usage: lorafit"), (argv, printed)
+        elif argv != "import lorafit":
+            assert code == 2 and "usage: lorafit" in printed, (argv, printed)
+    assert "lora.r " in subprocess.run(
+        [sys.executable, "-m", "lorafit", "train", "--help"], capture_output=True, text=True
+    ).stdout  # the epilog still lists the config keys
+
+
+def test_package_functions_stay_functions_after_their_modules_load():
+    """`lorafit.train` is imported lazily; importing lorafit/train.py must not replace it."""
+    import lorafit
+    import lorafit.plan
+    import lorafit.predict
+    import lorafit.train  # noqa: F401 - the import under test
+
+    for name in ["train", "predict", "plan", "evaluate", "describe"]:
+        assert callable(getattr(lorafit, name)) and getattr(lorafit, name).__name__ == name
+    assert lorafit.train.__wrapped__ is sys.modules["lorafit.train"].train
+    with pytest.raises(AttributeError):
+        lorafit.no_such_function  # noqa: B018 - the attribute access under test
+
+
+_API_SCRIPT = """
+import pathlib, sys
+import lorafit
+runs, csv, empty = sys.argv[1:4]
+run = lorafit.train(None, [
+    "model.name=all-MiniLM-L6-v2", f"data.train={csv}", "data.val_size=40", "data.test=null",
+    "model.max_length=32", "lora.layers=4-5", "train.max_steps=4", "train.eval_every=2",
+    "train.log_every=2", "train.batch_size=8", "train.cache_activations=false", f"run.dir={runs}",
+])
+lorafit.train(resume=run)  # finished: says so
+lorafit.predict(run, empty, str(pathlib.Path(runs) / "out.csv"))
+print("RUN", run)
+"""
+
+
+def test_api_prints_what_the_cli_prints_and_nothing_raw(small_csv, tmp_path):
+    """`lorafit.train/predict` in a plain script, output to pipes (not a terminal): lorafit's
+    progress and info lines, warnings as log lines; no load report, no ANSI colours, no
+    FutureWarning, no Python warning with a source line, no progress-bar redraws."""
+    empty = tmp_path / "empty.csv"
+    pd.DataFrame({"text": ["news of the day", "", "markets fall"]}).to_csv(empty, index=False)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _API_SCRIPT, str(tmp_path / "runs"), str(small_csv), str(empty)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    err, everything = done.stderr, done.stdout + done.stderr
+    for line in ["new run directory", "train: 200 rows", "step 2: loss", "step 4: eval loss",
+                 "best eval_accuracy", "already finished (summary.json exists); nothing to resume",
+                 "warning: ", "1 rows have empty text; they still get a prediction"]:
+        assert line in err, (line, err)
+    for raw in ["LOAD REPORT", "MISSING", "\x1b[", "FutureWarning", "UserWarning", "warnings.warn",
+                "log.warning(", "\r", "Loading weights", "Writing model shards", "it/s]"]:
+        assert raw not in everything, (raw, everything)

@@ -59,6 +59,37 @@ def test_unknown_key_in_file(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    "override, guess",
+    [
+        ("lora.rank=8", "lora.r"),  # an alias: the word other tools use
+        ("train.learning_rate=1e-3", "train.lr"),
+        ("train.num_train_epochs=2", "train.epochs"),
+        ("epochs=2", "train.epochs"),  # the section left out
+        ("train.max_length=64", "model.max_length"),  # the wrong section
+        ("train.lrr=1", "train.lr"),  # a typo
+        ("log.tensorbord=true", "log.tensorboard"),
+        ("lora.sections=[{layers: 0-1, rank: 4}]", "lora.sections[].r"),  # inside a list item
+    ],
+)
+def test_unknown_keys_suggest_the_known_one(override, guess):
+    with pytest.raises(UserError) as e:
+        load_config(None, [override])
+    message = str(e.value)
+    assert f"did you mean '{guess}'?" in message and "lorafit train --help" in message
+    assert message.count("\n") == 0
+
+
+def test_unknown_key_without_a_near_one_gets_no_guess(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(None, ["zzzz.qqqq=1"])
+    assert "unknown key 'zzzz'; see `lorafit train --help`" in str(e.value)
+    path = tmp_path / "bad.yaml"
+    path.write_text("lora:\n  rank: 4\n")  # the same suggestions for a config file
+    with pytest.raises(UserError, match=r"bad.yaml.*unknown key 'lora.rank'; did you mean 'lora.r'\?"):
+        load_config(path)
+
+
 def test_parse_layers():
     assert parse_layers("all", 12) is None
     assert parse_layers("9-11", 12) == [9, 10, 11]

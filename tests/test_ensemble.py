@@ -173,7 +173,10 @@ def test_saved_probabilities_are_reused_for_every_method(members, labelled, tmp_
         [a, b], str(labelled), str(tmp_path / "weighted-first.csv"), method="weighted"
     )
     (val_a,), (val_b,) = (glob.glob(str(r / "predictions" / "validation-*.csv")) for r in (a, b))
-    assert Path(val_a).name == Path(val_b).name  # the same validation rows, the same digest
+    # validation-<rows digest>-<key>.csv: the same validation rows, the same digest; the key
+    # (checkpoint, settings, dtype) is each member's own
+    (digest_a, key_a), (digest_b, key_b) = (Path(v).stem.rsplit("-", 1) for v in (val_a, val_b))
+    assert digest_a == digest_b and key_a != key_b
     val_labels = _validation_labels(a)
     write_probabilities(Path(val_a), np.eye(4)[val_labels] * 0.9 + 0.025)  # a: right on validation
     write_probabilities(Path(val_b), rng.dirichlet(np.ones(4), len(val_labels)))  # b: noise

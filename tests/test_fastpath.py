@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,12 @@ def _config(model_dir, csv, tmp_path, *extra):
     )
 
 
-def _accelerator():
+def _accelerator(precision="no"):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    return Accelerator(cpu=True)
+    AcceleratorState._reset_state(reset_partial_state=True)  # as train.make_accelerator does
+    return Accelerator(cpu=True, mixed_precision=precision)
 
 
 def _encoded(cfg):
@@ -90,10 +93,17 @@ def _randomise_lora(model) -> None:
         ("minilm", "4-5", ["model.head=linear", "model.pooling=mean"]),
     ],
 )
-def test_cached_forward_matches_the_whole_model(which, layers, head, still_model, small_csv, tmp_path):
+def test_cached_forward_matches_the_whole_model(
+    which, layers, head, still_model, small_csv, tmp_path
+):
     model_dir = still_model if which == "roberta" else "all-MiniLM-L6-v2"
     cfg = _config(
-        model_dir, small_csv, tmp_path, f"lora.layers={layers}", "train.cache_activations=true", *head
+        model_dir,
+        small_csv,
+        tmp_path,
+        f"lora.layers={layers}",
+        "train.cache_activations=true",
+        *head,
     )
     encoded, tokenizer = _encoded(cfg)
     model = build_model(cfg)
@@ -101,17 +111,28 @@ def test_cached_forward_matches_the_whole_model(which, layers, head, still_model
     plan = plan_prefix_cache(cfg, model, encoded)
     assert plan.enabled and plan.prefix == int(layers.split("-")[0])
     forward = make_forward(plan, model, encoded, tokenizer.pad_token_id, _accelerator())
-    assert forward.cached
+    assert forward.cached and forward.cache.meta["dtype"] == "fp32"  # an fp32 run
+    assert_cached_logits_match(forward, model, encoded, tokenizer.pad_token_id)
+
+
+def assert_cached_logits_match(forward, model, encoded, pad_id, rtol=1e-5):
+    """The cached path's logits equal the whole model's; the embeddings never ran for them."""
+    trunk = find_trunk(model)
+    calls = []
+    hook = trunk.transformer.embeddings.register_forward_hook(lambda *a: calls.append(1))
     model.eval()
     rows = np.argsort(encoded.lengths)[::15]  # short and long rows, padded together
-    with torch.no_grad():
-        cached, mask = forward(model, rows)
-        full, full_mask = fastpath.Forward(encoded, tokenizer.pad_token_id, "cpu")(model, rows)
+    try:
+        with torch.no_grad():
+            cached, mask = forward(model, rows)
+            assert not calls  # it really took the cached path
+            full, full_mask = fastpath.Forward(encoded, pad_id, "cpu")(model, rows)
+            assert calls
+    finally:
+        hook.remove()
     assert torch.equal(mask, full_mask)
-    # the states were stored as fp16: agreement to its rounding, not bit for bit
     scale = float(full.abs().max())
-    assert float((cached - full).abs().max()) <= 2e-3 * max(scale, 1.0)
-    assert float((cached - full).abs().max()) > 0 or scale == 0  # it really took the cached path
+    assert scale > 0 and float((cached - full).abs().max()) <= rtol * scale
 
 
 def test_cache_files_reuse_and_key(tiny_overrides, tmp_path, capsys, caplog):
@@ -126,11 +147,13 @@ def test_cache_files_reuse_and_key(tiny_overrides, tmp_path, capsys, caplog):
     (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
     meta = json.loads((entry / "meta.json").read_text())
     offsets = np.load(entry / "offsets.npy")
-    assert meta["prefix_layers"] == 1 and meta["rows"] == 200 and meta["dtype"] == "fp16"
+    width = {"fp16": 2, "fp32": 4}[meta["dtype"]]  # mixed precision (auto): fp16; fp32 runs: fp32
+    assert meta["dtype"] == ("fp32" if meta["precision"] == "no" else "fp16")
+    assert meta["prefix_layers"] == 1 and meta["rows"] == 200 and meta["key"] == entry.name
     assert (
         offsets[-1] == meta["shape"][0] and meta["shape"][1] == 32
     )  # every real token, no padding
-    assert (entry / "states.bin").stat().st_size == offsets[-1] * 32 * 2
+    assert (entry / "states.bin").stat().st_size == offsets[-1] * 32 * width
     assert "activation cache: built" in caplog.text
 
     caplog.clear()
@@ -209,33 +232,86 @@ def test_refused_before_any_output_when_the_disk_is_too_small(
     assert not (tmp_path / "runs").exists() and not (tmp_path / "c").exists()
 
 
-def test_training_on_cached_states_equals_training_the_whole_model(
-    still_model, small_csv, tmp_path
-):
-    """Without dropout the cache changes nothing but fp16 rounding of the states."""
+def learning_overrides(csv, tmp_path) -> list[str]:
+    """A cheap fp32 run of pretrained MiniLM that learns (its eval loss falls by ~0.3), with
+    LoRA on layers 3-5, so layers 0-2 can be cached; dropout 0.1 stays on in the top layers."""
+    return [
+        "model.name=all-MiniLM-L6-v2",
+        f"data.train={csv}",
+        "data.val_size=40",
+        "data.test=null",
+        "model.max_length=32",
+        "lora.layers=3-5",
+        "train.batch_size=8",
+        "train.max_steps=30",
+        "train.lr=3e-3",
+        "train.warmup_steps=0",
+        "train.eval_every=10",
+        "train.log_every=1",
+        "train.metric=eval_loss",
+        "train.patience=null",
+        "train.checkpoint_every=5",
+        "train.mixed_precision=no",
+        "log.progress=false",
+        f"train.cache_dir={tmp_path / 'cache'}",
+    ]
+
+
+def run_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_logits(run_dir: Path, csv) -> np.ndarray:
+    """The run's saved model (its best = last checkpoint here) on every row of `csv`, fp32."""
+    from lorafit.predict import infer_logits, load_run_model
+
+    model, tokenizer, cfg = load_run_model(run_dir, "cpu", "fp32")
+    encoded = encode(tokenizer, load_table(str(csv), cfg.data), cfg.model.max_length)
+    return infer_logits(model, encoded, 64, tokenizer.pad_token_id, "cpu")
+
+
+@pytest.fixture(scope="module")
+def learning_runs(small_csv, tmp_path_factory) -> dict[str, Path]:
+    """The same MiniLM run with the cache on and off (and "dir", the folder they share)."""
     from lorafit.train import train
 
-    runs = {}
-    for setting in ("true", "false"):
-        cfg = _config(
-            still_model,
-            small_csv,
-            tmp_path,
-            "lora.layers=1-2",
-            "train.lr=5e-3",
-            "lora.dropout=0",
-            "train.eval_every=13",
-            f"train.cache_activations={setting}",
-            f"run.name={setting}",
-        )
-        run_dir = train(cfg)
-        runs[setting] = [
-            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-        ]
-    on, off = ([r["eval_loss"] for r in runs[k] if r["kind"] == "eval"] for k in ("true", "false"))
-    assert len(on) == len(off) == 2
-    assert off[0] != off[-1]  # it trained
-    np.testing.assert_allclose(on, off, rtol=0, atol=2e-3)
+    tmp = tmp_path_factory.mktemp("learning")
+    return {
+        "dir": tmp,
+        **{
+            setting: train(
+                None,
+                [
+                    *learning_overrides(small_csv, tmp),
+                    f"train.cache_activations={setting}",
+                    f"run.dir={tmp / 'runs'}",
+                    f"run.name=cache-{setting}",
+                ],
+            )
+            for setting in ("true", "false")
+        },
+    }
+
+
+@pytest.mark.slow
+def test_cache_on_and_off_give_the_same_run(learning_runs, small_csv):
+    """Pretrained MiniLM, fp32, 30 steps that move the eval loss: the same losses at every
+    step and the same final logits (1e-4 relative), because the frozen layers run without
+    dropout in both paths and an fp32 run stores fp32 states."""
+    on, off = learning_runs["true"], learning_runs["false"]
+    assert "activation cache: built" in (on / "train.log").read_text()
+    assert (
+        "activation cache: off (train.cache_activations=false)" in (off / "train.log").read_text()
+    )
+    rows = {k: run_rows(learning_runs[k]) for k in ("true", "false")}
+    train_loss = {k: [r["train_loss"] for r in v if r["kind"] == "train"] for k, v in rows.items()}
+    eval_loss = {k: [r["eval_loss"] for r in v if r["kind"] == "eval"] for k, v in rows.items()}
+    assert len(train_loss["true"]) == len(train_loss["false"]) == 30
+    assert eval_loss["false"][0] - eval_loss["false"][-1] >= 0.05  # it learns
+    np.testing.assert_allclose(train_loss["true"], train_loss["false"], rtol=1e-4, atol=0)
+    np.testing.assert_allclose(eval_loss["true"], eval_loss["false"], rtol=1e-4, atol=0)
+    a, b = final_logits(on, small_csv), final_logits(off, small_csv)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
 
 
 def test_fp16_overflow_falls_back_to_bf16(still_model, small_csv, tmp_path):
@@ -249,7 +325,7 @@ def test_fp16_overflow_falls_back_to_bf16(still_model, small_csv, tmp_path):
         model,
         encoded,
         tokenizer.pad_token_id,
-        _accelerator(),
+        _accelerator("bf16"),  # mixed precision stores fp16, where the overflow can happen
     )
     assert forward.cache.meta["dtype"] == "bf16"
     states, _ = forward.cache.batch([0], "cpu")
@@ -385,3 +461,306 @@ def test_an_existing_cache_needs_no_free_space(tiny_overrides, tmp_path, monkeyp
     monkeypatch.setattr(fastpath.shutil, "disk_usage", lambda path: real(path)._replace(free=0))
     assert main(["train", *args]) == 0  # reuses it: no space needed
     assert main(["train", *args, "model.max_length=40"]) == 2  # a new one would not fit
+
+
+# ---------------------------------------------------------------- resume with the cache on
+
+
+@pytest.mark.slow
+def test_killed_cached_run_resumes_to_the_uninterrupted_run(learning_runs, small_csv):
+    """SIGKILL a real `python -m lorafit train` with the cache on, mid-run; resume: the same run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lorafit.train import train
+
+    from .conftest import ROOT
+    from .test_resume import assert_same_run, only_run
+
+    tmp = learning_runs["dir"]
+    parent = tmp / "killed"
+    args = [
+        *learning_overrides(small_csv, tmp),  # the same cache_dir: the killed run reuses it
+        "train.cache_activations=true",
+        f"run.dir={parent}",
+    ]
+    # as many threads as this process, so the killed steps compute as the reference's did
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    with open(tmp / "killed.out", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lorafit", "train", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    step = 0
+    while proc.poll() is None and step < 12:  # past the checkpoint at step 10
+        rows = _readable_rows(parent)
+        step = max((r["step"] for r in rows if r["kind"] == "train"), default=0)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, (tmp / "killed.out").read_text()[-3000:]
+    run = only_run(parent)
+    assert not (run / "summary.json").exists()
+    assert train(resume=run) == run
+    log = (run / "train.log").read_text()
+    assert "activation cache: reusing" in log and "resuming at step 1" in log
+    assert_same_run(run, learning_runs["true"])
+
+
+def _readable_rows(parent: Path) -> list[dict]:
+    rows = []
+    for path in parent.glob("*/metrics.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass  # a line being written
+    return rows
+
+
+# ---------------------------------------------------------------- the self-check reads the file
+
+
+def _open_cache(cfg, model=None):
+    encoded, tokenizer = _encoded(cfg)
+    model = model if model is not None else build_model(cfg)
+    plan = plan_prefix_cache(cfg, model, encoded)
+    return make_forward(plan, model, encoded, tokenizer.pad_token_id, _accelerator())
+
+
+def _scale_middle_third(path: Path, cfg) -> None:
+    """Multiply a third of the stored values by 1.01: wrong, yet plausible states."""
+    states = np.memmap(path / "states.bin", dtype=np.float32, mode="r+")
+    third = len(states) // 3
+    states[third : 2 * third] *= 1.01
+    states.flush()
+
+
+def _truncate(path: Path, cfg) -> None:
+    with open(path / "states.bin", "r+b") as f:
+        f.truncate((path / "states.bin").stat().st_size // 2)
+
+
+def _other_models_cache(path: Path, cfg, keep_meta=False) -> None:
+    """Put the cache of a model with other layer-0 weights (same shape, same rows) at `path`."""
+    model = build_model(cfg)
+    with torch.no_grad():
+        find_trunk(model).layers[0].output.dense.weight.mul_(0.5)
+    other = _open_cache(cfg, model).cache.path
+    assert other != path
+    meta = (path / "meta.json").read_text()
+    shutil.rmtree(path)
+    shutil.copytree(other, path)
+    if keep_meta:  # only the states give it away
+        (path / "meta.json").write_text(meta)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _scale_middle_third,
+        _truncate,
+        _other_models_cache,
+        lambda path, cfg: _other_models_cache(path, cfg, keep_meta=True),
+        lambda path, cfg: (path / "meta.json").write_text("{"),
+    ],
+    ids=["values", "truncated", "other-model", "other-model-states-only", "meta"],
+)
+def test_a_damaged_cache_is_rebuilt(damage, tiny_model, small_csv, tmp_path, caplog):
+    cfg = _config(tiny_model, small_csv, tmp_path, "lora.layers=1", "train.cache_activations=true")
+    path = _open_cache(cfg).cache.path
+    good = (path / "states.bin").read_bytes()
+    damage(path, cfg)
+    caplog.set_level("INFO", logger="lorafit")
+    caplog.clear()
+    forward = _open_cache(cfg)
+    assert "rebuilding it" in caplog.text and "activation cache: built" in caplog.text
+    assert forward.cache.path == path and (path / "states.bin").read_bytes() == good
+    assert not [p for p in path.parent.iterdir() if ".bad-" in p.name]
+
+
+def test_a_cache_that_stays_wrong_is_refused(tiny_overrides, tmp_path, capsys, monkeypatch):
+    """A build that writes wrong states every time: a one-line refusal, no training step."""
+    real = fastpath._fill_share
+
+    def wrong_fill(trunk, prefix, encoded, pad_id, partial, accelerator, storage):
+        dtype = real(trunk, prefix, encoded, pad_id, partial, accelerator, storage)
+        raw = fastpath.RAW[fastpath.STORAGE[dtype].itemsize]
+        states = np.memmap(partial / "states.bin", dtype=raw, mode="r+")
+        states[:] = 0
+        states.flush()
+        return dtype
+
+    monkeypatch.setattr(fastpath, "_fill_share", wrong_fill)
+    args = [*tiny_overrides, "lora.layers=1", f"train.cache_dir={tmp_path / 'c'}"]
+    assert main(["train", *args, "train.cache_activations=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.cache_activations: the cached path disagrees" in err
+    assert "stored row" in err and "set train.cache_activations=false" in err
+    assert not [r for r in _readable_rows(tmp_path / "runs") if r.get("kind") == "train"]
+
+
+# ---------------------------------------------------------------- one behaviour for the frozen layers
+
+
+def test_frozen_layers_run_without_dropout_in_both_paths(tiny_model, small_csv, tmp_path):
+    """Uncached, in train mode: the frozen prefix is in eval mode during the forward (and
+    only then); the adapted layers keep their dropout."""
+    cfg = _config(tiny_model, small_csv, tmp_path, "lora.layers=1", "train.cache_activations=false")
+    encoded, tokenizer = _encoded(cfg)
+    model = build_model(cfg)
+    plan = plan_prefix_cache(cfg, model, encoded)
+    assert not plan.enabled and plan.prefix == 1
+    forward = make_forward(plan, model, encoded, tokenizer.pad_token_id, _accelerator())
+    trunk = find_trunk(model)
+    seen = {}
+
+    def record(name):
+        def hook(module, *_):
+            seen.setdefault(name, module.training)
+
+        return hook
+
+    for name, module in [("embeddings", trunk.transformer.embeddings), *enumerate(trunk.layers)]:
+        module.register_forward_hook(record(name))
+    model.train()
+    forward(model, [0, 1])
+    assert seen == {"embeddings": False, 0: False, 1: True}
+    assert trunk.layers[0].training  # restored after the forward
+    all_layers = _config(tiny_model, small_csv, tmp_path, "lora.layers=all")
+    assert plan_prefix_cache(all_layers, build_model(all_layers), encoded).prefix == 0
+
+
+# ---------------------------------------------------------------- MPNet
+
+
+@pytest.fixture(scope="module")
+def tiny_mpnet(ag_subset, tmp_path_factory) -> Path:
+    """A random 4-layer, 32-wide MPNet (dropout 0.1, a large relative-position bias) with a
+    locally trained WordPiece tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lorafit.toy import save_toy_mpnet
+
+    out = save_toy_mpnet(
+        tmp_path_factory.mktemp("tiny-mpnet"), ag_subset.text.tolist()[:3000], layers=4, hidden=32
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a relative-position bias big enough that losing it shows
+        model.mpnet.encoder.relative_attention_bias.weight.normal_(0, 2.0)
+    model.save_pretrained(out)
+    return out
+
+
+MPNET_EAGER = ["model.attn_implementation=eager", "lora.target_modules=[attn.q,attn.v]"]
+
+
+def test_mpnet_cached_forward_shares_the_position_bias(tiny_mpnet, small_csv, tmp_path):
+    """MPNet's encoder computes one relative-position bias for all layers: the cached path
+    (and the prefix run) get the same bias, and its table is part of the cache's key."""
+    cfg = _config(
+        tiny_mpnet,
+        small_csv,
+        tmp_path,
+        "lora.layers=2-3",
+        "train.cache_activations=true",
+        *MPNET_EAGER,
+    )
+    encoded, tokenizer = _encoded(cfg)
+    model = build_model(cfg)
+    _randomise_lora(model)
+    trunk = find_trunk(model)
+    assert float(trunk.holder.relative_attention_bias.weight.std()) > 1  # the fixture's
+    forward = make_forward(
+        plan_prefix_cache(cfg, model, encoded),
+        model,
+        encoded,
+        tokenizer.pad_token_id,
+        _accelerator(),
+    )
+    assert forward.cached and forward.prefix == 2
+    assert_cached_logits_match(forward, model, encoded, tokenizer.pad_token_id)
+    key = cache_key(trunk, 2, encoded, "no")
+    with torch.no_grad():
+        trunk.holder.relative_attention_bias.weight.add_(1e-3)
+    assert cache_key(trunk, 2, encoded, "no") != key
+
+
+def test_mpnet_cache_on_and_off_give_the_same_losses(tiny_mpnet, small_csv, tmp_path):
+    from lorafit.train import train
+
+    losses = {}
+    for setting in ("true", "false"):
+        cfg = _config(
+            tiny_mpnet,
+            small_csv,
+            tmp_path,
+            "lora.layers=2-3",
+            "train.max_steps=10",
+            "train.eval_every=5",
+            "train.log_every=1",
+            "train.lr=5e-3",
+            f"train.cache_activations={setting}",
+            f"run.name=mpnet-{setting}",
+            *MPNET_EAGER,
+        )
+        rows = run_rows(train(cfg))
+        losses[setting] = [r["train_loss"] for r in rows if r["kind"] == "train"]
+        losses[setting] += [r["eval_loss"] for r in rows if r["kind"] == "eval"]
+    assert len(losses["true"]) == 12
+    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-5, atol=0)
+
+
+def _real_mpnet() -> Path:
+    import os
+
+    folder = Path(
+        os.environ.get("LORAFIT_MPNET") or Path.home() / ".cache/lorafit-models/all-mpnet-base-v2"
+    )
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"all-mpnet-base-v2 not at {folder} (make it with ../shared/tools/get-mpnet)")
+    return folder
+
+
+@pytest.mark.slow
+def test_real_mpnet_cache_on_and_off_give_the_same_run(small_csv, tmp_path):
+    """all-mpnet-base-v2 (12 layers, 768 wide), LoRA on layers 10-11, fp32: the same
+    per-step losses (1e-4 relative) with the cache on and off."""
+    from lorafit.train import train
+
+    folder = _real_mpnet()
+    rows = {}
+    for setting in ("true", "false"):
+        cfg = _config(
+            folder,
+            small_csv,
+            tmp_path,
+            "lora.layers=10-11",
+            "model.max_length=24",
+            "data.val_size=16",
+            "data.max_train_rows=48",
+            "train.batch_size=8",
+            "train.max_steps=8",
+            "train.eval_every=8",
+            "train.log_every=1",
+            "train.lr=3e-3",
+            f"train.cache_activations={setting}",
+            f"run.name=mpnet-{setting}",
+            *MPNET_EAGER,
+        )
+        run_dir = train(cfg)
+        assert ("activation cache: built" in (run_dir / "train.log").read_text()) == (
+            setting == "true"
+        )
+        rows[setting] = run_rows(run_dir)
+    on, off = (
+        [r.get("train_loss", r.get("eval_loss")) for r in rows[k]] for k in ("true", "false")
+    )
+    assert len(on) == len(off) >= 9
+    np.testing.assert_allclose(on, off, rtol=1e-4, atol=0)

@@ -13,7 +13,6 @@ from lorafit.flops import (
     cpu_supports_bf16,
     encoder_flops,
     encoder_flops_per_token,
-    fastest_cpu_dtype,
     measure_matmul_flops,
     model_flops_utilisation,
 )
@@ -45,8 +44,6 @@ def test_measure_matmul_flops_bf16_runs_whatever_the_cpu():
     # bf16 is only *fast* where cpu_supports_bf16(); it must run everywhere
     flops = measure_matmul_flops(torch.bfloat16, n=256, seconds=0.05)
     assert flops > 0 and math.isfinite(flops)
-    expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    assert fastest_cpu_dtype() == expected
 
 
 def test_measure_matmul_flops_rejects_bad_arguments():
@@ -160,10 +157,19 @@ def test_results_table_formats_figures_and_gaps(benchmarks):
 
 
 def test_timer_measures_time_and_memory(benchmarks):
-    common, _ = benchmarks
+    import time
+
+    import lorafit.bench
+
+    common, usual = benchmarks
+    # one timer: `lorafit bench` and both benchmark recipes are measured by the same code
+    assert common.Timer is lorafit.bench.Timer and usual.Timer is lorafit.bench.Timer
     with common.Timer() as t:
-        torch.ones(1_000_000).sum()
-    assert t.seconds > 0 and t.peak_memory_mb > 0
+        time.sleep(0.05)
+        big = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        big += 1
+    assert 0.05 <= t.seconds < 5
+    assert t.peak_memory_mb >= 64 and t.peak_is_local
 
 
 @pytest.mark.slow

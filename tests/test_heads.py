@@ -15,7 +15,6 @@ from lorafit.heads import (
     LinearHead,
     LowRankHead,
     Pool,
-    head_parameters,
     install_head,
 )
 from lorafit.model import build_model
@@ -42,9 +41,6 @@ def test_head_counts_on_roberta_base(head, extra, head_params):
     d = _describe(f"model.head={head}", *extra)
     assert d["breakdown"] == {"lora": QV_ALL_LAYERS, "head": head_params, "bias": 0, "other": 0}
     assert d["params"]["trainable"] == QV_ALL_LAYERS + head_params
-    k = int(extra[0].split("=")[1]) if extra else 16
-    if head != "full":
-        assert head_parameters(head, 768, 4, k) == head_params
 
 
 def test_freed_budget_goes_to_adapters():

@@ -101,3 +101,111 @@ def test_target_outside_the_layer_stack_is_counted_apart():
     assert list(per_layer)[-1] == "other" and per_layer["other"] == {"dense": 2 * 8 * 384}
     assert sum(sum(m.values()) for m in per_layer.values()) == d["breakdown"]["lora"]
     assert "outside layers  dense: 6,144" in description_text(d)
+
+
+# --- layer selection on the built PEFT model ------------------------------------------------
+
+ROBERTA = "roberta-base"
+MPNET = "sentence-transformers/all-mpnet-base-v2"  # a known shape: counted without the hub
+SHAPES = {ROBERTA: ("query", "value"), MPNET: ("attn.q", "attn.v")}
+
+
+def _built_lora(model) -> dict[tuple[int, str], tuple[int, float, float]]:
+    """{(layer, module): (r, scaling, dropout)} read from every LoRA module PEFT built."""
+    from peft.tuners.lora import LoraLayer
+
+    from lorafit.model import layer_index
+
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            key = (layer_index(name), name.rsplit(".", 1)[-1])
+            assert key not in out, name
+            drop = module.lora_dropout["default"]
+            out[key] = (module.r["default"], module.scaling["default"], getattr(drop, "p", 0.0))
+    return out
+
+
+@pytest.mark.parametrize("name", [ROBERTA, MPNET])
+def test_sections_on_layer_1_do_not_reach_layers_10_and_11(name):
+    """All 12 layers at r=4 / alpha 8 / dropout 0.05; layer 1 and layers 10-11 each their own.
+
+    `layer.1` must not match `layer.10` or `layer.11` (the dot after the layer number)."""
+    q, v = SHAPES[name]
+    cfg = load_config(
+        None,
+        [
+            f"model.name={name}",
+            "lora.layers=all",
+            "lora.r=4",
+            "lora.alpha=8",
+            "lora.dropout=0.05",
+            f"lora.target_modules=[{q},{v}]",
+            "lora.sections=[{layers: 1, r: 2, alpha: 6, dropout: 0.0},"
+            "{layers: 10-11, r: 16, alpha: 8, dropout: 0.2}]",
+        ],
+    )
+    model = build_model(cfg, weights=False)
+    expect = {}
+    for layer in range(12):
+        setting = {1: (2, 3.0, 0.0), 10: (16, 0.5, 0.2), 11: (16, 0.5, 0.2)}.get(layer, (4, 2.0, 0.05))
+        for module in (q, v):
+            expect[(layer, module.rsplit(".", 1)[-1])] = setting
+    assert _built_lora(model) == expect
+    d = describe_model(cfg, model)
+    assert d["params"]["trainable"] - d["breakdown"]["head"] == 2 * 1536 * (9 * 4 + 2 + 2 * 16)
+
+
+@pytest.mark.parametrize("name", [ROBERTA, MPNET])
+def test_only_the_chosen_layers_carry_lora(name):
+    """lora.layers=[1,10,11]: LoRA on exactly those layers (none on 0, 2-9), layer 1 its own."""
+    q, v = SHAPES[name]
+    cfg = load_config(
+        None,
+        [
+            f"model.name={name}",
+            "lora.layers=[1,10,11]",
+            f"lora.target_modules=[{q},{v}]",
+            "lora.sections=[{layers: 1, r: 4, alpha: 4, dropout: 0.3}]",
+        ],
+    )
+    built = _built_lora(build_model(cfg, weights=False))
+    want = {1: (4, 1.0, 0.3), 10: (8, 2.0, 0.1), 11: (8, 2.0, 0.1)}
+    assert built == {(i, m.rsplit(".", 1)[-1]): s for i, s in want.items() for m in (q, v)}
+
+
+@pytest.mark.parametrize("name", [ROBERTA, MPNET])
+def test_budget_exactly_at_the_limit_fits_and_one_over_is_refused(name):
+    q, v = SHAPES[name]
+    base = [f"model.name={name}", "lora.layers=9-11", f"lora.target_modules=[{q},{v}]"]
+    n = _count(base)
+    assert n == 667_396  # both shapes: 3 layers x 2 modules x 8 x 1,536 + the 593,668 head
+    at = describe_model(load_config(None, [*base, f"budget={n}"]))
+    assert at["fits_budget"]
+    check_budget(at)  # no error
+    over = describe_model(load_config(None, [*base, f"budget={n - 1}"]))
+    assert not over["fits_budget"]
+    with pytest.raises(UserError, match=r"exceed the budget of 667,395 by 1 .*`lorafit plan"):
+        check_budget(over)
+
+
+def _count(overrides) -> int:
+    return describe_model(load_config(None, overrides))["params"]["trainable"]
+
+
+def test_a_name_the_model_lacks_lists_the_names_it_has():
+    with pytest.raises(UserError) as e:
+        _describe_mpnet = describe_model(
+            load_config(None, [f"model.name={MPNET}", "lora.target_modules=[query,value]"])
+        )
+        del _describe_mpnet
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("lora.target_modules: query, value not in this mpnet model")
+    assert "query -> attn.q, value -> attn.v" in message
+    assert message.endswith(
+        "attention.attn.q, attention.attn.k, attention.attn.v, attention.attn.o, "
+        "intermediate.dense, output.dense"
+    )
+    with pytest.raises(UserError, match=r"attn.q not in this roberta model \(here: attn.q -> query\).*attention.self.query"):
+        _describe("lora.target_modules=[attn.q]")

@@ -159,3 +159,93 @@ def test_full_head_rows_of_a_mean_pooled_config_switch_pooling_back(tiny_model):
     for c in p["candidates"]:
         cfg = load_config(None, [*base, *c["overrides"]])
         assert cfg.model.pooling == ("first" if c["head"] == "full" else "mean")
+
+
+MPNET = "sentence-transformers/all-mpnet-base-v2"  # a known shape: planned without the hub
+
+
+def _pasted(command: str):
+    """The config that `command` (a `lorafit train ...` line) trains, as the CLI would load it."""
+    import shlex
+
+    args = shlex.split(command)
+    assert args[:2] == ["lorafit", "train"]
+    args = args[2:]
+    path = None
+    if args[:1] == ["--config"]:
+        path, args = args[1], args[2:]
+    return load_config(path, args)
+
+
+def test_suggested_command_carries_config_and_model():
+    from .conftest import ROOT
+
+    path = str(ROOT / "configs" / "agnews_roberta_latent.yaml")
+    p = plan(path, ["train.lr=1e-3"], budget=700_000, top=2, heads="full,linear", ranks="2,4")
+    prefix = f"lorafit train --config {path} model.name=roberta-base train.lr=1e-3 budget=700000 "
+    assert p["command"].startswith(prefix)
+    cfg = _pasted(p["command"])
+    assert (cfg.model.name, cfg.train.lr, cfg.budget, cfg.data.val_size) == (
+        "roberta-base",
+        1e-3,
+        700_000,
+        640,
+    )
+    d = describe_model(cfg)
+    assert d["params"]["trainable"] == p["candidates"][0]["trainable"] and d["fits_budget"]
+
+
+def test_suggested_command_without_config_trains_the_planned_model(capsys):
+    """Pasted without --config it must not fall back to the default model (MiniLM)."""
+    assert main(["plan", f"model.name={MPNET}", "--budget", "1000000", "--top", "1"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("first row: "))
+    command = line.removeprefix("first row: ")
+    assert "--config" not in command and f"model.name={MPNET}" in command
+    cfg = _pasted(command)
+    assert cfg.model.name == MPNET
+    d = describe_model(cfg)
+    assert d["model_type"] == "mpnet" and d["params"]["trainable"] == 998_404
+
+
+def test_mpnet_presets_use_mpnets_module_names():
+    p = plan(None, [f"model.name={MPNET}"], budget=1_000_000, top=1, heads="linear", ranks="1-8")
+    first = p["candidates"][0]
+    # every linear layer of all 12 layers at r=6 and a linear head, as on roberta-base
+    assert (first["layers"], first["targets_name"], first["r"], first["trainable"]) == (
+        "all",
+        "all-linear",
+        6,
+        998_404,
+    )
+    assert first["targets"] == [
+        "attn.q",
+        "attn.k",
+        "attn.v",
+        "attn.o",
+        "intermediate.dense",
+        "output.dense",
+    ]
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from lorafit.model import load_model_config
+    from lorafit.plan import _linear_shapes, target_choices
+
+    cfg = load_config(None, [f"model.name={MPNET}"])
+    mc = load_model_config(cfg)
+    with torch.device("meta"):
+        shapes = _linear_shapes(AutoModelForSequenceClassification.from_config(mc))
+    choices = target_choices(cfg, mc, shapes)
+    assert choices == {
+        "qv": ["attn.q", "attn.v"],
+        "qkv": ["attn.q", "attn.k", "attn.v"],
+        "qkvo": ["attn.q", "attn.k", "attn.v", "attn.o"],
+        "all-linear": [
+            "attn.q",
+            "attn.k",
+            "attn.v",
+            "attn.o",
+            "intermediate.dense",
+            "output.dense",
+        ],
+    }

@@ -128,6 +128,56 @@ def test_report_includes_the_sweep_leaderboard(runs, leaderboard, tmp_path):
         write_report(runs, tmp_path / "other.html", leaderboard=tmp_path / "missing.csv")
 
 
+def _study_beside(leaderboard, finished: int):
+    """A sweep's study (SQLite + study.json) beside the leaderboard: `finished` trials with
+    varying rank and lr, one pruned after two reports, one over budget."""
+    import json
+
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    folder = leaderboard.parent
+    url = f"sqlite:///{folder / 'study.db'}"
+    study = optuna.create_study(study_name="tiny", storage=url, direction="maximize")
+    dists = {"lora.r": IntDistribution(2, 64, log=True), "train.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    for i in range(finished):
+        study.add_trial(optuna.create_trial(
+            params={"lora.r": 2 + 4 * i, "train.lr": 1e-3 * (i + 1)}, distributions=dists,
+            value=0.5 + 0.1 * (i % 3), intermediate_values={4: 0.4, 8: 0.5}, user_attrs={"name": f"t{i}"},
+        ))
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={"lora.r": 4, "train.lr": 1e-2}, distributions=dists,
+        intermediate_values={4: 0.2, 8: 0.25}, user_attrs={"name": "pruned"},
+    ))
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={"lora.r": 64, "train.lr": 1e-3}, distributions=dists,
+        user_attrs={"name": "big", "infeasible": "budget: over"},
+    ))
+    info = {"study_name": "tiny", "storage": url, "metric": "eval_accuracy", "direction": "maximize",
+            "sampler": "tpe", "pruner": "median", "source": "tiny.yaml"}
+    (folder / "study.json").write_text(json.dumps(info))
+
+
+def test_report_plots_the_study_and_its_parameter_importances(runs, leaderboard, tmp_path):
+    _study_beside(leaderboard, finished=4)
+    page = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard).read_text()
+    search = page[page.index("<h2>Search</h2>"):]
+    assert "sampler tpe, pruner median, 6 trials" in search
+    assert "optuna-dashboard sqlite:///" in search
+    assert 'alt="eval_accuracy by trial"' in search and 'alt="parameter importances"' in search
+    assert search.count(IMG) == 2
+    for img in re.findall(r'src="data:image/png;base64,([^"]+)"', search):
+        assert Image.open(io.BytesIO(base64.b64decode(img))).size[0] > 300
+
+
+def test_report_says_why_importances_are_missing_with_few_trials(runs, leaderboard, tmp_path):
+    _study_beside(leaderboard, finished=2)
+    page = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard).read_text()
+    search = page[page.index("<h2>Search</h2>"):]
+    assert search.count(IMG) == 1 and 'alt="eval_accuracy by trial"' in search
+    assert "parameter importances need at least 3 finished trials whose parameters differ (2 finished so far)" in search
+
+
 def test_report_drops_duplicate_paths_and_rejects_non_runs(runs, tmp_path):
     latest = runs[0].parent / "latest"
     latest.symlink_to(runs[0].name)

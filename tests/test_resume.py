@@ -249,6 +249,30 @@ def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_resume_of_a_finished_run_leaves_latest_and_says_so(reference, tmp_path, caplog):
+    """`latest` names the newest finished run: resuming an older finished one must not move it."""
+    parent = tmp_path / "runs"
+    older = Path(shutil.copytree(reference, parent / "run-older", symlinks=True))
+    newer = Path(shutil.copytree(reference, parent / "run-newer", symlinks=True))
+    (parent / "latest").symlink_to(newer.name)
+    with caplog.at_level("INFO", logger="lorafit"):
+        assert train(resume=older) == older
+    assert os.readlink(parent / "latest") == newer.name
+    assert f"{older}: this run already finished (summary.json exists); nothing to resume" in caplog.text
+
+
+def test_every_file_a_run_writes_has_the_usual_mode(reference):
+    """The umask decides, for the weights too (the safetensors writer makes 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for p in reference.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".json" for p in files)
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, (path, oct(path.stat().st_mode))
+    for path in [reference, *(p for p in reference.rglob("*") if p.is_dir())]:
+        assert path.stat().st_mode & 0o777 == 0o777 & ~mask, (path, oct(path.stat().st_mode))
+
+
 def test_resume_refuses_overrides_and_non_runs(reference, tmp_path, capsys):
     assert main(["train", "--resume", str(reference), "train.lr=1"]) == 2
     assert "a resumed run uses its own config.yaml; drop --config" in capsys.readouterr().err

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lorafit.augment import augment_table
 from lorafit.cli import main
 from lorafit.config import load_config
 from lorafit.data import TextTable, load_splits
 from lorafit.perturb import perturb_texts
-from lorafit.robustness import augment_table, evaluate_perturbed
+from lorafit.robustness import evaluate_perturbed
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import json
 import resource
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,36 +43,57 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # ---------------------------------------------------------------- time, memory, peak
 
 
-@contextmanager
-def measured(device: str = "cpu"):
-    """Wall seconds and peak memory of a block: RSS on the CPU (its high-water mark reset at
-    the start where Linux allows), allocated memory on CUDA. Yields a dict filled at exit."""
-    out = {"seconds": 0.0, "peak_memory_mb": 0.0}
-    cuda = str(device).startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        _reset_peak_rss()
-    start = time.perf_counter()
-    try:
-        yield out
-    finally:
-        if cuda:
+class Timer:
+    """Time a block and record its peak memory: RSS on the CPU, allocated memory on CUDA.
+
+        with Timer() as t:
+            work()
+        t.seconds, t.peak_memory_mb
+
+    On Linux the RSS high-water mark is reset when the block starts (via
+    /proc/self/clear_refs), so `getrusage` gives this block's peak, not the process's.
+    Where that reset is refused `peak_is_local` is False and the peak is the process's so far.
+    The one timer of `lorafit bench` and of `benchmarks/` (both recipes are timed alike).
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.device = str(device)
+        self.seconds = 0.0
+        self.peak_memory_mb = 0.0
+        self.peak_is_local = True
+        self._start = 0.0
+
+    def __enter__(self) -> Timer:
+        if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-            out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
         else:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out["peak_memory_mb"] = rss / 2**20 if sys.platform == "darwin" else rss / 1024
-        out["seconds"] = time.perf_counter() - start
+            self.peak_is_local = _reset_peak_rss()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self.peak_memory_mb = _peak_rss_mb()
+        self.seconds = time.perf_counter() - self._start
 
 
-def _reset_peak_rss() -> None:
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0); False where that is refused."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        return True
     except OSError:
-        pass  # elsewhere the peak is the process's so far
+        return False
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS bytes, Linux KiB
 
 
 @functools.cache
@@ -150,7 +170,7 @@ def bench_train(
     from lorafit.train import train
 
     cfg = as_config(config, overrides)
-    with measured() as m:
+    with Timer() as m:
         run_dir = train(cfg)
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -166,15 +186,15 @@ def bench_train(
         "run_dir": str(run_dir),
         "steps": summary["final_step"],
         "rows": len(workload["real_lengths"]),
-        "seconds": m["seconds"],
-        "samples_per_s": len(workload["real_lengths"]) / m["seconds"],
-        "tokens_per_s": real / m["seconds"],
+        "seconds": m.seconds,
+        "samples_per_s": len(workload["real_lengths"]) / m.seconds,
+        "tokens_per_s": real / m.seconds,
         "padding_share": 1 - real / workload["padded_tokens"],
         "model_flops": flops,
-        "mfu": _mfu(flops, m["seconds"], dtype, "cpu", peak),
+        "mfu": _mfu(flops, m.seconds, dtype, "cpu", peak),
         "dtype": dtype,
         "activation_cache": plan.enabled,
-        "peak_memory_mb": m["peak_memory_mb"],
+        "peak_memory_mb": m.peak_memory_mb,
         "accuracy": last_eval["eval_accuracy"],
         "eval_loss": last_eval["eval_loss"],
     }
@@ -202,7 +222,7 @@ def bench_predict(
     model, tokenizer, cfg = load_run_model(run_dir, "cpu", dtype)
     name = "bf16" if inference_dtype(dtype, "cpu") == torch.bfloat16 else "fp32"
     table = load_table(input_path, cfg.data, split="test", need_labels=False, allow_empty_text=True)
-    with measured() as m:
+    with Timer() as m:
         encoded = encode(tokenizer, table, cfg.model.max_length)
         logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, "cpu")
     lengths = encoded.lengths
@@ -212,14 +232,14 @@ def bench_predict(
     return {
         "recipe": recipe or f"lorafit predict ({name}, batch {batch_size})",
         "rows": len(table),
-        "seconds": m["seconds"],
-        "samples_per_s": len(table) / m["seconds"],
-        "tokens_per_s": int(lengths.sum()) / m["seconds"],
+        "seconds": m.seconds,
+        "samples_per_s": len(table) / m.seconds,
+        "tokens_per_s": int(lengths.sum()) / m.seconds,
         "padding_share": 1 - int(lengths.sum()) / padded,
         "model_flops": flops,
-        "mfu": _mfu(flops, m["seconds"], name, "cpu", peak),
+        "mfu": _mfu(flops, m.seconds, name, "cpu", peak),
         "dtype": name,
-        "peak_memory_mb": m["peak_memory_mb"],
+        "peak_memory_mb": m.peak_memory_mb,
         "accuracy": accuracy,
         "logits": logits,
     }

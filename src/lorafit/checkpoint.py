@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lorafit.errors import UserError
-from lorafit.rundir import write_atomic, write_json
+from lorafit.rundir import usual_mode, write_atomic, write_json
 
 CHECKPOINTS = "checkpoints"
 MARKER = "state.json"
@@ -106,6 +106,7 @@ def _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    usual_mode(path)
     with open(path, "rb") as f:  # on disk before the folder is renamed into place
         os.fsync(f.fileno())
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
-import os
 import sys
-import warnings
 
 from lorafit.errors import UserError
 
@@ -86,6 +83,12 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_column_args(p: argparse.ArgumentParser) -> None:
+    """--text-column / --label-column: the input's columns, when not the run's data.text_column / data.label_column."""
+    p.add_argument("--text-column", metavar="NAME", help="the input's text column (default: the run's data.text_column, e.g. text)")
+    p.add_argument("--label-column", metavar="NAME", help="the input's label column (default: the run's data.label_column, e.g. label)")
+
+
 def _predict(sub, fmt):
     p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
     p.add_argument("run_dir", help="run directory made by `lorafit train` (e.g. runs/latest)")
@@ -94,13 +97,15 @@ def _predict(sub, fmt):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
+    _add_column_args(p)
 
     def run(args):
         from lorafit.metrics import format_metrics
         from lorafit.predict import predict
 
         result = predict(
-            args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype
+            args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype,
+            text_column=args.text_column, label_column=args.label_column,
         )
         print(f"wrote {result['rows']} predictions to {result['output']}")
         print(f"probabilities: {result['probabilities']}")
@@ -120,18 +125,20 @@ def _evaluate(sub, fmt):
     p.add_argument("--perturb", metavar="KIND[,KIND]", help="also score perturbed copies: word_dropout, word_swap, typo, synonym, mixed")
     p.add_argument("--rate", type=float, default=0.1, help="with --perturb: share of the words changed (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="with --perturb: seed of the perturbations (default 0)")
+    _add_column_args(p)
 
     def run(args):
         from lorafit.metrics import format_metrics
         from lorafit.predict import evaluate
 
+        columns = {"text_column": args.text_column, "label_column": args.label_column}
         if args.perturb:
             from lorafit.robustness import evaluate_perturbed, format_robustness
 
-            r = evaluate_perturbed(args.run_dir, args.input, args.perturb, rate=args.rate, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
+            r = evaluate_perturbed(args.run_dir, args.input, args.perturb, rate=args.rate, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, **columns)
             print(json.dumps(r, indent=2) if args.json else format_robustness(r))
             return
-        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size, dtype=args.dtype)
+        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size, dtype=args.dtype, **columns)
         print(json.dumps(m, indent=2) if args.json else format_metrics(m))
 
     p.set_defaults(func=run)
@@ -183,21 +190,24 @@ def _report(sub, fmt):
 
 def _sweep(sub, fmt):
     p = sub.add_parser(
-        "sweep", help="train every config of a sweep file (grid and/or list); write a leaderboard",
-        description="Run a sweep file's trials (skipping those over budget and those already "
-        "finished) and write leaderboard.csv / .md in <dir>/<name>/. Run it again after an "
-        "interruption to continue. See configs/sweeps/ for examples.",
+        "sweep", help="search a sweep file's configs with Optuna (budgeted, pruned); write a leaderboard",
+        description="Run a sweep file's study: a grid (and/or runs) or search spaces sampled by "
+        "TPE, random, QMC or GP. Configs over budget are counted, never trained; a pruner stops "
+        "trailing trials. The study lives in <dir>/<name>/study.db (or storage:); run the same "
+        "command again to continue, or --worker on other machines to join. Writes "
+        "leaderboard.csv / .md in <dir>/<name>/. See configs/sweeps/ for examples.",
     )
-    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file: base, grid and/or runs")
+    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file: base, grid, runs and/or search")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for the base config of every trial")
-    p.add_argument("--parallel", type=int, help="worker processes at once (default: one per --gpus id, else 1)")
+    p.add_argument("--parallel", type=int, help="local worker processes (default: one per --gpus id, else 1)")
     p.add_argument("--gpus", help="GPU ids, e.g. 0,1: worker i gets CUDA_VISIBLE_DEVICES=gpus[i mod N]")
-    p.add_argument("--dry-run", action="store_true", help="only list the trials, their parameters and status")
+    p.add_argument("--dry-run", action="store_true", help="only list the grid's trials (parameters, budget) or the search space")
+    p.add_argument("--worker", action="store_true", help="join the study as one more worker (same file and storage)")
 
     def run(args):
-        from lorafit.sweep import plan_text, sweep
+        from lorafit.search import plan_text, sweep
 
-        result = sweep(args.sweep_file, args.overrides, parallel=args.parallel, gpus=args.gpus, dry_run=args.dry_run)
+        result = sweep(args.sweep_file, args.overrides, parallel=args.parallel, gpus=args.gpus, dry_run=args.dry_run, worker=args.worker)
         if args.dry_run:
             print(plan_text(result["plan"], result["status"]))
             return
@@ -219,11 +229,15 @@ def _ensemble(sub, fmt):
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    _add_column_args(p)
 
     def run(args):
         from lorafit.ensemble import ensemble, format_result
 
-        result = ensemble(args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite)
+        result = ensemble(
+            args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite,
+            text_column=args.text_column, label_column=args.label_column,
+        )
         print(format_result(result))
 
     p.set_defaults(func=run)
@@ -279,7 +293,28 @@ def _bench(sub, fmt):
     p.set_defaults(func=run)
 
 
-COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench]
+def _teacher(sub, fmt):
+    p = sub.add_parser(
+        "teacher", help="build a teacher for train.teacher: a run with the budget lifted, or an ensemble folder",
+        description="With --config: train it (full fine-tuning with lora.mode=full, or a wide LoRA) with "
+        "the budget lifted; the run directory is the teacher. With --ensemble RUN...: write a folder "
+        "whose teacher is the mean of those runs' probabilities.",
+        epilog=_config_epilog(), formatter_class=fmt,
+    )
+    _add_config_args(p)
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="two or more finished runs to combine instead of training")
+    p.add_argument("--output", help="with --ensemble: the folder to write (default: runs/teacher-ensemble-<timestamp>)")
+
+    def run(args):
+        from lorafit.teacher import build_teacher
+
+        folder = build_teacher(args.config, args.overrides, ensemble=args.ensemble, output=args.output)
+        print(f"teacher: {folder}\nuse it with: lorafit train --config FILE train.teacher={folder}")
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,22 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("lorafit").setLevel(logging.INFO)
+# commands that only read a run's files: transformers stays unloaded
+_FILE_COMMANDS = {"plots", "log", "report"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    args = build_parser().parse_args(argv)  # --help and argument errors exit here, fast
+    from lorafit.console import console
+
     try:
-        args.func(args)
+        with console(libraries=args.command not in _FILE_COMMANDS):
+            args.func(args)
         return 0
     except UserError as e:
         if args.debug:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from lorafit.errors import UserError
+
+# omegaconf.MISSING (a required value). OmegaConf itself is imported where a config is loaded:
+# `lorafit --help` lists the keys from these dataclasses without loading it.
+MISSING = "???"
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -52,7 +53,11 @@ class ModelConfig:
         "what a lorafit head (linear, lowrank, dense_lora) reads: first (the first token) or mean "
         "(the mean over the real tokens; what sentence-embedding models are trained for)",
     )
-    attn_implementation: str = _f("sdpa", "attention kernel: sdpa or eager")
+    attn_implementation: str = _f(
+        "auto",
+        "attention kernel: auto (sdpa where the model supports it, else eager, e.g. MPNet), sdpa "
+        "or eager",
+    )
 
     def __post_init__(self):
         _check(self.max_length >= 8, "model.max_length", "must be at least 8")
@@ -66,9 +71,9 @@ class ModelConfig:
             "model's own head (full) reads the first token",
         )
         _check(
-            self.attn_implementation in ("sdpa", "eager"),
+            self.attn_implementation in ("auto", "sdpa", "eager"),
             "model.attn_implementation",
-            "must be sdpa or eager",
+            "must be auto, sdpa or eager",
         )
 
 
@@ -105,9 +110,29 @@ class DataConfig:
     augment_share: float = _f(
         0.5, "share of the training rows replaced by a perturbed copy (seeded; validation untouched)"
     )
+    unlabeled: str | None = _f(
+        None,
+        "texts without labels (off when null; any data.train format, the competition .pkl "
+        "included; a label column is ignored) that train.teacher labels softly and that join the "
+        "training rows; may be the very file to be predicted (transductive); never in validation",
+    )
+    unlabeled_min_confidence: float = _f(
+        0.0, "drop unlabelled rows whose teacher top-class probability is below this (0 = keep all)"
+    )
+    unlabeled_share: float | None = _f(
+        None,
+        "share of the training rows that are unlabelled (0.5 = as many as labelled; a seeded "
+        "subset of the rows kept, capped by their number); null = every kept row",
+    )
 
     def __post_init__(self):
         _check_augment(self.augment, self.augment_rate, self.augment_share)
+        _check(0 <= self.unlabeled_min_confidence < 1, "data.unlabeled_min_confidence", "must be in [0, 1)")
+        _check(
+            self.unlabeled_share is None or 0 < self.unlabeled_share < 1,
+            "data.unlabeled_share",
+            "must be in (0, 1) or null (every kept row)",
+        )
         _check(self.val_size > 0, "data.val_size", "must be > 0 (rows, or a fraction < 1)")
         _check(
             self.val_size < 1 or float(self.val_size).is_integer(),
@@ -217,13 +242,24 @@ class TrainConfig:
         1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
     )
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
+    teacher: Any = _f(
+        None,
+        "distillation (off when null): a lorafit run directory, a list of them (an ensemble: mean "
+        "of their probabilities), a `lorafit teacher --ensemble` folder, or a transformers "
+        "sequence-classification model folder; its logits are computed once and cached; its "
+        "parameters do not count against the budget",
+    )
+    distill_weight: float = _f(
+        0.5, "w in loss = (1 - w) x cross-entropy + w x T^2 x KL(teacher_T || student_T), with train.teacher"
+    )
+    distill_temperature: float = _f(2.0, "T: the softmax temperature of both sides of the KL term")
     group_by_length: bool = _f(True, "batch texts of similar length (less padding)")
     cache_activations: str = _f(
         "auto",
         "latent LoRA fast path: run the frozen layers below the first adapted layer once, cache "
-        "their output on disk and train only the top layers; auto = on when lora.layers leaves "
-        "frozen layers below and the run reads every row at least once (frozen layers then run "
-        "without dropout), true, or false (the exact recipe)",
+        "their output on disk and train only the top layers; a pure speed-up (those frozen "
+        "layers run without dropout, cached or not); auto = on when lora.layers leaves frozen "
+        "layers below and the run reads every row at least once, true, or false",
     )
     cache_dir: str | None = _f(
         None, "activation cache folder (default $LORAFIT_CACHE_DIR or ~/.cache/lorafit/activations)"
@@ -241,6 +277,9 @@ class TrainConfig:
         _check(self.lora_plus_ratio > 0, "train.lora_plus_ratio", "must be > 0")
         _check(0 < self.layer_decay <= 1, "train.layer_decay", "must be in (0, 1]")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        self.teacher = _teacher_list(self.teacher)
+        _check(0 <= self.distill_weight <= 1, "train.distill_weight", "must be in [0, 1]")
+        _check(self.distill_temperature > 0, "train.distill_temperature", "must be > 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         for key in ("batch_size", "eval_batch_size", "grad_accum", "eval_every", "log_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
@@ -278,6 +317,23 @@ class TrainConfig:
         )
 
 
+def _teacher_list(value: Any) -> list[str] | None:
+    """train.teacher as None or a list of paths ('a,b' and a YAML list both work)."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        paths = [str(p).strip() for p in items if isinstance(p, (str, Path)) and str(p).strip()]
+    except TypeError:
+        paths = []
+    _check(
+        len(paths) == len(list(items)) and len(paths) > 0,
+        "train.teacher",
+        "must be a folder path, a comma list of them or a YAML list of them",
+    )
+    return paths
+
+
 @dataclass
 class RunConfig:
     dir: str = _f("runs", "parent folder of run directories")
@@ -293,8 +349,21 @@ class RunConfig:
 
 @dataclass
 class LogConfig:
-    tensorboard: bool = _f(False, "also write TensorBoard event files to RUN_DIR/tensorboard")
+    trackers: list[str] = _f(
+        [], "experiment trackers through Accelerate: tensorboard, mlflow, wandb, trackio, aim"
+    )
+    tensorboard: bool = _f(False, "shorthand for adding tensorboard to log.trackers")
     progress: bool = _f(True, "show a progress bar")
+
+    def __post_init__(self):
+        for name in self.trackers:
+            _check(name in TRACKERS, "log.trackers", f"{name!r} is not one of {', '.join(TRACKERS)}")
+        if self.tensorboard and "tensorboard" not in self.trackers:
+            self.trackers = [*self.trackers, "tensorboard"]
+
+
+#: log.trackers -> the package each needs (Accelerate drives them all)
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio", "aim": "aim"}
 
 
 @dataclass
@@ -309,6 +378,11 @@ class Config:
 
     def __post_init__(self):
         _check(self.budget >= 1, "budget", "must be >= 1")
+        _check(
+            self.data.unlabeled is None or self.train.teacher is not None,
+            "data.unlabeled",
+            "needs train.teacher (the teacher labels the unlabelled texts); set it or remove data.unlabeled",
+        )
 
 
 def parse_layers(spec: Any, num_layers: int | None, key: str = "lora.layers") -> list[int] | None:
@@ -350,6 +424,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
     Raises `UserError` naming the key for unknown keys, bad types and bad values.
     """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     where = str(path) if path else "the defaults"
     try:
         merged = OmegaConf.structured(Config)
@@ -374,6 +451,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 def _read_yaml(path: Path):
     """The YAML file as an OmegaConf mapping; syntax errors and non-mappings name the file."""
     import yaml
+    from omegaconf import DictConfig, OmegaConf
 
     try:
         loaded = OmegaConf.load(path)
@@ -395,6 +473,9 @@ def as_config(config: Config | str | Path | None, overrides=()) -> Config:
     if isinstance(config, Config):
         if not overrides:
             return config
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
         try:
             merged = OmegaConf.merge(OmegaConf.structured(config), OmegaConf.from_dotlist(list(overrides)))
             return OmegaConf.to_object(merged)
@@ -405,19 +486,86 @@ def as_config(config: Config | str | Path | None, overrides=()) -> Config:
     return load_config(config, overrides)
 
 
-def _omegaconf_message(e: OmegaConfBaseException) -> str:
+def _omegaconf_message(e: Exception) -> str:
     key = getattr(e, "full_key", None)
     msg = str(e).splitlines()[0]
+    if key and "." not in key and getattr(e, "object_type", None) is LoraSection:
+        key = f"lora.sections[].{key}"  # OmegaConf names a list item's key without its path
     if "not in struct" in msg or "Key '" in msg and "not" in msg:
-        return f"unknown key '{key}'; see `lorafit train --help` for the keys"
+        guess = suggest_key(key) if key else None
+        hint = f"did you mean '{guess}'? " if guess else ""
+        return f"unknown key '{key}'; {hint}see `lorafit train --help` for the keys"
     return f"key '{key}': {msg}" if key else msg
 
 
+# names other tools use -> this config's (the last part of the dotted key)
+_KEY_ALIASES = {
+    "rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "epoch": "epochs",
+    "steps": "max_steps", "num_steps": "max_steps", "total_steps": "max_steps",
+    "bs": "batch_size", "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+    "accumulation_steps": "grad_accum", "warmup": "warmup_steps", "lr_scheduler_type": "scheduler",
+    "lr_scheduler": "scheduler", "max_len": "max_length", "max_seq_length": "max_length",
+    "model_name": "name", "model_name_or_path": "name", "precision": "mixed_precision",
+    "fp16": "mixed_precision", "bf16": "mixed_precision", "target": "target_modules", "modules": "target_modules",
+    "early_stopping_patience": "patience", "output_dir": "dir", "clip": "max_grad_norm",
+    "grad_clip": "max_grad_norm", "max_norm": "max_grad_norm", "eval_steps": "eval_every",
+    "logging_steps": "log_every", "save_steps": "checkpoint_every", "pooler": "pooling",
+}
+
+
+def known_keys() -> list[str]:
+    """Every dotted config key; a section's keys as `lora.sections[].r`."""
+    keys = [k for k, _, _ in config_reference()]
+    return keys + [f"lora.sections[].{f.name}" for f in fields(LoraSection)]
+
+
+def suggest_key(key: str) -> str | None:
+    """The known key a mistyped one most likely meant: an alias (rank -> r), the same name in
+    another section (train.max_length -> model.max_length), or the closest spelling."""
+    import difflib
+
+    index = re.search(r"\[\d+\]", key)
+    norm = re.sub(r"\[\d+\]", "[]", key)
+    known = known_keys()
+    section, _, leaf = norm.rpartition(".")
+    leaf = _KEY_ALIASES.get(leaf.lower(), leaf.lower())
+    leaves = {}
+    for k in known:
+        leaves.setdefault(k.rpartition(".")[2], []).append(k)
+
+    def pick() -> str | None:
+        if f"{section}.{leaf}".lstrip(".") in known:
+            return f"{section}.{leaf}".lstrip(".")
+        same = [k for k in leaves.get(leaf, []) if "[]" not in k] or leaves.get(leaf, [])
+        if len(same) == 1:
+            return same[0]
+        close = difflib.get_close_matches(norm, known, n=1, cutoff=0.75)
+        if close:
+            return close[0]
+        in_section = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == section]
+        close = difflib.get_close_matches(leaf, in_section, n=1, cutoff=0.6)
+        if close:
+            return f"{section}.{close[0]}".lstrip(".")
+        close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.8)
+        return leaves[close[0]][0] if close and len(leaves[close[0]]) == 1 else None
+
+    guess = pick()
+    if guess and index:
+        guess = guess.replace("[]", index.group(0), 1)
+    return guess if guess != key else None
+
+
 def config_to_dict(cfg: Config) -> dict:
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
 def config_to_yaml(cfg: Config) -> str:
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -208,63 +206,10 @@ def _read_hub(dataset_id: str, split: str, cfg: DataConfig) -> pd.DataFrame:
 # ------------------------------------------------------- the competition pickle
 
 
-# Exactly what a pickled in-memory `datasets.Dataset` refers to; anything else is refused.
-PICKLE_ALLOWED = {
-    ("datasets.arrow_dataset", "Dataset"),
-    ("datasets.info", "DatasetInfo"),
-    ("datasets.features.features", "Features"),
-    ("datasets.features.features", "Value"),
-    ("datasets.features.features", "ClassLabel"),
-    ("datasets.table", "InMemoryTable"),
-    ("datasets.splits", "NamedSplit"),
-    ("datasets.splits", "NamedSplitAll"),
-    ("datasets.splits", "SplitInfo"),
-    ("datasets.splits", "SplitDict"),
-    ("pyarrow.lib", "type_for_alias"),
-    ("pyarrow.lib", "_reconstruct_table"),
-    ("pyarrow.lib", "chunked_array"),
-    ("pyarrow.lib", "_restore_array"),
-    ("pyarrow.lib", "py_buffer"),
-    ("pyarrow.lib", "schema"),
-    ("pyarrow.lib", "field"),
-    ("pyarrow.lib", "large_string"),
-    ("pyarrow.lib", "string"),
-    ("pyarrow.lib", "int64"),
-    ("builtins", "bytearray"),
-    ("copyreg", "_reconstructor"),
-    ("builtins", "object"),
-}
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """Unpickles only the classes a pickled `datasets.Dataset` needs; refuses the rest unrun."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in PICKLE_ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def read_pickle_dataset(path: Path):
-    """Read a pickled `datasets.Dataset` without running code from the file."""
-    with open(path, "rb") as f:
-        try:
-            obj = SafeUnpickler(io.BytesIO(f.read())).load()
-        except pickle.UnpicklingError as e:
-            raise UserError(
-                f"{path}: {e}; only a pickled datasets.Dataset is accepted (nothing was run)"
-            ) from None
-        except Exception as e:  # noqa: BLE001 - any failure inside the pickle stream
-            raise UserError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
-    import datasets
-
-    if not isinstance(obj, datasets.Dataset):
-        raise UserError(f"{path}: holds a {type(obj).__name__}, expected a datasets.Dataset")
-    return obj
-
-
 def _read_pickle(path: Path) -> pd.DataFrame:
-    return read_pickle_dataset(path).to_pandas()
+    from lorafit.pickles import read_pickle_frame  # allow-list unpickler; see lorafit.pickles
+
+    return read_pickle_frame(path)
 
 
 # ------------------------------------------------------------- checking
@@ -365,8 +310,8 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, TextTable]:
         train, val = split_table(train, cfg.val_size, seed)
     if cfg.max_train_rows:
         train = stratified_subset(train, cfg.max_train_rows, seed)
-    if cfg.augment:  # training rows only, before tokenising (see lorafit.robustness)
-        from lorafit.robustness import augment_table
+    if cfg.augment:  # training rows only, before tokenising (see lorafit.augment)
+        from lorafit.augment import augment_table
 
         train = augment_table(train, cfg, seed)
     splits = {"train": train, "validation": val}

@@ -14,10 +14,12 @@ Methods:
 - `vote`: each member votes for its top class; ties go to the tied class with the highest
   mean probability.
 
-Members' probabilities come from `RUN_DIR/predictions/<stem>-<sha12>.csv` when that file was
-already predicted (`lorafit predict` writes it), otherwise they are predicted and saved there.
-Validation probabilities are saved the same way as `predictions/validation-<sha12>.csv`,
-where `<sha12>` hashes the validation rows themselves.
+Members' probabilities come from `RUN_DIR/predictions/<stem>-<sha12>-<key10>.csv` when that
+file was already predicted with the same checkpoint, settings and dtype (`lorafit predict`
+writes it; `<key10>` is `lorafit.predict.prediction_key`), otherwise they are predicted and
+saved there. Validation probabilities are saved the same way as
+`predictions/validation-<sha12>-<key10>.csv`, where `<sha12>` hashes the validation rows
+themselves (always predicted in fp32).
 """
 
 from __future__ import annotations
@@ -132,14 +134,15 @@ def _validation_probabilities(
     """A member's probabilities on its validation rows (saved once, reused afterwards)."""
     from lorafit.data import encode
     from lorafit.metrics import softmax
-    from lorafit.predict import _save_probabilities, infer_logits, load_run_model
+    from lorafit.predict import _save_probabilities, infer_logits, load_run_model, prediction_key
 
-    path = run / "predictions" / f"validation-{digest}.csv"
+    key = prediction_key(run, cfg, "fp32", device)  # the checkpoint, settings, dtype, device
+    path = run / "predictions" / f"validation-{digest}-{key}.csv"
     if path.exists():
         probs = pd.read_csv(path).filter(like="prob_").to_numpy(dtype=np.float32)
         if len(probs) == len(table):
             return probs
-    model, tokenizer, cfg = load_run_model(run, device)
+    model, tokenizer, cfg = load_run_model(run, device, "fp32")
     encoded = encode(tokenizer, table, cfg.model.max_length)
     probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
     _save_probabilities(path, probs)
@@ -206,6 +209,8 @@ def ensemble(
     batch_size: int = 64,
     overwrite: bool = False,
     device: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """Combine the members' predictions on `input` and write the submission CSV (`ID,Label`).
 
@@ -215,6 +220,8 @@ def ensemble(
         output: submission path; default `./ensemble-<method>-<input stem>.csv`, never
             overwritten. An existing explicit `output` needs `overwrite=True`.
         method: `mean`, `weighted` (weights fitted on the shared validation split) or `vote`.
+        text_column, label_column: the input's columns when they differ from the members'
+            `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
 
     Returns:
         `{"output", "rows", "method", "members": [{"run_dir", "weight", "accuracy"}],
@@ -231,7 +238,9 @@ def ensemble(
     device = device or _default_device()
     probs, table = [], None
     for run, _ in members:
-        p, table, _ = predict_table(run, input, batch_size, device)
+        p, table, _, _ = predict_table(
+            run, input, batch_size, device, text_column=text_column, label_column=label_column
+        )
         probs.append(p)
     result = {
         "output": str(out),

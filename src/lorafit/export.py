@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lorafit.config import Config, load_config
 from lorafit.errors import UserError
-from lorafit.rundir import require_run_dir, write_atomic
+from lorafit.rundir import require_run_dir, usual_mode, write_atomic
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -173,6 +173,7 @@ def _training_lines(cfg: Config, summary: dict, base_path: str) -> list[str]:
         f" x {t.grad_accum} accumulation, {t.scheduler} schedule, seed {t.seed}",
         f"- steps: {s.get('final_step')} (best at {s.get('best_step')}; stopped early: {s.get('stopped_early')});"
         f" device {s.get('device')}; wall time {s.get('wall_time_s')} s",
+        *([f"- distilled from the teacher `{', '.join(s['teacher']['teacher'])}` ({s['teacher']['combine']}, files {s['teacher']['identity']}; w {s['teacher']['distill_weight']:g}, T {s['teacher']['distill_temperature']:g}); its parameters are not counted"] if s.get("teacher") else []),
         f"- versions: {', '.join(f'{k} {v}' for k, v in (s.get('versions') or {}).items())}",
         f"- git commit: {s.get('git_commit')}",
         "",
@@ -287,6 +288,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, overwrite: bool = Fal
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    usual_mode(tmp)  # the weights: the umask's mode, not the writer's 0600
     write_atomic(tmp / "README.md", model_card(run, merged=True, location=out))
     if out.exists():
         out.rename(old)

@@ -2,25 +2,34 @@
 
 With LoRA on layers 9-11 of a 12-layer encoder, layers 0-8 and the embeddings never change
 during training, yet the usual recipe recomputes them for every row in every epoch. Here
-they run once per training row (in eval mode, under the run's autocast), and their output,
-the hidden states entering the first adapted layer, is stored on disk:
+they run once per training row (under the run's autocast), and their output, the hidden
+states entering the first adapted layer, is stored on disk:
 
-    <train.cache_dir>/<key>/states.bin    every row's states, concatenated (fp16, or bf16
-                                          if fp16 would overflow), no padding
+    <train.cache_dir>/<key>/states.bin    every row's states, concatenated, no padding: fp32
+                                          in an fp32 run; fp16 under mixed precision (bf16
+                                          if fp16 would overflow)
     <train.cache_dir>/<key>/offsets.npy   row i is states[offsets[i]:offsets[i + 1]]
-    <train.cache_dir>/<key>/meta.json     dtype, shape, what went into the key (written last)
+    <train.cache_dir>/<key>/meta.json     dtype, shape, key, what went into it (written last)
 
 `key` is a sha256 over the frozen prefix's weights and config, the token ids of every row
 (so the data, the tokenizer and max_length), the number of cached layers and the compute
 precision: any change builds a new cache, an unchanged rerun (a sweep over the learning
 rate, a resumed run) reuses it. Training then memory-maps the states and runs only the top
 layers and the head, through the model's own `forward` (the embeddings and the lower
-layers are swapped out for the duration of the call), so the model's masks, pooler, head
-and a DistributedDataParallel wrapper all work unchanged.
+layers are swapped out for the duration of the call), so the model's masks, pooler, head,
+MPNet's relative-position bias (computed by the encoder from the states' shape, once, for
+every layer) and a DistributedDataParallel wrapper all work unchanged.
 
-One semantic difference, measured in the README: the usual recipe runs the frozen layers
-in train mode, so their dropout is active; cached states are computed without dropout.
-`train.cache_activations=false` restores the exact recipe.
+The cache is a pure speed-up: the frozen prefix (the embeddings and the layers below the
+first adapted layer, when none of their weights train) runs in eval mode, without dropout,
+in every training forward, cached or not (`Forward`). Their output is then a fixed feature
+of each row, so in fp32 `cache on` and `cache off` give the same run (to float rounding;
+`tests/test_fastpath.py` checks per-step losses and final logits).
+
+Before training on a cache, `make_forward` reads a sample of the stored rows back and
+compares them with a fresh forward of the prefix; a cache that disagrees (changed values,
+a truncated file, another model's states under the key) is rebuilt once, and a fresh one
+that still disagrees is refused.
 """
 
 from __future__ import annotations
@@ -46,9 +55,12 @@ from lorafit.model import layer_settings, num_layers
 
 log = logging.getLogger("lorafit")
 
-CACHE_FORMAT = 1
-#: storage dtypes; fp16 keeps 3 more mantissa bits than bf16 where the values fit
-STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CACHE_FORMAT = 2
+#: storage dtypes: fp32 for fp32 runs (exactly what the layers computed); under mixed
+#: precision fp16, which keeps 3 more mantissa bits than bf16 where the values fit
+STORAGE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: the integer type of the same width that the file is memory-mapped as
+RAW = {2: np.int16, 4: np.int32}
 FP16_LIMIT = 60_000.0
 #: padded tokens per batch while building the cache (bounds the activation memory)
 BUILD_TOKENS = 16_384
@@ -98,7 +110,33 @@ def _model_name(model: nn.Module) -> str:
 
 
 def prefix_modules(trunk: Trunk, prefix: int) -> list[nn.Module]:
-    return [trunk.transformer.embeddings, *trunk.layers[:prefix]]
+    """What the first `prefix` layers' output depends on: the embeddings, the encoder's own
+    modules beside its layer list (MPNet's relative-position bias table) and the layers."""
+    layers = getattr(trunk.holder, trunk.attr)
+    shared = [m for m in trunk.holder.children() if m is not layers]
+    return [trunk.transformer.embeddings, *shared, *trunk.layers[:prefix]]
+
+
+@contextmanager
+def frozen_in_eval(trunk: Trunk | None, prefix: int):
+    """Run the frozen prefix without dropout (eval mode) inside; restore the modes after.
+
+    The one behaviour of both paths: cached states are computed once, without dropout, so
+    the uncached path runs the same layers the same way (and draws no random numbers there,
+    so the top layers' dropout masks are the same draws in both paths).
+    """
+    if trunk is None or prefix == 0:
+        yield
+        return
+    modules = [m for top in prefix_modules(trunk, prefix) for m in top.modules()]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
 
 
 class _CachedEmbeddings(nn.Module):
@@ -144,7 +182,11 @@ def run_prefix(trunk: Trunk, prefix: int, ids: torch.Tensor, mask: torch.Tensor)
 
 @dataclass
 class CachePlan:
-    """Whether this run caches, how many layers, where, and how big the cache will be."""
+    """Whether this run caches, how many layers, where, and how big the cache will be.
+
+    `prefix` is the number of frozen layers below the first adapted one, set whether or not
+    they are cached: they run in eval mode either way (0: none, nothing changes).
+    """
 
     enabled: bool
     reason: str
@@ -169,19 +211,20 @@ def plan_prefix_cache(
     the cache's key is computed here, so a cache already on disk needs no free space.
     """
     setting = cfg.train.cache_activations
-    if setting == "false":
-        return CachePlan(False, "train.cache_activations=false")
     reason = _cannot_cache(cfg, model)
+    prefix = 0 if reason else first_adapted_layer(cfg, num_layers(model.config))
+    if setting == "false":
+        return CachePlan(False, "train.cache_activations=false", prefix)
     if reason is None and setting == "auto":
         reason = _not_worth_it(cfg, len(train_set.ids), world)
     if reason is not None:
         if setting == "true":
             raise UserError(f"train.cache_activations=true: {reason}; set it to auto or false")
-        return CachePlan(False, reason)
+        return CachePlan(False, reason, prefix)
     trunk = find_trunk(model)
-    prefix = first_adapted_layer(cfg, len(trunk.layers))
     hidden = int(model.config.hidden_size)
-    estimate = int(train_set.lengths.sum()) * hidden * 2 + 8 * (len(train_set.ids) + 1)
+    width = STORAGE[storage_for(precision)].itemsize if precision else 4
+    estimate = int(train_set.lengths.sum()) * hidden * width + 8 * (len(train_set.ids) + 1)
     cache_dir = (
         Path(cfg.train.cache_dir).expanduser() if cfg.train.cache_dir else default_cache_dir()
     )
@@ -191,6 +234,11 @@ def plan_prefix_cache(
     if key is None or not _is_complete(cache_dir / key):
         check_disk(cache_dir, estimate)
     return CachePlan(True, f"layers 0-{prefix - 1} frozen", prefix, cache_dir, estimate, key)
+
+
+def storage_for(precision: str) -> str:
+    """fp32 states for an fp32 run (`no`), fp16 under mixed precision (bf16 on overflow)."""
+    return "fp32" if precision == "no" else "fp16"
 
 
 def _cannot_cache(cfg: Config, model: nn.Module) -> str | None:
@@ -271,13 +319,18 @@ class PrefixCache:
     """The cached states of every row, memory-mapped; `batch(rows)` pads a batch of them."""
 
     def __init__(self, path: Path):
+        """Open the cache at `path`; raises (OSError, ValueError, KeyError) if it is damaged."""
         meta = json.loads((path / "meta.json").read_text())
         self.path, self.meta = path, meta
         self.dtype = STORAGE[meta["dtype"]]
         self.offsets = np.load(path / "offsets.npy")
-        self.states = np.memmap(
-            path / "states.bin", dtype=np.int16, mode="r", shape=tuple(meta["shape"])
-        )
+        shape = tuple(int(n) for n in meta["shape"])
+        width = self.dtype.itemsize
+        if (path / "states.bin").stat().st_size != shape[0] * shape[1] * width:
+            raise ValueError(f"states.bin does not hold {shape[0]} x {shape[1]} {meta['dtype']}")
+        if len(self.offsets) < 1 or int(self.offsets[-1]) != shape[0]:
+            raise ValueError("offsets.npy does not match states.bin")
+        self.states = np.memmap(path / "states.bin", dtype=RAW[width], mode="r", shape=shape)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -316,15 +369,15 @@ def build_prefix_cache(
     """
     local_main = accelerator.is_local_main_process
     partial = _partial_path(path, accelerator)
+    dtype = storage_for(accelerator.mixed_precision)
     if local_main:
         _remove_dead_partials(path, partial)
         if not _is_complete(path):
-            _allocate(partial, encoded, trunk.transformer.config.hidden_size)
+            _allocate(partial, encoded, trunk.transformer.config.hidden_size, dtype)
     accelerator.wait_for_everyone()
     building = partial.is_dir()
-    dtype = "fp16"
     if building:
-        dtype = _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator)
+        dtype = _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, dtype)
     accelerator.wait_for_everyone()
     dtype = _agree_on_dtype(dtype, accelerator)
     if dtype == "bf16":  # fp16 overflowed somewhere: rewrite everything as bf16
@@ -367,23 +420,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _allocate(partial: Path, encoded: Encoded, hidden: int) -> None:
+def _allocate(partial: Path, encoded: Encoded, hidden: int, storage: str) -> None:
     partial.mkdir(parents=True)
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)]).astype(np.int64)
     np.save(partial / "offsets.npy", offsets)
+    raw = RAW[STORAGE[storage].itemsize]
     states = np.memmap(
-        partial / "states.bin", dtype=np.int16, mode="w+", shape=(int(offsets[-1]), hidden)
+        partial / "states.bin", dtype=raw, mode="w+", shape=(int(offsets[-1]), hidden)
     )
     states.flush()
     del states
 
 
-def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage="fp16") -> str:
-    """Compute this process's share of the rows into the shared file; 'bf16' on overflow."""
+def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -> str:
+    """Compute this process's share of the rows into the shared file; 'bf16' on fp16 overflow."""
     offsets = np.load(partial / "offsets.npy")
     hidden = trunk.transformer.config.hidden_size
+    width = STORAGE[storage].itemsize
     states = np.memmap(
-        partial / "states.bin", dtype=np.int16, mode="r+", shape=(int(offsets[-1]), hidden)
+        partial / "states.bin", dtype=RAW[width], mode="r+", shape=(int(offsets[-1]), hidden)
     )
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
     lengths = encoded.lengths
@@ -395,7 +450,7 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage="f
             out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator)
             if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
                 raise _Overflow
-            out = out.to(STORAGE[storage]).view(torch.int16).cpu().numpy()
+            out = out.to(STORAGE[storage]).view(_RAW_TORCH[width]).cpu().numpy()
             for j, i in enumerate(rows):
                 states[offsets[i] : offsets[i + 1]] = out[j, : lengths[i]]
     except _Overflow:
@@ -424,6 +479,9 @@ def compute_prefix(
             m.train(mode)
 
 
+_RAW_TORCH = {2: torch.int16, 4: torch.int32}
+
+
 def _token_batches(order: np.ndarray, lengths: np.ndarray, tokens: int) -> list[np.ndarray]:
     """Consecutive runs of `order` (longest first) holding at most `tokens` padded tokens."""
     batches, start = [], 0
@@ -436,20 +494,22 @@ def _token_batches(order: np.ndarray, lengths: np.ndarray, tokens: int) -> list[
 
 
 def _agree_on_dtype(dtype: str, accelerator) -> str:
-    """bf16 everywhere if any process saw an fp16 overflow."""
+    """bf16 everywhere if any process saw an fp16 overflow, else the storage they all chose."""
     if accelerator.num_processes == 1:
         return dtype
     flag = torch.tensor([1.0 if dtype == "bf16" else 0.0], device=accelerator.device)
-    return "bf16" if float(accelerator.reduce(flag, reduction="sum")) > 0 else "fp16"
+    return "bf16" if float(accelerator.reduce(flag, reduction="sum")) > 0 else dtype
 
 
 def _finish(
     partial: Path, path: Path, dtype: str, encoded: Encoded, prefix: int, precision: str
 ) -> None:
     offsets = np.load(partial / "offsets.npy")
-    hidden = (partial / "states.bin").stat().st_size // max(int(offsets[-1]), 1) // 2
+    width = STORAGE[dtype].itemsize
+    hidden = (partial / "states.bin").stat().st_size // max(int(offsets[-1]), 1) // width
     meta = {
         "format": CACHE_FORMAT,
+        "key": path.name,
         "dtype": dtype,
         "shape": [int(offsets[-1]), int(hidden)],
         "rows": len(encoded.ids),
@@ -473,7 +533,8 @@ class Forward:
 
     Without a cache: pad the rows' token ids and run the whole model. With one: read the
     rows' cached states and run the model with its embeddings and lower layers swapped out,
-    so only the top layers and the head compute (and get gradients).
+    so only the top layers and the head compute (and get gradients). Either way the frozen
+    prefix (`prefix` layers, 0 = none) runs in eval mode, so both paths compute the same.
     """
 
     def __init__(self, encoded: Encoded, pad_id: int, device, cache=None, trunk=None, prefix=0):
@@ -488,13 +549,14 @@ class Forward:
         return self.cache is not None
 
     def __call__(self, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is None:
-            ids, mask = pad_batch([self.encoded.ids[i] for i in rows], self.pad_id)
-            mask = mask.to(self.device)
-            return model(input_ids=ids.to(self.device), attention_mask=mask).logits, mask
-        states, mask = self.cache.batch(rows, self.device)
-        with self.top_only():
-            return model(inputs_embeds=states, attention_mask=mask).logits, mask
+        with frozen_in_eval(self.trunk, self.prefix):
+            if self.cache is None:
+                ids, mask = pad_batch([self.encoded.ids[i] for i in rows], self.pad_id)
+                mask = mask.to(self.device)
+                return model(input_ids=ids.to(self.device), attention_mask=mask).logits, mask
+            states, mask = self.cache.batch(rows, self.device)
+            with self.top_only():
+                return model(inputs_embeds=states, attention_mask=mask).logits, mask
 
     def top_only(self):
         return (
@@ -507,16 +569,18 @@ class Forward:
 def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelerator) -> Forward:
     """The loop's forward: builds (or reuses) the cache when `plan` says so.
 
-    Before trusting the cached path it checks, on a few rows, that it gives the same logits
-    as the whole model (a model whose layers read more than the hidden states, e.g. the
-    embeddings again, would fail here and fall back to the full forward).
+    Before training on a cache it reads a sample of the stored rows back and compares them,
+    and the logits they give, with a fresh forward of the whole model (`check_cache`). A
+    cache that was on disk and disagrees (corrupted, truncated, another model's) is rebuilt
+    once; one just built that disagrees (a model whose layers read more than the hidden
+    states) is refused with a one-line `UserError`.
     """
     device = accelerator.device
+    unwrapped = accelerator.unwrap_model(model)
+    trunk = find_trunk(unwrapped) if plan.prefix else None
     if not plan.enabled:
         log.info("activation cache: off (%s)", plan.reason)
-        return Forward(encoded, pad_id, device)
-    unwrapped = accelerator.unwrap_model(model)
-    trunk = find_trunk(unwrapped)
+        return Forward(encoded, pad_id, device, trunk=trunk, prefix=plan.prefix)
     key = plan.key or cache_key(trunk, plan.prefix, encoded, accelerator.mixed_precision)
     path = plan.cache_dir / key
     reused = _is_complete(path)
@@ -528,9 +592,24 @@ def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelera
             plan.prefix - 1,
         )
     plan.cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = build_prefix_cache(trunk, plan.prefix, encoded, pad_id, path, accelerator)
-    forward = Forward(encoded, pad_id, device, cache, trunk, plan.prefix)
-    mismatch = check_cached_path(unwrapped, forward, accelerator)
+    forward, mismatch = _open_and_check(
+        trunk, plan.prefix, encoded, pad_id, path, unwrapped, accelerator
+    )
+    if mismatch is not None and reused:
+        log.warning(
+            "activation cache: %s does not hold layers 0-%d's output for these rows (%s); "
+            "rebuilding it",
+            path,
+            plan.prefix - 1,
+            mismatch,
+        )
+        if accelerator.is_local_main_process:
+            _discard(path)
+        accelerator.wait_for_everyone()
+        reused = False
+        forward, mismatch = _open_and_check(
+            trunk, plan.prefix, encoded, pad_id, path, unwrapped, accelerator
+        )
     if mismatch is not None:
         raise UserError(
             f"train.cache_activations: the cached path disagrees with the full model on "
@@ -541,31 +620,88 @@ def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelera
         "reusing" if reused else "built",
         path,
         _gb((path / "states.bin").stat().st_size),
-        len(cache),
+        len(forward.cache),
         plan.prefix - 1,
     )
     return forward
 
 
+def _open_and_check(trunk, prefix, encoded, pad_id, path, model, accelerator):
+    """(Forward on the cache at `path`, built if missing; None or why it cannot be trusted),
+    the verdict agreed by every process (any one's doubt is everyone's)."""
+    forward, mismatch = None, None
+    try:
+        cache = build_prefix_cache(trunk, prefix, encoded, pad_id, path, accelerator)
+    except (OSError, ValueError, KeyError) as e:  # meta.json, offsets.npy or states.bin damaged
+        mismatch = f"unreadable: {type(e).__name__}: {e}"
+    else:
+        forward = Forward(encoded, pad_id, accelerator.device, cache, trunk, prefix)
+        mismatch = check_cache(model, forward, accelerator)
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([0.0 if mismatch is None else 1.0], device=accelerator.device)
+        if float(accelerator.reduce(flag, reduction="sum")) > 0 and mismatch is None:
+            mismatch = "another process found the cache wrong"
+    return forward, mismatch
+
+
+def _discard(path: Path) -> None:
+    """Move a bad cache out of the way (atomically), then delete it."""
+    trash = path.with_name(f".{path.name}.bad-{socket.gethostname()}-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except OSError:  # gone already (another machine on a shared file system moved it)
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+#: per row, ||stored - fresh|| / ||fresh|| allowed: the storage's rounding plus the small
+#: differences a fresh forward with other padding makes (larger under bf16 autocast)
+STATE_TOLERANCE = {"no": 1e-4, "mixed": 2e-2}
+
+
 @torch.inference_mode()
-def check_cached_path(
-    model, forward: Forward, accelerator, rows: int = 4, tol: float = 1e-3
+def check_cache(
+    model, forward: Forward, accelerator, rows: int = 16, tol: float = 1e-3
 ) -> str | None:
-    """Compare full-model logits with top-only logits on recomputed (unrounded) prefix states."""
-    lengths = forward.encoded.lengths
-    pick = np.argsort(lengths)[
-        np.linspace(0, len(lengths) - 1, min(rows, len(lengths))).astype(int)
-    ]
-    ids, mask = pad_batch([forward.encoded.ids[i] for i in pick], forward.pad_id)
-    ids, mask = ids.to(accelerator.device), mask.to(accelerator.device)
+    """None if the cache can be trusted, else why not. Reads the stored file:
+
+    1. its rows match the training rows (count and every row's length);
+    2. a sample of `rows` rows spread evenly through the file (so a damaged stretch longer
+       than the gap between two of them, about 1/`rows` of the file, is seen) agrees, token
+       by token, with a fresh forward of the prefix;
+    3. the top layers on those stored states give the whole model's logits.
+    """
+    cache, encoded = forward.cache, forward.encoded
+    meta_key = cache.meta.get("key")
+    if meta_key is not None and meta_key != cache.path.name:
+        return f"meta.json names key {meta_key}, not {cache.path.name}"
+    if len(cache) != len(encoded.ids) or not np.array_equal(
+        np.diff(cache.offsets), encoded.lengths
+    ):
+        return (
+            f"it holds {len(cache)} rows of other lengths than the {len(encoded.ids)} training rows"
+        )
+    if cache.meta.get("prefix_layers", forward.prefix) != forward.prefix:
+        return f"it holds layer {cache.meta['prefix_layers'] - 1}'s output, not layer {forward.prefix - 1}'s"
+    pick = np.unique(np.linspace(0, len(cache) - 1, min(rows, len(cache))).astype(int))
+    stored, mask = cache.batch(pick, accelerator.device)
+    fresh = compute_prefix(
+        forward.trunk, forward.prefix, [encoded.ids[i] for i in pick], forward.pad_id, accelerator
+    )
+    limit = STATE_TOLERANCE["no" if accelerator.mixed_precision == "no" else "mixed"]
+    for j, i in enumerate(pick):
+        n = int(mask[j].sum())
+        err = float(torch.linalg.vector_norm(stored[j, :n] - fresh[j, :n]))
+        scale = float(torch.linalg.vector_norm(fresh[j, :n])) + 1e-12
+        if not err <= limit * scale:  # NaN fails too
+            return f"stored row {i} differs from a fresh forward by {err / scale:.3g} (relative)"
+    ids, _ = pad_batch([encoded.ids[i] for i in pick], forward.pad_id)
     was_training = model.training
     model.eval()
     try:
-        full = model(input_ids=ids, attention_mask=mask).logits.float()
-        with accelerator.autocast():  # as the cache was built (and as `prepare` wraps forward)
-            states = run_prefix(forward.trunk, forward.prefix, ids, mask)
+        full = model(input_ids=ids.to(accelerator.device), attention_mask=mask).logits.float()
         with forward.top_only():
-            top = model(inputs_embeds=states, attention_mask=mask).logits.float()
+            top = model(inputs_embeds=stored, attention_mask=mask).logits.float()
     finally:
         model.train(was_training)
     diff = float((full - top).abs().max())

@@ -83,11 +83,6 @@ def cpu_supports_bf16(cpuinfo: str = CPUINFO) -> bool:
     return False
 
 
-def fastest_cpu_dtype() -> torch.dtype:
-    """bfloat16 where the CPU computes it natively, else float32."""
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
 # ---------------------------------------------------------------- what the model needs
 
 

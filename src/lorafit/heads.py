@@ -10,8 +10,8 @@ RoBERTa's own head (`full`) is a fresh 768x768 dense layer, tanh and a 768x4 pro
 These heads free most of that for adapters in the encoder.
 
 Two head layouts are handled:
-- RoBERTa-style (`classifier` has `dense` and `out_proj` and receives the whole sequence):
-  the classifier is replaced; the new head pools the sequence itself (`Pool`).
+- RoBERTa-style (`classifier` has `dense` and `out_proj` and receives the whole sequence;
+  MPNet's head too): the classifier is replaced; the new head pools the sequence itself (`Pool`).
 - BERT-style (`classifier` is one `nn.Linear` fed by the encoder's `pooler`, a dense + tanh
   on the first token): the pooler becomes `Pool` (no parameters) and the classifier
   the new head, so the head sees the first token's hidden state as in RoBERTa.
@@ -149,16 +149,6 @@ def head_module(
         return LowRankHead(hidden, num_labels, dropout, rank, pooling)
     if kind == "dense_lora":
         return DenseLoraHead(hidden, num_labels, dropout, rank, pooling)
-    raise ValueError(f"model.head: unknown head {kind!r}")
-
-
-def head_parameters(kind: str, hidden: int, num_labels: int, rank: int) -> int:
-    """Trainable parameters of a head of `kind` (not `full`), without building it."""
-    out = hidden * num_labels + num_labels
-    if kind == "linear":
-        return out
-    if kind in ("lowrank", "dense_lora"):
-        return out + 2 * hidden * rank + hidden
     raise ValueError(f"model.head: unknown head {kind!r}")
 
 

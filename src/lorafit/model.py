@@ -21,13 +21,14 @@ from lorafit.config import Config, parse_layers
 from lorafit.errors import UserError
 from lorafit.heads import install_head, is_head_parameter
 from lorafit.hub import ensure_hub_reachable
+from lorafit.shapes import known_config
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 # LoRA target modules per architecture when lora.target_modules is unset (PEFT's own map
 # first; these fill its gaps).
 EXTRA_TARGETS = {
-    "mpnet": ["q", "v"],
+    "mpnet": ["attn.q", "attn.v"],
     "distilbert": ["q_lin", "v_lin"],
     "modernbert": ["Wqkv"],
     "albert": ["query", "value"],
@@ -56,7 +57,7 @@ def _is_local(name: str) -> bool:
 
 
 def load_model_config(cfg: Config):
-    """The transformers config with our labels; known shapes (roberta-base) work offline."""
+    """The transformers config with our labels; known shapes (`lorafit.shapes`) work offline."""
     from transformers import AutoConfig
 
     name = resolve_model_name(cfg.model.name)
@@ -67,7 +68,7 @@ def load_model_config(cfg: Config):
         label2id={n: i for i, n in enumerate(labels)},
     )
     if not _is_local(name):
-        known = _known_shape(name, extra)
+        known = known_config(name, extra)
         if known is not None:
             return known
         _check_hub(name)
@@ -75,17 +76,6 @@ def load_model_config(cfg: Config):
         return AutoConfig.from_pretrained(name, **extra)
     except (OSError, ValueError) as e:
         raise UserError(f"model.name {cfg.model.name!r}: cannot load its config ({_first(e)})") from None
-
-
-def _known_shape(name: str, labels: dict):
-    """roberta-base's config without the hub (it is all the counting needs)."""
-    if name in ("roberta-base", "FacebookAI/roberta-base"):
-        from lorafit.toy import roberta_config
-
-        config = roberta_config(num_labels=labels["num_labels"])
-        config.id2label, config.label2id = labels["id2label"], labels["label2id"]
-        return config
-    return None
 
 
 def _check_hub(name: str) -> None:
@@ -201,13 +191,90 @@ def apply_section_dropout(model: nn.Module, settings: dict[int, dict]) -> None:
                 module.lora_dropout[key] = nn.Dropout(p) if p > 0 else nn.Identity()
 
 
+def model_class(model_config) -> type:
+    """The `AutoModelForSequenceClassification` class for this config."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification._model_mapping[type(model_config)]
+    except KeyError:
+        raise UserError(
+            f"model.name: transformers has no sequence-classification model for model type "
+            f"'{model_config.model_type}'; use an encoder such as BERT, RoBERTa or MPNet"
+        ) from None
+
+
+def attention_kernel(requested: str, model_config) -> str:
+    """The attention implementation to build with: `auto` is sdpa where the model class
+    supports it (BERT, RoBERTa, ...), else eager (MPNet, ...); an explicit choice the class
+    does not support is a UserError."""
+    cls = model_class(model_config)
+    sdpa = bool(getattr(cls, "_supports_sdpa", False))
+    if requested == "auto":
+        return "sdpa" if sdpa else "eager"
+    if requested == "sdpa" and not sdpa:
+        raise UserError(
+            f"model.attn_implementation=sdpa: {cls.__name__} has no sdpa attention; use "
+            "model.attn_implementation=auto (or eager)"
+        )
+    return requested
+
+
+#: the same projection under each architecture's name (for "did you mean" in errors only)
+EQUIVALENT_TARGETS = [
+    ("query", "attn.q", "q_lin", "query_proj"),
+    ("key", "attn.k", "k_lin", "key_proj"),
+    ("value", "attn.v", "v_lin", "value_proj"),
+    ("attention.output.dense", "attn.o", "out_lin"),
+]
+
+
+def layer_module_names(model: nn.Module) -> list[str]:
+    """The linear modules of the encoder's first layer, named from inside the layer
+    (`attention.self.query`, ...; MPNet: `attention.attn.q`, ...), plus any linear module
+    outside the layers and the head (BERT's `pooler.dense`)."""
+    inside, outside = [], []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or is_head_parameter(name + "."):
+            continue
+        m = re.search(rf"\.(?:{'|'.join(LAYER_CONTAINERS)})\.(\d+)\.(.+)$", name)
+        if m is None:
+            outside.append(name.split(".", 1)[-1])
+        elif m[1] == "0":
+            inside.append(m[2])
+    return inside + outside
+
+
+def _module_matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)  # PEFT's rule for a list of names
+
+
+def check_target_modules(model: nn.Module, targets, model_type: str) -> None:
+    """A one-line UserError naming the modules the model has, for a target it does not have."""
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(_module_matches(n, t) for n in names)]
+    if not missing:
+        return
+    hints = []
+    for t in missing:
+        for group in EQUIVALENT_TARGETS:
+            has = [g for g in group if g != t and any(_module_matches(n, g) for n in names)]
+            if t in group and has:
+                hints.append(f"{t} -> {has[0]}")
+    hint = f" (here: {', '.join(hints)})" if hints else ""
+    raise UserError(
+        f"lora.target_modules: {', '.join(missing)} not in this {model_type} model{hint}; its "
+        f"linear modules per layer: {', '.join(layer_module_names(model))}"
+    )
+
+
 def build_model(cfg: Config, weights: bool = True, model_config=None):
     """The LoRA-wrapped `AutoModelForSequenceClassification`; on the meta device if not `weights`."""
     from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     model_config = model_config or load_model_config(cfg)
-    model_config._attn_implementation = cfg.model.attn_implementation
+    model_config._attn_implementation = attention_kernel(cfg.model.attn_implementation, model_config)
     if weights:
         base = _load_weights(cfg, model_config)
     else:
@@ -217,6 +284,8 @@ def build_model(cfg: Config, weights: bool = True, model_config=None):
     if cfg.lora.mode != "lora":
         return set_plain_trainable(base, cfg.lora.mode)
     lora_config = peft_lora_config(cfg, model_config)
+    targets = cfg.lora.target_modules or default_target_modules(model_config.model_type)
+    check_target_modules(base, targets, model_config.model_type)
     try:
         model = get_peft_model(base, lora_config)
     except ValueError as e:

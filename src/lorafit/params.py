@@ -92,14 +92,16 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
 
 
 def check_budget(description: dict) -> None:
-    """Refuse a run whose trainable count is over budget, with the breakdown."""
-    if description["fits_budget"]:
-        return
+    """Refuse a run whose trainable count is over budget (exactly at the budget fits), with the
+    breakdown and a pointer to `lorafit plan`."""
     n, budget, b = description["params"]["trainable"], description["budget"], description["breakdown"]
+    if n <= budget:
+        return
     raise UserError(
         f"budget: {n:,} trainable parameters exceed the budget of {budget:,} by {n - budget:,} "
         f"(LoRA {b['lora']:,}, head {b['head']:,}, biases {b['bias']:,}, other {b['other']:,}); "
-        "lower lora.r, adapt fewer layers or modules, or raise budget"
+        "lower lora.r, adapt fewer layers or modules, or raise budget; `lorafit plan "
+        "[--config FILE] [key=value ...]` lists the configurations that fit"
     )
 
 

@@ -29,16 +29,33 @@ from torch import nn
 from lorafit.config import Config, as_config, parse_layers
 from lorafit.errors import UserError
 
-#: target-module presets for BERT-style encoders (BERT, RoBERTa, MiniLM, ...); a preset is
-#: offered when each of its names matches a linear layer in every adapted layer. In PEFT a
-#: name matches a module whose name ends with it, so `output.dense` covers both the attention
-#: output and the feed-forward output.
-TARGET_PRESETS = {
-    "qv": ["query", "value"],
-    "qkv": ["query", "key", "value"],
-    "qkvo": ["query", "key", "value", "attention.output.dense"],
-    "all-linear": ["query", "key", "value", "output.dense", "intermediate.dense"],
+#: target-module presets per layer layout: BERT-style encoders (BERT, RoBERTa, MiniLM, ...)
+#: and MPNet. A preset is offered when each of its names matches a linear layer in every
+#: layer; for each preset name the first layout that matches is used. In PEFT a name matches
+#: a module whose name ends with it, so BERT's `output.dense` covers both the attention output
+#: and the feed-forward output (MPNet's attention output is `attn.o`).
+TARGET_PRESET_LAYOUTS = {
+    "bert": {
+        "qv": ["query", "value"],
+        "qkv": ["query", "key", "value"],
+        "qkvo": ["query", "key", "value", "attention.output.dense"],
+        "all-linear": ["query", "key", "value", "output.dense", "intermediate.dense"],
+    },
+    "mpnet": {
+        "qv": ["attn.q", "attn.v"],
+        "qkv": ["attn.q", "attn.k", "attn.v"],
+        "qkvo": ["attn.q", "attn.k", "attn.v", "attn.o"],
+        "all-linear": [
+            "attn.q",
+            "attn.k",
+            "attn.v",
+            "attn.o",
+            "intermediate.dense",
+            "output.dense",
+        ],
+    },
 }
+TARGET_PRESETS = TARGET_PRESET_LAYOUTS["bert"]
 DEFAULT_HEADS = "full,linear,lowrank:16"
 SORT_KEYS = ("spend", "trainable", "encoder", "coverage", "rank", "head")
 
@@ -138,9 +155,11 @@ def target_choices(cfg: Config, model_config, shapes) -> dict[str, list[str]]:
 
     depth = max(layer for layer, *_ in shapes) + 1
     choices = {}
-    for name, targets in TARGET_PRESETS.items():
-        if all(_unit(shapes, [i], [t], False)[2] for i in range(depth) for t in targets):
-            choices[name] = targets
+    for presets in TARGET_PRESET_LAYOUTS.values():
+        for name, targets in presets.items():
+            fits = all(_unit(shapes, [i], [t], False)[2] for i in range(depth) for t in targets)
+            if fits and name not in choices:
+                choices[name] = targets
     own = list(cfg.lora.target_modules or default_target_modules(model_config.model_type))
     if own not in choices.values():
         choices["config"] = own
@@ -281,7 +300,9 @@ def plan(
 ) -> dict:
     """The configurations that fit `budget` (default: the config's), best spenders marked.
 
-    Returns `{"model", "budget", "fitting", "shown", "candidates": [...]}`; each candidate
+    Returns `{"command", "model", "budget", "fitting", "shown", "candidates": [...]}`
+    (`command`: the first row's `lorafit train` command, with `--config` and `model.name`
+    when given, so it trains the planned model when pasted); each candidate
     has its layers, target modules, rank, head, bias, exact counts (LoRA, head, biases,
     trainable), budget share, `best` and the overrides that select it. `top` = 0 shows all
     (each shown row is counted exactly, about 0.3 s a row).
@@ -298,6 +319,9 @@ def plan(
     shown = [count_exactly(c, cfg, budget) for c in (ordered[:top] if top else ordered)]
     shown = [c for c in shown if c.trainable <= budget]  # an estimate never outranks the count
     return {
+        "command": train_command(config, overrides, cfg, budget, shown[0].overrides)
+        if shown
+        else None,
         "model": cfg.model.name,
         "budget": budget,
         "sort": sort,
@@ -306,6 +330,23 @@ def plan(
         "shown": len(shown),
         "candidates": [_row(c, budget) for c in shown],
     }
+
+
+def train_command(config, overrides, cfg: Config, budget: int, row_overrides: list[str]) -> str:
+    """The `lorafit train` command for a row, to paste as it is: the config file (if one was
+    given), the model, the caller's other overrides, the budget if it is not the config's, and
+    the row's overrides."""
+    import shlex
+
+    args = ["lorafit", "train"]
+    if isinstance(config, (str, Path)):
+        args += ["--config", str(config)]
+    replaced = {o.split("=", 1)[0].strip() for o in row_overrides} | {"model.name", "budget"}
+    kept = [o for o in overrides if o.split("=", 1)[0].strip() not in replaced]
+    args += [f"model.name={cfg.model.name}", *kept]
+    if budget != cfg.budget:
+        args.append(f"budget={budget}")
+    return shlex.join(args + list(row_overrides))
 
 
 def _row(c: Candidate, budget: int) -> dict:
@@ -331,8 +372,6 @@ def plan_text(p: dict) -> str:
         )
     presets = {c["targets_name"]: c["targets"] for c in p["candidates"]}
     lines += ["", "modules: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in presets.items())]
-    if p["candidates"]:
-        lines += [
-            "first row: lorafit train [--config FILE] " + " ".join(p["candidates"][0]["overrides"])
-        ]
+    if p.get("command"):
+        lines += ["first row: " + p["command"]]
     return "\n".join(lines)

@@ -3,13 +3,20 @@
     lorafit predict runs/run-20261122-101500 --input test_unlabelled.pkl --output submission.csv
 
 Writes the competition's submission CSV (`ID,Label`, ID = row order from 0) and the per-row
-class probabilities to `RUN_DIR/predictions/<stem>-<sha12>.csv`, which `ensemble` reuses.
+class probabilities to `RUN_DIR/predictions/<stem>-<sha12>-<key10>.csv`, which a later
+`predict`, `evaluate` or `ensemble` reuses. `<sha12>` hashes the input file; `<key10>` hashes
+everything else that changes the probabilities (see `prediction_key`): the checkpoint's
+contents, the model settings (max length, head, pooling), the weights' dtype, the device
+type and the text column. So `--dtype fp32` after a bf16 prediction, or a retrained
+checkpoint, computes afresh instead of serving the old figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -134,30 +141,103 @@ def predict_table(
     device: str = "cpu",
     need_labels: bool = False,
     dtype: str = "auto",
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ):
-    """(probabilities, table, config) for a file, reusing saved probabilities when present."""
+    """(probabilities, table, config, probabilities file) for a file.
+
+    Saved probabilities are reused only when their key (`prediction_key`) matches, i.e. the
+    same input bytes, checkpoint, model settings, dtype, device type and text column.
+    `text_column` / `label_column` name the input's columns when they differ from the run's
+    `data.text_column` / `data.label_column` (the returned config carries them).
+    """
     run = Path(run_dir)
-    cfg = load_config(require_run_dir(run) / "config.yaml")
-    table = load_table(input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True)
+    cfg = with_columns(load_config(require_run_dir(run) / "config.yaml"), text_column, label_column)
+    table = read_input(input_path, cfg, need_labels=need_labels)
     empty = sum(not t.strip() for t in table.texts)
     if empty:
-        warnings.warn(f"{input_path}: {empty} rows have empty text; they still get a prediction", stacklevel=2)
-    saved = probabilities_path(run, Path(input_path))
+        log.warning("%s: %d rows have empty text; they still get a prediction", input_path, empty)
+    saved = probabilities_path(run, Path(input_path), prediction_key(run, cfg, dtype, device))
     if saved.exists():
         probs = pd.read_csv(saved).filter(like="prob_").to_numpy(dtype=np.float32)
         if len(probs) == len(table):
-            return probs, table, cfg
-    model, tokenizer, cfg = load_run_model(run, device, dtype)
+            return probs, table, cfg, saved
+    model, tokenizer, _ = load_run_model(run, device, dtype)
     encoded = encode(tokenizer, table, cfg.model.max_length)
     if encoded.truncated:
         log.info("%s: %d of %d texts truncated to %d tokens", input_path, encoded.truncated, len(table), cfg.model.max_length)
     probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
     _save_probabilities(saved, probs)
-    return probs, table, cfg
+    return probs, table, cfg, saved
 
 
-def probabilities_path(run: Path, input_path: Path) -> Path:
-    return run / "predictions" / f"{input_path.stem}-{file_digest(input_path)[:12]}.csv"
+def with_columns(cfg: Config, text_column: str | None, label_column: str | None) -> Config:
+    """`cfg` with the input's column names (`--text-column`, `--label-column`) where given."""
+    changes = {k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
+
+
+# the data layer's advice names config keys, which predict / evaluate / ensemble do not take
+_COLUMN_ADVICE = {
+    "set data.text_column / data.label_column": "pass --text-column NAME --label-column NAME (Python: text_column=, label_column=)",
+    "set data.text_column": "pass --text-column NAME (Python: text_column=)",
+    "set data.label_column": "pass --label-column NAME (Python: label_column=)",
+}
+
+
+def read_input(input_path: str, cfg: Config, *, need_labels: bool = False):
+    """The input file as a `TextTable`; a missing column's message names the option that works."""
+    try:
+        return load_table(input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True)
+    except UserError as e:
+        message = str(e)
+        for key_advice, option_advice in _COLUMN_ADVICE.items():  # longest first
+            if message.endswith(key_advice):
+                raise UserError(message[: -len(key_advice)] + option_advice) from None
+        raise
+
+
+def prediction_key(run: Path, cfg: Config, dtype: str, device: str | torch.device) -> str:
+    """10 hex digits naming what the probabilities depend on besides the input's bytes.
+
+    The checkpoint's contents (every file but the model card), the model settings (name,
+    max length, head, pooling...), the weights' dtype as resolved (`auto` -> bf16 or fp32),
+    the device type and the text column.
+    """
+    parts = {
+        "checkpoint": checkpoint_digest(run / "checkpoint-best"),
+        "model": dataclasses.asdict(cfg.model),
+        "dtype": str(inference_dtype(dtype, device)),
+        "device": torch.device(device).type,
+        "text_column": cfg.data.text_column,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """sha256 of a checkpoint folder's files (names and bytes; README.md, the card, left out).
+
+    Remembered in this process per (name, size, mtime) of the files, so an ensemble of many
+    inputs hashes each checkpoint once.
+    """
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != "README.md")
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if stamp not in _DIGESTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(f"{p.relative_to(folder)}\0{p.stat().st_size}\0".encode())
+            h.update(file_digest(p).encode())
+        _DIGESTS[stamp] = h.hexdigest()
+    return _DIGESTS[stamp]
+
+
+def probabilities_path(run: Path, input_path: Path, key: str) -> Path:
+    """`RUN_DIR/predictions/<input stem>-<input sha12>-<key>.csv`."""
+    return run / "predictions" / f"{input_path.stem}-{file_digest(input_path)[:12]}-{key}.csv"
 
 
 def _save_probabilities(path: Path, probs: np.ndarray) -> None:
@@ -182,33 +262,51 @@ def predict(
     overwrite: bool = False,
     device: str | None = None,
     dtype: str = "auto",
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """Label `input` with a run's best checkpoint and write the submission CSV.
 
     Returns `{"output", "probabilities", "rows", "metrics"}` (metrics only when the input has
     labels). A default output (`RUN_DIR/submission-<stem>.csv`) never replaces a file.
+    `text_column` / `label_column` name the input's columns when they differ from the run's
+    `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
     """
     run = require_run_dir(run_dir, "checkpoint-best")
     input = _existing_input(input)
     out = _output_path(run, Path(input), output, overwrite)
-    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device(), dtype=dtype)
+    probs, table, cfg, saved = predict_table(
+        run, input, batch_size, device or _default_device(), dtype=dtype,
+        text_column=text_column, label_column=label_column,
+    )
     write_submission(out, probs.argmax(-1))
-    result = {"output": str(out), "probabilities": str(probabilities_path(run, Path(input))), "rows": len(table)}
+    result = {"output": str(out), "probabilities": str(saved), "rows": len(table)}
     if table.labels is not None:
         result["metrics"] = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
     return result
 
 
 def evaluate(
-    run_dir: str | Path, input: str, *, batch_size: int = 64, device: str | None = None, dtype: str = "auto"
+    run_dir: str | Path,
+    input: str,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    dtype: str = "auto",
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
-    """Score a run on a labelled file; also saved to `RUN_DIR/evaluations/<stem>-<sha12>.json`."""
+    """Score a run on a labelled file; also saved to `RUN_DIR/evaluations/<stem>-<sha12>.json`.
+
+    `text_column` / `label_column` as for `predict` (CLI: `--text-column`, `--label-column`).
+    """
     run = require_run_dir(run_dir, "checkpoint-best")
     input = _existing_input(input)
     # need_labels: an unlabelled file fails before anything is computed or saved
-    probs, table, cfg = predict_table(run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype)
-    if table.labels is None:
-        raise UserError(f"{input}: has no '{cfg.data.label_column}' column; evaluate needs labels")
+    probs, table, cfg, _ = predict_table(
+        run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype,
+        text_column=text_column, label_column=label_column,
+    )
     metrics = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
     metrics["input"] = str(input)
     (run / "evaluations").mkdir(exist_ok=True)

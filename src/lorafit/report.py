@@ -52,7 +52,9 @@ def write_report(
     Args:
         run_dirs: run directories (finished or interrupted); duplicates are dropped.
         output: the HTML file to write.
-        leaderboard: optional sweep leaderboard CSV, shown as a second sortable table.
+        leaderboard: optional sweep leaderboard CSV, shown as a second sortable table; with
+            the sweep's `study.json` beside it, also the metric by trial and the parameter
+            importances of its Optuna study.
         overwrite: replace `output` if it exists.
 
     Returns:
@@ -67,7 +69,8 @@ def write_report(
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     runs = collect_runs(run_dirs)
     board = read_leaderboard(leaderboard) if leaderboard is not None else None
-    page = render_report(runs, board, leaderboard)
+    study = _read_study(leaderboard) if leaderboard is not None else None
+    page = render_report(runs, board, leaderboard, study)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, page)
     return out
@@ -189,7 +192,7 @@ def _wall_time(run: dict) -> tuple[str, str]:
 # HTML
 
 
-def render_report(runs: list[dict], board: list[dict] | None, board_path=None) -> str:
+def render_report(runs: list[dict], board: list[dict] | None, board_path=None, study=None) -> str:
     """The whole HTML page as a string."""
     stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     body = [
@@ -202,6 +205,8 @@ def render_report(runs: list[dict], board: list[dict] | None, board_path=None) -
     ]
     if board is not None:
         body.append(_leaderboard_section(board, board_path))
+    if study is not None:
+        body.append(_study_section(study))
     return PAGE.format(css=CSS, script=SCRIPT, body="\n".join(body))
 
 
@@ -284,6 +289,35 @@ def _leaderboard_section(board: list[dict], path) -> str:
     kinds = [("num" if all(_is_number(row.get(c)) for row in board) else "text") for c in columns]
     rows = [[_csv_cell(row.get(c)) for c in columns] for row in board]
     return f"{title}\n{_table(list(zip(columns, kinds)), rows, 'leaderboard')}"
+
+
+def _read_study(leaderboard):
+    from lorafit.search.plots import read_study
+
+    return read_study(leaderboard)
+
+
+def _study_section(study: dict) -> str:
+    """The sweep's study: the metric by trial and the parameter importances."""
+    from lorafit.search.plots import plot_importances, plot_metric_by_trial
+
+    info = study["info"]
+    metric = info["metric"]
+    parts = [
+        "<h2>Search</h2>",
+        f'<p class="meta">study <code>{_e(info["study_name"])}</code> in <code>{_e(info["storage"])}</code>; '
+        f"sampler {_e(info['sampler'])}, pruner {_e(info['pruner'])}, {len(study['trials'])} trials. "
+        f"Interactive: <code>optuna-dashboard {_e(info['storage'])}</code></p>",
+    ]
+    fig = plot_metric_by_trial(study["trials"], metric, info["direction"])
+    figures = [_figure(figure_png(fig), f"{metric} by trial", f"{metric} by trial")]
+    if study["importances"]:
+        fig = plot_importances(study["importances"])
+        figures.append(_figure(figure_png(fig), "parameter importances", "parameter importances"))
+    parts.append(f'<div class="grid">{"".join(figures)}</div>')
+    if not study["importances"]:
+        parts.append(f'<p class="empty">{_e(study["why"])}.</p>')
+    return "\n".join(parts)
 
 
 def _is_number(text) -> bool:

@@ -1,4 +1,4 @@
-"""Robustness: score a run on perturbed copies of a labelled file; perturb training rows.
+"""Robustness: score a run on perturbed copies of a labelled file (`evaluate --perturb`).
 
     lorafit evaluate runs/latest --input val.csv --perturb typo,synonym --rate 0.1 --seed 0
 
@@ -12,17 +12,16 @@ Training-time augmentation (`data.augment`, off by default) uses the same pertur
 once, before tokenising, a seeded `data.augment_share` of the training rows is replaced by
 perturbed copies (kinds taken in turn). Replacing rather than appending keeps the number of
 rows, and so the steps and compute, the same as without augmentation; validation and test
-rows are never perturbed.
+rows are never perturbed. It lives in `lorafit.augment`, a data stage, because the data
+layer calls it and must not import prediction (this module does).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from lorafit.config import DataConfig, load_config, split_kinds
-from lorafit.data import TextTable, encode, file_digest, load_table
+from lorafit.config import load_config, split_kinds
+from lorafit.data import TextTable, encode, file_digest
 from lorafit.errors import UserError
 from lorafit.metrics import classification_metrics
 from lorafit.perturb import PERTURBATIONS, perturb_texts
@@ -41,22 +40,6 @@ def perturbed_texts(texts: list[str], kind: str, rate: float, seed: int) -> list
         raise UserError(f"--perturb {kind}: {e}") from None
 
 
-def augment_table(table: TextTable, cfg: DataConfig, seed: int) -> TextTable:
-    """A copy of `table` with a seeded `cfg.augment_share` of its rows perturbed."""
-    kinds = split_kinds(cfg.augment)
-    if not kinds:
-        return table
-    rng = np.random.default_rng([seed, 20_06])
-    chosen = rng.permutation(len(table))[: round(cfg.augment_share * len(table))]
-    texts = list(table.texts)
-    for n, kind in enumerate(kinds):
-        rows = chosen[n :: len(kinds)]  # kinds in turn over the shuffled chosen rows
-        new = perturbed_texts([texts[i] for i in rows], kind, cfg.augment_rate, seed + n)
-        for i, text in zip(rows, new):
-            texts[i] = text
-    return TextTable(texts, table.labels, table.source)
-
-
 def evaluate_perturbed(
     run_dir: str | Path,
     input: str,
@@ -67,27 +50,35 @@ def evaluate_perturbed(
     batch_size: int = 64,
     device: str | None = None,
     dtype: str = "auto",
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """Score a run on `input` as is and on one perturbed copy per kind.
 
     Returns `{"input", "rows", "rate", "seed", "clean": metrics, "perturbed": {kind: metrics}}`
     (metrics as `lorafit evaluate`, plus `accuracy_change` against clean) and saves it to
-    `RUN_DIR/evaluations/<stem>-<sha12>-perturb-r<rate>-s<seed>.json`.
+    `RUN_DIR/evaluations/<stem>-<sha12>-perturb-r<rate>-s<seed>.json`. `text_column` /
+    `label_column` as for `lorafit.evaluate`.
     """
-    from lorafit.predict import _default_device, _existing_input, infer_logits, load_run_model
+    from lorafit.predict import (
+        _default_device,
+        _existing_input,
+        infer_logits,
+        load_run_model,
+        read_input,
+        with_columns,
+    )
 
     run = require_run_dir(run_dir, "checkpoint-best")
     kinds = split_kinds(kinds) if isinstance(kinds, str) else list(kinds)
     if not kinds:
         raise UserError(f"--perturb: give at least one kind ({', '.join(PERTURBATIONS)})")
     input = _existing_input(input)
-    cfg = load_config(run / "config.yaml")
-    table = load_table(input, cfg.data, split="test")
+    cfg = with_columns(load_config(run / "config.yaml"), text_column, label_column)
+    table = read_input(input, cfg, need_labels=True)
     copies = {kind: perturbed_texts(table.texts, kind, rate, seed) for kind in kinds}  # fail early
     device = device or _default_device()
-    model, tokenizer, cfg = load_run_model(
-        run, device, dtype
-    )  # dtype as `lorafit evaluate --dtype`
+    model, tokenizer, _ = load_run_model(run, device, dtype)  # dtype as `lorafit evaluate --dtype`
 
     def score(texts: list[str]) -> dict:
         encoded = encode(tokenizer, TextTable(texts, table.labels, input), cfg.model.max_length)

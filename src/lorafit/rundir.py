@@ -55,6 +55,17 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def usual_mode(path: Path) -> None:
+    """Give a file, or every `.safetensors` file under a folder, the mode the umask gives others.
+
+    The safetensors writer (ours, PEFT's, transformers') creates files 0600 where every other
+    output is 0644 (umask 022): a shared run folder would hold weights others cannot read.
+    """
+    path = Path(path)
+    for p in path.rglob("*.safetensors") if path.is_dir() else [path]:
+        os.chmod(p, 0o666 & ~_UMASK)
+
+
 def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 

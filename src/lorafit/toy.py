@@ -1,11 +1,13 @@
 """Small random encoders and locally trained tokenizers, for tests and benchmarks.
 
 Nothing here downloads anything: the tokenizer is trained with `tokenizers` on the texts
-you pass, and the model is randomly initialised from a `RobertaConfig`. Both are saved with
-`save_pretrained`, so the real `from_pretrained(path)` code paths run on them.
+you pass, and the model is randomly initialised from a `RobertaConfig` or `MPNetConfig` (the
+known shapes live in `lorafit.shapes`). Both are saved with `save_pretrained`, so the real
+`from_pretrained(path)` code paths run on them.
 
-    from lorafit.toy import save_toy_roberta
+    from lorafit.toy import save_toy_roberta, save_toy_mpnet
     save_toy_roberta("tiny-roberta", texts, layers=2, hidden=32)
+    save_toy_mpnet("tiny-mpnet", texts, layers=2, hidden=32)   # WordPiece, as all-mpnet-base-v2
 """
 
 from __future__ import annotations
@@ -13,49 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import ByteLevelBPETokenizer
-from transformers import (
-    AutoModelForSequenceClassification,
-    RobertaConfig,
-    RobertaTokenizerFast,
+from transformers import AutoModelForSequenceClassification, RobertaTokenizerFast
+
+from lorafit.shapes import (  # noqa: F401  (re-exported for tests and benchmarks)
+    AG_NEWS_LABELS,
+    MPNET_BASE_SHAPE,
+    ROBERTA_BASE_SHAPE,
+    mpnet_config,
+    roberta_config,
 )
-
-#: roberta-base's exact shape (the numbers the competition's parameter counts use).
-ROBERTA_BASE_SHAPE = dict(
-    vocab_size=50265,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-)
-
-AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-
-
-def roberta_config(
-    layers: int = 12, hidden: int = 768, heads: int | None = None, num_labels: int = 4, **overrides
-) -> RobertaConfig:
-    """A `RobertaConfig` with roberta-base's vocabulary and positions; width and depth as asked."""
-    shape = dict(ROBERTA_BASE_SHAPE)
-    heads = heads or (hidden // 64 if hidden >= 64 else 2)
-    shape.update(
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-    )
-    shape.update(overrides)
-    return RobertaConfig(
-        **shape,
-        num_labels=num_labels,
-        id2label=dict(enumerate(AG_NEWS_LABELS[:num_labels])),
-        label2id={n: i for i, n in enumerate(AG_NEWS_LABELS[:num_labels])},
-    )
 
 
 def train_roberta_tokenizer(texts: list[str], vocab_size: int = 2000) -> RobertaTokenizerFast:
@@ -97,6 +65,46 @@ def save_toy_roberta(
     config = roberta_config(
         layers=layers, hidden=hidden, vocab_size=vocab_size or max(len(tokenizer), 8)
     )
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(out)
+    return out
+
+
+MPNET_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]  # ids 0-5, as in all-mpnet-base-v2
+
+
+def train_mpnet_tokenizer(texts: list[str], vocab_size: int = 2000):
+    """Train a lower-cased WordPiece vocabulary on `texts`; MPNet's tokenizer around it."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import MPNetTokenizer
+
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=MPNET_SPECIAL_TOKENS
+    )
+    wordpiece.train_from_iterator(texts, trainer=trainer)
+    return MPNetTokenizer(vocab=wordpiece.get_vocab(), model_max_length=512)
+
+
+def save_toy_mpnet(
+    out_dir: str | Path,
+    texts: list[str],
+    layers: int = 2,
+    hidden: int = 32,
+    tokenizer_vocab: int = 2000,
+    seed: int = 0,
+) -> Path:
+    """Save a random MPNet classifier plus a WordPiece tokenizer trained on `texts` to `out_dir`."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_mpnet_tokenizer(texts, vocab_size=tokenizer_vocab)
+    tokenizer.save_pretrained(out)
+    config = mpnet_config(layers=layers, hidden=hidden, vocab_size=max(len(tokenizer), 8))
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(out)

@@ -15,9 +15,12 @@ import logging
 import math
 import os
 import resource
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +35,14 @@ from lorafit.metrics import classification_metrics, format_metrics
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
 from lorafit.predict import infer_logits
-from lorafit.rundir import command_line, create_run_dir, git_commit, versions, write_json
+from lorafit.rundir import (
+    command_line,
+    create_run_dir,
+    git_commit,
+    usual_mode,
+    versions,
+    write_json,
+)
 
 log = logging.getLogger("lorafit")
 
@@ -51,16 +61,49 @@ class TrainState:
     elapsed_s: float = 0.0  # training time before the last checkpoint (time_s goes on from it)
 
 
+def _new_window() -> dict:
+    return dict(loss=0.0, steps=0, samples=0, tokens=0, padded=0)
+
+
+@dataclass
+class Run:
+    """One training run: what the loop's helpers share, read and update."""
+
+    cfg: Config
+    accelerator: Any
+    run_dir: Path
+    model: Any  # as prepared by Accelerate: unwrap it to save or load weights
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    encoded: dict  # split name -> Encoded
+    n_steps: int
+    state: TrainState = field(default_factory=TrainState)
+    best_weights: dict | None = None  # the best evaluation's trainable tensors, on the CPU
+    window: dict = field(default_factory=_new_window)  # sums since the last train row
+    metrics: MetricsLogger | None = None  # main process only
+    progress: Any = None  # the tqdm bar, if drawn
+    started: float = 0.0  # time.time() at the start, less the training time before a resume
+    clock: float = 0.0  # time.time() at the last train row
+
+    def count_batch(self, loss: torch.Tensor, samples: int, mask: torch.Tensor) -> None:
+        """Add a micro-batch to the window of the next train row."""
+        world = self.accelerator.num_processes
+        self.window["loss"] += loss.item() / self.cfg.train.grad_accum
+        self.window["samples"] += samples
+        real = int(mask.sum()) * world  # an estimate across processes, exact for one
+        self.window["tokens"] += real
+        self.window["padded"] += mask.numel() * world - real
+
+
 class MetricsLogger:
-    """Rows to `metrics.jsonl` (flushed per row) and, optionally, TensorBoard."""
+    """Rows to `metrics.jsonl` (flushed per row) and to the `log.trackers` through Accelerate."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    def __init__(self, run_dir: Path, accelerator=None, cfg: Config | None = None):
         self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.accelerator = accelerator if cfg is not None and cfg.log.trackers else None
+        if self.accelerator:
+            start_trackers(self.accelerator, run_dir, cfg)
 
     def write(self, row: dict) -> None:
         import json
@@ -73,15 +116,34 @@ class MetricsLogger:
                 f"{self.file.name}: cannot write ({e.strerror}); free disk space, then "
                 "`lorafit train --resume` the run"
             ) from None
-        if self.tb:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key not in ("step", "kind"):
-                    self.tb.add_scalar(f"{row['kind']}/{key}", value, row["step"])
+        if self.accelerator:
+            values = {f"{row['kind']}/{key}": float(value) for key, value in row.items()
+                      if isinstance(value, (int, float)) and key not in ("step", "kind")}
+            self.accelerator.log(values, step=row["step"])
 
     def close(self) -> None:
         self.file.close()
-        if self.tb:
-            self.tb.close()
+        if self.accelerator:
+            self.accelerator.end_training()
+
+
+def start_trackers(accelerator, run_dir: Path, cfg: Config) -> None:
+    """Accelerate's trackers for this run: files under RUN_DIR/trackers/ (TensorBoard events
+    in RUN_DIR/trackers/<run.name>/), the experiment named run.name, the run by its folder."""
+    from lorafit.config import config_to_dict
+
+    accelerator.project_configuration.logging_dir = str(run_dir / "trackers")
+    flat, stack = {}, [("", config_to_dict(cfg))]
+    while stack:  # the config as flat scalars: every tracker can store those
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            else:
+                flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    names = {"wandb": {"name": run_dir.name}, "mlflow": {"run_name": run_dir.name},
+             "trackio": {"name": run_dir.name}, "aim": {"run_name": run_dir.name}}
+    accelerator.init_trackers(cfg.run.name, config=flat, init_kwargs={k: v for k, v in names.items() if k in cfg.log.trackers})
 
 
 def make_accelerator(cfg: Config):
@@ -104,7 +166,8 @@ def make_accelerator(cfg: Config):
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.train.grad_accum, cpu=cpu)
+    trackers = {"log_with": cfg.log.trackers, "project_dir": cfg.run.dir} if cfg.log.trackers else {}
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.train.grad_accum, cpu=cpu, **trackers)
 
 
 def build_optimizer(model, cfg: Config) -> torch.optim.Optimizer:
@@ -183,6 +246,7 @@ def save_checkpoint(model, tokenizer, path: Path, state: TrainState, accelerator
             shutil.rmtree(tmp, ignore_errors=True)
             accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            usual_mode(tmp)  # the weights: 0644 like the other outputs, not the writer's 0600
             write_json(tmp / "lorafit_state.json", asdict(state))
         except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a full disk
             shutil.rmtree(tmp, ignore_errors=True)
@@ -213,15 +277,21 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def require_tensorboard() -> None:
-    """log.tensorboard needs the optional tensorboard package: say so before writing anything."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise UserError(
-            "log.tensorboard=true needs the tensorboard package: pip install 'lorafit[tensorboard]' "
-            "(or pip install tensorboard), or set log.tensorboard=false"
-        ) from None
+def require_trackers(cfg: Config) -> None:
+    """Each of log.trackers needs its optional package: say so before writing anything."""
+    import importlib
+
+    from lorafit.config import TRACKERS
+
+    for name in cfg.log.trackers:
+        try:
+            importlib.import_module(TRACKERS[name])
+        except ImportError:
+            raise UserError(
+                f"log.trackers: {name} needs the {TRACKERS[name]} package: pip install "
+                f"'lorafit[{name}]' (or pip install {TRACKERS[name]}), or drop it from log.trackers"
+                + (" / set log.tensorboard=false" if name == "tensorboard" else "")
+            ) from None
 
 
 def prepare(cfg: Config):
@@ -229,8 +299,7 @@ def prepare(cfg: Config):
     model_config = load_model_config(cfg)
     description = describe_model(cfg, build_model(cfg, weights=False, model_config=model_config))
     check_budget(description)
-    if cfg.log.tensorboard:
-        require_tensorboard()
+    require_trackers(cfg)
     splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg)
     if tokenizer.pad_token_id is None:
@@ -240,14 +309,26 @@ def prepare(cfg: Config):
     return description, splits, tokenizer, model
 
 
-def train(config: Config | str | Path | None = None, overrides=(), *, resume: str | Path | None = None) -> Path:
+def _prepare_teacher(cfg: Config, splits: dict, accelerator):
+    """train.teacher: the teacher's log-probabilities per training row (computed once, stored);
+    data.unlabeled rows join splits["train"] (lorafit.teacher). None without a teacher."""
+    if not cfg.train.teacher:
+        return None
+    from lorafit.teacher.distill import prepare_distillation
+
+    return prepare_distillation(cfg, splits, accelerator)
+
+
+def train(config: Config | str | Path | None = None, overrides=(), *, resume: str | Path | None = None, on_eval: Callable[[int, dict], bool] | None = None) -> Path:
     """Train a LoRA classifier; return the run directory.
 
     `config` is a `Config`, a YAML path or None (the defaults); `overrides` are `key=value`
     strings. Raises `UserError` (before anything is written) for bad data, a missing model
     or a config over budget. `resume=RUN_DIR` continues a killed run from its newest
     checkpoint with the run's own config.yaml (no `config` or `overrides` then); the result
-    equals an uninterrupted run's on CPU.
+    equals an uninterrupted run's on CPU. `on_eval(step, eval_row)` is called after each
+    evaluation (every process); returning True stops training there like early stopping
+    (a sweep's pruner uses it).
     """
     from accelerate.utils import set_seed
 
@@ -259,6 +340,9 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
         log.setLevel(logging.WARNING)  # one console log for the run, not one per process
     set_seed(cfg.train.seed)
     description, splits, tokenizer, model = prepare(cfg)
+    distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
+    if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
+        description = {**description, "teacher": distill.describe()}
     encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
     cache_plan = plan_prefix_cache(cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision)
     run_dir = _open_run_dir(cfg, description, accelerator, resume_dir)
@@ -274,11 +358,12 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     forward = make_forward(cache_plan, model, encoded["train"], tokenizer.pad_token_id, accelerator)
 
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
-    state, best_weights, window = _start_state(run_dir, resume_dir, model, optimizer, scheduler, tokenizer, cfg, accelerator)
-    metrics = MetricsLogger(run_dir, cfg.log.tensorboard) if accelerator.is_main_process else None
-    started, clock = time.time() - state.elapsed_s, time.time()
-    progress = _progress(n_steps, cfg, accelerator, state.step)
-    train_set, pad_id = encoded["train"], tokenizer.pad_token_id
+    run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps)
+    _start_state(run, resume_dir)
+    state, train_set = run.state, encoded["train"]
+    run.metrics = MetricsLogger(run_dir, accelerator, cfg) if accelerator.is_main_process else None
+    run.started, run.clock = time.time() - state.elapsed_s, time.time()
+    run.progress = _progress(n_steps, cfg, accelerator, state.step)
     model.train()
     while state.step < n_steps and not state.stopped_early:
         batches = epoch_batches(train_set.lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
@@ -294,54 +379,47 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
                 with accelerator.autocast():
                     # the whole model, or only the top layers on cached states (fastpath.py)
                     logits, mask = forward(model, idx)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.train.label_smoothing)
+                if distill is None:
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.train.label_smoothing)
+                else:  # (1 - w) CE + w T^2 KL(teacher_T || student_T); unlabelled rows: KL only
+                    loss = distill.loss(logits, labels, idx)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)  # free the gradients' memory at once
-
-            window["loss"] += loss.item() / cfg.train.grad_accum
-            window["samples"] += len(global_idx)
-            real = int(mask.sum()) * world  # an estimate across processes, exact for one
-            window["tokens"] += real
-            window["padded"] += mask.numel() * world - real
+            run.count_batch(loss, len(global_idx), mask)
             if not accelerator.sync_gradients:
-                continue
+                continue  # accumulating: the optimizer stepped only on the last micro-batch
             scheduler.step()
             state.step += 1
             state.micro = micro + 1
-            window["steps"] += 1
+            run.window["steps"] += 1
             epoch_f = state.epoch + (micro + 1) / len(batches)
             if state.step % cfg.train.log_every == 0 or state.step == n_steps:
-                row = _train_row(state, epoch_f, scheduler, window, time.time() - clock, started, accelerator)
-                clock = time.time()
-                window = dict(loss=0.0, steps=0, samples=0, tokens=0, padded=0)
-                if metrics:
-                    metrics.write(row)
-                _update_progress(progress, row)
-            if progress:
-                progress.update(1)
+                _log_train_row(run, epoch_f)
+            if run.progress:
+                run.progress.update(1)
             if state.step % cfg.train.eval_every == 0 or state.step == n_steps:
-                best_weights = _evaluate_and_keep(
-                    model, tokenizer, encoded, cfg, state, epoch_f, started, accelerator, metrics,
-                    run_dir, best_weights, progress,
-                )
+                eval_row = _evaluate_and_keep(run, epoch_f)
+                if on_eval is not None and on_eval(state.step, eval_row):
+                    state.stopped_early = True
+                    log.info("stopped at step %d by the caller (a sweep's pruner)", state.step)
             if _checkpoint_due(state.step, cfg):  # after the eval: it holds the eval's outcome
-                _save_resumable(run_dir, model, optimizer, scheduler, state, best_weights, window, started, cfg, accelerator)
+                _save_resumable(run)
             if state.step >= n_steps or state.stopped_early:
                 break
         state.epoch += 1
         state.micro = 0
 
     if not _checkpoint_due(state.step, cfg):  # the end is always resumable (final test, summary)
-        _save_resumable(run_dir, model, optimizer, scheduler, state, best_weights, window, started, cfg, accelerator)
-    if progress:
-        progress.close()
-    test_metrics = _final_test(model, encoded, cfg, pad_id, accelerator, best_weights, run_dir, metrics, state, started)
+        _save_resumable(run)
+    if run.progress:
+        run.progress.close()
+    test_metrics = _final_test(run)
     if accelerator.is_main_process:
-        _write_summary(run_dir, cfg, description, state, test_metrics, started, accelerator, encoded)
-        metrics.close()
+        _write_summary(run, description, test_metrics)
+        run.metrics.close()
         _finish_outputs(run_dir)
         _point_latest(run_dir)
     accelerator.wait_for_everyone()
@@ -418,15 +496,16 @@ def _config_for(config, overrides, resume) -> tuple[Config, Path | None]:
 
 
 def _already_finished(run_dir: Path) -> Path:
-    """A resume of a finished run only redoes what follows summary.json (plots, log, latest)."""
-    log.info("%s: already finished (summary.json exists); refreshing plots and training_log.txt", run_dir)
+    """A resume of a finished run trains nothing; it redoes the plots and the readable log.
+
+    `<run.dir>/latest` stays where it is: it names the newest finished run, and this is not.
+    """
+    log.info(
+        "%s: this run already finished (summary.json exists); nothing to resume. Refreshed its "
+        "plots and training_log.txt; start a new run to train more", run_dir,
+    )
     _finish_outputs(run_dir)
-    _point_latest(run_dir)
     return run_dir
-
-
-def _new_window() -> dict:
-    return dict(loss=0.0, steps=0, samples=0, tokens=0, padded=0)
 
 
 def _checkpoint_due(step: int, cfg: Config) -> bool:
@@ -434,28 +513,29 @@ def _checkpoint_due(step: int, cfg: Config) -> bool:
     return bool(every) and step % every == 0
 
 
-def _save_resumable(run_dir, model, optimizer, scheduler, state, best_weights, window, started, cfg, accelerator) -> None:
+def _save_resumable(run: Run) -> None:
     """A checkpoint to resume from (checkpoint.py); every process adds its RNG state."""
     from accelerate.utils import gather_object
 
     from lorafit.checkpoint import capture_rng, save_training_state
 
-    state.elapsed_s = round(time.time() - started, 3)
+    accelerator, state = run.accelerator, run.state
+    state.elapsed_s = round(time.time() - run.started, 3)
     rng = gather_object([capture_rng()])
     if accelerator.is_main_process:
         save_training_state(
-            run_dir, state.step,
-            trainable=trainable_state(accelerator.unwrap_model(model)),
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict(),
-            state={**asdict(state), "window": window},
-            best=best_weights, rng=rng, keep_last=cfg.train.keep_last,
+            run.run_dir, state.step,
+            trainable=trainable_state(accelerator.unwrap_model(run.model)),
+            optimizer_state=run.optimizer.state_dict(),
+            scheduler_state=run.scheduler.state_dict(),
+            state={**asdict(state), "window": run.window},
+            best=run.best_weights, rng=rng, keep_last=run.cfg.train.keep_last,
         )
     accelerator.wait_for_everyone()
 
 
-def _start_state(run_dir, resume_dir, model, optimizer, scheduler, tokenizer, cfg, accelerator):
-    """(TrainState, best weights, train-row window): fresh, or restored for a resume."""
+def _start_state(run: Run, resume_dir: Path | None) -> None:
+    """Set the run's state, best weights and train-row window: fresh, or restored for a resume."""
     from lorafit.checkpoint import (
         latest_checkpoint,
         load_training_state,
@@ -465,27 +545,25 @@ def _start_state(run_dir, resume_dir, model, optimizer, scheduler, tokenizer, cf
     )
 
     if resume_dir is None:
-        return TrainState(), None, _new_window()
+        return
+    accelerator, run_dir = run.accelerator, run.run_dir
     path = latest_checkpoint(run_dir)
-    if path is None:  # killed before the first checkpoint: start over in the same folder
-        state, best, window = TrainState(), None, _new_window()
-    else:
+    if path is not None:  # else killed before the first checkpoint: start over in the same folder
         saved = load_training_state(path)
-        window = saved["state"].pop("window")
-        state = TrainState(**{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__})
-        best = saved["best"]
-        _load_trainable(accelerator.unwrap_model(model), saved["trainable"], path)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        run.window = saved["state"].pop("window")
+        run.state = TrainState(**{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__})
+        run.best_weights = saved["best"]
+        _load_trainable(accelerator.unwrap_model(run.model), saved["trainable"], path)
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
     if accelerator.is_main_process:
-        kept = trim_metrics(run_dir / "metrics.jsonl", state.step)
-        prune_checkpoints(run_dir, cfg.train.keep_last)
-        log.info("resuming at step %d from %s (%d metrics rows kept)", state.step, path or "the start", kept)
-    _restore_best_dir(model, tokenizer, run_dir, state, best, accelerator)
+        kept = trim_metrics(run_dir / "metrics.jsonl", run.state.step)
+        prune_checkpoints(run_dir, run.cfg.train.keep_last)
+        log.info("resuming at step %d from %s (%d metrics rows kept)", run.state.step, path or "the start", kept)
+    _restore_best_dir(run)
     if path is not None:  # last: nothing after this may draw random numbers before training
         rng = saved["rng"]
         restore_rng(rng[accelerator.process_index] if accelerator.process_index < len(rng) else rng[0])
-    return state, best, window
 
 
 def _load_trainable(model, tensors: dict, path: Path) -> None:
@@ -498,13 +576,14 @@ def _load_trainable(model, tensors: dict, path: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-def _restore_best_dir(model, tokenizer, run_dir, state, best, accelerator) -> None:
+def _restore_best_dir(run: Run) -> None:
     """Make checkpoint-best/ hold the resumed state's best (a crash may have left a newer one)."""
     import json
     import shutil
     from dataclasses import replace
 
-    path = run_dir / "checkpoint-best"
+    model, accelerator, state, best = run.model, run.accelerator, run.state, run.best_weights
+    path = run.run_dir / "checkpoint-best"
     if accelerator.is_main_process:
         recover_best_dir(path)
         shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
@@ -521,7 +600,7 @@ def _restore_best_dir(model, tokenizer, run_dir, state, best, accelerator) -> No
     current = trainable_state(unwrapped)
     unwrapped.load_state_dict(best, strict=False)
     best_state = replace(state, step=state.best_step, bad_evals=0, stopped_early=False)
-    save_checkpoint(model, tokenizer, path, best_state, accelerator)
+    save_checkpoint(model, run.tokenizer, path, best_state, accelerator)
     unwrapped.load_state_dict(current, strict=False)
 
 
@@ -536,11 +615,23 @@ def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
 
 
 def _progress(n_steps: int, cfg: Config, accelerator, done: int = 0):
-    if not (cfg.log.progress and accelerator.is_main_process):
+    """The tqdm bar, on a terminal only: into a file or pipe its redraws would be glued to the
+    log lines (those, every `train.log_every` steps, are the progress there)."""
+    if not (cfg.log.progress and accelerator.is_main_process and _is_terminal(sys.stderr)):
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=n_steps, initial=done, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _is_terminal(stream) -> bool:
+    """A terminal, or a Jupyter notebook (tqdm.auto draws a widget there)."""
+    if type(stream).__module__.startswith("ipykernel"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _update_progress(progress, row: dict) -> None:
@@ -561,7 +652,17 @@ def _postfix(progress, **values: str) -> None:
     progress.set_postfix(shown, refresh=False)
 
 
-def _train_row(state, epoch_f, scheduler, window, elapsed, started, accelerator) -> dict:
+def _log_train_row(run: Run, epoch_f: float) -> None:
+    """A train row (metrics.jsonl, log, bar) for the steps since the last; a new window."""
+    row = _train_row(run, epoch_f, time.time() - run.clock)
+    run.clock, run.window = time.time(), _new_window()
+    if run.metrics:
+        run.metrics.write(row)
+    _update_progress(run.progress, row)
+
+
+def _train_row(run: Run, epoch_f: float, elapsed: float) -> dict:
+    accelerator, window = run.accelerator, run.window
     steps = max(1, window["steps"])
     total_tokens = window["tokens"] + window["padded"]
     loss = window["loss"]
@@ -569,10 +670,10 @@ def _train_row(state, epoch_f, scheduler, window, elapsed, started, accelerator)
         loss = accelerator.reduce(torch.tensor([loss], device=accelerator.device), reduction="mean").item()
     return {
         "kind": "train",
-        "step": state.step,
+        "step": run.state.step,
         "epoch": round(epoch_f, 4),
-        "time_s": round(time.time() - started, 3),
-        "lr": scheduler.get_last_lr()[0],
+        "time_s": round(time.time() - run.started, 3),
+        "lr": run.scheduler.get_last_lr()[0],
         "train_loss": loss / steps,
         "samples_per_s": window["samples"] / max(elapsed, 1e-9),
         "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
@@ -581,50 +682,56 @@ def _train_row(state, epoch_f, scheduler, window, elapsed, started, accelerator)
     }
 
 
-def _evaluate_and_keep(model, tokenizer, encoded, cfg, state, epoch_f, started, accelerator, metrics, run_dir, best_weights, progress):
-    """Evaluate; on a new best keep its weights and save the checkpoint; count patience."""
-    m = evaluate_split(model, encoded["validation"], cfg, tokenizer.pad_token_id, accelerator)
+def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
+    """Evaluate; on a new best keep its weights and save the checkpoint; count patience.
+
+    Returns the eval row written to metrics.jsonl.
+    """
+    cfg, state, accelerator = run.cfg, run.state, run.accelerator
+    m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator)
     values = {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"]}
     is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
     if is_best:
         state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
-        best_weights = trainable_state(accelerator.unwrap_model(model))
-        save_checkpoint(model, tokenizer, run_dir / "checkpoint-best", state, accelerator)
+        run.best_weights = trainable_state(accelerator.unwrap_model(run.model))
+        save_checkpoint(run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator)
     else:
         state.bad_evals += 1
         if cfg.train.patience and state.bad_evals >= cfg.train.patience:
             state.stopped_early = True
-    row = {"kind": "eval", "step": state.step, "epoch": round(epoch_f, 4), "time_s": round(time.time() - started, 3), **values, "is_best": is_best}
-    if metrics:
-        metrics.write(row)
-    if progress:
-        _postfix(progress, acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}")
+    row = {"kind": "eval", "step": state.step, "epoch": round(epoch_f, 4), "time_s": round(time.time() - run.started, 3), **values, "is_best": is_best}
+    if run.metrics:
+        run.metrics.write(row)
+    if run.progress:
+        _postfix(run.progress, acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}")
     log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], " (best)" if is_best else "")
     if state.stopped_early:
         log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
-    return best_weights
+    return row
 
 
-def _final_test(model, encoded, cfg, pad_id, accelerator, best_weights, run_dir, metrics, state, started):
+def _final_test(run: Run) -> dict | None:
     """Restore the best weights and score the labelled test split, if there is one."""
-    test = encoded.get("test")
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    test = run.encoded.get("test")
     if test is None or test.labels is None:
         return None
-    unwrapped = accelerator.unwrap_model(model)
-    if best_weights:
-        unwrapped.load_state_dict(best_weights, strict=False)
-    m = evaluate_split(model, test, cfg, pad_id, accelerator)
+    if run.best_weights:
+        accelerator.unwrap_model(run.model).load_state_dict(run.best_weights, strict=False)
+    m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator)
     m["input"] = cfg.data.test
     if accelerator.is_main_process:
-        (run_dir / "evaluations").mkdir(exist_ok=True)
-        write_json(run_dir / "evaluations" / f"test-{Path(cfg.data.test).stem}.json", m)
-        metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - started, 3), "test_loss": m["loss"], "test_accuracy": m["accuracy"], "test_f1": m["macro_f1"]})
+        (run.run_dir / "evaluations").mkdir(exist_ok=True)
+        write_json(run.run_dir / "evaluations" / f"test-{Path(cfg.data.test).stem}.json", m)
+        run.metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - run.started, 3), "test_loss": m["loss"], "test_accuracy": m["accuracy"], "test_f1": m["macro_f1"]})
         log.info("test (best checkpoint):\n%s", format_metrics(m))
     return m
 
 
-def _write_summary(run_dir, cfg, description, state, test_metrics, started, accelerator, encoded=None) -> None:
+def _write_summary(run: Run, description: dict, test_metrics: dict | None) -> None:
     from lorafit.rundir import read_jsonl
+
+    run_dir, cfg, state, accelerator, started = run.run_dir, run.cfg, run.state, run.accelerator, run.started
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
     best_eval = next((r for r in rows if r["kind"] == "eval" and r["step"] == state.best_step), None)
@@ -642,9 +749,10 @@ def _write_summary(run_dir, cfg, description, state, test_metrics, started, acce
         "best_eval": best_eval,
         "test": test_metrics,
         "params": description["params"],
+        **({"teacher": description["teacher"]} if "teacher" in description else {}),
         "seed": cfg.train.seed,
         # texts cut to model.max_length tokens, per split (also in train.log)
-        "truncated_rows": {k: e.truncated for k, e in (encoded or {}).items()},
+        "truncated_rows": {k: e.truncated for k, e in run.encoded.items()},
         "max_length": cfg.model.max_length,
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,

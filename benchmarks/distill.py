@@ -1,0 +1,214 @@
+"""Distillation on the offline proxy: the student alone, with a teacher, with a teacher and unlabelled texts.
+
+    cd /work/main && OMP_NUM_THREADS=2 python benchmarks/distill.py \
+        --seeds 42,43,44 --out runs/distill
+
+(nothing else running on the machine; `--precision bf16` where the CPU computes bf16.)
+
+Data, from `../shared/data/ag_news/train_subset.csv` (23,696 real rows), written to
+`--out`/data/ once: a stratified, seeded (seed 0) HOLDOUT of `--holdout-rows` rows that no
+model trains on or selects a checkpoint with (every accuracy below is on it); an UNLABELLED
+pool of `--unlabeled-rows` other rows whose labels are thrown away; the rest is the
+LABELLED file both teacher and students train on (each splits its own validation rows off
+as its config says). `--unlabeled holdout` uses the holdout texts themselves as the
+unlabelled texts instead: transductive use of the file to be predicted, as the competition
+allows (its labels are never read).
+
+Models: one teacher, `lorafit teacher --config --teacher-config` (default
+configs/agnews_teacher.yaml, all-mpnet-base-v2 fully fine-tuned) on the labelled file with
+the first seed, or an existing one with `--teacher RUN_DIR`; then, per seed, three students
+from `--student-config` (default configs/agnews_distill.yaml, MiniLM under the budget):
+
+- `student`: no teacher (train.teacher=null, data.unlabeled=null), i.e. agnews_best;
+- `teacher`: with the teacher, no unlabelled texts;
+- `teacher+unlabeled`: with the teacher and the unlabelled texts.
+
+Times, reported separately: the teacher's training; the teacher's inference over each
+student's training texts (the logit store, built before the student starts and then
+reused); each student's training (summary.json wall time: the loop and its evaluations).
+Accuracies: clean and perturbed (`evaluate --perturb mixed`, rate `--rate`, seed 0) on the
+holdout, for the teacher and every student; the mean over seeds with the standard error,
+and the paired gains over `student`. Rows go to `--out`/results.jsonl; a markdown table is
+printed. Smoke test (a couple of minutes, figures meaningless):
+
+    OMP_NUM_THREADS=1 python benchmarks/distill.py --seeds 1,2,3 --train-rows 160 \
+        --holdout-rows 120 --unlabeled-rows 120 --max-length 32 --out /tmp/distill-smoke \
+        --teacher-config configs/agnews_best.yaml --teacher-overrides lora.r=4 train.max_steps=5 \
+        data.val_size=40 --student-overrides train.max_steps=5 train.eval_every=5 data.val_size=40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "ag_news" / "train_subset.csv"
+RECIPES = ("student", "teacher", "teacher+unlabeled")
+
+
+def write_data(args) -> dict[str, Path]:
+    """holdout.csv, unlabelled.csv (text only) and labelled.csv under --out/data/ (seed 0)."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    folder = Path(args.out) / "data"
+    paths = {k: folder / f"{k}.csv" for k in ("holdout", "unlabelled", "labelled")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.read_csv(args.data)[["text", "label"]]
+    rest, holdout = train_test_split(frame, test_size=args.holdout_rows, random_state=0, stratify=frame.label)
+    labelled, unlabelled = train_test_split(rest, test_size=args.unlabeled_rows, random_state=0, stratify=rest.label)
+    holdout.to_csv(paths["holdout"], index=False)
+    unlabelled[["text"]].to_csv(paths["unlabelled"], index=False)
+    labelled.to_csv(paths["labelled"], index=False)
+    return paths
+
+
+def shared_overrides(args, data: dict[str, Path], seed: int, name: str) -> list[str]:
+    rows = [f"data.max_train_rows={args.train_rows}"] if args.train_rows else []
+    return [
+        f"data.train={data['labelled']}", "data.validation=null", "data.test=null", *rows,
+        f"model.max_length={args.max_length}", f"train.seed={seed}", f"train.mixed_precision={args.precision}",
+        "log.progress=false", f"run.dir={args.out}", f"run.name={name}",
+    ]
+
+
+def score(run_dir: Path, holdout: Path, args) -> dict:
+    """Clean and perturbed accuracy on the holdout."""
+    from lorafit.robustness import evaluate_perturbed
+
+    r = evaluate_perturbed(run_dir, str(holdout), args.perturb, rate=args.rate, seed=0, batch_size=128, dtype="fp32")
+    kind = args.perturb.split(",")[0]
+    return {"accuracy": r["clean"]["accuracy"], "perturbed_accuracy": r["perturbed"][kind]["accuracy"]}
+
+
+def build_teacher_run(args, data) -> tuple[Path, float]:
+    if args.teacher:
+        return Path(args.teacher), float("nan")
+    from lorafit.teacher import build_teacher
+
+    seed = int(args.seeds.split(",")[0])
+    started = time.time()
+    run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher"), *args.teacher_overrides])
+    return run_dir, time.time() - started
+
+
+def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
+    """Train one student; the teacher's inference is timed apart (the store is built first)."""
+    from lorafit.config import as_config
+    from lorafit.data import load_splits
+    from lorafit.teacher import prepare_distillation
+    from lorafit.train import train
+
+    extra = {
+        "student": ["train.teacher=null", "data.unlabeled=null"],
+        "teacher": [f"train.teacher={teacher}", "data.unlabeled=null"],
+        "teacher+unlabeled": [f"train.teacher={teacher}", f"data.unlabeled={data[args.unlabeled]}"],
+    }[recipe]
+    name = "bench-" + recipe.replace("+", "-")
+    cfg = as_config(args.student_config, [*shared_overrides(args, data, seed, name), *args.student_overrides, *extra])
+    teacher_s = 0.0
+    if cfg.train.teacher:
+        started = time.time()
+        prepare_distillation(cfg, load_splits(cfg.data, cfg.train.seed))  # fills the logit store
+        teacher_s = time.time() - started
+    run_dir = train(cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "recipe": recipe, "seed": seed, "run_dir": str(run_dir), "trainable": summary["params"]["trainable"],
+        "steps": summary["final_step"], "student_s": summary["wall_time_s"], "teacher_inference_s": round(teacher_s, 1),
+        "val_accuracy": (summary.get("best_eval") or {}).get("eval_accuracy"),
+        "unlabeled": (summary.get("teacher") or {}).get("unlabeled"),
+        **score(run_dir, data["holdout"], args),
+    }
+
+
+def mean_se(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def markdown(rows: list[dict], teacher: dict) -> str:
+    lines = [
+        "| model | seeds | trainable | train time (s) | teacher inference (s) | holdout acc | perturbed acc | gain over student (acc / perturbed) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| teacher ({teacher['run_dir']}) | 1 | {teacher['trainable']:,} | {teacher['train_s']:.0f} | - | "
+        f"{100 * teacher['accuracy']:.2f} | {100 * teacher['perturbed_accuracy']:.2f} | - |",
+    ]
+    base = {r["seed"]: r for r in rows if r["recipe"] == "student"}
+    for recipe in RECIPES:
+        mine = [r for r in rows if r["recipe"] == recipe]
+        if not mine:
+            continue
+        acc, acc_se = mean_se([100 * r["accuracy"] for r in mine])
+        pert, pert_se = mean_se([100 * r["perturbed_accuracy"] for r in mine])
+        gain = "-"
+        paired = [r for r in mine if r["seed"] in base]
+        if recipe != "student" and paired:
+            g, g_se = mean_se([100 * (r["accuracy"] - base[r["seed"]]["accuracy"]) for r in paired])
+            p, p_se = mean_se([100 * (r["perturbed_accuracy"] - base[r["seed"]]["perturbed_accuracy"]) for r in paired])
+            gain = f"{g:+.2f} ± {g_se:.2f} / {p:+.2f} ± {p_se:.2f}"
+        lines.append(
+            f"| {recipe} | {len(mine)} | {mine[0]['trainable']:,} | {np.mean([r['student_s'] for r in mine]):.0f} | "
+            f"{np.mean([r['teacher_inference_s'] for r in mine]):.0f} | {acc:.2f} ± {acc_se:.2f} | {pert:.2f} ± {pert_se:.2f} | {gain} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="42,43,44", help="student seeds (the teacher trains once, with the first)")
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
+    p.add_argument("--student-config", default=str(REPO / "configs" / "agnews_distill.yaml"))
+    p.add_argument("--student-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--teacher-config", default=str(REPO / "configs" / "agnews_teacher.yaml"))
+    p.add_argument("--teacher-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--teacher", help="an existing teacher run (skips training one; its time is then not reported)")
+    p.add_argument("--unlabeled", choices=["unlabelled", "holdout"], default="unlabelled",
+                   help="unlabelled texts: the pool split off the data (default) or the holdout itself (transductive)")
+    p.add_argument("--holdout-rows", type=int, default=3_000)
+    p.add_argument("--unlabeled-rows", type=int, default=4_000)
+    p.add_argument("--train-rows", type=int, help="cap on the training rows (data.max_train_rows); default all")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--precision", default="auto", help="train.mixed_precision of every run (no = fp32)")
+    p.add_argument("--perturb", default="mixed")
+    p.add_argument("--rate", type=float, default=0.2)
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--out", default=str(REPO / "runs" / "distill"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    data = write_data(args)
+    teacher_dir, teacher_s = build_teacher_run(args, data)
+    t_summary = json.loads((Path(teacher_dir) / "summary.json").read_text())
+    teacher = {"run_dir": str(teacher_dir), "trainable": t_summary["params"]["trainable"],
+               "train_s": teacher_s, **score(Path(teacher_dir), data["holdout"], args)}
+    print(json.dumps({"teacher": teacher}), flush=True)
+    rows = []
+    with open(Path(args.out) / "results.jsonl", "a") as f:
+        f.write(json.dumps({"teacher": teacher, "omp_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for recipe in args.recipes.split(","):
+                row = run_student(args, data, seed, recipe, Path(teacher_dir))
+                rows.append(row)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                print(json.dumps(row), flush=True)
+    print(markdown(rows, teacher))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut) of the code where a silent bug costs users most.
+#
+#     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath
+#
+# e.g. `scripts/mutation.sh pickles params`. For each MODULE it mutates src/lorafit/MODULE.py
+# one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
+# module's FAST tests against every mutant: the test files and deselections listed under
+# [tool.lorafit-mutation] in pyproject.toml, with `-m "not slow"` and the other [tool.mutmut]
+# settings. A mutant is killed when a test fails. At the end it prints, per module,
+# killed / survived / no tests / timeout / checked and the share killed, and lists the survivors;
+# see one with `cd $MUTATION_DIR/MODULE && mutmut show NAME`. The survivors judged equivalent
+# (no test can tell them apart) are listed in docs/mutation.md.
+#
+# Each module runs in its own work folder, $MUTATION_DIR/MODULE (default
+# ${TMPDIR:-/tmp}/lorafit-mutation/MODULE): a copy of src/, tests/ and pyproject.toml with that
+# module's settings, and mutmut's mutants/ folder. A second run tests the mutants of changed
+# functions and re-tests the earlier survivors (a new test may kill them). Environment:
+#   MUTATION_DIR          the work folders' parent (default ${TMPDIR:-/tmp}/lorafit-mutation)
+#   MUTATION_JOBS         mutants tested at once (mutmut --max-children; default 1)
+#   MUTATION_FRESH=1      forget earlier results and test every mutant again
+#   LORAFIT_SHARED_DATA   the shared data folder (default ../shared beside the checkout)
+# Installs mutmut (>=3.8) with pip if it is missing. Mutants run in workers forked from a fork
+# server (process_isolation = "forkserver": torch is not fork-safe) that has imported the tests
+# and lorafit once, so module-level code (tables built at import) runs unmutated: tests that call
+# such functions directly are what check them.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="${MUTATION_DIR:-${TMPDIR:-/tmp}/lorafit-mutation}"
+JOBS="${MUTATION_JOBS:-1}"
+export LORAFIT_SHARED_DATA="${LORAFIT_SHARED_DATA:-$(cd "$REPO/.." && pwd)/shared}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if ! python -c "import mutmut" 2>/dev/null; then
+  python -m pip install --quiet --disable-pip-version-check "mutmut>=3.8"
+fi
+
+modules=("$@")
+if [ ${#modules[@]} -eq 0 ]; then
+  modules=(pickles checkpoint params model fastpath)
+fi
+
+summary=()
+for module in "${modules[@]}"; do
+  dir="$WORK/$module"
+  mkdir -p "$dir"
+  # the copy: src/, tests/, pyproject.toml (mutants/ is kept for incremental runs)
+  rm -rf "$dir/src" "$dir/tests"
+  cp -r "$REPO/src" "$REPO/tests" "$dir/"
+  find "$dir/src" "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
+  python - "$REPO/pyproject.toml" "$dir" "$module" <<'PY'
+import json
+import re
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import toml as tomllib  # mutmut depends on it there
+
+source, work, module = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+text = source.read_text(encoding="utf-8")
+table = (tomllib.loads(text).get("tool") or {}).get("lorafit-mutation") or {}
+if module not in table:
+    sys.exit(f"scripts/mutation.sh: no module {module!r} under [tool.lorafit-mutation] in "
+             f"{source}; choose from {', '.join(sorted(table))}")
+settings = {
+    "only_mutate": [f"src/lorafit/{module}.py"],
+    "pytest_add_cli_args_test_selection": table[module],
+}
+head, sep, mutmut = text.partition("\n[tool.mutmut]\n")
+if not sep:
+    sys.exit(f"scripts/mutation.sh: {source} has no [tool.mutmut] table")
+for key, value in settings.items():
+    line = f"{key} = {json.dumps(value)}"
+    pattern = re.compile(rf"^{key} = .*$", re.M)
+    mutmut = pattern.sub(line, mutmut, count=1) if pattern.search(mutmut) else line + "\n" + mutmut
+(work / "pyproject.toml").write_text(head + sep + mutmut, encoding="utf-8")
+PY
+  echo "== $module: mutating src/lorafit/$module.py in $dir"
+  if [ "${MUTATION_FRESH:-0}" = 1 ]; then rm -rf "$dir/mutants"; fi
+  again=0
+  if [ -e "$dir/mutants/src/lorafit/$module.py.meta" ]; then again=1; fi
+  run_mutmut() {  # progress on a terminal, the last lines otherwise
+    if [ -t 1 ]; then
+      (cd "$dir" && mutmut run --max-children "$JOBS" "$@")
+    else
+      (cd "$dir" && mutmut run --max-children "$JOBS" "$@" 2>&1 | tr '\r' '\n' | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 3)
+    fi
+  }
+  run_mutmut
+  if [ "$again" = 1 ]; then  # earlier survivors, against the current tests
+    mapfile -t earlier < <(cd "$dir" && python - "$module" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+meta = Path("mutants/src/lorafit") / f"{sys.argv[1]}.py.meta"
+for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+    if status_by_exit_code[code] in ("survived", "no tests"):
+        print(key)
+PY
+)
+    if [ ${#earlier[@]} -gt 0 ]; then
+      echo "   re-testing ${#earlier[@]} earlier survivors"
+      run_mutmut "${earlier[@]}" >/dev/null || true
+    fi
+  fi
+  line="$(cd "$dir" && python - "$module" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+module = sys.argv[1]
+meta = Path("mutants/src/lorafit") / f"{module}.py.meta"
+codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+names = {"killed": [], "survived": [], "no tests": [], "timeout": [], "not checked": [], "other": []}
+for key, code in sorted(codes.items()):
+    status = status_by_exit_code[code]  # mutmut's own reading of a worker's exit code
+    names[status if status in names else "other"].append(key)
+total = len(codes)
+checked = total - len(names["not checked"])  # not checked: the run was stopped before them
+killed = len(names["killed"]) + len(names["timeout"])
+share = f"{100 * killed / checked:.1f}%" if checked else "n/a"
+for kind in ("survived", "no tests", "other"):
+    for key in names[kind]:
+        print(f"    {kind}: {key}", file=sys.stderr)  # other: suspicious, segfault, ...
+print(f"{module:<11} killed {len(names['killed']):>4}  survived {len(names['survived']):>4}  "
+      f"no tests {len(names['no tests']):>3}  timeout {len(names['timeout']):>3}  "
+      f"other {len(names['other']):>3}  checked {checked:>4} of {total:>4}  killed share {share}")
+PY
+)"
+  echo "$line"
+  summary+=("$line")
+done
+
+echo
+echo "mutation testing: killed share = (killed + timeout) / checked, per module"
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,49 @@
+"""Training-time augmentation (`data.augment`): perturb a seeded share of the training rows.
+
+    lorafit train --config configs/quickstart.yaml data.augment=typo,synonym data.augment_share=0.5
+
+Once, before tokenising, `load_splits` replaces a seeded `data.augment_share` of the
+training rows by perturbed copies (the kinds of `lorafit.perturb`, taken in turn, each
+touching `data.augment_rate` of a text's words). Replacing rather than appending keeps the
+number of rows, and so the steps and compute, the same as without augmentation; validation
+and test rows are never perturbed.
+
+This is a data stage: it imports the config and the perturbations only, never prediction
+(`lorafit evaluate --perturb`, which needs a model, lives in `lorafit.robustness`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lorafit.config import DataConfig, split_kinds
+from lorafit.errors import UserError
+from lorafit.perturb import perturb_texts
+
+if TYPE_CHECKING:  # not imported at run time: data imports this module
+    from lorafit.data import TextTable
+
+
+def augment_table(table: TextTable, cfg: DataConfig, seed: int) -> TextTable:
+    """A copy of `table` with a seeded `cfg.augment_share` of its rows perturbed.
+
+    `table` itself comes back when `cfg.augment` is off (null or empty).
+    """
+    kinds = split_kinds(cfg.augment)
+    if not kinds:
+        return table
+    rng = np.random.default_rng([seed, 20_06])
+    chosen = rng.permutation(len(table))[: round(cfg.augment_share * len(table))]
+    texts = list(table.texts)
+    for n, kind in enumerate(kinds):
+        rows = chosen[n :: len(kinds)]  # kinds in turn over the shuffled chosen rows
+        try:
+            new = perturb_texts([texts[i] for i in rows], kind, cfg.augment_rate, seed + n)
+        except (ImportError, ValueError) as e:
+            raise UserError(f"data.augment {kind}: {e}") from None
+        for i, text in zip(rows, new):
+            texts[i] = text
+    return dataclasses.replace(table, texts=texts)

@@ -1,0 +1,348 @@
+"""Teacher sources, their checks, and the store of their log-probabilities.
+
+A teacher (`train.teacher`) is one or several of:
+
+- a lorafit run directory (`config.yaml` + `checkpoint-best/`), e.g. made by `lorafit teacher`;
+- a folder made by `lorafit teacher --ensemble RUN...` (`teacher.json` lists the runs);
+- a transformers sequence-classification model folder (`config.json`, weights, tokenizer).
+
+Several members form an ensemble whose prediction is the MEAN OF THE MEMBERS' PROBABILITIES
+(as `lorafit ensemble --method mean`), stored as its logarithm. Log-probabilities serve as
+logits: softmax(log p / T) is the teacher's distribution at temperature T, and for a single
+member it equals softmax(logits / T) exactly (a constant shift per row cancels).
+
+Tokenizers: each member reads the texts with ITS OWN tokenizer and max_length, and the store
+holds one row of probabilities per text, so a teacher with another vocabulary than the
+student's (a 12-layer MPNet teaching MiniLM) is fine. What is refused, with one line, is a
+teacher that cannot serve this student: other label names or another number of labels, a
+folder without a tokenizer or without a padding token, or a tokenizer that cannot read the
+training texts (more than `MAX_UNKNOWN_SHARE` of their tokens become its unknown token).
+
+The store, beside the activation cache (`train.cache_dir`, default `$LORAFIT_CACHE_DIR` or
+~/.cache/lorafit/activations):
+
+    <cache_dir>/teacher/<key>/log_probs.npy   float32 [rows, labels], the texts' order
+    <cache_dir>/teacher/<key>/meta.json       rows, labels, members (written last)
+
+`key` = sha256 over the store format, each member's identity (the digest of its checkpoint
+or model files, its base model, its max_length) and the texts themselves. A folder is built
+under a temporary name and renamed into place, so a crash never leaves a half store that
+looks complete; an unchanged rerun, a resume or a sweep over the student's settings reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lorafit.errors import UserError
+
+log = logging.getLogger("lorafit")
+
+STORE_FORMAT = 1
+#: refuse a teacher tokenizer that maps more than this share of the texts' tokens to unknown
+MAX_UNKNOWN_SHARE = 0.5
+#: texts the tokenizer check reads
+CHECK_ROWS = 256
+#: a model folder holds at least one of these if it holds a tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+#: files of a checkpoint or model folder that do not change what it computes
+IGNORED_FILES = {"README.md", "lorafit_state.json", ".gitattributes"}
+
+
+@dataclass
+class TeacherMember:
+    """One model of a teacher: a lorafit run or a transformers model folder."""
+
+    kind: str  # "run" or "model"
+    path: Path
+    label_names: list[str] | None  # None: a model folder with generic names (LABEL_0, ...)
+    num_labels: int
+    max_length: int
+    base: str  # the run's model.name, or the folder itself
+    params: int | None = None  # total parameters, when the run recorded them
+
+    def digest(self) -> str:
+        """sha256 of the files that decide the member's outputs (weights, tokenizer, config)."""
+        folder = self.path / "checkpoint-best" if self.kind == "run" else self.path
+        h = hashlib.sha256(f"{self.kind}\n{self.base}\n{self.max_length}\n".encode())
+        if self.kind == "run":  # the model section decides the head and pooling around the weights
+            from lorafit.config import config_to_dict, load_config
+
+            model = config_to_dict(load_config(self.path / "config.yaml"))["model"]
+            h.update(json.dumps(model, sort_keys=True).encode())
+        for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in IGNORED_FILES):
+            from lorafit.data import file_digest
+
+            h.update(f"{f.name}:{file_digest(f)}\n".encode())
+        return h.hexdigest()
+
+
+@dataclass
+class Teacher:
+    """The members of a teacher and what the student is compared against."""
+
+    spec: list[str]
+    members: list[TeacherMember]
+    _identity: str | None = field(default=None, repr=False)
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            h = hashlib.sha256()
+            for m in self.members:
+                h.update(m.digest().encode())
+            self._identity = h.hexdigest()
+        return self._identity
+
+    def describe(self) -> dict:
+        """What the run directory records about its teacher."""
+        return {
+            "teacher": list(self.spec),
+            "members": [
+                {"path": str(m.path), "resolved": str(m.path.resolve()), "kind": m.kind, "base_model": m.base,
+                 "max_length": m.max_length, "params": m.params}
+                for m in self.members
+            ],
+            "combine": "mean of the members' probabilities" if len(self.members) > 1 else "single model",
+            "identity": self.identity[:16],
+            "counts_against_budget": False,
+        }
+
+
+# ---------------------------------------------------------------- resolving and checking
+
+
+def resolve_teacher(spec: list[str], label_names: list[str], max_length: int) -> Teacher:
+    """The teacher of `train.teacher`, checked against the student's labels (one-line refusals).
+
+    `max_length` is the student's; a model-folder member reads at most that many tokens (and
+    no more than its position table holds); a run member uses its own model.max_length.
+    """
+    members: list[TeacherMember] = []
+    for item in spec:
+        path = Path(item).expanduser()
+        if (path / "teacher.json").is_file():
+            members += [_member(Path(p), item, max_length) for p in _ensemble_members(path)]
+        else:
+            members.append(_member(path, item, max_length))
+    for m in members:
+        _check_labels(m, label_names)
+    return Teacher(list(spec), members)
+
+
+def _ensemble_members(folder: Path) -> list[str]:
+    try:
+        members = json.loads((folder / "teacher.json").read_text())["members"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"train.teacher {folder}: teacher.json is damaged; rebuild it with `lorafit teacher --ensemble RUN...`") from None
+    if not members:
+        raise UserError(f"train.teacher {folder}: teacher.json lists no runs; rebuild it with `lorafit teacher --ensemble RUN...`")
+    return [m if Path(m).is_absolute() else str(folder / m) for m in members]
+
+
+def _member(path: Path, given: str, student_max_length: int) -> TeacherMember:
+    if (path / "config.yaml").is_file() and (path / "checkpoint-best").is_dir():
+        return _run_member(path)
+    if (path / "config.json").is_file():
+        return _model_member(path, student_max_length)
+    if (path / "config.yaml").is_file():
+        raise UserError(
+            f"train.teacher {given}: the run has no checkpoint-best/ (not finished?); finish it "
+            "with `lorafit train --resume` or choose another teacher"
+        )
+    what = "no such folder" if not path.exists() else "not a lorafit run (config.yaml + checkpoint-best/), a `lorafit teacher --ensemble` folder (teacher.json) or a transformers model folder (config.json)"
+    raise UserError(f"train.teacher {given}: {what}; build one with `lorafit teacher --config FILE`")
+
+
+def _run_member(path: Path) -> TeacherMember:
+    from lorafit.config import load_config
+
+    cfg = load_config(path / "config.yaml")
+    params = None
+    try:
+        params = json.loads((path / "summary.json").read_text())["params"]["total"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = list(cfg.data.label_names)
+    return TeacherMember("run", path, names, len(names), cfg.model.max_length, cfg.model.name, params)
+
+
+def _model_member(path: Path, student_max_length: int) -> TeacherMember:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"train.teacher {path}: config.json is not readable JSON; give a transformers model folder") from None
+    id2label = config.get("id2label") or {}
+    num = len(id2label) if id2label else int(config.get("num_labels", 2))
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)] if id2label else []
+    generic = all(re.fullmatch(r"LABEL_\d+", n) for n in names)
+    positions = int(config.get("max_position_embeddings") or 0)
+    # RoBERTa-style models start positions after the padding index: leave room for it
+    limit = positions - (int(config.get("pad_token_id") or 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert") else 0)
+    max_length = min(student_max_length, limit) if limit > 8 else student_max_length
+    return TeacherMember("model", path, None if generic else names, num, max_length, str(path))
+
+
+def _check_labels(member: TeacherMember, label_names: list[str]) -> None:
+    want = list(label_names)
+    if member.num_labels != len(want):
+        raise UserError(
+            f"train.teacher {member.path}: it predicts {member.num_labels} labels, the student "
+            f"{len(want)} ({', '.join(want)}); use a teacher trained on the same classes"
+        )
+    if member.label_names is not None and member.label_names != want:
+        raise UserError(
+            f"train.teacher {member.path}: its labels {member.label_names} differ from the "
+            f"student's data.label_names {want}; use a teacher trained on the same classes in the same order"
+        )
+
+
+def check_tokenizer(tokenizer, texts: list[str], where: Path) -> None:
+    """Refuse a tokenizer that cannot pad, or that reads most of the texts as unknown tokens."""
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"train.teacher {where}: its tokenizer has no padding token; give a teacher whose tokenizer pads")
+    sample = [t for t in texts[:CHECK_ROWS] if t.strip()]
+    if not sample:
+        return
+    ids = tokenizer(sample, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    if sum(not x for x in ids) > MAX_UNKNOWN_SHARE * len(sample):
+        raise UserError(
+            f"train.teacher {where}: its tokenizer reads most training texts as no tokens at all (an "
+            "empty or foreign vocabulary); use a teacher whose tokenizer fits the texts"
+        )
+    unk = tokenizer.unk_token_id
+    total = sum(len(x) for x in ids)
+    unknown = sum(t == unk for x in ids for t in x) if unk is not None else 0
+    if total and unknown / total > MAX_UNKNOWN_SHARE:
+        raise UserError(
+            f"train.teacher {where}: its tokenizer reads {100 * unknown / total:.0f}% of the training "
+            "texts' tokens as unknown (another vocabulary or language); use a teacher whose tokenizer fits the texts"
+        )
+
+
+# ---------------------------------------------------------------- computing
+
+
+def load_member(member: TeacherMember, device: str):
+    """(model in eval mode, tokenizer) of a member, in fp32."""
+    if member.kind == "run":
+        from lorafit.predict import load_run_model
+
+        model, tokenizer, _ = load_run_model(member.path, device, "fp32")
+        return model, tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if not any((member.path / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would otherwise build an empty tokenizer that reads every text as nothing
+        raise UserError(
+            f"train.teacher {member.path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+            "save the teacher's tokenizer into the folder (tokenizer.save_pretrained)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(member.path)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"train.teacher {member.path}: cannot load its tokenizer ({_first(e)}); the folder needs the tokenizer files") from None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(member.path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UserError(f"train.teacher {member.path}: cannot load it as a sequence classifier ({_first(e)})") from None
+    return model.to(device).eval(), tokenizer
+
+
+def _first(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def member_log_probs(member: TeacherMember, texts: list[str], device: str, batch_size: int) -> np.ndarray:
+    """One member's log-probabilities for `texts` (its own tokenizer and max_length)."""
+    from lorafit.data import TextTable, encode
+    from lorafit.predict import infer_logits
+
+    model, tokenizer = load_member(member, device)
+    check_tokenizer(tokenizer, texts, member.path)
+    encoded = encode(tokenizer, TextTable(list(texts), None, str(member.path)), member.max_length)
+    logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
+    return torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).float().numpy()
+
+
+def combine(log_probs: list[np.ndarray]) -> np.ndarray:
+    """log of the mean of the members' probabilities (one member: itself)."""
+    if len(log_probs) == 1:
+        return log_probs[0]
+    stack = torch.from_numpy(np.stack(log_probs)).double()
+    return (torch.logsumexp(stack, dim=0) - np.log(len(log_probs))).float().numpy()
+
+
+# ---------------------------------------------------------------- the store
+
+
+def texts_digest(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def store_key(teacher: Teacher, texts: list[str]) -> str:
+    lengths = [m.max_length for m in teacher.members]
+    head = json.dumps({"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths})
+    return hashlib.sha256((head + texts_digest(texts)).encode()).hexdigest()[:32]
+
+
+def store_path(teacher: Teacher, texts: list[str], cache_dir: Path) -> Path:
+    return Path(cache_dir) / "teacher" / store_key(teacher, texts)
+
+
+def teacher_log_probs(
+    teacher: Teacher, texts: list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64, accelerator=None
+) -> np.ndarray:
+    """The teacher's log-probabilities for `texts`: from the store, or computed once and stored.
+
+    With several processes the main one computes while the others wait, then all read.
+    """
+    path = store_path(teacher, texts, cache_dir)
+    main = accelerator is None or accelerator.is_local_main_process
+    if main and not (path / "meta.json").is_file():
+        _build(teacher, texts, path, device, batch_size)
+    else:
+        log.info("teacher logits: reusing %s (%d rows)", path, len(texts))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    out = np.load(path / "log_probs.npy")
+    if out.shape[0] != len(texts):
+        raise UserError(f"{path}: holds {out.shape[0]} rows, expected {len(texts)}; delete the folder and run again")
+    return out
+
+
+def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_size: int) -> None:
+    log.info("teacher logits: computing %d rows with %d model(s) into %s", len(texts), len(teacher.members), path)
+    # the teacher's loading (a head's initialisation) must not move the student's random streams
+    with torch.random.fork_rng(devices=[]):
+        parts = [member_log_probs(m, texts, device, batch_size) for m in teacher.members]
+    values = combine(parts).astype(np.float32)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+        np.save(partial / "log_probs.npy", values)
+        meta = {"format": STORE_FORMAT, "rows": len(texts), "labels": int(values.shape[1]), **teacher.describe()}
+        (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        if (path / "meta.json").is_file():  # another process finished the same store first
+            return
+        raise UserError(f"{path}: cannot write the teacher's logits ({e.strerror or e}); free disk space or set train.cache_dir") from None

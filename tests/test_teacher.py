@@ -1,0 +1,428 @@
+"""Teachers (issue 15): the distillation loss, the stored teacher logits, refusals, unlabelled rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lorafit.config import load_config
+from lorafit.data import load_splits
+from lorafit.errors import UserError
+from lorafit.teacher import logits as teacher_logits
+from lorafit.teacher.distill import distillation_loss, prepare_distillation
+from lorafit.teacher.logits import combine, resolve_teacher, teacher_log_probs
+
+LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def _texts(ag_subset, n, start=0):
+    return ag_subset.text.tolist()[start : start + n]
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_distillation_loss_equals_a_hand_computation_on_a_tiny_model(tiny_model, ag_subset):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(_texts(ag_subset, 6), padding=True, truncation=True, max_length=32, return_tensors="pt")
+    student = model(**batch).logits  # one real batch's logits
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 4) * 3
+    labels = torch.tensor([0, 3, -100, 1, -100, 2])  # two unlabelled rows
+    w, T, smooth = 0.3, 2.5, 0.1
+
+    got = distillation_loss(student, labels, teacher, w, T, label_smoothing=smooth)
+
+    # by hand: smoothed cross-entropy over the 4 labelled rows ...
+    lab = torch.tensor([0, 1, 3, 5])
+    logq = student[lab].double().log_softmax(-1)
+    target = torch.full((4, 4), smooth / 4, dtype=torch.float64)
+    target[torch.arange(4), labels[lab]] += 1 - smooth
+    ce = -(target * logq).sum(-1).mean()
+    # ... and the KL of the softened distributions over all 6 rows, times T^2
+    p_t = torch.softmax(teacher.double() / T, -1)
+    log_p_s = torch.log_softmax(student.double() / T, -1)
+    kl = (p_t * (torch.log(p_t) - log_p_s)).sum(-1).mean()
+    want = (1 - w) * ce + w * T * T * kl
+    assert got.item() == pytest.approx(float(want), rel=1e-5)
+
+    got.backward()  # gradients flow to the student's weights
+    assert model.classifier.out_proj.weight.grad is not None
+
+
+def test_loss_with_weight_zero_and_all_rows_labelled_is_the_plain_cross_entropy():
+    torch.manual_seed(1)
+    s, t, y = torch.randn(5, 4), torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
+    plain = torch.nn.functional.cross_entropy(s, y)
+    assert torch.equal(distillation_loss(s, y, t, 0.0, 2.0), plain)
+    # an all-unlabelled batch: only the KL term, and still differentiable
+    s.requires_grad_(True)
+    only_kl = distillation_loss(s, torch.full((5,), -100), t, 0.5, 1.0)
+    only_kl.backward()
+    assert s.grad is not None and only_kl.item() > 0
+
+
+# ---------------------------------------------------------------- the store
+
+
+def test_teacher_logits_are_computed_once_and_reused(tiny_model, ag_subset, tmp_path, monkeypatch):
+    calls = []
+    real = teacher_logits.member_log_probs
+
+    def counting(member, texts, device, batch_size):
+        calls.append(len(texts))
+        return real(member, texts, device, batch_size)
+
+    monkeypatch.setattr(teacher_logits, "member_log_probs", counting)
+    teacher = resolve_teacher([str(tiny_model)], LABELS, 64)
+    texts = _texts(ag_subset, 30)
+
+    first = teacher_log_probs(teacher, texts, tmp_path)
+    (store,) = (tmp_path / "teacher").iterdir()
+    mtime = (store / "log_probs.npy").stat().st_mtime_ns
+    again = teacher_log_probs(resolve_teacher([str(tiny_model)], LABELS, 64), texts, tmp_path)
+
+    assert calls == [30]  # the second run did not call the teacher's forward
+    assert (store / "log_probs.npy").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (30, 4) and np.allclose(np.exp(first).sum(-1), 1, atol=1e-5)
+    assert json.loads((store / "meta.json").read_text())["rows"] == 30
+
+    # other texts or another max_length are another key: computed again
+    teacher_log_probs(teacher, texts[:-1], tmp_path)
+    teacher_log_probs(resolve_teacher([str(tiny_model)], LABELS, 32), texts, tmp_path)
+    assert calls == [30, 29, 30] and len(list((tmp_path / "teacher").iterdir())) == 3
+
+
+def test_changed_teacher_weights_are_another_key(tiny_model, ag_subset, tmp_path):
+    copy = shutil.copytree(tiny_model, tmp_path / "copy")
+    texts = _texts(ag_subset, 5)
+    a = teacher_logits.store_path(resolve_teacher([str(copy)], LABELS, 64), texts, tmp_path)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")  # one byte of the weights differs
+    b = teacher_logits.store_path(resolve_teacher([str(copy)], LABELS, 64), texts, tmp_path)
+    assert a != b
+
+
+def test_an_ensemble_is_the_mean_of_the_members_probabilities():
+    p1 = np.log(np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]], dtype=np.float32))
+    p2 = np.log(np.array([[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2]], dtype=np.float32))
+    got = np.exp(combine([p1, p2]))
+    np.testing.assert_allclose(got, [[0.4, 0.4, 0.1, 0.1], [0.325, 0.225, 0.225, 0.225]], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def _relabelled(tiny_model, tmp_path, names):
+    folder = shutil.copytree(tiny_model, tmp_path / f"teacher-{len(names)}")
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(i): n for i, n in enumerate(names)}
+    config["label2id"] = {n: i for i, n in enumerate(names)}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["World", "Sports", "Business"], "predicts 3 labels, the student 4"),
+        (["Sports", "World", "Business", "Sci/Tech"], "differ from the student's data.label_names"),
+    ],
+)
+def test_a_teacher_with_other_labels_is_refused_in_one_line(tiny_model, tmp_path, names, message):
+    folder = _relabelled(tiny_model, tmp_path, names)
+    with pytest.raises(UserError, match=message) as e:
+        resolve_teacher([str(folder)], LABELS, 64)
+    assert "\n" not in str(e.value) and str(folder) in str(e.value)
+
+
+def test_a_teacher_run_with_other_label_names_is_refused(tmp_path):
+    run = tmp_path / "run-x"
+    (run / "checkpoint-best").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  label_names: [a, b, c, d]\n")
+    with pytest.raises(UserError, match=r"its labels \['a', 'b', 'c', 'd'\] differ"):
+        resolve_teacher([str(run)], LABELS, 64)
+
+
+def test_generic_label_names_of_a_model_folder_are_accepted(tiny_model, tmp_path):
+    folder = _relabelled(tiny_model, tmp_path, ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"])
+    assert resolve_teacher([str(folder)], LABELS, 64).members[0].label_names is None
+
+
+def test_a_teacher_whose_tokenizer_cannot_read_the_texts_is_refused(ag_subset, tmp_path):
+    from lorafit.toy import save_toy_mpnet
+
+    # a vocabulary of two letters: AG News words become its unknown token
+    folder = save_toy_mpnet(tmp_path / "alien", ["qz zq qqz zzq"] * 50, tokenizer_vocab=40)
+    teacher = resolve_teacher([str(folder)], LABELS, 64)
+    with pytest.raises(UserError, match=r"its tokenizer reads \d+% of the training texts' tokens as unknown") as e:
+        teacher_log_probs(teacher, _texts(ag_subset, 20), tmp_path / "cache")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache" / "teacher").exists() or not any((tmp_path / "cache" / "teacher").iterdir())
+
+
+def test_a_teacher_folder_without_a_tokenizer_is_refused(tiny_model, ag_subset, tmp_path):
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, folder / name)
+    teacher = resolve_teacher([str(folder)], LABELS, 64)
+    with pytest.raises(UserError, match="no tokenizer files"):
+        teacher_log_probs(teacher, _texts(ag_subset, 3), tmp_path / "cache")
+
+
+def test_a_folder_that_is_no_teacher_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        resolve_teacher([str(tmp_path / "nope")], LABELS, 64)
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.yaml").write_text("{}\n")
+    with pytest.raises(UserError, match="no checkpoint-best"):
+        resolve_teacher([str(tmp_path / "unfinished")], LABELS, 64)
+
+
+def test_unlabeled_needs_a_teacher_and_keys_are_checked():
+    with pytest.raises(UserError, match="data.unlabeled: needs train.teacher"):
+        load_config(None, ["data.unlabeled=x.csv"])
+    with pytest.raises(UserError, match="train.distill_weight"):
+        load_config(None, ["train.distill_weight=1.5"])
+    with pytest.raises(UserError, match="data.unlabeled_share"):
+        load_config(None, ["data.unlabeled_share=1"])
+    assert load_config(None, ["train.teacher=runs/a,runs/b"]).train.teacher == ["runs/a", "runs/b"]
+    assert load_config(None).train.teacher is None
+
+
+# ---------------------------------------------------------------- unlabelled rows
+
+
+@pytest.fixture
+def unlabeled_setup(tiny_model, small_csv, ag_subset, tmp_path):
+    """A student config on small_csv and an unlabelled file: 10 validation texts, 30 new, 1 empty."""
+    import pandas as pd
+
+    cfg = load_config(None, [
+        f"data.train={small_csv}", "data.val_size=40", "data.test=null", f"model.name={tiny_model}",
+        f"train.teacher={tiny_model}", f"train.cache_dir={tmp_path / 'cache'}",
+    ])
+    val = load_splits(cfg.data, cfg.train.seed)["validation"]
+    used = set(pd.read_csv(small_csv).text)
+    fresh = [t for t in ag_subset.text.tolist()[::-1] if t not in used][:30]
+    texts = val.texts[:10] + fresh + [" "]
+    path = tmp_path / "unlabelled.jsonl"
+    pd.DataFrame({"text": texts, "label": [9] * len(texts)}).to_json(path, orient="records", lines=True)
+    return cfg, path, fresh
+
+
+def test_unlabelled_rows_join_training_and_never_validation(unlabeled_setup):
+    from lorafit.config import as_config
+
+    cfg, path, fresh = unlabeled_setup
+    cfg = as_config(cfg, [f"data.unlabeled={path}"])
+    plain = load_splits(cfg.data, cfg.train.seed)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    d = prepare_distillation(cfg, splits)
+
+    # validation: the very rows of a run without unlabelled texts, and none of them joined
+    assert splits["validation"].texts == plain["validation"].texts
+    np.testing.assert_array_equal(splits["validation"].labels, plain["validation"].labels)
+    n = len(plain["train"])
+    joined = splits["train"].texts[n:]
+    assert sorted(joined) == sorted(fresh) and not set(joined) & set(plain["validation"].texts)
+    assert splits["train"].texts[:n] == plain["train"].texts
+    assert (splits["train"].labels[n:] == -100).all() and (splits["train"].labels[:n] >= 0).all()
+    assert d.log_probs.shape == (n + 30, 4)
+    assert d.unlabeled["dropped_in_validation"] == 10 and d.unlabeled["dropped_empty"] == 1
+    assert d.describe()["unlabeled"]["joined"] == 30
+
+
+def test_a_missing_unlabelled_file_is_refused_naming_the_key(unlabeled_setup, tmp_path):
+    from lorafit.config import as_config
+
+    cfg, _, _ = unlabeled_setup
+    cfg = as_config(cfg, [f"data.unlabeled={tmp_path / 'nope.pkl'}"])
+    with pytest.raises(UserError, match=r"data.unlabeled .*nope.pkl: file not found"):
+        prepare_distillation(cfg, load_splits(cfg.data, cfg.train.seed))
+
+
+def test_unlabelled_confidence_and_share(unlabeled_setup):
+    from lorafit.config import as_config
+
+    cfg, path, fresh = unlabeled_setup
+    base = [f"data.unlabeled={path}"]
+    splits = load_splits(cfg.data, cfg.train.seed)
+    n = len(splits["train"])
+    full = prepare_distillation(as_config(cfg, base), splits)
+    top = np.exp(full.log_probs[n:].max(-1))
+    cut = float(np.median(top))
+    splits = load_splits(cfg.data, cfg.train.seed)
+    d = prepare_distillation(as_config(cfg, [*base, f"data.unlabeled_min_confidence={cut}"]), splits)
+    assert d.unlabeled["joined"] == int((top >= cut).sum()) < 30
+    assert (np.exp(d.log_probs[n:].max(-1)) >= cut).all()
+    # share 0.1 of the training rows: 0.1 / 0.9 * 160 = 18 unlabelled rows, seeded
+    picks = []
+    for _ in range(2):
+        splits = load_splits(cfg.data, cfg.train.seed)
+        d = prepare_distillation(as_config(cfg, [*base, "data.unlabeled_share=0.1"]), splits)
+        picks.append(splits["train"].texts[n:])
+    assert len(picks[0]) == round(0.1 / 0.9 * n) and picks[0] == picks[1]
+
+
+def test_no_teacher_no_distillation(small_csv):
+    cfg = load_config(None, [f"data.train={small_csv}", "data.val_size=40", "data.test=null"])
+    splits = load_splits(cfg.data, cfg.train.seed)
+    assert prepare_distillation(cfg, splits) is None
+
+
+# ---------------------------------------------------------------- lorafit teacher
+
+
+def _tiny_args(tiny_model, small_csv, run_dir):
+    return [
+        f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "data.test=null",
+        "model.max_length=64", "train.max_steps=4", "train.eval_every=4", "train.batch_size=16",
+        "log.progress=false", f"run.dir={run_dir}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def teacher_runs(tiny_model, small_csv, tmp_path_factory):
+    """Two tiny teachers made by `lorafit teacher`: full fine-tuning and a LoRA run."""
+    from lorafit.cli import main
+
+    runs = tmp_path_factory.mktemp("teachers") / "runs"
+    args = _tiny_args(tiny_model, small_csv, runs)
+    assert main(["teacher", *args, "lora.mode=full", "train.lr=1e-3", "run.name=full-teacher"]) == 0
+    assert main(["teacher", *args, "lora.r=4", "train.lr=1e-2", "run.name=lora-teacher"]) == 0
+    return runs
+
+
+def test_lorafit_teacher_trains_a_full_model_with_the_budget_lifted(teacher_runs, tiny_model, small_csv, tmp_path):
+    from lorafit.cli import main
+
+    link = teacher_runs / "full-teacher"
+    assert link.is_symlink() and (link / "checkpoint-best").is_dir()
+    cfg = load_config(link / "config.yaml")
+    assert cfg.lora.mode == "full" and cfg.budget == 10**12
+    summary = json.loads((link / "summary.json").read_text())
+    assert summary["params"]["trainable"] == summary["params"]["total"] > 1_000_000 // 10
+    # the same settings through `lorafit train` stay under the budget: refused
+    args = _tiny_args(tiny_model, small_csv, tmp_path / "runs")
+    assert main(["train", *args, "lora.mode=full", "budget=1000"]) == 2
+    (member,) = resolve_teacher([str(link)], LABELS, 64).members
+    assert member.kind == "run" and member.params == summary["params"]["total"]
+
+
+def test_lorafit_teacher_ensemble_is_the_mean_of_its_runs(teacher_runs, ag_subset, tmp_path):
+    from lorafit.cli import main
+
+    a, b = teacher_runs / "full-teacher", teacher_runs / "lora-teacher"
+    out = tmp_path / "ens"
+    assert main(["teacher", "--ensemble", str(a), str(b), "--output", str(out)]) == 0
+    assert len(json.loads((out / "teacher.json").read_text())["members"]) == 2
+    texts = _texts(ag_subset, 12)
+    both = teacher_log_probs(resolve_teacher([str(out)], LABELS, 64), texts, tmp_path / "c")
+    one = [teacher_log_probs(resolve_teacher([str(r)], LABELS, 64), texts, tmp_path / "c") for r in (a, b)]
+    np.testing.assert_allclose(np.exp(both), (np.exp(one[0]) + np.exp(one[1])) / 2, rtol=1e-4, atol=1e-6)
+    # a list in train.teacher is the same ensemble
+    listed = teacher_log_probs(resolve_teacher([str(a), str(b)], LABELS, 64), texts, tmp_path / "c")
+    np.testing.assert_allclose(listed, both, rtol=1e-6)
+    assert main(["teacher", "--ensemble", str(a)]) == 2  # one run is no ensemble
+
+
+# ---------------------------------------------------------------- training with a teacher
+
+
+@pytest.fixture
+def unlabeled_file(small_csv, ag_subset, tmp_path):
+    import pandas as pd
+
+    used = set(pd.read_csv(small_csv).text)
+    fresh = [t for t in ag_subset.text.tolist()[::-1] if t not in used][:40]
+    path = tmp_path / "unlabelled.csv"
+    pd.DataFrame({"text": fresh}).to_csv(path, index=False)
+    return path
+
+
+def _student_args(tiny_model, small_csv, tmp_path, *extra):
+    return [
+        *_tiny_args(tiny_model, small_csv, tmp_path / "runs"), "train.max_steps=8", "train.eval_every=4",
+        "train.log_every=1", "train.lr=5e-3", f"train.cache_dir={tmp_path / 'cache'}", *extra,
+    ]
+
+
+def _only_run(parent, name):
+    (run,) = [p for p in parent.iterdir() if p.name.startswith(name) and not p.is_symlink()]
+    return run
+
+
+def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
+    teacher_runs, tiny_model, small_csv, unlabeled_file, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    from lorafit.cli import main
+
+    teacher = teacher_runs / "full-teacher"
+    args = _student_args(tiny_model, small_csv, tmp_path, f"train.teacher={teacher}", f"data.unlabeled={unlabeled_file}")
+    assert main(["train", *args, "run.name=first"]) == 0
+    run = _only_run(tmp_path / "runs", "first")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["teacher"]["teacher"] == [str(teacher)] and summary["teacher"]["unlabeled"]["joined"] == 40
+    assert summary["params"]["trainable"] < summary["teacher"]["members"][0]["params"]
+    assert json.loads((run / "model_description.json").read_text())["teacher"]["distill_weight"] == 0.5
+    assert "distilled from the teacher" in (run / "checkpoint-best" / "README.md").read_text()
+    stores = sorted((tmp_path / "cache" / "teacher").iterdir())
+    assert len(stores) == 2  # the labelled training rows and the unlabelled texts
+    mtimes = [(s / "log_probs.npy").stat().st_mtime_ns for s in stores]
+
+    def no_forward(*a, **k):
+        raise AssertionError("the teacher ran again")
+
+    monkeypatch.setattr(teacher_logits, "member_log_probs", no_forward)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lorafit"):
+        assert main(["train", *args, "run.name=second"]) == 0  # a second run reuses the store
+    assert [(s / "log_probs.npy").stat().st_mtime_ns for s in stores] == mtimes
+    assert caplog.text.count("teacher logits: reusing") == 2
+    rows = lambda r: [json.loads(x)["train_loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"train"' in x]  # noqa: E731
+    assert rows(run) == rows(_only_run(tmp_path / "runs", "second"))
+
+
+def test_a_teacher_at_weight_zero_leaves_the_losses_of_no_teacher(teacher_runs, tiny_model, small_csv, tmp_path):
+    from lorafit.cli import main
+
+    args = _student_args(tiny_model, small_csv, tmp_path)
+    assert main(["train", *args, "run.name=plain"]) == 0
+    assert main(["train", *args, f"train.teacher={teacher_runs / 'lora-teacher'}", "train.distill_weight=0", "run.name=zero"]) == 0
+    assert main(["train", *args, f"train.teacher={teacher_runs / 'lora-teacher'}", "train.distill_weight=0.9", "run.name=heavy"]) == 0
+
+    def losses(name):
+        run = _only_run(tmp_path / "runs", name)
+        return [(r["kind"], r.get("train_loss"), r.get("eval_loss")) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+    assert losses("zero") == losses("plain")  # exactly: the teacher moves no random stream
+    assert losses("heavy") != losses("plain")
+
+
+def test_a_run_with_a_teacher_resumes_exactly(teacher_runs, tiny_model, small_csv, unlabeled_file, tmp_path, monkeypatch):
+    from lorafit.train import train
+
+    from .test_resume import assert_same_run, crash_at, resumable_overrides
+
+    parent = tmp_path / "ref"
+    extra = [f"train.teacher={teacher_runs / 'full-teacher'}", f"data.unlabeled={unlabeled_file}",
+             f"train.cache_dir={tmp_path / 'cache'}", "train.max_steps=12", "train.keep_last=100"]
+    reference = train(None, [*resumable_overrides(tiny_model, small_csv, parent), *extra])
+    run = Path(shutil.copytree(reference, tmp_path / "run", symlinks=True))
+    crash_at(run, 6)
+    monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
+    assert train(resume=run) == run
+    assert_same_run(run, reference)
