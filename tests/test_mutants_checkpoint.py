@@ -101,10 +101,11 @@ def test_without_best_weights_there_is_no_best_file(tmp_path):
 
 
 def test_optimizer_values_that_are_not_tensors_survive(tmp_path):
-    opt = {"state": {0: {"step": 3, "exp_avg": torch.ones(2)}, 1: {"step": 4}},
+    opt = {"state": {0: {"step": 3, "exp_avg": torch.ones(2), "ema.slow": torch.zeros(1)}, 1: {"step": 4}},
            "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}]}
     saved = load_training_state(_save(tmp_path, 1, optimizer_state=opt))["optimizer"]
     assert saved["state"][0]["step"] == 3 and torch.equal(saved["state"][0]["exp_avg"], torch.ones(2))
+    assert torch.equal(saved["state"][0]["ema.slow"], torch.zeros(1))  # a dotted key stays whole
     assert saved["state"][1] == {"step": 4}
     assert saved["param_groups"] == [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}]
 

@@ -118,12 +118,12 @@ bias            lora_only
 
 
 def test_an_over_budget_low_rank_head_description():
-    d = _description("model.head=lowrank", "model.head_rank=8", "lora.layers=11", "lora.r=64",
+    d = _description("model.head=lowrank", "model.head_rank=8", "model.pooling=mean", "lora.layers=11", "lora.r=64",
                      "lora.target_modules=[query,key,value,dense]", "budget=100000")
     assert d["head_rank"] == 8 and not d["fits_budget"]
     assert d["params"]["trainable"] == 16_132 + 64 * (3 * 1536 + 1536 + 2 * (768 + 3072))  # dense: 3 of them
     text = description_text(d)
-    assert "labels       4   head: lowrank   pooling: first\n" in text
+    assert "labels       4   head: lowrank   pooling: mean\n" in text
     assert f"budget            100,000  -> OVER BUDGET ({100_000 - d['params']['trainable']:+,} left)\n" in text
     assert "  layer  11  query: 98,304, key: 98,304, value: 98,304, dense: 589,824   (r=64, alpha=16.0, dropout=0.1)\n" in text
     assert text.endswith("target modules  dense, key, query, value\nbias            none\n")
