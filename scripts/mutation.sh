@@ -7,7 +7,8 @@
 # one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
 # module's FAST tests against every mutant: the test files and deselections listed under
 # [tool.lorafit-mutation] in pyproject.toml, with `-m "not slow"` and the other [tool.mutmut]
-# settings. A mutant is killed when a test fails. At the end it prints, per module,
+# settings; for a module listed under [tool.lorafit-mutation.functions], only those functions'
+# mutants (all of them, every run). A mutant is killed when a test fails. At the end it prints, per module,
 # killed / survived / no tests / timeout / checked and the share killed, and lists the survivors;
 # see one with `cd $MUTATION_DIR/MODULE && mutmut show NAME`. The survivors judged equivalent
 # (no test can tell them apart) are listed in docs/mutation.md.
@@ -62,9 +63,13 @@ except ModuleNotFoundError:  # Python 3.10
 source, work, module = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 text = source.read_text(encoding="utf-8")
 table = (tomllib.loads(text).get("tool") or {}).get("lorafit-mutation") or {}
+functions = table.pop("functions", {})
 if module not in table:
     sys.exit(f"scripts/mutation.sh: no module {module!r} under [tool.lorafit-mutation] in "
              f"{source}; choose from {', '.join(sorted(table))}")
+# [tool.lorafit-mutation.functions]: only these functions' mutants (mutmut names them so)
+globs = [f"lorafit.{module}.x_{name}__mutmut_*" for name in functions.get(module, [])]
+(work / "mutation-functions.txt").write_text("".join(g + "\n" for g in globs), encoding="utf-8")
 settings = {
     "only_mutate": [f"src/lorafit/{module}.py"],
     "pytest_add_cli_args_test_selection": table[module],
@@ -89,8 +94,14 @@ PY
       (cd "$dir" && mutmut run --max-children "$JOBS" "$@" 2>&1 | tr '\r' '\n' | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 3)
     fi
   }
-  run_mutmut
-  if [ "$again" = 1 ]; then  # earlier survivors, against the current tests
+  mapfile -t only < "$dir/mutation-functions.txt"
+  if [ ${#only[@]} -gt 0 ]; then  # some functions only: all their mutants, every time
+    echo "   only the ${#only[@]} functions listed under [tool.lorafit-mutation.functions]"
+    run_mutmut "${only[@]}" | grep -v '^🎉 \|^🙁 \|^🫥 \|^⏰ \|^🤔 \|^🔇 ' || true  # not the per-mutant list
+  else
+    run_mutmut
+  fi
+  if [ "$again" = 1 ] && [ ${#only[@]} -eq 0 ]; then  # earlier survivors, against the current tests
     mapfile -t earlier < <(cd "$dir" && python - "$module" <<'PY'
 import json
 import sys
@@ -109,7 +120,8 @@ PY
       run_mutmut "${earlier[@]}" >/dev/null || true
     fi
   fi
-  line="$(cd "$dir" && python - "$module" <<'PY'
+  line="$(cd "$dir" && python - "$module" "${only[@]}" <<'PY'
+import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -119,6 +131,8 @@ from mutmut.stats import status_by_exit_code
 module = sys.argv[1]
 meta = Path("mutants/src/lorafit") / f"{module}.py.meta"
 codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+if sys.argv[2:]:  # some functions only
+    codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in sys.argv[2:])}
 names = {"killed": [], "survived": [], "no tests": [], "timeout": [], "not checked": [], "other": []}
 for key, code in sorted(codes.items()):
     status = status_by_exit_code[code]  # mutmut's own reading of a worker's exit code

@@ -231,3 +231,52 @@ def test_trim_metrics_keeps_train_and_eval_rows_up_to_the_step(tmp_path):
     path.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n" + '{"kind": "tr')
     assert trim_metrics(path, 3) == 3  # a bad line is skipped, not the end of the file
     assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows[:3])
+
+
+def test_a_damaged_checkpoint_message_is_one_line_even_for_odd_errors(tmp_path, monkeypatch):
+    path = _save(tmp_path, 9)
+    for error, shown in [(RuntimeError(), "RuntimeError: "), (RuntimeError("first\nsecond"), "RuntimeError: first")]:
+        def fail(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(ckpt, "load_file", fail)
+        with pytest.raises(UserError) as e:
+            load_training_state(path)
+        assert str(e.value) == f"{path}: damaged checkpoint ({shown}); delete {path} to resume from the one before"
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL in the middle of a save (not an Exception: nothing cleans up)."""
+
+
+def test_a_save_killed_midway_leaves_a_tmp_folder_that_is_ignored_then_removed(tmp_path, monkeypatch):
+    _save(tmp_path, 1)
+    write = ckpt._write_parts
+
+    def killed(tmp, *args):
+        write(tmp, *args)
+        raise _Killed
+
+    monkeypatch.setattr(ckpt, "_write_parts", killed)
+    with pytest.raises(_Killed):
+        _save(tmp_path, 2)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002.tmp"]
+    assert latest_checkpoint(tmp_path) == root / "step-000001"  # complete files, but never renamed
+    monkeypatch.undo()
+    _save(tmp_path, 2)  # the same step again: the leftover is replaced
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
+
+
+def test_an_unwritable_run_folder_is_a_user_error(tmp_path):
+    run = tmp_path / "run"
+    run.write_text("a file where the run folder should be")
+    with pytest.raises(UserError, match=r"cannot write the checkpoint \(.+\); free disk space"):
+        _save(run, 1)
+
+
+def test_pruning_tolerates_checkpoints_another_process_removed(tmp_path, monkeypatch):
+    kept = _save(tmp_path, 3)
+    gone = [tmp_path / "checkpoints" / "step-000001", tmp_path / "checkpoints" / "step-000002"]
+    monkeypatch.setattr(ckpt, "complete_checkpoints", lambda run_dir: [*gone, kept])
+    prune_checkpoints(tmp_path, 1)  # no error for the vanished ones
+    assert kept.is_dir()

@@ -87,6 +87,9 @@ def test_a_section_outside_the_adapted_layers_is_refused():
     with pytest.raises(UserError) as e:
         layer_settings(_cfg("lora.layers=9-12"), 12)
     assert str(e.value) == "lora.layers: layer 12 is out of range; the model has layers 0-11"
+    with pytest.raises(UserError) as e:
+        layer_settings(_cfg("lora.layers=all", "lora.sections=[{layers: 11-12, r: 2}]"), 12)
+    assert str(e.value) == "lora.sections[0].layers: layer 12 is out of range; the model has layers 0-11"
 
 
 def test_the_peft_config_carries_patterns_only_where_a_layer_differs():
@@ -102,9 +105,9 @@ def test_the_peft_config_carries_patterns_only_where_a_layer_differs():
     assert pc.rank_pattern == {_pattern(10, "query"): 4, _pattern(10, "value"): 4}
     assert pc.alpha_pattern == {_pattern(11, "query"): 32, _pattern(11, "value"): 32}
     assert (pc.use_dora, pc.use_rslora) == (False, False)
-    every = peft_lora_config(_cfg("lora.layers=all", "lora.use_rslora=true"), model_config)
+    every = peft_lora_config(_cfg("lora.layers=all", "lora.use_rslora=true", "lora.use_dora=true"), model_config)
     assert every.layers_to_transform is None and every.layers_pattern is None
-    assert every.rank_pattern == {} and every.alpha_pattern == {} and every.use_rslora
+    assert every.rank_pattern == {} and every.alpha_pattern == {} and every.use_rslora and every.use_dora
     assert sorted(every.target_modules) == ["query", "value"]  # roberta's default targets
     first11 = peft_lora_config(_cfg("lora.layers=0-10"), model_config)
     assert first11.layers_to_transform == list(range(11))  # not all 12: the list is kept
@@ -184,7 +187,7 @@ def test_linear_modules_outside_the_layers_are_listed_after_them():
         def __init__(self):
             super().__init__()
             self.encoder = nn.Module()
-            self.encoder.layer = nn.ModuleList([nn.Module(), nn.Module()])
+            self.encoder.layer = nn.ModuleList([nn.Module(), nn.Module(), nn.Module()])
             for block in self.encoder.layer:
                 block.q = nn.Linear(2, 2)
                 block.ff = nn.Sequential(nn.Linear(2, 2))
@@ -194,6 +197,7 @@ def test_linear_modules_outside_the_layers_are_listed_after_them():
 
     wrapped = nn.Module()
     wrapped.model = Tiny()
-    assert layer_module_names(wrapped) == ["q", "ff.0", "pooler.dense"]
-    with pytest.raises(UserError, match=r"^lora.target_modules: value not in this tiny model; its linear modules per layer: q, ff.0, pooler.dense$"):
+    wrapped.proj = nn.Linear(2, 2)  # a linear module at the top: named as it is
+    assert layer_module_names(wrapped) == ["q", "ff.0", "pooler.dense", "proj"]  # the first layer's, once
+    with pytest.raises(UserError, match=r"^lora.target_modules: value not in this tiny model; its linear modules per layer: q, ff.0, pooler.dense, proj$"):
         check_target_modules(wrapped, ["q", "value"], "tiny")

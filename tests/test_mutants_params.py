@@ -191,3 +191,9 @@ def test_describe_from_a_yaml_file_writes_both_files(tmp_path):
     again = describe(config, ["lora.r=2"], output_dir=out)  # the folder exists: rewritten
     assert json.loads((out / "model_description.json").read_text()) == again != d
     assert describe(load_config(str(config))) == describe(config) and not (tmp_path / "model_description.json").exists()
+
+
+def test_the_head_rank_is_shown_for_the_heads_that_have_one():
+    assert _description("model.head=dense_lora", "model.head_rank=8")["head_rank"] == 8
+    assert _description("model.head=lowrank", "model.head_rank=4")["head_rank"] == 4
+    assert _description("model.head=full", "model.head_rank=8")["head_rank"] is None

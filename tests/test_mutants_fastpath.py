@@ -1,0 +1,187 @@
+"""The activation cache's small decisions (lorafit.fastpath), pinned directly: where the cache
+lives, when `auto` builds one, the disk check and its message, batching by tokens, and which
+half-built folders are removed. What mutation testing (`scripts/mutation.sh fastpath`) checks
+for this module; the cached forward itself is tested by training in tests/test_fastpath.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lorafit import fastpath
+from lorafit.config import load_config
+from lorafit.errors import UserError
+from lorafit.fastpath import (
+    _agree_on_dtype,
+    _alive,
+    _gb,
+    _is_complete,
+    _not_worth_it,
+    _remove_dead_partials,
+    _token_batches,
+    check_disk,
+    default_cache_dir,
+    first_adapted_layer,
+    storage_for,
+)
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORAFIT_CACHE_DIR", "~/my-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == Path("~/my-cache").expanduser()
+    monkeypatch.setenv("LORAFIT_CACHE_DIR", "")
+    assert default_cache_dir() == tmp_path / "xdg" / "lorafit" / "activations"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "lorafit" / "activations"
+
+
+def test_storage_and_the_first_adapted_layer():
+    assert storage_for("no") == "fp32" and storage_for("bf16") == "fp16" and storage_for("fp16") == "fp16"
+    cfg = load_config(None, ["model.name=roberta-base", "lora.layers=[4,9,11]"])
+    assert first_adapted_layer(cfg, 12) == 4
+    assert first_adapted_layer(load_config(None, ["model.name=roberta-base", "lora.layers=all"]), 12) == 0
+
+
+def _train(**kw):
+    t = {"max_steps": 0, "batch_size": 16, "grad_accum": 1, "epochs": 1.0, **kw}
+    return SimpleNamespace(train=SimpleNamespace(**t))
+
+
+def test_auto_caches_only_when_every_row_is_read():
+    assert _not_worth_it(_train(epochs=1.0), 1000, 1) is None
+    assert _not_worth_it(_train(epochs=0.5), 1000, 1) == "the run reads 500 rows, fewer than the 1000 a cache would hold"
+    assert _not_worth_it(_train(max_steps=10, batch_size=10), 100, 1) is None  # exactly every row
+    assert _not_worth_it(_train(max_steps=9, batch_size=10), 100, 1) == (
+        "the run reads 90 rows, fewer than the 100 a cache would hold")
+    assert _not_worth_it(_train(max_steps=5, batch_size=10), 100, 2) is None  # 5 x 10 x 2 processes
+    assert _not_worth_it(_train(max_steps=5, batch_size=5, grad_accum=2), 100, 2) is None
+    assert _not_worth_it(_train(max_steps=5, batch_size=5, grad_accum=2), 101, 2) is not None
+
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def test_the_disk_check_keeps_ten_percent_headroom(monkeypatch, tmp_path):
+    seen = []
+
+    def usage(path):
+        seen.append(Path(path))
+        return Usage(0, 0, 1_100)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    target = tmp_path / "not" / "made" / "yet"
+    check_disk(target, 1_000)  # 1,000 x 1.1 = 1,100: fits exactly
+    assert seen == [tmp_path]  # the nearest folder that exists
+    with pytest.raises(UserError) as e:
+        check_disk(target, 1_001)
+    assert str(e.value).startswith(f"train.cache_dir {target}: the activation cache needs about 0.0 MB")
+    assert not target.exists()
+
+
+def test_sizes_read_in_megabytes_then_gigabytes():
+    assert _gb(2**20) == "1.0 MB"
+    assert _gb(2**27 - 1) == "128.0 MB"
+    assert _gb(2**27) == "0.12 GB"
+    assert _gb(3 * 2**30) == "3.00 GB"
+
+
+def test_the_disk_message_names_both_sizes(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(0, 0, 2**30))
+    with pytest.raises(UserError) as e:
+        check_disk(tmp_path, 2**31)
+    assert str(e.value) == (
+        f"train.cache_dir {tmp_path}: the activation cache needs about 2.20 GB but only 1.00 GB "
+        "are free there; free some space, point train.cache_dir at a bigger disk, or set "
+        "train.cache_activations=false"
+    )
+
+
+def test_batches_hold_at_most_the_token_budget():
+    lengths = np.array([10, 50, 20, 0, 30])
+    order = np.array([1, 4, 2, 0, 3])  # longest first
+    got = [b.tolist() for b in _token_batches(order, lengths, 100)]
+    assert got == [[1, 4], [2, 0, 3]]  # 2 x 50; then 20 wide: up to 5 rows
+    assert [b.tolist() for b in _token_batches(order, lengths, 40)] == [[1], [4], [2, 0], [3]]
+    assert [b.tolist() for b in _token_batches(np.array([3]), lengths, 1)] == [[3]]  # empty row: width 1
+    assert _token_batches(np.array([], dtype=int), lengths, 100) == []
+    empty = np.zeros(5, dtype=int)  # empty texts count as one token wide
+    assert [b.tolist() for b in _token_batches(np.arange(5), empty, 4)] == [[0, 1, 2, 3], [4]]
+
+
+def test_one_process_keeps_its_own_dtype():
+    one = SimpleNamespace(num_processes=1)
+    assert _agree_on_dtype("fp16", one) == "fp16" and _agree_on_dtype("bf16", one) == "bf16"
+
+
+class _TwoProcesses:
+    """An accelerator whose other process stored `other`; reduce adds that process's flag."""
+
+    num_processes = 2
+
+    def __init__(self, other: str, device: str = "cpu"):
+        self.other, self.device = other, torch.device(device)
+
+    def reduce(self, flag, reduction):
+        assert flag.device == self.device and flag.shape == (1,) and reduction == "sum"
+        if flag.is_meta:  # only where the flag was made is checked
+            return torch.zeros(1)
+        self.sent = float(flag)  # what the other process learns from this one
+        return flag + (1.0 if self.other == "bf16" else 0.0)
+
+
+def test_any_process_overflowing_makes_every_process_bf16():
+    for mine, other, want in [("fp16", "fp16", "fp16"), ("fp16", "bf16", "bf16"),
+                              ("bf16", "fp16", "bf16"), ("fp32", "fp32", "fp32")]:
+        accelerator = _TwoProcesses(other)
+        assert _agree_on_dtype(mine, accelerator) == want, (mine, other)
+        assert (accelerator.sent > 0) == (mine == "bf16"), (mine, accelerator.sent)  # tells the others
+    assert _agree_on_dtype("fp16", _TwoProcesses("fp16", device="meta")) == "fp16"
+
+
+def test_only_dead_processes_half_built_folders_are_removed(tmp_path):
+    """Only processes this test started are looked at (a mutant may signal them)."""
+    path = tmp_path / "abc123"
+    host = socket.gethostname()
+    dead, other_dead = (subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(2))
+    dead.wait()
+    other_dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {
+            "mine": tmp_path / f".abc123.partial-{host}-{other_dead.pid}",  # this run's own: kept
+            "dead": tmp_path / f".abc123.partial-{host}-{dead.pid}",
+            "alive": tmp_path / f".abc123.partial-{host}-{alive.pid}",
+            "other host": tmp_path / f".abc123.partial-elsewhere-{dead.pid}",
+            "other key": tmp_path / f".abc999.partial-{host}-{dead.pid}",
+            "odd": tmp_path / f".abc123.partial-{host}-12x",
+        }
+        for folder in folders.values():
+            folder.mkdir()
+        assert _alive(alive.pid) and not _alive(dead.pid)
+        _remove_dead_partials(path, folders["mine"])
+        assert {k for k, f in folders.items() if f.exists()} == {"mine", "alive", "other host", "other key", "odd"}
+        assert alive.poll() is None  # looked at, not signalled
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_cache_is_complete_when_its_meta_file_is_there(tmp_path):
+    assert not _is_complete(tmp_path)
+    (tmp_path / "meta.json").mkdir()
+    assert not _is_complete(tmp_path)  # a folder of that name is not the file
+    (tmp_path / "meta.json").rmdir()
+    (tmp_path / "meta.json").write_text("{}")
+    assert _is_complete(tmp_path)
+    assert fastpath.DISK_HEADROOM == 0.10
