@@ -9,8 +9,9 @@ Data, from `../shared/data/ag_news/train_subset.csv` (23,696 real rows), written
 `--out`/data/ once: a stratified, seeded (seed 0) HOLDOUT of `--holdout-rows` rows that no
 model trains on or selects a checkpoint with (every accuracy below is on it); an UNLABELLED
 pool of `--unlabeled-rows` other rows whose labels are thrown away; the rest is the
-LABELLED file both teacher and students train on (each splits its own validation rows off
-as its config says). `--unlabeled holdout` uses the holdout texts themselves as the
+LABELLED file both teacher and students train on, less `--val-rows` VALIDATION rows (seed 0)
+that every run selects its checkpoint on. Every seed trains on the same texts, so the
+teacher's logits for them are computed once and reused by every student. `--unlabeled holdout` uses the holdout texts themselves as the
 unlabelled texts instead: transductive use of the file to be predicted, as the competition
 allows (its labels are never read).
 
@@ -32,9 +33,10 @@ and the paired gains over `student`. Rows go to `--out`/results.jsonl; a markdow
 printed. Smoke test (a couple of minutes, figures meaningless):
 
     OMP_NUM_THREADS=1 python benchmarks/distill.py --seeds 1,2,3 --train-rows 160 \
-        --holdout-rows 120 --unlabeled-rows 120 --max-length 32 --out /tmp/distill-smoke \
-        --teacher-config configs/agnews_best.yaml --teacher-overrides lora.r=4 train.max_steps=5 \
-        data.val_size=40 --student-overrides train.max_steps=5 train.eval_every=5 data.val_size=40
+        --holdout-rows 120 --unlabeled-rows 120 --val-rows 40 --max-length 32 \
+        --out /tmp/distill-smoke --teacher-config configs/agnews_best.yaml \
+        --teacher-overrides lora.r=4 train.max_steps=5 \
+        --student-overrides train.max_steps=5 train.eval_every=5
 """
 
 from __future__ import annotations
@@ -59,23 +61,40 @@ def write_data(args) -> dict[str, Path]:
     from sklearn.model_selection import train_test_split
 
     folder = Path(args.out) / "data"
-    paths = {k: folder / f"{k}.csv" for k in ("holdout", "unlabelled", "labelled")}
+    paths = {k: folder / f"{k}.csv" for k in ("holdout", "unlabelled", "labelled", "validation")}
     if all(p.exists() for p in paths.values()):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.read_csv(args.data)[["text", "label"]]
-    rest, holdout = train_test_split(frame, test_size=args.holdout_rows, random_state=0, stratify=frame.label)
-    labelled, unlabelled = train_test_split(rest, test_size=args.unlabeled_rows, random_state=0, stratify=rest.label)
+    if args.teacher_split:  # the existing teacher's own split: holdout = its validation rows
+        teacher_splits = _run_splits(Path(args.teacher))
+        holdout = pd.DataFrame({"text": teacher_splits["validation"].texts, "label": teacher_splits["validation"].labels})
+        labelled = pd.DataFrame({"text": teacher_splits["train"].texts, "label": teacher_splits["train"].labels})
+        unlabelled = holdout.iloc[:0]
+    else:
+        frame = pd.read_csv(args.data)[["text", "label"]]
+        rest, holdout = train_test_split(frame, test_size=args.holdout_rows, random_state=0, stratify=frame.label)
+        labelled, unlabelled = train_test_split(rest, test_size=args.unlabeled_rows, random_state=0, stratify=rest.label)
+    labelled, validation = train_test_split(labelled, test_size=args.val_rows, random_state=0, stratify=labelled.label)
     holdout.to_csv(paths["holdout"], index=False)
+    validation.to_csv(paths["validation"], index=False)
     unlabelled[["text"]].to_csv(paths["unlabelled"], index=False)
     labelled.to_csv(paths["labelled"], index=False)
     return paths
 
 
+def _run_splits(run_dir: Path) -> dict:
+    """The training and validation rows a run was trained and selected on (its config, its seed)."""
+    from lorafit.config import load_config
+    from lorafit.data import load_splits
+
+    cfg = load_config(run_dir / "config.yaml")
+    return load_splits(cfg.data, cfg.train.seed)
+
+
 def shared_overrides(args, data: dict[str, Path], seed: int, name: str) -> list[str]:
     rows = [f"data.max_train_rows={args.train_rows}"] if args.train_rows else []
     return [
-        f"data.train={data['labelled']}", "data.validation=null", "data.test=null", *rows,
+        f"data.train={data['labelled']}", f"data.validation={data['validation']}", "data.test=null", *rows,
         f"model.max_length={args.max_length}", f"train.seed={seed}", f"train.mixed_precision={args.precision}",
         "log.progress=false", f"run.dir={args.out}", f"run.name={name}",
     ]
@@ -85,14 +104,15 @@ def score(run_dir: Path, holdout: Path, args) -> dict:
     """Clean and perturbed accuracy on the holdout."""
     from lorafit.robustness import evaluate_perturbed
 
-    r = evaluate_perturbed(run_dir, str(holdout), args.perturb, rate=args.rate, seed=0, batch_size=128, dtype="fp32")
+    r = evaluate_perturbed(run_dir, str(holdout), args.perturb, rate=args.rate, seed=0, batch_size=128, dtype=args.score_dtype)
     kind = args.perturb.split(",")[0]
     return {"accuracy": r["clean"]["accuracy"], "perturbed_accuracy": r["perturbed"][kind]["accuracy"]}
 
 
 def build_teacher_run(args, data) -> tuple[Path, float]:
-    if args.teacher:
-        return Path(args.teacher), float("nan")
+    if args.teacher:  # trained before: the time its own run recorded
+        summary = json.loads((Path(args.teacher) / "summary.json").read_text())
+        return Path(args.teacher), float(summary.get("wall_time_s", float("nan")))
     from lorafit.teacher import build_teacher
 
     seed = int(args.seeds.split(",")[0])
@@ -171,14 +191,19 @@ def parse_args(argv=None):
     p.add_argument("--student-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--teacher-config", default=str(REPO / "configs" / "agnews_teacher.yaml"))
     p.add_argument("--teacher-overrides", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--teacher", help="an existing teacher run (skips training one; its time is then not reported)")
+    p.add_argument("--teacher", help="an existing teacher run (skips training one; its time is its summary's wall time)")
+    p.add_argument("--teacher-split", action="store_true",
+                   help="with --teacher: the holdout is the teacher run's own validation rows, the labelled rows its "
+                        "training rows, and the unlabelled texts the holdout's (transductive; --unlabeled holdout)")
     p.add_argument("--unlabeled", choices=["unlabelled", "holdout"], default="unlabelled",
                    help="unlabelled texts: the pool split off the data (default) or the holdout itself (transductive)")
     p.add_argument("--holdout-rows", type=int, default=3_000)
     p.add_argument("--unlabeled-rows", type=int, default=4_000)
+    p.add_argument("--val-rows", type=int, default=2_000, help="validation rows (checkpoint choice), the same for every seed")
     p.add_argument("--train-rows", type=int, help="cap on the training rows (data.max_train_rows); default all")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--precision", default="auto", help="train.mixed_precision of every run (no = fp32)")
+    p.add_argument("--score-dtype", default="auto", help="weights' dtype when scoring the holdout: fp32, bf16 or auto")
     p.add_argument("--perturb", default="mixed")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--data", default=str(DATA))
@@ -191,6 +216,10 @@ def main(argv=None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    if args.teacher_split:
+        if not args.teacher:
+            sys.exit("distill: --teacher-split needs --teacher RUN_DIR")
+        args.unlabeled = "holdout"
     data = write_data(args)
     teacher_dir, teacher_s = build_teacher_run(args, data)
     t_summary = json.loads((Path(teacher_dir) / "summary.json").read_text())

@@ -225,6 +225,22 @@ def part_usual(args, out: Path) -> list[dict]:
     return [usual, ours]
 
 
+def machine_speed() -> dict:
+    """This machine's 2048 x 2048 matmul rate now (TFLOP/s), fp32 and bf16: the figures' scale.
+
+    The machine is shared: the same run takes longer when the host is busy, and the matmul
+    rate measured before and after the parts tells how busy it was.
+    """
+    import torch
+
+    from lorafit.flops import measure_matmul_flops
+
+    return {
+        name: round(measure_matmul_flops(dtype, n=2048, seconds=3.0) / 1e12, 3)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| part | trainable | steps | wall (s) | val acc | perturbed acc | note |",
@@ -279,6 +295,8 @@ def main(argv=None) -> list[dict]:
         tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=out)
     )  # never reuse a cache
     rows: list[dict] = []
+    speed = {"before": machine_speed()}
+    print(f"matmul TFLOP/s before: {speed['before']}", flush=True)
     if args.part in ("seed", "all"):
         rows.append(part_seed(args, out))
     if args.part in ("best", "all"):
@@ -288,11 +306,13 @@ def main(argv=None) -> list[dict]:
     command = "python benchmarks/mpnet_proxy.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
+    speed["after"] = machine_speed()
     (out / "mpnet_proxy.json").write_text(
-        json.dumps({"command": command, "rows": rows}, indent=2) + "\n"
+        json.dumps({"command": command, "rows": rows, "matmul_tflops": speed}, indent=2) + "\n"
     )
     print(
-        f"\n{command}\n(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs)\n"
+        f"\n{command}\n(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs; "
+        f"2048x2048 matmul TFLOP/s before {speed['before']}, after {speed['after']})\n"
     )
     print(table(rows))
     print(f"\nwritten: {out / 'mpnet_proxy.json'}")

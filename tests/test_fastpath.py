@@ -113,6 +113,20 @@ def test_cached_forward_matches_the_whole_model(
     forward = make_forward(plan, model, encoded, tokenizer.pad_token_id, _accelerator())
     assert forward.cached and forward.cache.meta["dtype"] == "fp32"  # an fp32 run
     assert_cached_logits_match(forward, model, encoded, tokenizer.pad_token_id)
+    assert_eval_prefix_matches(forward, model, encoded, tokenizer.pad_token_id)
+
+
+def assert_eval_prefix_matches(forward, model, encoded, pad_id, rtol=1e-5):
+    """Evaluations on the stored validation prefix give the whole model's logits, twice."""
+    from lorafit.predict import infer_logits
+
+    prefix = fastpath.EvalPrefix(forward.trunk, forward.prefix, pad_id, _accelerator())
+    model.eval()
+    whole = infer_logits(model, encoded, 16, pad_id, "cpu")
+    scale = float(np.abs(whole).max())
+    for _ in range(2):  # computed, then read back
+        ours = prefix.logits(model, encoded, 16)
+        assert scale > 0 and float(np.abs(ours - whole).max()) <= rtol * scale
 
 
 def assert_cached_logits_match(forward, model, encoded, pad_id, rtol=1e-5):
@@ -764,3 +778,41 @@ def test_real_mpnet_cache_on_and_off_give_the_same_run(small_csv, tmp_path):
     )
     assert len(on) == len(off) >= 9
     np.testing.assert_allclose(on, off, rtol=1e-4, atol=0)
+
+
+def test_evaluations_reuse_the_validation_prefix(tiny_model, small_csv, tmp_path, monkeypatch):
+    """With the cache on, the validation rows go through the frozen prefix once (the first
+    evaluation), never through the whole model; the metrics are the whole model's (cache off)."""
+    import importlib
+
+    from lorafit.train import train
+
+    train_module = importlib.import_module("lorafit.train")  # `lorafit.train` is also the function
+    builds, whole = [], []
+    real_build = fastpath.EvalPrefix._build
+    monkeypatch.setattr(fastpath.EvalPrefix, "_build", lambda self, enc: builds.append(len(enc.ids)) or real_build(self, enc))
+    real_infer = train_module.infer_logits
+    monkeypatch.setattr(train_module, "infer_logits", lambda *a, **k: whole.append(1) or real_infer(*a, **k))
+    evals = {}
+    for setting in ("true", "false"):
+        cfg = _config(
+            tiny_model, small_csv, tmp_path, "lora.layers=1", "train.max_steps=9",
+            "train.eval_every=3", f"train.cache_activations={setting}", f"run.name=eval-{setting}",
+        )  # fmt: skip
+        rows = run_rows(train(cfg))
+        evals[setting] = [(r["eval_loss"], r["eval_accuracy"]) for r in rows if r["kind"] == "eval"]
+        if setting == "true":
+            assert builds == [40] and whole == []  # 40 validation rows, once for 3 evaluations
+    assert len(whole) == 3 and builds == [40]
+    assert len(evals["true"]) == 3
+    np.testing.assert_allclose(evals["true"], evals["false"], rtol=1e-5)
+
+
+def test_validation_prefix_too_big_for_memory_evaluates_whole(tiny_model, small_csv, tmp_path, monkeypatch, caplog):
+    from lorafit.train import train
+
+    monkeypatch.setattr(fastpath, "EVAL_PREFIX_LIMIT", 1000)
+    cfg = _config(tiny_model, small_csv, tmp_path, "lora.layers=1", "train.max_steps=2", "train.cache_activations=true")
+    with caplog.at_level("INFO", logger="lorafit"):
+        train(cfg)
+    assert "validation: evaluating the whole model (its prefix output would not fit in" in caplog.text

@@ -77,9 +77,9 @@ def test_teacher_logits_are_computed_once_and_reused(tiny_model, ag_subset, tmp_
     calls = []
     real = teacher_logits.member_log_probs
 
-    def counting(member, texts, device, batch_size):
+    def counting(member, texts, device, batch_size, **kw):
         calls.append(len(texts))
-        return real(member, texts, device, batch_size)
+        return real(member, texts, device, batch_size, **kw)
 
     monkeypatch.setattr(teacher_logits, "member_log_probs", counting)
     teacher = resolve_teacher([str(tiny_model)], LABELS, 64)
@@ -96,10 +96,12 @@ def test_teacher_logits_are_computed_once_and_reused(tiny_model, ag_subset, tmp_
     assert first.shape == (30, 4) and np.allclose(np.exp(first).sum(-1), 1, atol=1e-5)
     assert json.loads((store / "meta.json").read_text())["rows"] == 30
 
-    # other texts or another max_length are another key: computed again
+    # other texts, another max_length or another dtype are another key: computed again
     teacher_log_probs(teacher, texts[:-1], tmp_path)
     teacher_log_probs(resolve_teacher([str(tiny_model)], LABELS, 32), texts, tmp_path)
-    assert calls == [30, 29, 30] and len(list((tmp_path / "teacher").iterdir())) == 3
+    half = teacher_log_probs(teacher, texts, tmp_path, dtype="bf16")
+    assert calls == [30, 29, 30, 30] and len(list((tmp_path / "teacher").iterdir())) == 4
+    assert 0 < float(np.abs(half - first).max()) < 0.1  # bf16 weights: close, not the same
 
 
 def test_changed_teacher_weights_are_another_key(tiny_model, ag_subset, tmp_path):
@@ -426,3 +428,24 @@ def test_a_run_with_a_teacher_resumes_exactly(teacher_runs, tiny_model, small_cs
     monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
     assert train(resume=run) == run
     assert_same_run(run, reference)
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", "bf16"), ("no", "fp32")])
+def test_the_store_filled_before_training_is_the_one_training_reads(
+    precision, dtype, teacher_runs, tiny_model, small_csv, tmp_path, monkeypatch
+):
+    """A bf16 run's teacher runs in bf16 (fp32 run: fp32), and `prepare_distillation` without
+    an accelerator (benchmarks/distill.py fills the store first) picks the same store."""
+    from lorafit.config import load_config
+    from lorafit.data import load_splits
+    from lorafit.teacher import prepare_distillation
+    from lorafit.train import train
+
+    cfg = load_config(None, _student_args(tiny_model, small_csv, tmp_path, f"train.teacher={teacher_runs / 'lora-teacher'}",
+                                          f"train.mixed_precision={precision}"))
+    prepare_distillation(cfg, load_splits(cfg.data, cfg.train.seed))
+    (store,) = (tmp_path / "cache" / "teacher").iterdir()
+    assert json.loads((store / "meta.json").read_text())["dtype"] == dtype
+    monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
+    train(cfg)
+    assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1

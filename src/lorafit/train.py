@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from lorafit.config import Config, config_to_yaml
 from lorafit.data import Encoded, encode, epoch_batches, load_splits
 from lorafit.errors import UserError
-from lorafit.fastpath import make_forward, plan_prefix_cache
+from lorafit.fastpath import eval_prefix_for, make_forward, plan_prefix_cache
 from lorafit.flops import cpu_supports_bf16
 from lorafit.metrics import classification_metrics, format_metrics
 from lorafit.model import build_model, load_model_config, load_tokenizer
@@ -85,6 +85,7 @@ class Run:
     progress: Any = None  # the tqdm bar, if drawn
     started: float = 0.0  # time.time() at the start, less the training time before a resume
     clock: float = 0.0  # time.time() at the last train row
+    eval_prefix: Any = None  # fastpath.EvalPrefix: evaluations on the stored prefix output
 
     def count_batch(self, loss: torch.Tensor, samples: int, mask: torch.Tensor) -> None:
         """Add a micro-batch to the window of the next train row."""
@@ -146,17 +147,21 @@ def start_trackers(accelerator, run_dir: Path, cfg: Config) -> None:
     accelerator.init_trackers(cfg.run.name, config=flat, init_kwargs={k: v for k, v in names.items() if k in cfg.log.trackers})
 
 
+def resolve_precision(setting: str) -> str:
+    """`train.mixed_precision` as Accelerate takes it: auto becomes bf16, fp16 or no."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16, AMX): measured
+    # 1.5-1.9x per step on roberta-base's layers, same accuracy (README, "Speed")
+    return "bf16" if cpu_supports_bf16() else "no"
+
+
 def make_accelerator(cfg: Config):
     from accelerate import Accelerator
 
-    mp = cfg.train.mixed_precision
-    if mp == "auto":
-        if torch.cuda.is_available():
-            mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16, AMX): measured
-            # 1.5-1.9x per step on roberta-base's layers, same accuracy (README, "Speed")
-            mp = "bf16" if cpu_supports_bf16() else "no"
+    mp = resolve_precision(cfg.train.mixed_precision)
     # Launched as several processes (torchrun, accelerate launch) on a machine without GPUs:
     # Accelerate joins them over gloo only when told it runs on the CPU.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -207,8 +212,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator) -> dict:
-    """Metrics on a labelled split; with several processes each scores a shard, then gather."""
+def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None) -> dict:
+    """Metrics on a labelled split; with several processes each scores a shard, then gather.
+
+    `prefix` (a `fastpath.EvalPrefix`, the same one for every evaluation of the split) runs
+    only the layers above the frozen prefix on that shard's stored prefix output.
+    """
     from accelerate.utils import gather_object
 
     model.eval()
@@ -217,7 +226,10 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
     # the bare model: shards can differ by a batch, and the DDP wrapper's forward is a
     # collective (buffer broadcast) that every process would have to join
     bare = accelerator.unwrap_model(model)
-    logits = infer_logits(bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
+    if prefix is not None:
+        logits = prefix.logits(bare, part, cfg.train.eval_batch_size)
+    else:
+        logits = infer_logits(bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
     logits = np.concatenate(gather_object([logits]))
     model.train()
     return classification_metrics(logits, encoded.labels, cfg.data.label_names)
@@ -360,6 +372,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
     run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps)
     _start_state(run, resume_dir)
+    run.eval_prefix = eval_prefix_for(forward, encoded["validation"], accelerator)
     state, train_set = run.state, encoded["train"]
     run.metrics = MetricsLogger(run_dir, accelerator, cfg) if accelerator.is_main_process else None
     run.started, run.clock = time.time() - state.elapsed_s, time.time()
@@ -688,7 +701,7 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     Returns the eval row written to metrics.jsonl.
     """
     cfg, state, accelerator = run.cfg, run.state, run.accelerator
-    m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator)
+    m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
     values = {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"]}
     is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
     if is_best:

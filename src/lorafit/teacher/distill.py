@@ -90,19 +90,23 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
         return None
     from lorafit.teacher.logits import resolve_teacher, teacher_log_probs
     from lorafit.teacher.unlabeled import join_unlabeled, load_unlabeled, select_unlabeled
+    from lorafit.train import resolve_precision
 
     teacher = resolve_teacher(cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length)
     unlabeled = load_unlabeled(cfg.data, splits) if cfg.data.unlabeled else None  # bad files fail first
     cache_dir = teacher_cache_dir(cfg)
     device = str(accelerator.device) if accelerator is not None else "cpu"
     batch = cfg.train.eval_batch_size
+    # the teacher runs in bf16 when the student trains under bf16 autocast (a CPU or GPU with bf16)
+    precision = accelerator.mixed_precision if accelerator is not None else resolve_precision(cfg.train.mixed_precision)
+    dtype = "bf16" if precision == "bf16" else "fp32"
     train = splits["train"]
-    log_probs = teacher_log_probs(teacher, train.texts, cache_dir, device, batch, accelerator)
+    log_probs = teacher_log_probs(teacher, train.texts, cache_dir, device, batch, accelerator, dtype)
     _log_teacher_accuracy(log_probs, train.labels)
     report = {}
     if unlabeled is not None:
         table, report = unlabeled
-        u_log_probs = teacher_log_probs(teacher, table.texts, cache_dir, device, batch, accelerator)
+        u_log_probs = teacher_log_probs(teacher, table.texts, cache_dir, device, batch, accelerator, dtype)
         keep, report = select_unlabeled(u_log_probs, len(train), cfg.data, cfg.train.seed, report)
         splits["train"] = join_unlabeled(train, table, keep)
         log_probs = np.concatenate([log_probs, u_log_probs[keep]])

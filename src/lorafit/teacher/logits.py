@@ -49,6 +49,8 @@ from lorafit.errors import UserError
 log = logging.getLogger("lorafit")
 
 STORE_FORMAT = 1
+#: the teacher's weights' dtype (`teacher_log_probs(dtype=...)`)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: refuse a teacher tokenizer that maps more than this share of the texts' tokens to unknown
 MAX_UNKNOWN_SHARE = 0.5
 #: texts the tokenizer check reads
@@ -233,12 +235,12 @@ def check_tokenizer(tokenizer, texts: list[str], where: Path) -> None:
 # ---------------------------------------------------------------- computing
 
 
-def load_member(member: TeacherMember, device: str):
-    """(model in eval mode, tokenizer) of a member, in fp32."""
+def load_member(member: TeacherMember, device: str, dtype: str = "fp32"):
+    """(model in eval mode, tokenizer) of a member, its weights in `dtype` (fp32 or bf16)."""
     if member.kind == "run":
         from lorafit.predict import load_run_model
 
-        model, tokenizer, _ = load_run_model(member.path, device, "fp32")
+        model, tokenizer, _ = load_run_model(member.path, device, dtype)
         return model, tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -253,7 +255,7 @@ def load_member(member: TeacherMember, device: str):
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"train.teacher {member.path}: cannot load its tokenizer ({_first(e)}); the folder needs the tokenizer files") from None
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(member.path, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(member.path, dtype=DTYPES[dtype])
     except (OSError, ValueError) as e:
         raise UserError(f"train.teacher {member.path}: cannot load it as a sequence classifier ({_first(e)})") from None
     return model.to(device).eval(), tokenizer
@@ -264,12 +266,12 @@ def _first(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def member_log_probs(member: TeacherMember, texts: list[str], device: str, batch_size: int) -> np.ndarray:
+def member_log_probs(member: TeacherMember, texts: list[str], device: str, batch_size: int, dtype: str = "fp32") -> np.ndarray:
     """One member's log-probabilities for `texts` (its own tokenizer and max_length)."""
     from lorafit.data import TextTable, encode
     from lorafit.predict import infer_logits
 
-    model, tokenizer = load_member(member, device)
+    model, tokenizer = load_member(member, device, dtype)
     check_tokenizer(tokenizer, texts, member.path)
     encoded = encode(tokenizer, TextTable(list(texts), None, str(member.path)), member.max_length)
     logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
@@ -296,27 +298,30 @@ def texts_digest(texts: list[str]) -> str:
     return h.hexdigest()
 
 
-def store_key(teacher: Teacher, texts: list[str]) -> str:
+def store_key(teacher: Teacher, texts: list[str], dtype: str = "fp32") -> str:
     lengths = [m.max_length for m in teacher.members]
-    head = json.dumps({"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths})
+    head = json.dumps({"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths, "dtype": dtype})
     return hashlib.sha256((head + texts_digest(texts)).encode()).hexdigest()[:32]
 
 
-def store_path(teacher: Teacher, texts: list[str], cache_dir: Path) -> Path:
-    return Path(cache_dir) / "teacher" / store_key(teacher, texts)
+def store_path(teacher: Teacher, texts: list[str], cache_dir: Path, dtype: str = "fp32") -> Path:
+    return Path(cache_dir) / "teacher" / store_key(teacher, texts, dtype)
 
 
 def teacher_log_probs(
-    teacher: Teacher, texts: list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64, accelerator=None
+    teacher: Teacher, texts: list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64, accelerator=None,
+    dtype: str = "fp32",
 ) -> np.ndarray:
     """The teacher's log-probabilities for `texts`: from the store, or computed once and stored.
 
-    With several processes the main one computes while the others wait, then all read.
+    `dtype` is the teacher's weights' (fp32, or bf16: a run under bf16 mixed precision, about
+    2.5x faster on a CPU with native bf16); it is part of the store's key. With several
+    processes the main one computes while the others wait, then all read.
     """
-    path = store_path(teacher, texts, cache_dir)
+    path = store_path(teacher, texts, cache_dir, dtype)
     main = accelerator is None or accelerator.is_local_main_process
     if main and not (path / "meta.json").is_file():
-        _build(teacher, texts, path, device, batch_size)
+        _build(teacher, texts, path, device, batch_size, dtype)
     else:
         log.info("teacher logits: reusing %s (%d rows)", path, len(texts))
     if accelerator is not None:
@@ -327,18 +332,18 @@ def teacher_log_probs(
     return out
 
 
-def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_size: int) -> None:
-    log.info("teacher logits: computing %d rows with %d model(s) into %s", len(texts), len(teacher.members), path)
+def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_size: int, dtype: str = "fp32") -> None:
+    log.info("teacher logits: computing %d rows with %d model(s) in %s into %s", len(texts), len(teacher.members), dtype, path)
     # the teacher's loading (a head's initialisation) must not move the student's random streams
     with torch.random.fork_rng(devices=[]):
-        parts = [member_log_probs(m, texts, device, batch_size) for m in teacher.members]
+        parts = [member_log_probs(m, texts, device, batch_size, dtype=dtype) for m in teacher.members]
     values = combine(parts).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
         np.save(partial / "log_probs.npy", values)
-        meta = {"format": STORE_FORMAT, "rows": len(texts), "labels": int(values.shape[1]), **teacher.describe()}
+        meta = {"format": STORE_FORMAT, "rows": len(texts), "labels": int(values.shape[1]), "dtype": dtype, **teacher.describe()}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(partial, path)
     except OSError as e:
