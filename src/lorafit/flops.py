@@ -181,3 +181,14 @@ def model_flops_utilisation(achieved_flops_per_s: float, peak_flops_per_s: float
     if not peak_flops_per_s > 0 or not math.isfinite(peak_flops_per_s):
         raise ValueError(f"peak_flops_per_s must be positive and finite, got {peak_flops_per_s}")
     return achieved_flops_per_s / peak_flops_per_s
+
+
+def resolve_precision(setting: str) -> str:
+    """`train.mixed_precision` as Accelerate takes it: auto becomes bf16, fp16 or no."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16, AMX): measured
+    # 1.5-1.9x per step on roberta-base's layers, same accuracy (README, "Speed")
+    return "bf16" if cpu_supports_bf16() else "no"

@@ -88,9 +88,9 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
     """
     if not cfg.train.teacher:
         return None
+    from lorafit.flops import resolve_precision
     from lorafit.teacher.logits import resolve_teacher, teacher_log_probs
     from lorafit.teacher.unlabeled import join_unlabeled, load_unlabeled, select_unlabeled
-    from lorafit.train import resolve_precision
 
     teacher = resolve_teacher(cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length)
     unlabeled = load_unlabeled(cfg.data, splits) if cfg.data.unlabeled else None  # bad files fail first
