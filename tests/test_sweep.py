@@ -465,7 +465,9 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
     folder = tmp_path / "sweeps" / "tiny"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lorafit", "sweep", str(path)], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "lorafit", "sweep", str(path)], env=env, stderr=subprocess.PIPE, text=True,
+        # a test run started in the background inherits SIGINT ignored; Ctrl-C must reach the sweep
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # wait until "long" has saved a resumable checkpoint, then Ctrl-C
