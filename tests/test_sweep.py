@@ -263,9 +263,11 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     assert "1 of 4 trials failed (nodata)" in err and err.count("\n") <= 3
     folder = tmp_path / "sweeps" / "tiny"
     trials = study_trials(path)
-    names = [t.user_attrs["name"] for t in trials]
-    assert sorted(names) == ["all", "big", "nodata", "top"]  # each grid point once
-    assert {t.state.name for t in trials if t.user_attrs["name"] in ("all", "top")} == {"COMPLETE"}
+    # each grid point run once; two workers may draw the same point at once (Optuna's grid
+    # sampler does not lock), and then the later trial is pruned as a duplicate
+    names = [t.user_attrs["name"] for t in trials if not t.user_attrs.get("duplicate")]
+    assert sorted(names) == ["all", "big", "nodata", "top"]
+    assert {t.state.name for t in trials if t.user_attrs["name"] in ("all", "top") and not t.user_attrs.get("duplicate")} == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took trials
     assert not run_dirs(folder, "big") and not run_dirs(folder, "nodata")
 
@@ -310,7 +312,7 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     assert main(["sweep", str(path), "--parallel", "2"]) == 2
     assert {n: run_dirs(folder, n) for n in done_dirs} == done_dirs
     again = study_trials(path)
-    assert sorted(t.user_attrs["name"] for t in again) == sorted([*names, "nodata"])
+    assert sorted(t.user_attrs["name"] for t in again if not t.user_attrs.get("duplicate")) == sorted([*names, "nodata"])
     assert [r["status"] for r in read_csv(folder / "leaderboard.csv")] == [
         "done", "done", "skipped", "failed",
     ]
@@ -498,3 +500,36 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
     assert "resuming at step" in (long_dir / "train.log").read_text()
     rows = {r["run"]: r for r in read_csv(folder / "leaderboard.csv")}
     assert rows["long"]["status"] == "done" and rows["long"]["run_dir"] == str(long_dir)
+
+
+def test_a_grid_point_drawn_twice_at_once_runs_in_the_earlier_trial_only():
+    """Two workers draw the same grid point at the same moment and both see the other
+    running: the earlier trial goes on, the later one is the duplicate (never both)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from lorafit.search.study import _duplicate
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    first, second = study.ask(), study.ask()
+    for t in (first, second):
+        t.set_user_attr("name", "all")
+    assert not _duplicate(study, first, "all") and _duplicate(study, second, "all")
+    assert not _duplicate(study, second, "top")
+    study.tell(first, state=TrialState.FAIL)  # a failed attempt is retried
+    assert not _duplicate(study, second, "all")
+    study.tell(second, 0.5)
+    third = study.ask()
+    assert _duplicate(study, third, "all")  # finished already
+    third.set_user_attr("duplicate", True)
+    study.tell(third, state=TrialState.PRUNED)
+    fresh = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dup = fresh.ask()
+    dup.set_user_attr("name", "all")
+    dup.set_user_attr("duplicate", True)
+    fresh.tell(dup, state=TrialState.PRUNED)
+    assert not _duplicate(fresh, fresh.ask(), "all")  # a pruned duplicate ran nothing
+    pruned = fresh.ask()
+    pruned.set_user_attr("name", "all")
+    fresh.tell(pruned, state=TrialState.PRUNED)  # pruned by the pruner: it ran
+    assert _duplicate(fresh, fresh.ask(), "all")

@@ -380,6 +380,9 @@ def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
     assert summary["teacher"]["teacher"] == [str(teacher)] and summary["teacher"]["unlabeled"]["joined"] == 40
     assert summary["params"]["trainable"] < summary["teacher"]["members"][0]["params"]
     assert json.loads((run / "model_description.json").read_text())["teacher"]["distill_weight"] == 0.5
+    text = (run / "model_description.txt").read_text()
+    assert f"teacher         {teacher} (single model;" in text and "distillation    w=0.5, T=2" in text
+    assert f"unlabelled      {unlabeled_file}: 40 of 40 rows joined training" in text
     assert "distilled from the teacher" in (run / "checkpoint-best" / "README.md").read_text()
     stores = sorted((tmp_path / "cache" / "teacher").iterdir())
     assert len(stores) == 2  # the labelled training rows and the unlabelled texts

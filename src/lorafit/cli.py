@@ -229,6 +229,7 @@ def _ensemble(sub, fmt):
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    _add_dtype_arg(p)
     _add_column_args(p)
 
     def run(args):
@@ -236,7 +237,7 @@ def _ensemble(sub, fmt):
 
         result = ensemble(
             args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite,
-            text_column=args.text_column, label_column=args.label_column,
+            dtype=args.dtype, text_column=args.text_column, label_column=args.label_column,
         )
         print(format_result(result))
 

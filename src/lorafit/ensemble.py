@@ -209,6 +209,7 @@ def ensemble(
     batch_size: int = 64,
     overwrite: bool = False,
     device: str | None = None,
+    dtype: str = "auto",
     text_column: str | None = None,
     label_column: str | None = None,
 ) -> dict:
@@ -220,18 +221,21 @@ def ensemble(
         output: submission path; default `./ensemble-<method>-<input stem>.csv`, never
             overwritten. An existing explicit `output` needs `overwrite=True`.
         method: `mean`, `weighted` (weights fitted on the shared validation split) or `vote`.
+        dtype: the members' weights' dtype on `input` (`auto`, `fp32`, `bf16`, as `lorafit
+            predict --dtype`); the validation rows that fit `weighted` are always fp32.
         text_column, label_column: the input's columns when they differ from the members'
             `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
 
     Returns:
-        `{"output", "rows", "method", "members": [{"run_dir", "weight", "accuracy"}],
+        `{"output", "rows", "method", "dtype", "members": [{"run_dir", "weight", "accuracy"}],
         "accuracy", "validation"}`; accuracies only when `input` has labels, `validation`
         (the fitted weights' validation scores) only for `weighted`.
     """
-    from lorafit.predict import _default_device, _existing_input, predict_table, write_submission
+    from lorafit.predict import _default_device, _existing_input, inference_dtype, predict_table, write_submission
 
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    inference_dtype(dtype)  # a bad --dtype fails before any member runs
     members = _members(run_dirs)
     input = _existing_input(input)
     out = _output_path(Path(input), output, method, overwrite)
@@ -239,13 +243,14 @@ def ensemble(
     probs, table = [], None
     for run, _ in members:
         p, table, _, _ = predict_table(
-            run, input, batch_size, device, text_column=text_column, label_column=label_column
+            run, input, batch_size, device, dtype=dtype, text_column=text_column, label_column=label_column
         )
         probs.append(p)
     result = {
         "output": str(out),
         "rows": len(table),
         "method": method,
+        "dtype": dtype,
         "members": [{"run_dir": str(r)} for r, _ in members],
     }
     weights = None

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from lorafit.config import Config
-from lorafit.data import Encoded, length_sorted_batches, pad_batch
+from lorafit.data import Encoded, pad_batch
 from lorafit.errors import UserError
 from lorafit.model import layer_settings, num_layers
 
@@ -70,6 +70,7 @@ FP16_LIMIT = 60_000.0
 #: padded tokens per batch while building the cache. Measured on all-mpnet-base-v2's layers 0-8,
 #: 640 AG News rows, bf16, 2 cores: 4,096 tokens 38.6-39.7 rows/s, 2,048 40.5, 1,024 37.8,
 #: 8,192 32.2, 16,384 23.8-26.8 (eager attention's [batch, heads, T, T] scores leave the caches)
+#: (`benchmarks/cache_batch.py` measures it)
 BUILD_TOKENS = 4_096
 #: keep a validation split's prefix output in memory up to this size (fp32), else evaluate whole
 EVAL_PREFIX_LIMIT = 2 * 1024**3
@@ -771,14 +772,15 @@ class EvalPrefix:
     @torch.inference_mode()
     def logits(self, model, encoded: Encoded, batch_size: int) -> np.ndarray:
         """Logits of every row of `encoded` (in its order), `model` in eval mode."""
+        from lorafit.predict import infer_logits
+
         if self.forward is None or len(self.forward.cache) != len(encoded.ids):
             self.forward = self._build(encoded)
-        out = np.zeros((len(encoded.ids), model.config.num_labels), dtype=np.float32)
-        for idx in length_sorted_batches(encoded.lengths, batch_size):
-            with self.accelerator.autocast():
-                logits, _ = self.forward(model, idx)
-            out[idx] = logits.float().cpu().numpy()
-        return out
+        top = self.forward
+        return infer_logits(
+            model, encoded, batch_size, self.pad_id, self.accelerator.device, self.accelerator.autocast,
+            forward=lambda idx: top(model, idx)[0],
+        )
 
 
 def eval_prefix_for(forward: Forward, validation: Encoded, accelerator) -> EvalPrefix | None:

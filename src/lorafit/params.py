@@ -129,6 +129,14 @@ def description_text(d: dict) -> str:
         how = f"r={s['r']}, alpha={s['alpha']}, dropout={s['dropout']}" if s else "lora.r, lora.alpha, lora.dropout"
         lines.append(f"  {where}  {mods}   ({how})")
     lines += ["", f"target modules  {', '.join(d['lora']['target_modules'])}", f"bias            {d['lora']['bias']}"]
+    if d.get("teacher"):  # a distilled run: which teacher trained it (its parameters are not counted)
+        t, u = d["teacher"], d["teacher"].get("unlabeled")
+        lines += [
+            f"teacher         {', '.join(t['teacher'])} ({t['combine']}; files {t['identity']}); not counted",
+            f"distillation    w={t['distill_weight']:g}, T={t['distill_temperature']:g}",
+        ]
+        if u:
+            lines.append(f"unlabelled      {u['file']}: {u['joined']:,} of {u['rows_read']:,} rows joined training")
     return "\n".join(lines) + "\n"
 
 

@@ -44,14 +44,22 @@ log = logging.getLogger("lorafit")
 
 @torch.inference_mode()
 def infer_logits(
-    model, encoded: Encoded, batch_size: int, pad_id: int, device, autocast=nullcontext
+    model, encoded: Encoded, batch_size: int, pad_id: int, device, autocast=nullcontext, forward=None
 ) -> np.ndarray:
-    """Logits for every row, in the input's order, from length-sorted batches."""
+    """Logits for every row, in the input's order, from length-sorted batches.
+
+    `forward(idx)` gives the logits of the rows `idx`; by default the whole model on their
+    padded token ids (`fastpath.EvalPrefix` passes one that starts from stored states).
+    """
+    if forward is None:
+        def forward(idx):
+            ids, mask = pad_batch([encoded.ids[i] for i in idx], pad_id)
+            return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+
     out = np.zeros((len(encoded.ids), model.config.num_labels), dtype=np.float32)
     for idx in length_sorted_batches(encoded.lengths, batch_size):
-        ids, mask = pad_batch([encoded.ids[i] for i in idx], pad_id)
         with autocast():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logits = forward(idx)
         out[idx] = logits.float().cpu().numpy()
     return out
 

@@ -102,11 +102,15 @@ def earlier_run(plan: SweepPlan, name: str, cfg: Config) -> Path | None:
 
 
 def _duplicate(study, trial, name: str) -> bool:
-    """Whether another live or finished attempt has this name (a grid point sampled twice)."""
+    """Whether an earlier live or finished attempt has this name (a grid point sampled twice).
+
+    Only earlier trials (lower numbers) count: two workers that draw the same point at the
+    same moment see each other running, and the earlier one must go on, or neither would.
+    """
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False):
-        if t.number != trial.number and t.user_attrs.get("name") == name:
+        if t.number < trial.number and t.user_attrs.get("name") == name:
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (
                 t.state == TrialState.PRUNED and not t.user_attrs.get("duplicate")
             ):
