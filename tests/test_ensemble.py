@@ -262,16 +262,20 @@ def test_dtype_reaches_every_member(members, labelled, tmp_path):
     from lorafit.predict import predict_table
 
     a, b = members["a"], members["b"]
-    result = ensemble([a, b], str(labelled), str(tmp_path / "fp32.csv"), dtype="fp32")
-    assert result["dtype"] == "fp32"
-    for run in (a, b):  # each member's probabilities are its own fp32 prediction, saved under the fp32 key
-        (fp32_file,) = glob.glob(str(run / "predictions" / "labelled-*.csv"))
-        probs, _, _, path = predict_table(run, str(labelled), dtype="fp32")
-        assert Path(fp32_file) == path
-    result = ensemble([a, b], str(labelled), str(tmp_path / "bf16.csv"), dtype="bf16")
-    bf16 = {run: predict_table(run, str(labelled), dtype="bf16")[0] for run in (a, b)}
-    assert len(glob.glob(str(a / "predictions" / "labelled-*.csv"))) == 2  # a second key: bf16 ran
-    np.testing.assert_array_equal(pd.read_csv(tmp_path / "bf16.csv").Label, ((bf16[a] + bf16[b]) / 2).argmax(-1))
+    for dtype in ("bf16", "fp32"):  # one of them differs from what auto resolves to here
+        for run in (a, b):  # the members are shared with earlier tests: forget what they predicted
+            for old in (run / "predictions").glob("labelled-*.csv"):
+                old.unlink()
+        result = ensemble([a, b], str(labelled), str(tmp_path / f"{dtype}.csv"), dtype=dtype)
+        assert result["dtype"] == dtype
+        probs = {}
+        for run in (a, b):  # each member predicted in that dtype: its file has that dtype's key
+            (saved,) = glob.glob(str(run / "predictions" / "labelled-*.csv"))
+            probs[run], _, _, path = predict_table(run, str(labelled), dtype=dtype)
+            assert Path(saved) == path
+        np.testing.assert_array_equal(
+            pd.read_csv(tmp_path / f"{dtype}.csv").Label, ((probs[a] + probs[b]) / 2).argmax(-1)
+        )
     with pytest.raises(UserError, match="--dtype fp16"):
         ensemble([a, b], str(labelled), str(tmp_path / "bad.csv"), dtype="fp16")
     assert not (tmp_path / "bad.csv").exists()
