@@ -231,7 +231,13 @@ def ensemble(
         "accuracy", "validation"}`; accuracies only when `input` has labels, `validation`
         (the fitted weights' validation scores) only for `weighted`.
     """
-    from lorafit.predict import _default_device, _existing_input, inference_dtype, predict_table, write_submission
+    from lorafit.predict import (
+        _default_device,
+        _existing_input,
+        inference_dtype,
+        predict_table,
+        write_submission,
+    )
 
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
