@@ -30,7 +30,10 @@ reused); each student's training (summary.json wall time: the loop and its evalu
 Accuracies: clean and perturbed (`evaluate --perturb mixed`, rate `--rate`, seed 0) on the
 holdout, for the teacher and every student; the mean over seeds with the standard error,
 and the paired gains over `student`. Rows go to `--out`/results.jsonl; a markdown table is
-printed. Smoke test (a couple of minutes, figures meaningless):
+printed. The `student` recipe does not depend on the teacher: to compare a second teacher on
+the same `--out`, `--reuse-students` takes a seed's `student` row from results.jsonl instead
+of training it again, when that run's config is the one this command would train (run.* aside),
+and scores it again on the holdout. Smoke test (a couple of minutes, figures meaningless):
 
     OMP_NUM_THREADS=1 python benchmarks/distill.py --seeds 1,2,3 --train-rows 160 \
         --holdout-rows 120 --unlabeled-rows 120 --val-rows 40 --max-length 32 \
@@ -151,6 +154,28 @@ def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
     }
 
 
+def reused_student(args, data, seed: int) -> dict | None:
+    """An earlier `student` row of --out/results.jsonl for this seed whose run has this config (run.* aside)."""
+    from lorafit.config import as_config, config_to_dict, load_config
+
+    results = Path(args.out) / "results.jsonl"
+    if not results.exists():
+        return None
+    wanted = config_to_dict(as_config(args.student_config, [*shared_overrides(args, data, seed, "x"),
+                                                            *args.student_overrides, "train.teacher=null",
+                                                            "data.unlabeled=null"]))
+    wanted.pop("run")
+    for line in results.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("recipe") != "student" or row.get("seed") != seed or not Path(row["run_dir"], "summary.json").exists():
+            continue
+        had = config_to_dict(load_config(Path(row["run_dir"]) / "config.yaml"))
+        had.pop("run")
+        if had == wanted:
+            return {**row, "reused": True, **score(Path(row["run_dir"]), data["holdout"], args)}
+    return None
+
+
 def mean_se(values) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
@@ -195,6 +220,9 @@ def parse_args(argv=None):
     p.add_argument("--teacher-split", action="store_true",
                    help="with --teacher: the holdout is the teacher run's own validation rows, the labelled rows its "
                         "training rows, and the unlabelled texts the holdout's (transductive; --unlabeled holdout)")
+    p.add_argument("--reuse-students", action="store_true",
+                   help="take each seed's `student` row from --out/results.jsonl when its run has the same config "
+                        "(e.g. a second teacher on the same data) instead of training it again")
     p.add_argument("--unlabeled", choices=["unlabelled", "holdout"], default="unlabelled",
                    help="unlabelled texts: the pool split off the data (default) or the holdout itself (transductive)")
     p.add_argument("--holdout-rows", type=int, default=3_000)
@@ -231,6 +259,11 @@ def main(argv=None) -> None:
         f.write(json.dumps({"teacher": teacher, "omp_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
         for seed in [int(s) for s in args.seeds.split(",")]:
             for recipe in args.recipes.split(","):
+                row = reused_student(args, data, seed) if recipe == "student" and args.reuse_students else None
+                if row is not None:
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    continue
                 row = run_student(args, data, seed, recipe, Path(teacher_dir))
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")

@@ -242,6 +242,11 @@ def study_trials(path: Path) -> list:
     return open_study(load_sweep(path)).get_trials(deepcopy=False)
 
 
+def not_duplicates(trials: list) -> list:
+    """The trials that ran (a grid point drawn twice at once is pruned as a duplicate)."""
+    return [t for t in trials if not t.user_attrs.get("duplicate")]
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_finished(
     tiny_model, small_csv, tmp_path, monkeypatch, capsys
@@ -265,9 +270,9 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     trials = study_trials(path)
     # each grid point run once; two workers may draw the same point at once (Optuna's grid
     # sampler does not lock), and then the later trial is pruned as a duplicate
-    names = [t.user_attrs["name"] for t in trials if not t.user_attrs.get("duplicate")]
+    names = [t.user_attrs["name"] for t in not_duplicates(trials)]
     assert sorted(names) == ["all", "big", "nodata", "top"]
-    assert {t.state.name for t in trials if t.user_attrs["name"] in ("all", "top") and not t.user_attrs.get("duplicate")} == {"COMPLETE"}
+    assert {t.state.name for t in not_duplicates(trials) if t.user_attrs["name"] in ("all", "top")} == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took trials
     assert not run_dirs(folder, "big") and not run_dirs(folder, "nodata")
 
@@ -312,7 +317,7 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     assert main(["sweep", str(path), "--parallel", "2"]) == 2
     assert {n: run_dirs(folder, n) for n in done_dirs} == done_dirs
     again = study_trials(path)
-    assert sorted(t.user_attrs["name"] for t in again if not t.user_attrs.get("duplicate")) == sorted([*names, "nodata"])
+    assert sorted(t.user_attrs["name"] for t in not_duplicates(again)) == sorted([*names, "nodata"])
     assert [r["status"] for r in read_csv(folder / "leaderboard.csv")] == [
         "done", "done", "skipped", "failed",
     ]
