@@ -120,16 +120,13 @@ def build_teacher_run(args, data) -> tuple[Path, float]:
 
     seed = int(args.seeds.split(",")[0])
     started = time.time()
-    run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher"), *args.teacher_overrides])
+    run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher-model"), *args.teacher_overrides])
     return run_dir, time.time() - started
 
 
-def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
-    """Train one student; the teacher's inference is timed apart (the store is built first)."""
+def student_config(args, data, seed: int, recipe: str, teacher: Path | None):
+    """The config a recipe's student trains with (`student` needs no teacher)."""
     from lorafit.config import as_config
-    from lorafit.data import load_splits
-    from lorafit.teacher import prepare_distillation
-    from lorafit.train import train
 
     extra = {
         "student": ["train.teacher=null", "data.unlabeled=null"],
@@ -137,7 +134,16 @@ def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
         "teacher+unlabeled": [f"train.teacher={teacher}", f"data.unlabeled={data[args.unlabeled]}"],
     }[recipe]
     name = "bench-" + recipe.replace("+", "-")
-    cfg = as_config(args.student_config, [*shared_overrides(args, data, seed, name), *args.student_overrides, *extra])
+    return as_config(args.student_config, [*shared_overrides(args, data, seed, name), *args.student_overrides, *extra])
+
+
+def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
+    """Train one student; the teacher's inference is timed apart (the store is built first)."""
+    from lorafit.data import load_splits
+    from lorafit.teacher import prepare_distillation
+    from lorafit.train import train
+
+    cfg = student_config(args, data, seed, recipe, teacher)
     teacher_s = 0.0
     if cfg.train.teacher:
         started = time.time()
@@ -156,14 +162,12 @@ def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
 
 def reused_student(args, data, seed: int) -> dict | None:
     """An earlier `student` row of --out/results.jsonl for this seed whose run has this config (run.* aside)."""
-    from lorafit.config import as_config, config_to_dict, load_config
+    from lorafit.config import config_to_dict, load_config
 
     results = Path(args.out) / "results.jsonl"
     if not results.exists():
         return None
-    wanted = config_to_dict(as_config(args.student_config, [*shared_overrides(args, data, seed, "x"),
-                                                            *args.student_overrides, "train.teacher=null",
-                                                            "data.unlabeled=null"]))
+    wanted = config_to_dict(student_config(args, data, seed, "student", None))
     wanted.pop("run")
     for line in results.read_text().splitlines():
         row = json.loads(line)
