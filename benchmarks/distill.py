@@ -17,7 +17,11 @@ allows (its labels are never read).
 
 Models: one teacher, `lorafit teacher --config --teacher-config` (default
 configs/agnews_teacher.yaml, all-mpnet-base-v2 fully fine-tuned) on the labelled file with
-the first seed, or an existing one with `--teacher RUN_DIR`; then, per seed, three students
+the first seed, or an existing one with `--teacher RUN_DIR`, which may be a `lorafit teacher
+--ensemble` folder (scored as `lorafit ensemble --method mean`: the mean of its members'
+probabilities; its training time and trainable parameters are its members' sums; `--recipes
+student` needs no teacher, so the students alone can be trained first and ensembled into the
+teacher of the next command); then, per seed, three students
 from `--student-config` (default configs/agnews_distill.yaml, MiniLM under the budget):
 
 - `student`: no teacher (train.teacher=null, data.unlabeled=null), i.e. agnews_best;
@@ -104,18 +108,46 @@ def shared_overrides(args, data: dict[str, Path], seed: int, name: str) -> list[
 
 
 def score(run_dir: Path, holdout: Path, args) -> dict:
-    """Clean and perturbed accuracy on the holdout."""
+    """Clean and perturbed accuracy on the holdout (an ensemble teacher: its members' mean probabilities)."""
     from lorafit.robustness import evaluate_perturbed
 
+    members = ensemble_members(run_dir)
+    if members:
+        return score_ensemble(members, holdout, args)
     r = evaluate_perturbed(run_dir, str(holdout), args.perturb, rate=args.rate, seed=0, batch_size=128, dtype=args.score_dtype)
     kind = args.perturb.split(",")[0]
     return {"accuracy": r["clean"]["accuracy"], "perturbed_accuracy": r["perturbed"][kind]["accuracy"]}
 
 
+def ensemble_members(teacher: Path) -> list[Path] | None:
+    """The member runs of a `lorafit teacher --ensemble` folder (None for a single run)."""
+    spec = teacher / "teacher.json"
+    return [Path(m) for m in json.loads(spec.read_text())["members"]] if spec.is_file() else None
+
+
+def score_ensemble(members: list[Path], holdout: Path, args) -> dict:
+    """`lorafit ensemble --method mean` on the holdout and on the perturbed copy `evaluate --perturb` scores."""
+    import pandas as pd
+
+    from lorafit.ensemble import ensemble
+    from lorafit.robustness import perturbed_texts
+
+    kind = args.perturb.split(",")[0]
+    frame = pd.read_csv(holdout)
+    perturbed = holdout.with_name(f"{holdout.stem}-{kind}-r{args.rate:g}-s0.csv")
+    frame.assign(text=perturbed_texts(frame.text.tolist(), kind, args.rate, 0)).to_csv(perturbed, index=False)
+    out = Path(args.out) / "teacher-ensemble-predictions.csv"
+    acc = {name: ensemble(members, str(path), str(out), "mean", batch_size=128, overwrite=True, dtype=args.score_dtype)["accuracy"]
+           for name, path in (("accuracy", holdout), ("perturbed_accuracy", perturbed))}
+    out.unlink()
+    return acc
+
+
 def build_teacher_run(args, data) -> tuple[Path, float]:
-    if args.teacher:  # trained before: the time its own run recorded
-        summary = json.loads((Path(args.teacher) / "summary.json").read_text())
-        return Path(args.teacher), float(summary.get("wall_time_s", float("nan")))
+    if args.teacher:  # trained before: the time its own run(s) recorded
+        runs = ensemble_members(Path(args.teacher)) or [Path(args.teacher)]
+        summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+        return Path(args.teacher), float(sum(s.get("wall_time_s", float("nan")) for s in summaries))
     from lorafit.teacher import build_teacher
 
     seed = int(args.seeds.split(",")[0])
@@ -185,13 +217,16 @@ def mean_se(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
-def markdown(rows: list[dict], teacher: dict) -> str:
+def markdown(rows: list[dict], teacher: dict | None) -> str:
     lines = [
         "| model | seeds | trainable | train time (s) | teacher inference (s) | holdout acc | perturbed acc | gain over student (acc / perturbed) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
-        f"| teacher ({teacher['run_dir']}) | 1 | {teacher['trainable']:,} | {teacher['train_s']:.0f} | - | "
-        f"{100 * teacher['accuracy']:.2f} | {100 * teacher['perturbed_accuracy']:.2f} | - |",
     ]
+    if teacher:  # an ensemble: its members' parameters and training times summed
+        lines.append(
+            f"| teacher ({teacher['run_dir']}) | 1 | {teacher['trainable']:,} | {teacher['train_s']:.0f} | - | "
+            f"{100 * teacher['accuracy']:.2f} | {100 * teacher['perturbed_accuracy']:.2f} | - |"
+        )
     base = {r["seed"]: r for r in rows if r["recipe"] == "student"}
     for recipe in RECIPES:
         mine = [r for r in rows if r["recipe"] == recipe]
@@ -253,11 +288,14 @@ def main(argv=None) -> None:
             sys.exit("distill: --teacher-split needs --teacher RUN_DIR")
         args.unlabeled = "holdout"
     data = write_data(args)
-    teacher_dir, teacher_s = build_teacher_run(args, data)
-    t_summary = json.loads((Path(teacher_dir) / "summary.json").read_text())
-    teacher = {"run_dir": str(teacher_dir), "trainable": t_summary["params"]["trainable"],
-               "train_s": teacher_s, **score(Path(teacher_dir), data["holdout"], args)}
-    print(json.dumps({"teacher": teacher}), flush=True)
+    teacher_dir, teacher = None, None
+    if args.recipes != "student":  # the student alone needs no teacher
+        teacher_dir, teacher_s = build_teacher_run(args, data)
+        runs = ensemble_members(Path(teacher_dir)) or [Path(teacher_dir)]
+        trainable = sum(json.loads((r / "summary.json").read_text())["params"]["trainable"] for r in runs)
+        teacher = {"run_dir": str(teacher_dir), "trainable": trainable, "members": len(runs),
+                   "train_s": teacher_s, **score(Path(teacher_dir), data["holdout"], args)}
+        print(json.dumps({"teacher": teacher}), flush=True)
     rows = []
     with open(Path(args.out) / "results.jsonl", "a") as f:
         f.write(json.dumps({"teacher": teacher, "omp_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
@@ -268,7 +306,7 @@ def main(argv=None) -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     continue
-                row = run_student(args, data, seed, recipe, Path(teacher_dir))
+                row = run_student(args, data, seed, recipe, teacher_dir and Path(teacher_dir))
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 f.flush()

@@ -102,3 +102,20 @@ def test_parse_layers():
 def test_every_key_has_help():
     for key, _default, help_text in config_reference():
         assert help_text, key
+
+
+@pytest.mark.parametrize(
+    "distill, alone",
+    [("agnews_distill.yaml", "agnews_best.yaml"), ("agnews_mpnet_distill.yaml", "agnews_mpnet_best.yaml")],
+)
+def test_a_distillation_recipe_is_its_student_recipe_plus_a_teacher(distill, alone):
+    """The gain a distillation recipe reports is over the recipe it names: without the teacher
+    and the unlabelled texts, the two configs train the same model the same way."""
+    from lorafit.config import config_to_dict
+
+    off = ["train.teacher=null", "data.unlabeled=null", "data.unlabeled_min_confidence=0", "run.name=x"]
+    taught = load_config(ROOT / "configs" / distill)
+    assert taught.train.teacher and taught.data.unlabeled
+    assert config_to_dict(load_config(ROOT / "configs" / distill, off)) == config_to_dict(
+        load_config(ROOT / "configs" / alone, off)
+    )

@@ -452,3 +452,54 @@ def test_the_store_filled_before_training_is_the_one_training_reads(
     monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
     train(cfg)
     assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1
+
+
+# ---------------------------------------------------------------- benchmarks/distill.py
+
+
+def test_the_distill_benchmark_scores_an_ensemble_teacher_and_reuses_its_students(
+    tiny_model, small_csv, tmp_path, capsys
+):
+    """The students alone need no teacher; an ensemble of them is then the teacher, scored on
+    the holdout (clean and perturbed) as the mean of its members' probabilities, and the
+    students are reused, not trained again."""
+    import importlib.util
+
+    import pandas as pd
+
+    from lorafit.robustness import perturbed_texts
+    from lorafit.teacher.build import write_ensemble
+
+    spec = importlib.util.spec_from_file_location("bench_distill", Path(__file__).parents[1] / "benchmarks" / "distill.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out"
+    common = [
+        "--data", str(small_csv), "--holdout-rows", "40", "--unlabeled-rows", "40", "--val-rows", "40",
+        "--max-length", "32", "--seeds", "1,2", "--out", str(out), "--score-dtype", "fp32",
+        "--student-overrides", f"model.name={tiny_model}", "lora.r=4", "train.max_steps=4", "train.eval_every=4",
+        "train.batch_size=16", "train.lr=5e-3", f"train.cache_dir={tmp_path / 'cache'}",
+    ]
+    bench.main(["--recipes", "student", *common])
+    students = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][1:]
+    assert [r["seed"] for r in students] == [1, 2] and all(r["recipe"] == "student" for r in students)
+    ens = write_ensemble([r["run_dir"] for r in students], tmp_path / "ens")
+    capsys.readouterr()
+
+    bench.main(["--teacher", str(ens), "--unlabeled", "holdout", "--reuse-students",
+                "--recipes", "student,teacher+unlabeled", *common])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    teacher = printed[0]["teacher"]
+    assert teacher["members"] == 2
+    assert teacher["trainable"] == sum(r["trainable"] for r in students)
+    holdout = pd.read_csv(out / "data" / "holdout.csv")
+    resolved = resolve_teacher([str(ens)], LABELS, 32)
+    for key, texts in (("accuracy", holdout.text.tolist()),
+                       ("perturbed_accuracy", perturbed_texts(holdout.text.tolist(), "mixed", 0.2, 0))):
+        probs = teacher_log_probs(resolved, texts, tmp_path / "check")
+        assert teacher[key] == pytest.approx(float((probs.argmax(-1) == holdout.label.to_numpy()).mean()))
+    reused = [r for r in printed[1:] if r["recipe"] == "student"]
+    assert [r.get("reused") for r in reused] == [True, True]
+    assert [r["run_dir"] for r in reused] == [r["run_dir"] for r in students]
+    taught = [r for r in printed[1:] if r["recipe"] == "teacher+unlabeled"]
+    assert len(taught) == 2 and all(r["unlabeled"]["file"] == str(out / "data" / "holdout.csv") for r in taught)
