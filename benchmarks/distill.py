@@ -120,9 +120,10 @@ def score(run_dir: Path, holdout: Path, args) -> dict:
 
 
 def ensemble_members(teacher: Path) -> list[Path] | None:
-    """The member runs of a `lorafit teacher --ensemble` folder (None for a single run)."""
-    spec = teacher / "teacher.json"
-    return [Path(m) for m in json.loads(spec.read_text())["members"]] if spec.is_file() else None
+    """The member runs of a `lorafit teacher --ensemble` folder, as train.teacher reads them (None for a single run)."""
+    from lorafit.teacher.logits import _ensemble_members
+
+    return [Path(m) for m in _ensemble_members(teacher)] if (teacher / "teacher.json").is_file() else None
 
 
 def score_ensemble(members: list[Path], holdout: Path, args) -> dict:
@@ -143,17 +144,24 @@ def score_ensemble(members: list[Path], holdout: Path, args) -> dict:
     return acc
 
 
-def build_teacher_run(args, data) -> tuple[Path, float]:
-    if args.teacher:  # trained before: the time its own run(s) recorded
-        runs = ensemble_members(Path(args.teacher)) or [Path(args.teacher)]
-        summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
-        return Path(args.teacher), float(sum(s.get("wall_time_s", float("nan")) for s in summaries))
-    from lorafit.teacher import build_teacher
-
-    seed = int(args.seeds.split(",")[0])
+def build_teacher_run(args, data) -> dict:
+    """The teacher's row: trained here (timed) or before (the time its run, or its members' runs,
+    recorded; an ensemble's parameters and times are its members' sums), scored on the holdout."""
     started = time.time()
-    run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher-model"), *args.teacher_overrides])
-    return run_dir, time.time() - started
+    if args.teacher:
+        run_dir = Path(args.teacher)
+    else:
+        from lorafit.teacher import build_teacher
+
+        seed = int(args.seeds.split(",")[0])
+        run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher-model"), *args.teacher_overrides])
+    train_s = time.time() - started
+    runs = ensemble_members(run_dir) or [run_dir]
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    if args.teacher:
+        train_s = float(sum(s.get("wall_time_s", float("nan")) for s in summaries))
+    return {"run_dir": str(run_dir), "trainable": sum(s["params"]["trainable"] for s in summaries), "members": len(runs),
+            "train_s": train_s, **score(run_dir, data["holdout"], args)}
 
 
 def student_config(args, data, seed: int, recipe: str, teacher: Path | None):
@@ -222,7 +230,7 @@ def markdown(rows: list[dict], teacher: dict | None) -> str:
         "| model | seeds | trainable | train time (s) | teacher inference (s) | holdout acc | perturbed acc | gain over student (acc / perturbed) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    if teacher:  # an ensemble: its members' parameters and training times summed
+    if teacher:  # None when only the students alone were trained
         lines.append(
             f"| teacher ({teacher['run_dir']}) | 1 | {teacher['trainable']:,} | {teacher['train_s']:.0f} | - | "
             f"{100 * teacher['accuracy']:.2f} | {100 * teacher['perturbed_accuracy']:.2f} | - |"
@@ -288,13 +296,9 @@ def main(argv=None) -> None:
             sys.exit("distill: --teacher-split needs --teacher RUN_DIR")
         args.unlabeled = "holdout"
     data = write_data(args)
-    teacher_dir, teacher = None, None
-    if args.recipes != "student":  # the student alone needs no teacher
-        teacher_dir, teacher_s = build_teacher_run(args, data)
-        runs = ensemble_members(Path(teacher_dir)) or [Path(teacher_dir)]
-        trainable = sum(json.loads((r / "summary.json").read_text())["params"]["trainable"] for r in runs)
-        teacher = {"run_dir": str(teacher_dir), "trainable": trainable, "members": len(runs),
-                   "train_s": teacher_s, **score(Path(teacher_dir), data["holdout"], args)}
+    teacher = None  # the student alone needs none
+    if set(args.recipes.split(",")) - {"student"}:
+        teacher = build_teacher_run(args, data)
         print(json.dumps({"teacher": teacher}), flush=True)
     rows = []
     with open(Path(args.out) / "results.jsonl", "a") as f:
@@ -306,7 +310,7 @@ def main(argv=None) -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     continue
-                row = run_student(args, data, seed, recipe, teacher_dir and Path(teacher_dir))
+                row = run_student(args, data, seed, recipe, teacher and Path(teacher["run_dir"]))
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
