@@ -123,7 +123,7 @@ def ensemble_members(teacher: Path) -> list[Path] | None:
     """The member runs of a `lorafit teacher --ensemble` folder, as train.teacher reads them (None for a single run)."""
     from lorafit.teacher.logits import _ensemble_members
 
-    return [Path(m) for m in _ensemble_members(teacher)] if (teacher / "teacher.json").is_file() else None
+    return [Path(m) for m in _ensemble_members(teacher)[0]] if (teacher / "teacher.json").is_file() else None
 
 
 def score_ensemble(members: list[Path], holdout: Path, args) -> dict:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -337,6 +338,71 @@ def test_lorafit_teacher_ensemble_is_the_mean_of_its_runs(teacher_runs, ag_subse
     listed = teacher_log_probs(resolve_teacher([str(a), str(b)], LABELS, 64), texts, tmp_path / "c")
     np.testing.assert_allclose(listed, both, rtol=1e-6)
     assert main(["teacher", "--ensemble", str(a)]) == 2  # one run is no ensemble
+
+
+def test_a_cross_fitted_mask_averages_only_the_members_that_did_not_train_on_a_row():
+    p1 = np.log(np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]], dtype=np.float32))
+    p2 = np.log(np.array([[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.7, 0.1]], dtype=np.float32))
+    use = np.array([[True, False, False], [False, True, False]])  # row 3: no member counts, so both do
+    got = np.exp(combine([p1, p2], use))
+    np.testing.assert_allclose(got, [[0.7, 0.1, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.4, 0.4]], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def folds_teacher(tiny_model, small_csv, tmp_path_factory):
+    """A cross-fitted teacher of three tiny runs, made by `lorafit teacher --folds 3`."""
+    from lorafit.cli import main
+
+    root = tmp_path_factory.mktemp("folds")
+    args = [*_tiny_args(tiny_model, small_csv, root / "runs"), "lora.r=4", "train.lr=1e-2", "run.name=cf"]
+    assert main(["teacher", *args, "--folds", "3", "--output", str(root / "cf")]) == 0
+    return root / "cf", args
+
+
+def test_a_cross_fitted_teacher_labels_each_training_row_out_of_fold(folds_teacher, tiny_model, small_csv, tmp_path):
+    folder, args = folds_teacher
+    spec = json.loads((folder / "teacher.json").read_text())
+    members = [Path(m) for m in spec["members"]]
+    assert len(members) == 3 and all((m / "checkpoint-best").is_dir() for m in members)
+    # the config's own split: validation rows kept apart, the training rows cut into 3 folds
+    splits = load_splits(load_config(None, args[:-3]).data, 42)
+    train, val = splits["train"].texts, splits["validation"].texts
+    trained = [set(pd.read_json(folder / f, lines=True, dtype=False)["text"]) for f in spec["trained_on"]]
+    held_out = [[t for t in train if t not in seen] for seen in trained]
+    assert sorted(sum(held_out, [])) == sorted(train)  # every training row is held out by exactly one member
+    assert all(abs(len(h) - len(train) / 3) <= 4 for h in held_out) and not any(set(val) & s for s in trained)
+    for m, f in zip(members, spec["trained_on"]):  # each member trained on its file, chose on the validation rows
+        cfg = load_config(m / "config.yaml")
+        assert Path(cfg.data.train) == folder / f and cfg.data.validation.endswith("validation.jsonl")
+    # a training row: the one member that never saw it; a validation row: the mean of all three
+    texts = [held_out[0][0], held_out[1][0], held_out[2][0], val[0], val[1]]
+    teacher = resolve_teacher([str(folder)], LABELS, 64)
+    got = teacher_log_probs(teacher, texts, tmp_path / "c")
+    alone = [teacher_log_probs(resolve_teacher([str(m)], LABELS, 64), texts, tmp_path / "c") for m in members]
+    for k in range(3):
+        np.testing.assert_allclose(got[k], alone[k][k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.exp(got[3:]), sum(np.exp(a[3:]) for a in alone) / 3, rtol=1e-4, atol=1e-6)
+    assert teacher.describe()["combine"].startswith("cross-fitted")
+    # the same members read as a plain ensemble (no rows recorded) are another teacher
+    plain = resolve_teacher([str(m) for m in members], LABELS, 64)
+    assert plain.identity != teacher.identity
+
+
+def test_a_cross_fitted_build_resumes_and_refuses_another_plan(folds_teacher, tmp_path):
+    from lorafit.cli import main
+
+    folder, args = folds_teacher
+    finished = sorted(p.name for p in folder.glob("fold-*"))
+    shutil.rmtree(folder / finished[1])  # member 1 lost: only it trains again
+    assert main(["teacher", *args, "--folds", "3", "--output", str(folder)]) == 0
+    now = sorted(p.name for p in folder.glob("fold-*"))
+    assert now[0] == finished[0] and now[2] == finished[2] and now[1] != finished[1] and now[1].startswith("fold-1-")
+    assert json.loads((folder / "teacher.json").read_text())["members"][1].endswith(now[1])
+    assert main(["teacher", *args, "--folds", "2", "--output", str(folder)]) == 2  # another plan: refused
+    assert sorted(p.name for p in folder.glob("fold-*")) == now
+    assert main(["teacher", *args, "--folds", "1", "--output", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    assert main(["teacher", *args, "--output", str(tmp_path / "y")]) == 2  # --output needs --folds or --ensemble
 
 
 # ---------------------------------------------------------------- training with a teacher

@@ -16,7 +16,7 @@ Every CLI subcommand is a function here, usable from a notebook:
     lorafit.evaluate_perturbed(run_dir, "labelled.csv", "typo,synonym", rate=0.1)
     lorafit.plan("configs/agnews_best.yaml", budget=1_000_000, top=10)
     lorafit.run_bench("configs/quickstart.yaml", dtypes=("fp32", "bf16"))
-    lorafit.build_teacher("configs/agnews_teacher.yaml")  # or ensemble=[run_a, run_b]
+    lorafit.build_teacher("configs/agnews_teacher.yaml")  # or ensemble=[run_a, run_b], or folds=5
 
 The functions print what the CLI prints (progress lines on stderr, the libraries below quiet:
 `lorafit.console`). They are imported on first use (PEP 562), so `import lorafit` and

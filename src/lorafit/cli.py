@@ -299,17 +299,21 @@ def _teacher(sub, fmt):
         "teacher", help="build a teacher for train.teacher: a run with the budget lifted, or an ensemble folder",
         description="With --config: train it (full fine-tuning with lora.mode=full, or a wide LoRA) with "
         "the budget lifted; the run directory is the teacher. With --ensemble RUN...: write a folder "
-        "whose teacher is the mean of those runs' probabilities.",
+        "whose teacher is the mean of those runs' probabilities. With --config and --folds K: a "
+        "cross-fitted teacher, K runs each trained on all training rows but one fold, each text "
+        "labelled by the members that did not train on it.",
         epilog=_config_epilog(), formatter_class=fmt,
     )
     _add_config_args(p)
     p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="two or more finished runs to combine instead of training")
-    p.add_argument("--output", help="with --ensemble: the folder to write (default: runs/teacher-ensemble-<timestamp>)")
+    p.add_argument("--folds", type=int, metavar="K", help="with --config: a cross-fitted teacher of K runs (5 is usual)")
+    p.add_argument("--output", help="with --ensemble or --folds: the folder to write (default: runs/teacher-ensemble-<timestamp>, "
+                   "<run.dir>/<run.name>-folds-<timestamp>); with --folds the same folder again resumes an interrupted build")
 
     def run(args):
         from lorafit.teacher import build_teacher
 
-        folder = build_teacher(args.config, args.overrides, ensemble=args.ensemble, output=args.output)
+        folder = build_teacher(args.config, args.overrides, ensemble=args.ensemble, folds=args.folds, output=args.output)
         print(f"teacher: {folder}\nuse it with: lorafit train --config FILE train.teacher={folder}")
 
     p.set_defaults(func=run)

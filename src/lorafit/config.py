@@ -245,7 +245,8 @@ class TrainConfig:
     teacher: Any = _f(
         None,
         "distillation (off when null): a lorafit run directory, a list of them (an ensemble: mean "
-        "of their probabilities), a `lorafit teacher --ensemble` folder, or a transformers "
+        "of their probabilities), a `lorafit teacher --ensemble` or `--folds` folder (cross-fitted: each "
+        "text labelled by the members that did not train on it), or a transformers "
         "sequence-classification model folder; its logits are computed once and cached; its "
         "parameters do not count against the budget",
     )

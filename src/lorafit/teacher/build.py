@@ -2,6 +2,7 @@
 
     lorafit teacher --config configs/agnews_teacher.yaml [key=value ...]   # a teacher run
     lorafit teacher --ensemble runs/a runs/b runs/c [--output DIR]          # an ensemble folder
+    lorafit teacher --config configs/agnews_best.yaml --folds 5 [--output DIR]  # cross-fitted
 
 The first is a normal `lorafit train` run whose budget is lifted (a teacher is not
 submitted, so its parameters do not count): full fine-tuning (`lora.mode=full`) or a wide
@@ -9,6 +10,16 @@ LoRA, on the same labelled rows as the student. Its run directory is a teacher a
 `<run.dir>/<run.name>` (e.g. runs/agnews-teacher) is pointed at the newest one.
 The second writes a folder holding `teacher.json` (the member runs, absolute paths) and a
 README; as `train.teacher` it means the mean of the members' probabilities.
+
+The third, a CROSS-FITTED teacher: the config's training rows (after its validation split
+and data.max_train_rows) are cut into K stratified, seeded folds, and K members train, member
+k on every fold but k, all choosing their checkpoint on the config's validation rows. The
+folder holds the members' runs, their training files (`data/train-<k>.jsonl`) and a
+teacher.json that names, per member, the rows it trained on: a text is then labelled by the
+members that did NOT train on it (out of fold), so the student's training rows get soft
+labels from a model that never saw their labels; texts no member trained on (validation,
+unlabelled, test texts) get the mean of all K. An interrupted build resumes: the same
+command with the same --output reuses the finished members and finishes an interrupted one.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 
 from lorafit.errors import UserError
 
@@ -26,18 +39,22 @@ TEACHER_BUDGET = 10**12
 
 
 def build_teacher(
-    config=None, overrides=(), *, ensemble: list[str] | None = None, output: str | Path | None = None
+    config=None, overrides=(), *, ensemble: list[str] | None = None, folds: int | None = None,
+    output: str | Path | None = None,
 ) -> Path:
     """Build a teacher; return the folder to give as `train.teacher`.
 
-    Without `ensemble`: train `config` + `overrides` with the budget lifted (run.name
-    defaults to 'teacher'). With `ensemble` (two or more finished run directories trained on
-    the same classes): write an ensemble folder at `output` (default
-    runs/teacher-ensemble-<timestamp>); no `config` or overrides then.
+    Without `ensemble` or `folds`: train `config` + `overrides` with the budget lifted
+    (run.name defaults to 'teacher'). With `ensemble` (two or more finished run directories
+    trained on the same classes): write an ensemble folder at `output` (default
+    runs/teacher-ensemble-<timestamp>); no `config` or overrides then. With `folds=K`
+    (2 or more): a cross-fitted teacher of K runs of `config` at `output` (default
+    <run.dir>/<run.name>-folds-<timestamp>), each text labelled by the members that did not
+    train on it; the same `output` again resumes an interrupted build.
     """
     if ensemble:
-        if config is not None or overrides:
-            raise UserError("lorafit teacher --ensemble: takes run directories only; drop --config and the key=value overrides")
+        if config is not None or overrides or folds:
+            raise UserError("lorafit teacher --ensemble: takes run directories only; drop --config, --folds and the key=value overrides")
         return write_ensemble(ensemble, output)
     from lorafit.config import as_config
     from lorafit.train import train
@@ -45,6 +62,10 @@ def build_teacher(
     cfg = as_config(config, overrides)
     lifted = [f"budget={TEACHER_BUDGET}"] + (["run.name=teacher"] if cfg.run.name == "run" else [])
     cfg = as_config(cfg, lifted)
+    if folds is not None:
+        return build_cross_fitted(cfg, folds, output)
+    if output is not None:
+        raise UserError("lorafit teacher --output: only with --ensemble or --folds; a teacher run goes to run.dir")
     log.info("teacher: training %s (%s) with the budget lifted", cfg.model.name, cfg.lora.mode)
     run_dir = train(cfg)
     link = point_link(run_dir, Path(cfg.run.dir) / cfg.run.name)
@@ -100,3 +121,113 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
         f"{folder}`: the mean of the probabilities of\n\n" + "".join(f"- `{p}`\n" for p in paths)
     )
     return folder
+
+
+def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Path:
+    """K runs of `cfg`, member k trained on every fold of its training rows but k (see above)."""
+    import hashlib
+
+    import pandas as pd
+    from sklearn.model_selection import StratifiedKFold
+
+    from lorafit.config import as_config, config_to_dict
+    from lorafit.data import load_splits
+    from lorafit.rundir import write_atomic, write_json
+    from lorafit.train import train
+
+    if not isinstance(folds, int) or folds < 2:
+        raise UserError(f"lorafit teacher --folds {folds}: give 2 or more folds (5 is usual)")
+    if cfg.train.teacher or cfg.data.unlabeled:
+        raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")
+    # the rows the student will see as training rows: the config's split, before augmentation
+    splits = load_splits(as_config(cfg, ["data.augment=null", "data.test=null"]).data, cfg.train.seed)
+    train_rows, validation = splits["train"], splits["validation"]
+    counts = np.bincount(train_rows.labels)
+    if counts[counts > 0].min() < folds:
+        raise UserError(
+            f"{cfg.data.train}: a class has only {counts[counts > 0].min()} training rows, fewer than "
+            f"--folds {folds}; use fewer folds or more rows"
+        )
+    plan = {
+        "folds": folds,
+        "seed": cfg.train.seed,
+        "config": config_to_dict(cfg),
+        "texts": hashlib.sha256("\0".join(train_rows.texts).encode("utf-8", "surrogatepass")).hexdigest(),
+        "rows": len(train_rows),
+    }
+    folder = _folds_folder(cfg, output, plan)
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
+    files = [data / f"train-{k}.jsonl" for k in range(folds)]
+    val_file = data / "validation.jsonl"
+    tables = [train_rows.subset(np.sort(keep)) for keep, _ in split.split(train_rows.texts, train_rows.labels)]
+    for path, table in [(val_file, validation), *zip(files, tables)]:
+        if not path.exists():  # a resumed build keeps the files its members trained on
+            frame = pd.DataFrame({"text": table.texts, "label": table.labels})
+            write_atomic(path, frame.to_json(orient="records", lines=True, force_ascii=False))
+    members = []
+    for k in range(folds):
+        member_cfg = as_config(cfg, [
+            f"data.train={files[k]}", f"data.validation={val_file}", "data.max_train_rows=null",
+            f"run.dir={folder}", f"run.name=fold-{k}",
+        ])
+        done, interrupted = _fold_runs(folder, k)
+        if done:
+            log.info("teacher fold %d/%d: reusing %s", k + 1, folds, done)
+            members.append(done)
+            continue
+        log.info("teacher fold %d/%d: training on %d of %d rows", k + 1, folds, len(tables[k]), len(train_rows))
+        members.append(train(resume=interrupted) if interrupted else train(member_cfg))
+    write_json(folder / "teacher.json", {
+        "members": [str(Path(m).resolve()) for m in members],
+        "trained_on": [str(f.relative_to(folder)) for f in files],
+        "label_names": list(cfg.data.label_names),
+        "combine": "each text: the mean of the probabilities of the members that did not train on it (all members for texts none trained on)",
+        "folds": folds,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    (folder / "README.md").write_text(
+        f"# A cross-fitted teacher (lorafit teacher --folds {folds})\n\nUse it as `train.teacher={folder}`. "
+        f"Member k trained on data/train-k.jsonl ({len(train_rows)} rows less fold k) and chose its checkpoint "
+        "on data/validation.jsonl; a text is labelled by the members that did not train on it.\n\n"
+        + "".join(f"- `{m}`\n" for m in members)
+    )
+    point_link(folder, Path(cfg.run.dir) / cfg.run.name)
+    log.info("teacher ready: train.teacher=%s", folder)
+    return folder
+
+
+def _folds_folder(cfg, output, plan: dict) -> Path:
+    """A new folder, or `output` again when it holds the same plan (resume)."""
+    import json
+
+    from lorafit.rundir import create_run_dir, write_json
+
+    if output is None:
+        folder = create_run_dir(cfg.run.dir, f"{cfg.run.name}-folds")
+    else:
+        folder = Path(output)
+        if folder.exists():
+            try:
+                same = json.loads((folder / "plan.json").read_text()) == json.loads(json.dumps(plan, default=str))
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise UserError(
+                    f"--output {folder}: already exists and is not an unfinished build of this teacher "
+                    "(same config, rows and --folds); choose a new folder"
+                )
+            log.info("teacher: resuming the cross-fitted build in %s", folder)
+            return folder
+        folder.mkdir(parents=True)
+    write_json(folder / "plan.json", plan)
+    return folder
+
+
+def _fold_runs(folder: Path, k: int) -> tuple[Path | None, Path | None]:
+    """(finished run, interrupted run) of member k in `folder`, the newest of each kind."""
+    runs = sorted(folder.glob(f"fold-{k}-*"))
+    done = [r for r in runs if (r / "summary.json").is_file() and (r / "checkpoint-best").is_dir()]
+    resumable = [r for r in runs if (r / "checkpoints").is_dir() and not (r / "summary.json").exists()]
+    return (done[-1] if done else None), (resumable[-1] if resumable and not done else None)

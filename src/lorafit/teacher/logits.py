@@ -7,7 +7,10 @@ A teacher (`train.teacher`) is one or several of:
 - a transformers sequence-classification model folder (`config.json`, weights, tokenizer).
 
 Several members form an ensemble whose prediction is the MEAN OF THE MEMBERS' PROBABILITIES
-(as `lorafit ensemble --method mean`), stored as its logarithm. Log-probabilities serve as
+(as `lorafit ensemble --method mean`), stored as its logarithm. A cross-fitted teacher
+(`lorafit teacher --folds K`) names in teacher.json the rows each member trained on
+(`trained_on`); a text is then labelled by the mean of the members that did NOT train on it
+(out of fold), and by all members when every one trained on it or none did. Log-probabilities serve as
 logits: softmax(log p / T) is the teacher's distribution at temperature T, and for a single
 member it equals softmax(logits / T) exactly (a constant shift per row cancels).
 
@@ -72,6 +75,7 @@ class TeacherMember:
     max_length: int
     base: str  # the run's model.name, or the folder itself
     params: int | None = None  # total parameters, when the run recorded them
+    trained_on: Path | None = None  # the file of the texts it trained on (a cross-fitted teacher)
 
     def digest(self) -> str:
         """sha256 of the files that decide the member's outputs (weights, tokenizer, config)."""
@@ -86,7 +90,22 @@ class TeacherMember:
             from lorafit.data import file_digest
 
             h.update(f"{f.name}:{file_digest(f)}\n".encode())
+        if self.trained_on is not None:  # which texts it labels depends on it
+            from lorafit.data import file_digest
+
+            h.update(f"trained_on:{file_digest(self.trained_on)}\n".encode())
         return h.hexdigest()
+
+    def trained_texts(self) -> set[str] | None:
+        """The texts this member trained on, when its teacher recorded them (else None)."""
+        if self.trained_on is None:
+            return None
+        import pandas as pd
+
+        try:
+            return set(pd.read_json(self.trained_on, lines=True, dtype=False)["text"].astype(str))
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"train.teacher {self.trained_on}: cannot read the texts this member trained on ({_first(e)}); rebuild the teacher") from None
 
 
 @dataclass
@@ -106,16 +125,25 @@ class Teacher:
             self._identity = h.hexdigest()
         return self._identity
 
+    @property
+    def combine_rule(self) -> str:
+        if len(self.members) == 1:
+            return "single model"
+        if any(m.trained_on is not None for m in self.members):
+            return "cross-fitted: each text, the mean of the probabilities of the members that did not train on it"
+        return "mean of the members' probabilities"
+
     def describe(self) -> dict:
         """What the run directory records about its teacher."""
         return {
             "teacher": list(self.spec),
             "members": [
                 {"path": str(m.path), "resolved": str(m.path.resolve()), "kind": m.kind, "base_model": m.base,
-                 "max_length": m.max_length, "params": m.params}
+                 "max_length": m.max_length, "params": m.params,
+                 **({"trained_on": str(m.trained_on)} if m.trained_on is not None else {})}
                 for m in self.members
             ],
-            "combine": "mean of the members' probabilities" if len(self.members) > 1 else "single model",
+            "combine": self.combine_rule,
             "identity": self.identity[:16],
             "counts_against_budget": False,
         }
@@ -134,7 +162,10 @@ def resolve_teacher(spec: list[str], label_names: list[str], max_length: int) ->
     for item in spec:
         path = Path(item).expanduser()
         if (path / "teacher.json").is_file():
-            members += [_member(Path(p), item, max_length) for p in _ensemble_members(path)]
+            runs, trained_on = _ensemble_members(path)
+            for run, texts in zip(runs, trained_on):
+                members.append(_member(Path(run), item, max_length))
+                members[-1].trained_on = texts
         else:
             members.append(_member(path, item, max_length))
     for m in members:
@@ -142,14 +173,23 @@ def resolve_teacher(spec: list[str], label_names: list[str], max_length: int) ->
     return Teacher(list(spec), members)
 
 
-def _ensemble_members(folder: Path) -> list[str]:
+def _ensemble_members(folder: Path) -> tuple[list[str], list[Path | None]]:
+    """The member runs of an ensemble folder, and the file of texts each trained on (or None)."""
     try:
-        members = json.loads((folder / "teacher.json").read_text())["members"]
-    except (OSError, ValueError, KeyError, TypeError):
+        spec = json.loads((folder / "teacher.json").read_text())
+        members = spec["members"]
+        trained_on = spec.get("trained_on") or [None] * len(members)
+        if len(trained_on) != len(members):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"train.teacher {folder}: teacher.json is damaged; rebuild it with `lorafit teacher --ensemble RUN...`") from None
     if not members:
         raise UserError(f"train.teacher {folder}: teacher.json lists no runs; rebuild it with `lorafit teacher --ensemble RUN...`")
-    return [m if Path(m).is_absolute() else str(folder / m) for m in members]
+    files = [None if t is None else folder / t for t in trained_on]
+    for f in files:
+        if f is not None and not f.is_file():
+            raise UserError(f"train.teacher {folder}: {f} (the texts a member trained on) is missing; rebuild the teacher")
+    return [m if Path(m).is_absolute() else str(folder / m) for m in members], files
 
 
 def _member(path: Path, given: str, student_max_length: int) -> TeacherMember:
@@ -278,12 +318,33 @@ def member_log_probs(member: TeacherMember, texts: list[str], device: str, batch
     return torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).float().numpy()
 
 
-def combine(log_probs: list[np.ndarray]) -> np.ndarray:
-    """log of the mean of the members' probabilities (one member: itself)."""
+def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None) -> np.ndarray:
+    """log of the mean of the members' probabilities (one member: itself).
+
+    `use` [members, rows] (bool): which members count for each row (out of fold); a row no
+    member counts for takes them all.
+    """
     if len(log_probs) == 1:
         return log_probs[0]
     stack = torch.from_numpy(np.stack(log_probs)).double()
-    return (torch.logsumexp(stack, dim=0) - np.log(len(log_probs))).float().numpy()
+    if use is None:
+        return (torch.logsumexp(stack, dim=0) - np.log(len(log_probs))).float().numpy()
+    use = torch.from_numpy(np.asarray(use, dtype=bool)).clone()
+    use[:, ~use.any(dim=0)] = True
+    masked = stack.masked_fill(~use[:, :, None], float("-inf"))
+    return (torch.logsumexp(masked, dim=0) - torch.log(use.sum(dim=0).double())[:, None]).float().numpy()
+
+
+def out_of_fold(teacher: Teacher, texts: list[str]) -> np.ndarray | None:
+    """[members, rows]: True where the member did not train on the text (None: no member says)."""
+    if all(m.trained_on is None for m in teacher.members):
+        return None
+    use = np.ones((len(teacher.members), len(texts)), dtype=bool)
+    for i, m in enumerate(teacher.members):
+        seen = m.trained_texts()
+        if seen is not None:
+            use[i] = [t not in seen for t in texts]
+    return use
 
 
 # ---------------------------------------------------------------- the store
@@ -337,7 +398,10 @@ def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_si
     # the teacher's loading (a head's initialisation) must not move the student's random streams
     with torch.random.fork_rng(devices=[]):
         parts = [member_log_probs(m, texts, device, batch_size, dtype=dtype) for m in teacher.members]
-    values = combine(parts).astype(np.float32)
+    use = out_of_fold(teacher, texts)
+    if use is not None:
+        log.info("teacher logits: cross-fitted, %d of %d texts labelled out of fold", int((~use).any(axis=0).sum()), len(texts))
+    values = combine(parts, use).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
