@@ -400,7 +400,9 @@ def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_si
         parts = [member_log_probs(m, texts, device, batch_size, dtype=dtype) for m in teacher.members]
     use = out_of_fold(teacher, texts)
     if use is not None:
-        log.info("teacher logits: cross-fitted, %d of %d texts labelled out of fold", int((~use).any(axis=0).sum()), len(texts))
+        held = int((~use).any(axis=0).sum())
+        log.info("teacher logits: cross-fitted, %d of %d texts labelled out of fold (by the members that did not train on them), "
+                 "%d by all %d members", held, len(texts), len(texts) - held, len(teacher.members))
     values = combine(parts, use).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
