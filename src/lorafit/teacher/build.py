@@ -125,14 +125,13 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
 
 def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Path:
     """K runs of `cfg`, member k trained on every fold of its training rows but k (see above)."""
-    import hashlib
-
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold
 
     from lorafit.config import as_config, config_to_dict
     from lorafit.data import load_splits
     from lorafit.rundir import write_atomic, write_json
+    from lorafit.teacher.logits import texts_digest
     from lorafit.train import train
 
     if not isinstance(folds, int) or folds < 2:
@@ -152,7 +151,7 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
         "folds": folds,
         "seed": cfg.train.seed,
         "config": config_to_dict(cfg),
-        "texts": hashlib.sha256("\0".join(train_rows.texts).encode("utf-8", "surrogatepass")).hexdigest(),
+        "texts": texts_digest(train_rows.texts),
         "rows": len(train_rows),
     }
     folder = _folds_folder(cfg, output, plan)

@@ -86,13 +86,11 @@ class TeacherMember:
 
             model = config_to_dict(load_config(self.path / "config.yaml"))["model"]
             h.update(json.dumps(model, sort_keys=True).encode())
-        for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in IGNORED_FILES):
-            from lorafit.data import file_digest
+        from lorafit.data import file_digest
 
+        for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in IGNORED_FILES):
             h.update(f"{f.name}:{file_digest(f)}\n".encode())
         if self.trained_on is not None:  # which texts it labels depends on it
-            from lorafit.data import file_digest
-
             h.update(f"trained_on:{file_digest(self.trained_on)}\n".encode())
         return h.hexdigest()
 
@@ -327,9 +325,8 @@ def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None) -> np.nd
     if len(log_probs) == 1:
         return log_probs[0]
     stack = torch.from_numpy(np.stack(log_probs)).double()
-    if use is None:
-        return (torch.logsumexp(stack, dim=0) - np.log(len(log_probs))).float().numpy()
-    use = torch.from_numpy(np.asarray(use, dtype=bool)).clone()
+    shape = stack.shape[:2]
+    use = torch.ones(shape, dtype=torch.bool) if use is None else torch.from_numpy(np.asarray(use, dtype=bool)).clone()
     use[:, ~use.any(dim=0)] = True
     masked = stack.masked_fill(~use[:, :, None], float("-inf"))
     return (torch.logsumexp(masked, dim=0) - torch.log(use.sum(dim=0).double())[:, None]).float().numpy()
