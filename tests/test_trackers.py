@@ -1,9 +1,14 @@
-"""`log.trackers` through Accelerate: TensorBoard event files and an MLflow file store hold
-the metrics.jsonl scalars; a missing tracker package is a one-line error before any output."""
+"""`log.trackers` through Accelerate: TensorBoard event files, an MLflow file store, an offline
+W&B run, trackio's local database and an Aim repository hold the metrics.jsonl scalars, each
+read back with the tracker's own reader; a missing tracker package is a one-line error before
+any output. The optional trackers' tests skip when their package is missing (`.ci/run`
+installs them all)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,3 +92,97 @@ def test_unknown_tracker_names_the_key():
     with pytest.raises(UserError) as e:
         load_config(None, ["log.trackers=[tensorboard,neptune]"])
     assert "log.trackers: 'neptune' is not one of tensorboard, mlflow" in str(e.value)
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B run file (`run-<id>.wandb`): W&B's protobuf records in LevelDB's
+    log format (32 KiB blocks, each chunk behind a 7-byte header), after a 7-byte file header."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, chunk_type = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if chunk_type in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_wandb_offline_run_holds_every_row_in_the_run_folder(tiny_overrides, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is optional: pip install 'lorafit[wandb]'")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # W&B's default folder would be ./wandb
+    assert main(["train", *tiny_overrides, "log.trackers=[wandb]", "run.name=wb", "data.test=sample-test"]) == 0
+    run = _run(tmp_path)
+    assert not (tmp_path / "wandb").exists()
+    (path,) = (run / "trackers" / "wandb").glob("offline-run-*/run-*.wandb")
+    history, config = [], {}
+    for record in _wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            assert (record.run.project, record.run.display_name) == ("wb", run.name)
+        elif kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "history":
+            # a key with "/" may come as its parts (nested_key)
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.history.item})
+    assert config["lora.r"] == 8 and config["run.name"] == "wb"
+    rows = _rows(run)
+    for kind, key in KINDS:  # the test row too: logged at the best step, after the last step
+        want = [(r["step"], r[key]) for r in rows if r["kind"] == kind]
+        got = [(h[f"{kind}/step"], h[f"{kind}/{key}"]) for h in history if f"{kind}/{key}" in h]
+        assert got == pytest.approx(want, rel=1e-6), key
+
+
+def test_trackio_local_store_holds_every_row(tiny_overrides, tmp_path):
+    pytest.importorskip("trackio", reason="trackio is optional: pip install 'lorafit[trackio]'")
+    # trackio reads TRACKIO_DIR when imported: the run and the reading get their own process
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio")}
+    args = ["train", *tiny_overrides, "log.trackers=[trackio]", "run.name=tio", "data.test=sample-test"]
+    subprocess.run([sys.executable, "-m", "lorafit", *args], env=env, check=True, capture_output=True)
+    run = _run(tmp_path)
+    read = (
+        "import json, sys, trackio; p, r = sys.argv[1:]; "
+        "print(json.dumps([trackio.SQLiteStorage.get_logs(p, r), trackio.SQLiteStorage.get_run_config(p, r)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", read, "tio", run.name], env=env, check=True, capture_output=True, text=True)
+    logs, config = json.loads(out.stdout.splitlines()[-1])
+    assert config["lora.r"] == 8
+    rows = _rows(run)
+    for kind, key in KINDS:
+        want = [(r["step"], r[key]) for r in rows if r["kind"] == kind]
+        got = [(log["step"], log[f"{kind}/{key}"]) for log in logs if f"{kind}/{key}" in log]
+        assert got == pytest.approx(want, rel=1e-6), key
+
+
+def test_aim_repo_in_the_run_folder_holds_every_row(tiny_overrides, tmp_path):
+    pytest.importorskip("aim", reason="aim is optional: pip install 'lorafit[aim]'")
+    from aim import Repo, Run
+
+    assert main(["train", *tiny_overrides, "log.trackers=[aim]", "run.name=aimr", "data.test=sample-test"]) == 0
+    run = _run(tmp_path)
+    (run_hash,) = Repo(str(run / "trackers")).list_all_runs()
+    aim_run = Run(run_hash=run_hash, repo=str(run / "trackers"))  # read-only opening sees nothing
+    try:
+        assert (aim_run.name, aim_run.experiment) == (run.name, "aimr")
+        assert aim_run["hparams"]["lora.r"] == 8
+        series = {m.name: m.data.numpy() for m in aim_run.metrics()}
+    finally:
+        aim_run.close()
+    rows = _rows(run)
+    for kind, key in KINDS:
+        want = [(r["step"], r[key]) for r in rows if r["kind"] == kind]
+        steps, (values, *_) = series[f"{kind}/{key}"]
+        assert list(zip(steps.tolist(), values.tolist())) == pytest.approx(want, rel=1e-6), key

@@ -120,7 +120,14 @@ class MetricsLogger:
         if self.accelerator:
             values = {f"{row['kind']}/{key}": float(value) for key, value in row.items()
                       if isinstance(value, (int, float)) and key not in ("step", "kind")}
-            self.accelerator.log(values, step=row["step"])
+            for tracker in self.accelerator.trackers:  # the main process's; none elsewhere
+                if tracker.name == "wandb":
+                    # W&B drops a row whose step is lower than its last one (the test row is
+                    # logged at the best checkpoint's step, after the last): each kind has its
+                    # own step axis (`define_metric` in start_trackers)
+                    tracker.log({**values, f"{row['kind']}/step": row["step"]})
+                else:
+                    tracker.log(values, step=row["step"])
 
     def close(self) -> None:
         self.file.close()
@@ -142,9 +149,20 @@ def start_trackers(accelerator, run_dir: Path, cfg: Config) -> None:
                 stack.append((f"{prefix}{key}.", value))
             else:
                 flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    # Accelerate names the project (W&B, trackio), experiment (MLflow) or run (Aim) cfg.run.name
     names = {"wandb": {"name": run_dir.name}, "mlflow": {"run_name": run_dir.name},
-             "trackio": {"name": run_dir.name}, "aim": {"run_name": run_dir.name}}
+             "trackio": {"name": run_dir.name}, "aim": {"experiment": cfg.run.name}}
+    if not os.environ.get("WANDB_DIR"):  # W&B's files (offline runs too) in the run folder
+        (run_dir / "trackers").mkdir(parents=True, exist_ok=True)
+        names["wandb"]["dir"] = str(run_dir / "trackers")
     accelerator.init_trackers(cfg.run.name, config=flat, init_kwargs={k: v for k, v in names.items() if k in cfg.log.trackers})
+    if "wandb" in cfg.log.trackers:
+        wandb_run = accelerator.get_tracker("wandb", unwrap=True)
+        for kind in ("train", "eval", "test"):
+            wandb_run.define_metric(f"{kind}/step", hidden=True)
+            wandb_run.define_metric(f"{kind}/*", step_metric=f"{kind}/step")
+    if "aim" in cfg.log.trackers:  # Aim's run name is Accelerate's project name: the folder's instead
+        accelerator.get_tracker("aim", unwrap=True).name = run_dir.name
 
 
 def make_accelerator(cfg: Config):
