@@ -538,3 +538,35 @@ def test_a_grid_point_drawn_twice_at_once_runs_in_the_earlier_trial_only():
     pruned.set_user_attr("name", "all")
     fresh.tell(pruned, state=TrialState.PRUNED)  # pruned by the pruner: it ran
     assert _duplicate(fresh, fresh.ask(), "all")
+
+
+def test_workers_finishing_at_once_start_no_trial_beyond_n_trials(tiny_model, small_csv, tmp_path):
+    """Two workers finish together, each sees one trial missing and starts one: the earlier
+    trial goes on, the later one is surplus (pruned before sampling, no run, not shown)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from lorafit.search.leaderboard import trial_status
+    from lorafit.search.study import _surplus, objective, open_study
+
+    path = write_sweep(
+        tmp_path / "tpe.yaml", base=tiny_base(tiny_model, small_csv), dir=str(tmp_path / "sweeps"),
+        search={"sampler": "tpe", "n_trials": 3, "space": {"lora.r": {"int": [2, 8]}}},
+    )
+    plan = load_sweep(path)
+    study = open_study(plan, 0)
+    done, failed = study.ask(), study.ask()
+    study.tell(done, 0.5)
+    study.tell(failed, state=TrialState.FAIL)  # a failure does not count: its retry may run
+    first, second, third = study.ask(), study.ask(), study.ask()
+    assert not _surplus(plan, study, first) and not _surplus(plan, study, second)
+    assert _surplus(plan, study, third)  # done + first + second make 3
+    with pytest.raises(optuna.TrialPruned, match="3 trials are finished or under way"):
+        objective(plan, third)
+    study.tell(third, state=TrialState.PRUNED)
+    (third,) = [t for t in study.get_trials() if t.number == third.number]
+    assert third.user_attrs == {"surplus": True} and third.params == {}
+    assert trial_status(third) is None
+    assert not plan.folder.exists() or not any(plan.folder.glob("t*"))
+    study.tell(first, state=TrialState.PRUNED)  # pruned by the pruner: it counts
+    assert _surplus(plan, study, study.ask())

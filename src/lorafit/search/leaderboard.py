@@ -50,14 +50,15 @@ def show_value(value: Any) -> str:
 
 
 def trial_status(trial) -> str | None:
-    """A study trial as a leaderboard status (None: a duplicate grid point, not shown)."""
+    """A study trial as a leaderboard status (None, not shown: a duplicate grid point, or a
+    trial started when `n_trials` were already finished or under way)."""
     from optuna.trial import TrialState
 
     attrs = trial.user_attrs
     if trial.state == TrialState.COMPLETE:
         return "done"
     if trial.state == TrialState.PRUNED:
-        if attrs.get("duplicate"):
+        if attrs.get("duplicate") or attrs.get("surplus"):
             return None
         return "skipped" if attrs.get("infeasible") else "pruned"
     if trial.state == TrialState.FAIL:

@@ -112,10 +112,23 @@ def _duplicate(study, trial, name: str) -> bool:
     for t in study.get_trials(deepcopy=False):
         if t.number < trial.number and t.user_attrs.get("name") == name:
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (
-                t.state == TrialState.PRUNED and not t.user_attrs.get("duplicate")
+                t.state == TrialState.PRUNED and trial_status(t) is not None
             ):
                 return True
     return False
+
+
+def _surplus(plan: SweepPlan, study, trial) -> bool:
+    """Whether the earlier trials already make `n_trials` (finished, pruned or running).
+
+    Workers that finish at the same moment each see one trial missing and each start one;
+    only earlier trials (lower numbers) count, so the first of them goes on and the others
+    are surplus. Retries of failed trials are not counted twice: a failure does not count.
+    """
+    if plan.sampler == "grid" or plan.n_trials is None:
+        return False
+    earlier = [trial_status(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+    return sum(status in ("done", "pruned", "running") for status in earlier) >= plan.n_trials
 
 
 def objective(plan: SweepPlan, trial) -> float:
@@ -124,6 +137,9 @@ def objective(plan: SweepPlan, trial) -> float:
 
     from lorafit.train import train
 
+    if _surplus(plan, trial.study, trial):  # before sampling: the sampler learns nothing from it
+        trial.set_user_attr("surplus", True)
+        raise optuna.TrialPruned(f"{plan.n_trials} trials are finished or under way")
     name, overrides = sample(plan, trial)
     trial.set_user_attr("name", name)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
