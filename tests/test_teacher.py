@@ -450,6 +450,11 @@ def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
     assert f"teacher         {teacher} (single model;" in text and "distillation    w=0.5, T=2" in text
     assert f"unlabelled      {unlabeled_file}: 40 of 40 rows joined training" in text
     assert "distilled from the teacher" in (run / "checkpoint-best" / "README.md").read_text()
+    # the teacher's lines, logged before the run folder exists, are in train.log, in order
+    log_lines = (run / "train.log").read_text().splitlines()
+    first = [i for i, line in enumerate(log_lines) if "teacher logits: computing" in line]
+    assert len(first) == 2 and first[0] < [i for i, x in enumerate(log_lines) if "run directory:" in x][0]
+    assert any("teacher: " in line and "accuracy on the" in line for line in log_lines)
     stores = sorted((tmp_path / "cache" / "teacher").iterdir())
     assert len(stores) == 2  # the labelled training rows and the unlabelled texts
     mtimes = [(s / "log_probs.npy").stat().st_mtime_ns for s in stores]
@@ -463,6 +468,7 @@ def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
         assert main(["train", *args, "run.name=second"]) == 0  # a second run reuses the store
     assert [(s / "log_probs.npy").stat().st_mtime_ns for s in stores] == mtimes
     assert caplog.text.count("teacher logits: reusing") == 2
+    assert (_only_run(tmp_path / "runs", "second") / "train.log").read_text().count("teacher logits: reusing") == 2
     rows = lambda r: [json.loads(x)["train_loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"train"' in x]  # noqa: E731
     assert rows(run) == rows(_only_run(tmp_path / "runs", "second"))
 

@@ -358,13 +358,18 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one console log for the run, not one per process
     set_seed(cfg.train.seed)
-    description, splits, tokenizer, model = prepare(cfg)
-    distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
-    if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
-        description = {**description, "teacher": distill.describe()}
-    encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
-    cache_plan = plan_prefix_cache(cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision)
-    run_dir = _open_run_dir(cfg, description, accelerator, resume_dir)
+    early = _EarlyLog() if accelerator.is_main_process else None  # train.log gets these lines too
+    try:
+        description, splits, tokenizer, model = prepare(cfg)
+        distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
+        if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
+            description = {**description, "teacher": distill.describe()}
+        encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
+        cache_plan = plan_prefix_cache(cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision)
+    finally:
+        if early is not None:
+            log.removeHandler(early)
+    run_dir = _open_run_dir(cfg, description, accelerator, resume_dir, early.records if early is not None else ())
     _log_data(encoded, cfg)
 
     world = accelerator.num_processes
@@ -447,7 +452,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     return run_dir
 
 
-def _open_run_dir(cfg: Config, description: dict, accelerator, existing: Path | None = None) -> Path:
+def _open_run_dir(cfg: Config, description: dict, accelerator, existing: Path | None = None, early=()) -> Path:
     """Create the run directory (or reopen `existing` to resume) and tell the others its name.
 
     A new directory that cannot be filled (full disk) is removed again: no half-made run.
@@ -465,7 +470,7 @@ def _open_run_dir(cfg: Config, description: dict, accelerator, existing: Path | 
             if existing is None:
                 write_atomic(run_dir / "config.yaml", config_to_yaml(cfg))
             write_description(description, run_dir)
-            _attach_log_file(run_dir / "train.log")
+            _attach_log_file(run_dir / "train.log", early)
         except (OSError, UserError) as e:
             if existing is None:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -484,11 +489,28 @@ class _RunLogHandler(logging.FileHandler):
         raise  # noqa: PLE0704 - re-raises the write error logging is handling
 
 
-def _attach_log_file(path: Path) -> None:
-    """Log to `path` (appending on a resume) instead of any earlier run's log in this process."""
+class _EarlyLog(logging.Handler):
+    """Holds lorafit's log lines from before the run folder exists (loading the model and the
+    data, the teacher's labels, the cache plan) for `train.log`; attached at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        log.addHandler(self)
+        log.setLevel(logging.INFO)
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def _attach_log_file(path: Path, early=()) -> None:
+    """Log to `path` (appending on a resume) instead of any earlier run's log in this process;
+    `early`: records logged before, written first."""
     _detach_log_file()
     handler = _RunLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for record in early:
+        handler.handle(record)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
