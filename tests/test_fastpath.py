@@ -13,7 +13,7 @@ import torch
 from lorafit import fastpath
 from lorafit.cli import main
 from lorafit.config import load_config
-from lorafit.data import encode, load_table
+from lorafit.data import Encoded, encode, load_table
 from lorafit.fastpath import cache_key, find_trunk, make_forward, plan_prefix_cache
 from lorafit.model import build_model, load_tokenizer
 
@@ -127,6 +127,10 @@ def assert_eval_prefix_matches(forward, model, encoded, pad_id, rtol=1e-5):
     for _ in range(2):  # computed, then read back
         ours = prefix.logits(model, encoded, 16)
         assert scale > 0 and float(np.abs(ours - whole).max()) <= rtol * scale
+    # other rows, as many: their own prefix output, not the stored one
+    other = Encoded(encoded.ids[1:] + encoded.ids[:1], None, 0)
+    ours = prefix.logits(model, other, 16)
+    assert float(np.abs(ours - infer_logits(model, other, 16, pad_id, "cpu")).max()) <= rtol * scale
 
 
 def assert_cached_logits_match(forward, model, encoded, pad_id, rtol=1e-5):
