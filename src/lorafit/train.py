@@ -358,28 +358,30 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one console log for the run, not one per process
     set_seed(cfg.train.seed)
-    early = _EarlyLog() if accelerator.is_main_process else None  # train.log gets these lines too
+    # everything that can refuse the run comes before its folder; train.log gets the lines
+    early = _EarlyLog() if accelerator.is_main_process else None
     try:
         description, splits, tokenizer, model = prepare(cfg)
         distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
         if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
             description = {**description, "teacher": distill.describe()}
         encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
+        _log_data(encoded, cfg)
         cache_plan = plan_prefix_cache(cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision)
+
+        world = accelerator.num_processes
+        global_batch = cfg.train.batch_size * world
+        steps_per_epoch = math.ceil(len(encoded["train"].ids) / global_batch)
+        n_steps = total_steps(cfg, steps_per_epoch)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, n_steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        # the activation cache: built (or refused: a one-line error, no run folder) or reused
+        forward = make_forward(cache_plan, model, encoded["train"], tokenizer.pad_token_id, accelerator)
     finally:
         if early is not None:
             log.removeHandler(early)
     run_dir = _open_run_dir(cfg, description, accelerator, resume_dir, early.records if early is not None else ())
-    _log_data(encoded, cfg)
-
-    world = accelerator.num_processes
-    global_batch = cfg.train.batch_size * world
-    steps_per_epoch = math.ceil(len(encoded["train"].ids) / global_batch)
-    n_steps = total_steps(cfg, steps_per_epoch)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, n_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    forward = make_forward(cache_plan, model, encoded["train"], tokenizer.pad_token_id, accelerator)
 
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
     run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps)
