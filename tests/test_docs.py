@@ -45,7 +45,7 @@ FUNCTIONS = {
     "train": "train", "describe": "describe", "predict": "predict", "evaluate": "evaluate",
     "plots": "write_plots", "log": "write_training_log", "report": "write_report",
     "sweep": "sweep", "ensemble": "ensemble", "export": "export_merged", "plan": "plan",
-    "bench": "run_bench", "teacher": "build_teacher",
+    "bench": "run_bench", "teacher": "build_teacher", "cache": "list_caches",
 }
 
 
@@ -61,6 +61,7 @@ def test_every_subcommand_is_a_documented_function_of_the_package():
         assert name in lorafit.__all__ and inspect.isfunction(fn), command
         assert len(inspect.getdoc(fn) or "") > 40, f"lorafit.{name} needs a docstring"
     assert "evaluate_perturbed" in lorafit.__all__  # evaluate --perturb
+    assert "remove_caches" in lorafit.__all__  # cache KEY... / --older-than
 
 
 # ---------------------------------------------------------------- the README's examples

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lorafit import fastpath
+from lorafit.caches import default_cache_dir
 from lorafit.config import load_config
 from lorafit.errors import UserError
 from lorafit.fastpath import (
@@ -30,7 +31,6 @@ from lorafit.fastpath import (
     _remove_dead_partials,
     _token_batches,
     check_disk,
-    default_cache_dir,
     first_adapted_layer,
     storage_for,
 )

@@ -540,6 +540,7 @@ def test_a_grid_point_drawn_twice_at_once_runs_in_the_earlier_trial_only():
     assert _duplicate(fresh, fresh.ask(), "all")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked by hand, not by optimize
 def test_workers_finishing_at_once_start_no_trial_beyond_n_trials(tiny_model, small_csv, tmp_path):
     """Two workers finish together, each sees one trial missing and starts one: the earlier
     trial goes on, the later one is surplus (pruned before sampling, no run, not shown)."""

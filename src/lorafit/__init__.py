@@ -17,6 +17,7 @@ Every CLI subcommand is a function here, usable from a notebook:
     lorafit.plan("configs/agnews_best.yaml", budget=1_000_000, top=10)
     lorafit.run_bench("configs/quickstart.yaml", dtypes=("fp32", "bf16"))
     lorafit.build_teacher("configs/agnews_teacher.yaml")  # or ensemble=[run_a, run_b], or folds=5
+    lorafit.list_caches(); lorafit.remove_caches(older_than_days=30)  # `lorafit cache`
 
 The functions print what the CLI prints (progress lines on stderr, the libraries below quiet:
 `lorafit.console`). They are imported on first use (PEP 562), so `import lorafit` and
@@ -54,16 +55,19 @@ _EXPORTS = {
     "plan": ("lorafit.plan", "plan", "models"),
     "run_bench": ("lorafit.bench", "run_bench", "models"),
     "build_teacher": ("lorafit.teacher", "build_teacher", "models"),
+    "list_caches": ("lorafit.caches", "list_caches", None),
+    "remove_caches": ("lorafit.caches", "remove_caches", None),
 }
 
 __all__ = [
     "Config", "UserError", "load_config", "train", "describe", "predict", "evaluate",
     "sweep", "ensemble", "export_merged", "write_plots", "write_training_log", "write_report",
-    "evaluate_perturbed", "plan", "run_bench", "build_teacher",
+    "evaluate_perturbed", "plan", "run_bench", "build_teacher", "list_caches", "remove_caches",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from lorafit.bench import run_bench
+    from lorafit.caches import list_caches, remove_caches
     from lorafit.config import Config, load_config
     from lorafit.ensemble import ensemble
     from lorafit.errors import UserError

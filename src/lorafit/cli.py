@@ -8,6 +8,7 @@
     lorafit sweep configs/sweeps/minilm_layer_ranges.yaml --parallel 2
     lorafit ensemble RUN_A RUN_B --input test.pkl --method weighted
     lorafit export RUN_DIR --merged OUT
+    lorafit cache [KEY... | --older-than DAYS] [--dry-run]
 
 A `UserError` prints as one line and exits 2; `--debug` shows the traceback instead.
 """
@@ -319,7 +320,37 @@ def _teacher(sub, fmt):
     p.set_defaults(func=run)
 
 
-COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher]
+def _cache(sub, fmt):
+    p = sub.add_parser(
+        "cache", help="list the stores kept between runs (activation caches, teacher logits); remove on request",
+        description="Without KEY or --older-than: list the stores under the cache folder (train.cache_dir's "
+        "default: $LORAFIT_CACHE_DIR or ~/.cache/lorafit/activations), newest use first. With them: remove those.",
+    )
+    p.add_argument("keys", nargs="*", metavar="KEY", help="stores to remove, by the key the listing shows")
+    p.add_argument("--dir", help="the cache folder, if a config sets train.cache_dir")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="remove every store not used for DAYS days")
+    p.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
+
+    def run(args):
+        from lorafit.caches import format_size, format_table, list_caches, remove_caches
+
+        if not args.keys and args.older_than is None:
+            stores = list_caches(args.dir)
+            print(json.dumps([s.row() for s in stores], indent=2) if args.json else format_table(stores))
+            return
+        gone = remove_caches(args.dir, args.keys, args.older_than, dry_run=args.dry_run)
+        if args.json:
+            print(json.dumps([s.row() for s in gone], indent=2))
+            return
+        for s in gone:
+            print(f"{'would remove' if args.dry_run else 'removed'} {s.kind} {s.key} ({format_size(s.size)})")
+        print(f"{len(gone)} stores, {format_size(sum(s.size for s in gone))}{' (dry run)' if args.dry_run else ''}")
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher, _cache]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # commands that only read a run's files: transformers stays unloaded
-_FILE_COMMANDS = {"plots", "log", "report"}
+_FILE_COMMANDS = {"plots", "log", "report", "cache"}
 
 
 def main(argv: list[str] | None = None) -> int:

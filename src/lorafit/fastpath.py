@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lorafit.caches import default_cache_dir, mark_used
 from lorafit.config import Config
 from lorafit.data import Encoded, pad_batch
 from lorafit.errors import UserError
@@ -76,14 +77,6 @@ BUILD_TOKENS = 4_096
 EVAL_PREFIX_LIMIT = 2 * 1024**3
 #: free disk to keep beyond the estimate, as a share of it
 DISK_HEADROOM = 0.10
-
-
-def default_cache_dir() -> Path:
-    """`$LORAFIT_CACHE_DIR`, else `$XDG_CACHE_HOME/lorafit/activations` (~/.cache/...)."""
-    if os.environ.get("LORAFIT_CACHE_DIR"):
-        return Path(os.environ["LORAFIT_CACHE_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "lorafit" / "activations"
 
 
 # ---------------------------------------------------------------- the model's pieces
@@ -395,7 +388,8 @@ def build_prefix_cache(
             _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage="bf16")
         accelerator.wait_for_everyone()
     if local_main and building:
-        _finish(partial, path, dtype, encoded, prefix, accelerator.mixed_precision)
+        model = str(getattr(trunk.transformer.config, "_name_or_path", "") or "")
+        _finish(partial, path, dtype, encoded, prefix, accelerator.mixed_precision, model)
     accelerator.wait_for_everyone()
     return PrefixCache(path)
 
@@ -512,7 +506,7 @@ def _agree_on_dtype(dtype: str, accelerator) -> str:
 
 
 def _finish(
-    partial: Path, path: Path, dtype: str, encoded: Encoded, prefix: int, precision: str
+    partial: Path, path: Path, dtype: str, encoded: Encoded, prefix: int, precision: str, model: str = ""
 ) -> None:
     offsets = np.load(partial / "offsets.npy")
     width = STORAGE[dtype].itemsize
@@ -525,6 +519,7 @@ def _finish(
         "rows": len(encoded.ids),
         "prefix_layers": prefix,
         "precision": precision,
+        "model": model,  # for `lorafit cache`'s listing only; the key identifies the weights
     }
     (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     try:
@@ -625,6 +620,8 @@ def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelera
             f"train.cache_activations: the cached path disagrees with the full model on "
             f"{_model_name(unwrapped)} ({mismatch}); set train.cache_activations=false"
         )
+    if reused:
+        mark_used(path)  # `lorafit cache` shows the last use
     log.info(
         "activation cache: %s %s (%s, %d rows, layers 0-%d run once)",
         "reusing" if reused else "built",

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lorafit.caches import mark_used
 from lorafit.errors import UserError
 
 log = logging.getLogger("lorafit")
@@ -382,6 +383,7 @@ def teacher_log_probs(
         _build(teacher, texts, path, device, batch_size, dtype)
     else:
         log.info("teacher logits: reusing %s (%d rows)", path, len(texts))
+        mark_used(path)  # `lorafit cache` shows the last use
     if accelerator is not None:
         accelerator.wait_for_everyone()
     out = np.load(path / "log_probs.npy")
