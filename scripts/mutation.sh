@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut) of the code where a silent bug costs users most.
 #
-#     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath
+#     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath caches
 #
 # e.g. `scripts/mutation.sh pickles params`. For each MODULE it mutates src/lorafit/MODULE.py
 # one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
@@ -38,7 +38,7 @@ fi
 
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
-  modules=(pickles checkpoint params model fastpath)
+  modules=(pickles checkpoint params model fastpath caches)
 fi
 
 summary=()

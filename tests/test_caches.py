@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lorafit.caches import list_caches, remove_caches
+from lorafit.caches import format_size, format_table, list_caches, remove_caches
 from lorafit.cli import main
+from lorafit.errors import UserError
 
 DAY = 86400
 
@@ -84,9 +85,9 @@ def test_removal_by_age_or_key_leaves_every_other_store(real_store, tmp_path, ca
     os.utime(broken, (time.time() - 50 * DAY,) * 2)
     teacher = cache / "teacher" / ("c" * 64)  # a teacher's store, used today
     teacher.mkdir(parents=True)
-    (teacher / "meta.json").write_text(json.dumps({"rows": 5, "teacher": ["runs/t"]}))
+    (teacher / "meta.json").write_text(json.dumps({"rows": 5, "teacher": ["runs/t", "runs/u"]}))
     kinds = {r["key"]: (r["kind"], r["what"]) for r in _listing(cache, capsys)}
-    assert kinds[broken.name][0] == "incomplete" and kinds[teacher.name] == ("teacher", "runs/t")
+    assert kinds[broken.name][0] == "incomplete" and kinds[teacher.name] == ("teacher", "runs/t, runs/u")
     assert kinds[old.name][0] == kinds[new.name][0] == "activations" and len(kinds) == 4
 
     capsys.readouterr()
@@ -124,8 +125,72 @@ def test_nothing_to_remove_said_is_refused_and_a_missing_folder_lists_nothing(tm
     assert list_caches(tmp_path / "none") == []
     assert main(["cache", "--dir", str(tmp_path / "none")]) == 0
     assert capsys.readouterr().out.strip() == "no stores"
-    with pytest.raises(Exception, match="say what to remove"):
-        remove_caches(tmp_path)
     (tmp_path / "file").write_text("x")
     assert main(["cache", "--dir", str(tmp_path / "file")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_odd_stores_are_listed_not_fatal(real_store, tmp_path):
+    """A damaged meta.json, a store set aside as damaged (meta.json intact) and an old
+    format's meta.json without the listing's keys."""
+    damaged, aside, old = tmp_path / ("d" * 64), tmp_path / f".{'e' * 64}.bad-host-7", tmp_path / ("f" * 64)
+    for store in (damaged, aside):
+        shutil.copytree(real_store, store)
+    (damaged / "meta.json").write_text("{not json")
+    old.mkdir()
+    (old / "meta.json").write_text(json.dumps({"key": old.name}))
+    nameless = tmp_path / "teacher" / "t1"  # a teacher store whose meta.json names none
+    nameless.mkdir(parents=True)
+    (nameless / "meta.json").write_text(json.dumps({"rows": 3}))
+    _age(old, 2)
+    stores = {s.key: s for s in list_caches(tmp_path)}
+    assert (stores.pop("t1").what, len(stores)) == ("?", 3)
+    assert sorted(stores) == sorted([damaged.name, aside.name, old.name])
+    assert stores[damaged.name].kind == stores[aside.name].kind == "incomplete"
+    assert stores[damaged.name].rows is None and stores[aside.name].rows is None
+    assert stores[aside.name].what == "an interrupted build or a damaged store"
+    assert (stores[old.name].kind, stores[old.name].what, stores[old.name].rows) == ("activations", "?, layers 0-?, ?", None)
+    table = format_table(list(stores.values()))
+    lines = table.splitlines()
+    assert lines[0].split() == ["kind", "size", "last", "used", "rows", "key:", "what"]
+    line = next(x for x in lines if old.name in x)
+    blocks = sum(os.lstat(f).st_blocks * 512 for f in old.iterdir())  # whole blocks, as du counts
+    assert line.split()[:3] == ["activations", *format_size(blocks).split()]
+    assert line.split()[5] == f"{old.name}:"  # no rows: an empty column, the key next
+    assert lines[-1].startswith("3 stores, ")
+    real = next(x for x in format_table(list_caches(real_store.parent)).splitlines() if real_store.name in x)
+    assert real.split()[5] == "200"  # the rows column
+    row = stores[old.name].row()
+    assert row["last_used"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(stores[old.name].last_used))
+    assert len(row["last_used"]) == 16
+
+
+@pytest.mark.parametrize(
+    "n, shown", [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (1_000_000, "1.0 MB"), (1_500_000, "1.5 MB"),
+             (1_000_000_000, "1.0 GB"), (2_000_000_000, "2.0 GB")]
+)
+def test_sizes_read_in_decimal_units(n, shown):
+    assert format_size(n) == shown
+
+
+def test_keys_and_an_age_together_and_age_zero(real_store, tmp_path, capsys):
+    for name in ("k1", "k2", "k3"):
+        shutil.copytree(real_store, tmp_path / name)
+    _age(tmp_path / "k2", 5 + 3 / DAY)  # 3 s past the age
+    gone = remove_caches(tmp_path, keys=["k1"], older_than_days=5)  # both asks, each store once
+    assert sorted(s.key for s in gone) == ["k1", "k2"] and [s.key for s in list_caches(tmp_path)] == ["k3"]
+    assert [s.key for s in remove_caches(tmp_path, older_than_days=0)] == ["k3"]  # 0: everything
+    assert main(["cache", "--dir", str(tmp_path), "--older-than", "-1"]) == 2
+    assert capsys.readouterr().err == "lorafit: error: --older-than -1.0: give a number of days >= 0\n"
+    with pytest.raises(UserError) as e:
+        remove_caches(tmp_path)
+    assert str(e.value) == "lorafit cache: say what to remove: KEY... (from the listing) or --older-than DAYS"
+    with pytest.raises(UserError) as e:
+        remove_caches(tmp_path, keys=["k9"])
+    assert str(e.value) == f"lorafit cache: no store named k9 in {tmp_path}; `lorafit cache` lists them"
+
+
+def test_without_a_folder_the_default_cache_folder_is_listed(real_store, tmp_path, monkeypatch):
+    shutil.copytree(real_store, tmp_path / "env" / "k")
+    monkeypatch.setenv("LORAFIT_CACHE_DIR", str(tmp_path / "env"))
+    assert [s.key for s in list_caches()] == ["k"]
