@@ -54,6 +54,11 @@ def default_cache_dir() -> Path:
     return base / "lorafit" / "activations"
 
 
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder: `cache_dir` (`train.cache_dir`, `--dir`) if given, else the default."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def mark_used(path: Path) -> None:
     """Record a reuse of the store at `path` (its meta.json's time); a read-only store is fine."""
     try:
@@ -92,7 +97,7 @@ def _store(path: Path, kind: str) -> Store:
 
 def list_caches(cache_dir: str | Path | None = None) -> list[Store]:
     """Every store under `cache_dir` (default: as `train.cache_dir`), newest use first."""
-    root = _root(cache_dir)
+    root = cache_root(cache_dir)
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: not a folder; give the cache folder (train.cache_dir)")
     stores = []
@@ -125,7 +130,7 @@ def remove_caches(
         by_key.setdefault(s.key, []).append(s)
     missing = [k for k in keys if k not in by_key]
     if missing:
-        raise UserError(f"lorafit cache: no store named {missing[0]} in {_root(cache_dir)}; `lorafit cache` lists them")
+        raise UserError(f"lorafit cache: no store named {missing[0]} in {cache_root(cache_dir)}; `lorafit cache` lists them")
     chosen = [s for k in keys for s in by_key[k]]
     if older_than_days is not None:
         limit = time.time() - older_than_days * 86400
@@ -142,10 +147,6 @@ def remove_caches(
                 raise UserError(f"{s.path}: cannot remove ({e.strerror}); check the folder's permissions") from None
             shutil.rmtree(trash, ignore_errors=True)
     return chosen
-
-
-def _root(cache_dir) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
 
 def format_size(n: int) -> str:

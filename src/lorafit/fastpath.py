@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorafit.caches import default_cache_dir, mark_used
+from lorafit.caches import cache_root, mark_used
 from lorafit.config import Config
 from lorafit.data import Encoded, pad_batch
 from lorafit.errors import UserError
@@ -228,9 +228,7 @@ def plan_prefix_cache(
     hidden = int(model.config.hidden_size)
     width = STORAGE[storage_for(precision)].itemsize if precision else 4
     estimate = int(train_set.lengths.sum()) * hidden * width + 8 * (len(train_set.ids) + 1)
-    cache_dir = (
-        Path(cfg.train.cache_dir).expanduser() if cfg.train.cache_dir else default_cache_dir()
-    )
+    cache_dir = cache_root(cfg.train.cache_dir)
     key = None
     if precision is not None and not any(p.is_meta for p in model.parameters()):
         key = cache_key(trunk, prefix, train_set, precision)

@@ -116,9 +116,9 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
 
 
 def teacher_cache_dir(cfg) -> Path:
-    from lorafit.fastpath import default_cache_dir
+    from lorafit.caches import cache_root
 
-    return Path(cfg.train.cache_dir).expanduser() if cfg.train.cache_dir else default_cache_dir()
+    return cache_root(cfg.train.cache_dir)
 
 
 def _log_teacher_accuracy(log_probs: np.ndarray, labels) -> None:
