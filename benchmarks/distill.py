@@ -203,11 +203,16 @@ def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
 def reused_student(args, data, seed: int) -> dict | None:
     """An earlier `student` row of --out/results.jsonl for this seed whose run has this config (run.* aside)."""
     from lorafit.config import config_to_dict, load_config
+    from lorafit.data import load_splits
+    from lorafit.metrics import resolve_metric
 
     results = Path(args.out) / "results.jsonl"
     if not results.exists():
         return None
-    wanted = config_to_dict(student_config(args, data, seed, "student", None))
+    cfg = student_config(args, data, seed, "student", None)
+    # settled as a run records it: columns, classes, label format, train.metric=auto
+    resolve_metric(cfg, load_splits(cfg.data, cfg.train.seed)["train"].labels)
+    wanted = config_to_dict(cfg)
     wanted.pop("run")
     for line in results.read_text().splitlines():
         row = json.loads(line)

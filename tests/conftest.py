@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AG_DIR = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared") / "data" / "ag_news"
 AG_SUBSET = AG_DIR / "train_subset.csv"
 AG_HEAD = AG_DIR / "train_head2000.csv"
+# AG News' classes, for tests that count or build a head without reading a training file
+AG_LABELS = "data.label_names=[World,Sports,Business,Sci/Tech]"
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,29 @@ def tiny_overrides(tiny_model, small_csv, tmp_path) -> list[str]:
         "log.progress=false",
         f"run.dir={tmp_path / 'runs'}",
     ]
+
+
+# ------------------------------------------------------------ no silent skips in CI
+
+
+def _skipped(config) -> list:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return list(reporter.stats.get("skipped", [])) if reporter else []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The count of skipped tests and the reason of each, on every run."""
+    skipped = _skipped(config)
+    terminalreporter.write_line(f"skipped tests: {len(skipped)}")
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        terminalreporter.write_line(f"  {report.nodeid}: {reason}")
+    if skipped and os.environ.get("LORAFIT_FORBID_SKIPS"):
+        terminalreporter.write_line(
+            "LORAFIT_FORBID_SKIPS is set (CI): a skipped test fails the run; install what it needs"
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("LORAFIT_FORBID_SKIPS") and _skipped(session.config) and exitstatus == 0:
+        session.exitstatus = 1

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lorafit.cli import main
@@ -45,21 +46,15 @@ BINARY = bytes(range(256)) * 8
 
 # name: (file name, content or a function of tmp_path giving it, fragments the message must hold)
 DATA_FILES = {
-    "semicolon delimiter": (
-        "semi.csv",
-        "text;label\nhello world;1\n",
-        ["semi.csv", "semicolon-separated", "commas"],
-    ),
-    "tab delimiter": ("tabs.csv", "text\tlabel\nhello world\t1\n", ["tabs.csv", "tab-separated"]),
     "missing label column": (
         "nolabel.csv",
         "text\nhello\n",
-        ["nolabel.csv", "no label column 'label'", "data.label_column"],
+        ["nolabel.csv", "cannot tell the label column", "data.label_column"],
     ),
     "missing text column": (
         "notext.csv",
         "body,label\nhello,1\n",
-        ["notext.csv", "no 'text' column", "data.text_column"],
+        ["notext.csv", "cannot tell the text column", "data.text_column"],
     ),
     "extra field in a row": (
         "extra.csv",
@@ -74,32 +69,32 @@ DATA_FILES = {
     "missing field in a row": (
         "fewer.csv",
         "text,label\nhello,1\nworld\n",
-        ["fewer.csv", "row 2: label ''", "0-3"],
+        ["fewer.csv", "row 2: the label is empty"],
     ),
     "label out of range": (
         "range.csv",
         "text,label\nhello,1\nworld,7\n",
-        ["range.csv", "row 2: label 7 is out of range 0-3", "data.label_names"],
+        ["range.csv", "row 2: label '7' is out of range 0-3", "data.label_names"],
     ),
     "negative label": (
         "negative.csv",
         "text,label\nhello,-1\n",
-        ["negative.csv", "row 1: label -1 is out of range"],
+        ["negative.csv", "row 1: label '-1' is out of range"],
     ),
-    "label not an integer": (
+    "label not a class": (
         "word.csv",
-        "text,label\nhello,World\n",
-        ["word.csv", "row 1: label 'World' is not an integer 0-3"],
+        "text,label\nhello,Politics\n",
+        ["word.csv", "row 1: label 'Politics' is not one of the classes (World, Sports, Business, Sci/Tech)"],
     ),
     "fractional label": (
         "frac.csv",
         "text,label\nhello,1.5\n",
-        ["frac.csv", "row 1: label '1.5' is not an integer"],
+        ["frac.csv", "row 1: label '1.5' is not one of the classes"],
     ),
     "NaN label": (
         "nanlabel.csv",
         "text,label\nhello,\n",
-        ["nanlabel.csv", "row 1: label '' is not an integer"],
+        ["nanlabel.csv", "row 1: the label is empty"],
     ),
     "empty text": (
         "empty_text.csv",
@@ -116,8 +111,8 @@ DATA_FILES = {
         '{"text": null, "label": 1}\n',
         ["null.jsonl", "row 1: the text is empty"],
     ),
-    "not UTF-8": ("latin1.csv", LATIN1, ["latin1.csv", "not UTF-8", "re-save it as UTF-8"]),
-    "binary junk": ("junk.csv", BINARY, ["junk.csv", "not UTF-8"]),
+    "not UTF-8": ("latin1.csv", LATIN1, ["latin1.csv", "line 2 (byte offset 14): byte 0xe9 is not utf-8 text", "data.encoding"]),
+    "binary junk": ("junk.csv", BINARY, ["junk.csv", "is not utf-8 text"]),
     "empty file": ("empty.csv", "", ["empty.csv", "the file is empty"]),
     "header only": ("header.csv", "text,label\n", ["header.csv", "has no rows"]),
     "unclosed quote": (
@@ -128,7 +123,7 @@ DATA_FILES = {
     "unquoted embedded newline": (
         "newline.csv",
         "text,label\nfirst line\nsecond line,1\n",
-        ["newline.csv", "row 1: label ''"],
+        ["newline.csv", "row 1: the label is empty"],
     ),
     "original AG class 5": (
         "ag.csv",
@@ -145,10 +140,10 @@ DATA_FILES = {
         b"PAR0 not a parquet file",
         ["garbage.parquet", "cannot read as parquet"],
     ),
-    "unknown extension": (
-        "notes.txt",
-        "text,label\nhello,1\n",
-        ["notes.txt", "unknown file type .txt", ".csv"],
+    "spreadsheet": (
+        "notes.xlsx",
+        b"PK\x03\x04 a zipped workbook",
+        ["notes.xlsx", "a spreadsheet", "save it as .csv"],
     ),
     "pickle of the wrong content": (
         "dict.pkl",
@@ -168,7 +163,7 @@ DATA_FILES = {
     "pickle without a text column": (
         "body.pkl",
         lambda tmp: _dataset_pickle({"body": ["a"], "label": [0]}),
-        ["body.pkl", "no column 'text'", "data.text_column"],
+        ["body.pkl", "cannot tell the text column", "['body', 'label']", "data.text_column"],
     ),
     "pickle that runs code": (
         "evil.pkl",
@@ -255,6 +250,7 @@ def base(tiny_model, small_csv, tmp_path) -> list[str]:
         f"data.train={small_csv}",
         "data.test=null",
         "data.val_size=40",
+        "data.label_names=[World,Sports,Business,Sci/Tech]",
         "train.max_steps=2",
         "log.progress=false",
         f"run.dir={tmp_path / 'runs'}",
@@ -412,9 +408,9 @@ def test_bad_prediction_inputs(finished_run, small_csv, tmp_path, capsys):
             ["predict", run, "--input", str(tmp_path / "none.csv"), "--output", str(out)],
             ["none.csv: file not found"],
         ),
-        (
-            ["predict", run, "--input", str(bad_label), "--output", str(out)],
-            ["bad_label.csv: row 1: label 9 is out of range"],
+        (  # evaluate needs the labels; predict ignores them with a warning (test below)
+            ["evaluate", run, "--input", str(bad_label)],
+            ["bad_label.csv: row 1: label '9' is not one of the classes"],
         ),
         (
             ["predict", run, "--input", str(evil), "--output", str(out)],
@@ -433,6 +429,20 @@ def test_bad_prediction_inputs(finished_run, small_csv, tmp_path, capsys):
         assert_fails_cleanly(argv, fragments, capsys)
     assert not out.exists() and not (tmp_path / "pwned").exists()
     assert tree(finished_run) == before  # no predictions/ cache, no evaluations/ file
+
+
+def test_predict_ignores_labels_it_cannot_read(finished_run, tmp_path, caplog):
+    """predict never needs labels: one it cannot map is named in a warning, the rows are
+    predicted, and no metrics are claimed."""
+    import lorafit
+
+    bad_label = tmp_path / "bad_label.csv"
+    bad_label.write_text("text,label\nsome news,9\nmore news,1\n")
+    out = tmp_path / "sub.csv"
+    result = lorafit.predict(finished_run, str(bad_label), str(out))
+    assert result["rows"] == 2 and "metrics" not in result
+    assert pd.read_csv(out).shape == (2, 2)
+    assert any("row 1" in r.message and "label column is ignored" in r.message for r in caplog.records)
 
 
 def test_bad_output_paths(finished_run, small_csv, tmp_path, capsys):
@@ -461,24 +471,26 @@ def test_bad_output_paths(finished_run, small_csv, tmp_path, capsys):
     assert existing.read_text() == "ID,Label\n0,1\n" and a_file.read_text() == "x"
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)  # never replaced by a regular file
     # the probabilities cache may be written before the submission fails; nothing else is
-    assert {p for p in tree(finished_run) if "predictions" not in p.parts} == set(before)
+    assert {p for p in tree(finished_run) if "predictions" not in p.parts} == {
+        p for p in before if "predictions" not in p.parts
+    }
 
 
 # ------------------------------------------------------------------ the real process
 
 
 def test_debug_shows_the_traceback(base, tmp_path):
-    path = tmp_path / "semi.csv"
-    path.write_text("text;label\nhello;1\n")
-    with pytest.raises(UserError, match="semicolon-separated"):
+    path = tmp_path / "range.csv"
+    path.write_text("text,label\nhello,7\n")
+    with pytest.raises(UserError, match="out of range"):
         main(["--debug", "train", *base, f"data.train={path}"])
 
 
 @pytest.mark.slow
 def test_real_processes_print_one_line(base, tmp_path):
     """Under `python -m lorafit` (real logging setup): one stderr line, or a traceback with --debug."""
-    semi = tmp_path / "semi.csv"
-    semi.write_text("text;label\nhello;1\n")
+    semi = tmp_path / "range.csv"
+    semi.write_text("text,label\nhello,7\n")
     yaml = tmp_path / "bad.yaml"
     yaml.write_text("train:\n  lr: [1\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -504,5 +516,5 @@ def test_real_processes_print_one_line(base, tmp_path):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert err.startswith("lorafit: error: ") and "Traceback" not in err
     code, (_, err) = done["debug"]
-    assert code == 1 and "Traceback" in err and "semicolon-separated" in err
+    assert code == 1 and "Traceback" in err and "out of range" in err
     assert not (tmp_path / "runs").exists()

@@ -16,7 +16,8 @@ from lorafit.errors import UserError
 
 from .conftest import AG_HEAD
 
-CFG = DataConfig()
+AG_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+CFG = DataConfig(label_names=AG_NAMES)
 
 
 def test_original_ag_csv(ag_subset):
@@ -77,11 +78,11 @@ def test_pickle_of_wrong_content(tmp_path):
     "content, message",
     [
         ("", "the file is empty"),
-        ("body,label\nhello,1\n", "no 'text' column in the header"),
-        ("text,label\nhello,7\n", "row 1: label 7 is out of range 0-3"),
-        ("text,label\nhello,1\nworld,x\n", "row 2: label 'x' is not an integer"),
+        ("body,label\nhello,1\n", r"cannot tell the text column \(no text-like column among \['body', 'label'\]\); set data.text_column"),
+        ("text,label\nhello,7\n", "row 1: label '7' is out of range 0-3"),
+        ("text,label\nhello,1\nworld,x\n", "row 2: label 'x' is not one of the classes \\(World, Sports, Business, Sci/Tech\\)"),
         ("text,label\nhello,1\n  ,2\n", "row 2: the text is empty"),
-        ("text\nhello\n", "no label column 'label'"),
+        ("text\nhello\n", "cannot tell the label column \\(no label-like column"),
         ('"5","title","desc"\n', "class '5' is not 1-4"),
     ],
 )
@@ -96,7 +97,7 @@ def test_bad_files_name_file_row_and_fix(tmp_path, content, message):
 def test_non_utf8_and_missing_file(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("text,label\ncaf\xe9 news,1\n".encode("latin-1"))
-    with pytest.raises(UserError, match="not UTF-8"):
+    with pytest.raises(UserError, match=r"latin1.csv: line 2 \(byte offset 14\): byte 0xe9 is not utf-8 text; set data.encoding"):
         load_table(str(path), CFG)
     with pytest.raises(UserError, match="nope.csv: file not found"):
         load_table(str(tmp_path / "nope.csv"), CFG)
@@ -116,7 +117,7 @@ def test_stratified_seeded_split(small_csv):
 
 
 def test_separate_validation_file_and_subset(small_csv):
-    splits = load_splits(DataConfig(train=str(small_csv), validation=str(AG_HEAD), max_train_rows=100), seed=0)
+    splits = load_splits(DataConfig(train=str(small_csv), validation=str(AG_HEAD), max_train_rows=100, label_names=AG_NAMES), seed=0)
     assert len(splits["validation"]) == 2000
     assert len(splits["train"]) == 100
     assert np.bincount(splits["train"].labels).tolist() == [25, 25, 25, 25]
@@ -129,6 +130,23 @@ def test_hub_unreachable_fails_fast_with_hint(monkeypatch):
     with pytest.raises(UserError, match="cannot reach the Hugging Face hub .* point data.train"):
         load_table("fancyzhx/ag_news", CFG)
     assert time.time() - start < 5
+
+
+def test_hub_id_with_configuration(monkeypatch):
+    """'nyu-mll/glue:rte' asks the hub for the glue dataset's rte configuration, in the split asked."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, subset=None, split=None):
+        calls.append((name, subset, split))
+        return datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [0, 1]})
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    table = load_table("nyu-mll/glue:cola", DataConfig(text_column="sentence", label_names=["no", "yes"]), split="validation")
+    assert calls == [("nyu-mll/glue", "cola", "validation")]
+    assert list(table.texts) == ["a b", "c d"]
 
 
 def test_encode_truncates_and_counts(tiny_model, ag_subset):

@@ -32,6 +32,15 @@ def test_every_config_key_is_in_the_readme():
     assert not missing, f"README lacks config keys: {missing}"
 
 
+def test_readme_config_table_shows_the_real_defaults():
+    """The reference table's keys, in order, with the defaults config.py really has."""
+    start = README.index("| key | default | meaning |")
+    table = README[start:].split("\n\n")[0].splitlines()[2:]
+    shown = [tuple(cell.strip().strip("`") for cell in row.split(" | ")[:2]) for row in table]
+    shown = [(key.lstrip("| `"), default) for key, default in shown]
+    assert shown == [(key, default) for key, default, _ in config_reference()]
+
+
 def test_every_subcommand_is_in_the_readme():
     parser = build_parser()
     names = parser._subparsers._group_actions[0].choices.keys()
@@ -45,7 +54,7 @@ FUNCTIONS = {
     "train": "train", "describe": "describe", "predict": "predict", "evaluate": "evaluate",
     "plots": "write_plots", "log": "write_training_log", "report": "write_report",
     "sweep": "sweep", "ensemble": "ensemble", "export": "export_merged", "plan": "plan",
-    "bench": "run_bench", "teacher": "build_teacher", "cache": "list_caches",
+    "bench": "run_bench", "teacher": "build_teacher", "cache": "list_caches", "check-data": "check_data",
 }
 
 
@@ -83,7 +92,7 @@ def readme_examples(text: str = README) -> dict[str, str]:
 # examples run here (offline: roberta-base's shape is known to lorafit, no weights needed)
 RUN = [
     "lorafit describe --config configs/agnews_roberta_latent.yaml",
-    "lorafit plan model.name=roberta-base --budget 1000000 --top 8",
+    "lorafit plan model.name=roberta-base 'data.label_names=[World,Sports,Business,Sci/Tech]' --budget 1000000 --top 8",
 ]
 # examples not run by this file, and why
 NOT_RUN = {

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from lorafit.cli import main
 from lorafit.ensemble import (
@@ -251,8 +252,9 @@ def test_refusals(members, labelled, tmp_path):
         ensemble([a, b], str(labelled), method="median")
     other = tmp_path / "other"
     shutil.copytree(b, other)
-    text = (other / "config.yaml").read_text().replace("- Sci/Tech", "- Science")
-    (other / "config.yaml").write_text(text)
+    saved = yaml.safe_load((other / "config.yaml").read_text())
+    saved["data"]["label_names"][-1] = "Science"  # one class renamed
+    (other / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(UserError, match="same classes"):
         ensemble([a, other], str(labelled))
     assert not list(tmp_path.glob("x.csv"))

@@ -17,7 +17,7 @@ from lorafit.data import Encoded, encode, load_table
 from lorafit.fastpath import cache_key, find_trunk, make_forward, plan_prefix_cache
 from lorafit.model import build_model, load_tokenizer
 
-from .conftest import AG_HEAD
+from .conftest import AG_HEAD, AG_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def _config(model_dir, csv, tmp_path, *extra):
     return load_config(
         None,
         [
+            AG_LABELS,
             f"model.name={model_dir}",
             f"data.train={csv}",
             "data.val_size=40",

@@ -20,11 +20,13 @@ from lorafit.heads import (
 from lorafit.model import build_model
 from lorafit.params import describe_model
 
+from .conftest import AG_LABELS
+
 QV_ALL_LAYERS = 12 * 2 * 8 * (768 + 768)  # query+value of 12 layers at r=8: 294,912
 
 
 def _describe(*overrides):
-    return describe_model(load_config(None, ["model.name=roberta-base", *overrides]))
+    return describe_model(load_config(None, [AG_LABELS, "model.name=roberta-base", *overrides]))
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def test_freed_budget_goes_to_adapters():
 
 def test_dense_lora_keeps_its_random_matrix_frozen():
     model = build_model(
-        load_config(None, ["model.name=roberta-base", "model.head=dense_lora"]), weights=False
+        load_config(None, [AG_LABELS, "model.name=roberta-base", "model.head=dense_lora"]), weights=False
     )
     names = {n for n, _ in model.named_buffers()}
     assert any(n.endswith("fixed_weight") for n in names)
@@ -70,9 +72,9 @@ def test_dense_lora_keeps_its_random_matrix_frozen():
 
 def test_minilm_heads_replace_the_pooler():
     """MiniLM is BERT-style: the full head is the frozen pooler + a 384x4 classifier."""
-    full = describe_model(load_config(None, ["model.name=all-MiniLM-L6-v2"]))
+    full = describe_model(load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2"]))
     linear_cfg = load_config(
-        None, ["model.name=all-MiniLM-L6-v2", "model.head=lowrank", "model.head_rank=8"]
+        None, [AG_LABELS, "model.name=all-MiniLM-L6-v2", "model.head=lowrank", "model.head_rank=8"]
     )
     model = build_model(linear_cfg, weights=False)
     lowrank = describe_model(linear_cfg, model)
@@ -81,7 +83,7 @@ def test_minilm_heads_replace_the_pooler():
     pooler = model.get_base_model().bert.pooler
     assert isinstance(pooler, Pool) and pooler.kind == "first"
     assert not any("pooler" in n for n, _ in model.named_parameters())  # its dense + tanh are gone
-    full_model = build_model(load_config(None, ["model.name=all-MiniLM-L6-v2"]), weights=False)
+    full_model = build_model(load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2"]), weights=False)
     pooler_params = {n: p for n, p in full_model.named_parameters() if "pooler" in n}
     assert sum(p.numel() for p in pooler_params.values()) == 384 * 384 + 384
     assert not any(
@@ -197,7 +199,7 @@ def test_mean_pooling_ignores_padding_and_reads_every_token(model_name, head, ti
 
     name = tiny_model if model_name == "tiny" else model_name
     cfg = load_config(
-        None, [f"model.name={name}", f"model.head={head}", "model.pooling=mean", "lora.layers=0"]
+        None, [AG_LABELS, f"model.name={name}", f"model.head={head}", "model.pooling=mean", "lora.layers=0"]
     )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -213,6 +215,6 @@ def test_mean_pooling_ignores_padding_and_reads_every_token(model_name, head, ti
 
 def test_mean_pooling_needs_a_lorafit_head():
     with pytest.raises(UserError, match="model.pooling: mean needs a lorafit head"):
-        load_config(None, ["model.pooling=mean"])
+        load_config(None, [AG_LABELS, "model.pooling=mean"])
     with pytest.raises(UserError, match="model.pooling: must be first or mean"):
-        load_config(None, ["model.head=linear", "model.pooling=max"])
+        load_config(None, [AG_LABELS, "model.head=linear", "model.pooling=max"])

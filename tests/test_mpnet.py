@@ -27,7 +27,7 @@ from lorafit.errors import UserError
 from lorafit.model import attention_kernel, build_model, load_model_config, load_tokenizer
 from lorafit.params import describe_model
 
-from .conftest import ROOT
+from .conftest import AG_LABELS, ROOT
 
 MPNET_SHAPE = "sentence-transformers/all-mpnet-base-v2"  # known shape: counted without the hub
 REAL_MPNET = Path(os.environ.get("LORAFIT_MPNET", "/root/.cache/lorafit-models/all-mpnet-base-v2"))
@@ -85,8 +85,8 @@ def mpnet_run(tiny_mpnet, small_csv, tmp_path_factory) -> Path:
 
 
 def test_auto_attention_is_eager_on_mpnet_and_sdpa_on_roberta():
-    mpnet = load_model_config(load_config(None, [f"model.name={MPNET_SHAPE}"]))
-    roberta = load_model_config(load_config(None, ["model.name=roberta-base"]))
+    mpnet = load_model_config(load_config(None, [AG_LABELS, f"model.name={MPNET_SHAPE}"]))
+    roberta = load_model_config(load_config(None, [AG_LABELS, "model.name=roberta-base"]))
     assert attention_kernel("auto", mpnet) == "eager"
     assert attention_kernel("auto", roberta) == "sdpa"
     assert attention_kernel("eager", roberta) == "eager"
@@ -98,7 +98,7 @@ def test_auto_attention_is_eager_on_mpnet_and_sdpa_on_roberta():
 
 
 def test_explicit_sdpa_on_mpnet_is_one_line(tiny_mpnet, capsys):
-    assert main(["describe", f"model.name={tiny_mpnet}", "model.attn_implementation=sdpa"]) == 2
+    assert main(["describe", AG_LABELS, f"model.name={tiny_mpnet}", "model.attn_implementation=sdpa"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use model.attn_implementation=auto" in err
 
@@ -107,7 +107,7 @@ def test_bert_names_on_mpnet_list_its_names(tiny_mpnet, capsys):
     """The issue's command: the seed recipe (query, value) with model.name set to MPNet."""
     config = ROOT / "configs" / "agnews_roberta_latent.yaml"
     assert (
-        main(["describe", "--config", str(config), f"model.name={tiny_mpnet}", "lora.layers=all"])
+        main(["describe", "--config", str(config), AG_LABELS, f"model.name={tiny_mpnet}", "lora.layers=all"])
         == 2
     )
     err = capsys.readouterr().err
@@ -133,7 +133,7 @@ MPNET_ENCODER = 108_895_872  # all-mpnet-base-v2 without a head
 )
 def test_head_counts_on_mpnet_base(head, pooling, head_params):
     cfg = load_config(
-        None, [f"model.name={MPNET_SHAPE}", f"model.head={head}", f"model.pooling={pooling}"]
+        None, [AG_LABELS, f"model.name={MPNET_SHAPE}", f"model.head={head}", f"model.pooling={pooling}"]
     )
     d = describe_model(cfg)
     assert (d["model_type"], d["num_layers"], d["hidden_size"]) == ("mpnet", 12, 768)
@@ -150,7 +150,7 @@ def test_head_counts_on_mpnet_base(head, pooling, head_params):
 def test_mpnet_shape_is_all_mpnet_base_v2s():
     from lorafit.shapes import MPNET_BASE_SHAPE
 
-    config = load_model_config(load_config(None, [f"model.name={MPNET_SHAPE}"]))
+    config = load_model_config(load_config(None, [AG_LABELS, f"model.name={MPNET_SHAPE}"]))
     assert (
         config.vocab_size,
         config.max_position_embeddings,
@@ -171,6 +171,7 @@ def test_every_linear_preset_on_mpnet():
         load_config(
             None,
             [
+                AG_LABELS,
                 f"model.name={MPNET_SHAPE}",
                 "model.head=linear",
                 "lora.r=6",
@@ -187,10 +188,10 @@ def test_every_linear_preset_on_mpnet():
 
 
 def test_describe_and_plan_cli(tiny_mpnet, capsys):
-    assert main(["describe", f"model.name={tiny_mpnet}"]) == 0
+    assert main(["describe", AG_LABELS, f"model.name={tiny_mpnet}"]) == 0
     out = capsys.readouterr().out
     assert "(mpnet, 2 layers, hidden 32)" in out and "target modules  attn.q, attn.v" in out
-    assert main(["plan", f"model.name={tiny_mpnet}", "--budget", "20000", "--top", "3"]) == 0
+    assert main(["plan", AG_LABELS, f"model.name={tiny_mpnet}", "--budget", "20000", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "configurations fit a budget of 20,000" in out and "attn.q" in out
     assert f"first row: lorafit train model.name={tiny_mpnet} " in out
@@ -341,7 +342,7 @@ def test_bench(tiny_mpnet, small_csv, tmp_path, capsys):
 
 
 def test_mean_pooling_ignores_padding_on_mpnet(tiny_mpnet):
-    cfg = load_config(None, [f"model.name={tiny_mpnet}", "model.head=linear", "model.pooling=mean"])
+    cfg = load_config(None, [AG_LABELS, f"model.name={tiny_mpnet}", "model.head=linear", "model.pooling=mean"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     tokenizer = load_tokenizer(cfg)
@@ -363,7 +364,7 @@ def test_mean_pooling_ignores_padding_on_mpnet(tiny_mpnet):
 @needs_real_mpnet
 def test_describe_the_real_mpnet_with_the_shipped_recipe(capsys):
     config = ROOT / "configs" / "agnews_mpnet_latent.yaml"
-    assert main(["describe", "--config", str(config), f"model.name={REAL_MPNET}"]) == 0
+    assert main(["describe", "--config", str(config), AG_LABELS, f"model.name={REAL_MPNET}"]) == 0
     out = capsys.readouterr().out
     assert "(mpnet, 12 layers, hidden 768)" in out and "667,396" in out
     assert "layer  11  q: 12,288, v: 12,288   (r=8, alpha=16.0, dropout=0.1)" in out
@@ -375,6 +376,7 @@ def test_plan_the_real_mpnet(capsys):
         main(
             [
                 "plan",
+                AG_LABELS,
                 f"model.name={REAL_MPNET}",
                 "--top",
                 "1",

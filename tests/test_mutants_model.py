@@ -32,9 +32,11 @@ from lorafit.model import (
     peft_lora_config,
 )
 
+from .conftest import AG_LABELS
+
 
 def _cfg(*overrides):
-    return load_config(None, ["model.name=roberta-base", *overrides])
+    return load_config(None, [AG_LABELS, "model.name=roberta-base", *overrides])
 
 
 def test_layer_index_reads_the_number_after_a_layer_container():

@@ -18,6 +18,8 @@ from lorafit.config import load_config
 from lorafit.errors import UserError
 from lorafit.params import check_budget, count_parameters, describe_model, description_text
 
+from .conftest import AG_LABELS
+
 
 def _module(params: dict[str, tuple[int, bool]]) -> nn.Module:
     """A module with exactly these dotted parameter names: name -> (numel, trainable)."""
@@ -75,7 +77,7 @@ def test_a_model_without_lora_counts_only_what_trains():
 
 
 def _description(*overrides) -> dict:
-    return describe_model(load_config(None, ["model.name=roberta-base", *overrides]))
+    return describe_model(load_config(None, [AG_LABELS, "model.name=roberta-base", *overrides]))
 
 
 def test_the_description_of_roberta_sections_is_exact():
@@ -181,7 +183,7 @@ def test_describe_from_a_yaml_file_writes_both_files(tmp_path):
     from lorafit.params import describe
 
     config = tmp_path / "run.yaml"
-    config.write_text("model:\n  name: roberta-base\nlora:\n  layers: '11'\n")
+    config.write_text("model:\n  name: roberta-base\ndata:\n  label_names: [a, b, c, d]\nlora:\n  layers: '11'\n")
     out = tmp_path / "out" / "nested"
     d = describe(str(config), ["lora.r=4"], output_dir=out)
     assert d["lora"]["layers"] == {"11": {"r": 4, "alpha": 16.0, "dropout": 0.1}}

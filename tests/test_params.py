@@ -9,9 +9,11 @@ from lorafit.errors import UserError
 from lorafit.model import build_model
 from lorafit.params import check_budget, count_parameters, describe_model, description_text
 
+from .conftest import AG_LABELS
+
 
 def _describe(*overrides):
-    return describe_model(load_config(None, ["model.name=roberta-base", *overrides]))
+    return describe_model(load_config(None, [AG_LABELS, "model.name=roberta-base", *overrides]))
 
 
 def test_seed_recipe_count():
@@ -33,7 +35,7 @@ def test_qkv_rank4_with_all_biases_count():
 
 
 def test_head_alone_is_593668_and_frozen_copy_not_counted():
-    model = build_model(load_config(None, ["model.name=roberta-base"]), weights=False)
+    model = build_model(load_config(None, [AG_LABELS, "model.name=roberta-base"]), weights=False)
     head = {n: p for n, p in model.named_parameters() if "classifier" in n}
     trainable = sum(p.numel() for n, p in head.items() if p.requires_grad)
     frozen = sum(p.numel() for n, p in head.items() if not p.requires_grad)
@@ -53,6 +55,7 @@ def test_sections_give_every_layer_its_own_values():
     cfg = load_config(
         None,
         [
+            AG_LABELS,
             "model.name=roberta-base",
             "lora.layers=6-11",
             "lora.sections=[{layers: 6-7, r: 2, alpha: 4, dropout: 0.0},"
@@ -95,7 +98,7 @@ def test_description_text_names_counts():
 def test_target_outside_the_layer_stack_is_counted_apart():
     """MiniLM (BERT) has a pooler: `pooler.dense` takes LoRA but sits in no layer."""
     d = describe_model(
-        load_config(None, ["model.name=all-MiniLM-L6-v2", "lora.r=8", "lora.target_modules=[query,pooler.dense]"])
+        load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2", "lora.r=8", "lora.target_modules=[query,pooler.dense]"])
     )
     per_layer = d["lora_per_layer"]
     assert list(per_layer)[-1] == "other" and per_layer["other"] == {"dense": 2 * 8 * 384}
@@ -135,6 +138,7 @@ def test_sections_on_layer_1_do_not_reach_layers_10_and_11(name):
     cfg = load_config(
         None,
         [
+            AG_LABELS,
             f"model.name={name}",
             "lora.layers=all",
             "lora.r=4",
@@ -163,6 +167,7 @@ def test_only_the_chosen_layers_carry_lora(name):
     cfg = load_config(
         None,
         [
+            AG_LABELS,
             f"model.name={name}",
             "lora.layers=[1,10,11]",
             f"lora.target_modules=[{q},{v}]",
@@ -180,23 +185,23 @@ def test_budget_exactly_at_the_limit_fits_and_one_over_is_refused(name):
     base = [f"model.name={name}", "lora.layers=9-11", f"lora.target_modules=[{q},{v}]"]
     n = _count(base)
     assert n == 667_396  # both shapes: 3 layers x 2 modules x 8 x 1,536 + the 593,668 head
-    at = describe_model(load_config(None, [*base, f"budget={n}"]))
+    at = describe_model(load_config(None, [AG_LABELS, *base, f"budget={n}"]))
     assert at["fits_budget"]
     check_budget(at)  # no error
-    over = describe_model(load_config(None, [*base, f"budget={n - 1}"]))
+    over = describe_model(load_config(None, [AG_LABELS, *base, f"budget={n - 1}"]))
     assert not over["fits_budget"]
     with pytest.raises(UserError, match=r"exceed the budget of 667,395 by 1 .*`lorafit plan"):
         check_budget(over)
 
 
 def _count(overrides) -> int:
-    return describe_model(load_config(None, overrides))["params"]["trainable"]
+    return describe_model(load_config(None, [AG_LABELS, *overrides]))["params"]["trainable"]
 
 
 def test_a_name_the_model_lacks_lists_the_names_it_has():
     with pytest.raises(UserError) as e:
         _describe_mpnet = describe_model(
-            load_config(None, [f"model.name={MPNET}", "lora.target_modules=[query,value]"])
+            load_config(None, [AG_LABELS, f"model.name={MPNET}", "lora.target_modules=[query,value]"])
         )
         del _describe_mpnet
     message = str(e.value)

@@ -20,15 +20,17 @@ from lorafit.plan import (
     plan_text,
 )
 
+from .conftest import AG_LABELS
+
 
 @pytest.fixture(scope="module")
 def roberta_plan():
-    return plan(None, ["model.name=roberta-base"], budget=1_000_000, top=8)
+    return plan(None, [AG_LABELS, "model.name=roberta-base"], budget=1_000_000, top=8)
 
 
 def test_estimates_equal_the_training_count():
     """The fast count from module shapes agrees with `describe_model` on a spread of candidates."""
-    cfg = load_config(None, ["model.name=roberta-base", "lora.use_dora=true"])
+    cfg = load_config(None, [AG_LABELS, "model.name=roberta-base", "lora.use_dora=true"])
     cands = enumerate_candidates(
         cfg, 1_000_000, parse_heads("full,linear,lowrank:8,dense_lora:4", 16), [1, 2, 5, 13]
     )
@@ -40,7 +42,7 @@ def test_estimates_equal_the_training_count():
         d = describe_model(
             load_config(
                 None,
-                ["model.name=roberta-base", "lora.use_dora=true", *candidate_overrides(c, cfg)],
+                [AG_LABELS, "model.name=roberta-base", "lora.use_dora=true", *candidate_overrides(c, cfg)],
             )
         )
         b = d["breakdown"]
@@ -71,7 +73,7 @@ def test_roberta_plan_rows(roberta_plan):
 def test_sorting_and_ranks():
     p = plan(
         None,
-        ["model.name=all-MiniLM-L6-v2"],
+        [AG_LABELS, "model.name=all-MiniLM-L6-v2"],
         budget=200_000,
         top=5,
         sort="trainable",
@@ -83,7 +85,7 @@ def test_sorting_and_ranks():
     assert {r["r"] for r in p["candidates"]} <= {4, 8, 16}
     by_rank = plan(
         None,
-        ["model.name=all-MiniLM-L6-v2"],
+        [AG_LABELS, "model.name=all-MiniLM-L6-v2"],
         budget=200_000,
         top=3,
         sort="rank",
@@ -96,7 +98,7 @@ def test_sorting_and_ranks():
 def test_layer_choices_include_the_configs_own():
     p = plan(
         None,
-        ["model.name=all-MiniLM-L6-v2", "lora.layers=[1,3]"],
+        [AG_LABELS, "model.name=all-MiniLM-L6-v2", "lora.layers=[1,3]"],
         budget=50_000,
         top=0,
         heads="linear",
@@ -109,23 +111,23 @@ def test_layer_choices_include_the_configs_own():
 
 def test_every_shown_row_trains_within_budget(tiny_model):
     """The overrides of a row give a config whose budget check passes at the plan's count."""
-    p = plan(None, [f"model.name={tiny_model}"], budget=20_000, top=3)
+    p = plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=3)
     for row in p["candidates"]:
-        cfg = load_config(None, [f"model.name={tiny_model}", "budget=20000", *row["overrides"]])
+        cfg = load_config(None, [AG_LABELS, f"model.name={tiny_model}", "budget=20000", *row["overrides"]])
         d = describe_model(cfg)
         assert d["fits_budget"] and d["params"]["trainable"] == row["trainable"]
 
 
 def test_cli_table_and_json(capsys, tiny_model):
     assert (
-        main(["plan", f"model.name={tiny_model}", "--budget", "20000", "--top", "4", "--json"]) == 0
+        main(["plan", AG_LABELS, f"model.name={tiny_model}", "--budget", "20000", "--top", "4", "--json"]) == 0
     )
     data = json.loads(capsys.readouterr().out)
     assert data["budget"] == 20_000 and len(data["candidates"]) == 4
-    assert main(["plan", f"model.name={tiny_model}", "--budget", "20000", "--top", "4"]) == 0
+    assert main(["plan", AG_LABELS, f"model.name={tiny_model}", "--budget", "20000", "--top", "4"]) == 0
     text = capsys.readouterr().out
     assert "configurations fit a budget of 20,000" in text and "first row: lorafit train" in text
-    assert text == plan_text(plan(None, [f"model.name={tiny_model}"], budget=20_000, top=4)) + "\n"
+    assert text == plan_text(plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=4)) + "\n"
 
 
 def test_bad_options_are_user_errors(capsys, tiny_model):
@@ -133,12 +135,12 @@ def test_bad_options_are_user_errors(capsys, tiny_model):
         parse_heads("full,mlp", 16)
     with pytest.raises(UserError, match="--ranks: ranks start at 1"):
         parse_ranks("0-4")
-    assert main(["plan", f"model.name={tiny_model}", "--sort", "price"]) == 2
+    assert main(["plan", AG_LABELS, f"model.name={tiny_model}", "--sort", "price"]) == 2
     assert "--sort price: use one of spend" in capsys.readouterr().err
 
 
 def test_nothing_fits_a_tiny_budget(tiny_model):
-    p = plan(None, [f"model.name={tiny_model}"], budget=10)
+    p = plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=10)
     assert p["fitting"] == 0 and p["candidates"] == []
 
 
@@ -152,7 +154,7 @@ def test_full_head_rows_of_a_mean_pooled_config_switch_pooling_back(tiny_model):
     """The model's own head reads the first token: its rows say so, and every row loads."""
     from lorafit.config import load_config
 
-    base = [f"model.name={tiny_model}", "model.head=linear", "model.pooling=mean"]
+    base = [AG_LABELS, f"model.name={tiny_model}", "model.head=linear", "model.pooling=mean"]
     p = plan(None, base, budget=20_000, top=100_000, heads="full,linear", ranks="2")
     kinds = {c["head"] for c in p["candidates"]}
     assert kinds == {"full", "linear"}
@@ -197,7 +199,7 @@ def test_suggested_command_carries_config_and_model():
 
 def test_suggested_command_without_config_trains_the_planned_model(capsys):
     """Pasted without --config it must not fall back to the default model (MiniLM)."""
-    assert main(["plan", f"model.name={MPNET}", "--budget", "1000000", "--top", "1"]) == 0
+    assert main(["plan", AG_LABELS, f"model.name={MPNET}", "--budget", "1000000", "--top", "1"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("first row: "))
     command = line.removeprefix("first row: ")
     assert "--config" not in command and f"model.name={MPNET}" in command
@@ -208,7 +210,7 @@ def test_suggested_command_without_config_trains_the_planned_model(capsys):
 
 
 def test_mpnet_presets_use_mpnets_module_names():
-    p = plan(None, [f"model.name={MPNET}"], budget=1_000_000, top=1, heads="linear", ranks="1-8")
+    p = plan(None, [AG_LABELS, f"model.name={MPNET}"], budget=1_000_000, top=1, heads="linear", ranks="1-8")
     first = p["candidates"][0]
     # every linear layer of all 12 layers at r=6 and a linear head, as on roberta-base
     assert (first["layers"], first["targets_name"], first["r"], first["trainable"]) == (
@@ -231,7 +233,7 @@ def test_mpnet_presets_use_mpnets_module_names():
     from lorafit.model import load_model_config
     from lorafit.plan import _linear_shapes, target_choices
 
-    cfg = load_config(None, [f"model.name={MPNET}"])
+    cfg = load_config(None, [AG_LABELS, f"model.name={MPNET}"])
     mc = load_model_config(cfg)
     with torch.device("meta"):
         shapes = _linear_shapes(AutoModelForSequenceClassification.from_config(mc))

@@ -84,7 +84,7 @@ def test_a_missing_column_names_the_option_that_works(runs, files, tmp_path, cap
     assert "no label column 'label'" in line and "--label-column NAME" in line, line
     assert "set data." not in line
     assert main(["evaluate", run, "--input", news, "--text-column", "nope", "--label-column", "topic"]) == 2
-    assert "no 'nope' column" in error_line(capsys)
+    assert "no column 'nope'" in error_line(capsys)
     assert not (tmp_path / "sub.csv").exists()
 
 

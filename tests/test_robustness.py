@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lorafit.augment import augment_table
+from lorafit.augment import augment_table, training_splits
 from lorafit.cli import main
 from lorafit.config import load_config
 from lorafit.data import TextTable, load_splits
@@ -107,7 +107,7 @@ def test_augment_touches_training_rows_only(small_csv):
     cfg = load_config(
         None, [*base, "data.augment=mixed", "data.augment_share=1.0", "data.augment_rate=0.5"]
     )
-    augmented = load_splits(cfg.data, 42)
+    augmented = training_splits(cfg.data, 42)
     assert augmented["validation"].texts == plain["validation"].texts
     assert np.array_equal(augmented["train"].labels, plain["train"].labels)
     same = sum(a == b for a, b in zip(plain["train"].texts, augmented["train"].texts))

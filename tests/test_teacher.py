@@ -18,6 +18,8 @@ from lorafit.teacher import logits as teacher_logits
 from lorafit.teacher.distill import distillation_loss, prepare_distillation
 from lorafit.teacher.logits import combine, resolve_teacher, teacher_log_probs
 
+from .conftest import AG_LABELS
+
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 
@@ -212,7 +214,7 @@ def unlabeled_setup(tiny_model, small_csv, ag_subset, tmp_path):
     import pandas as pd
 
     cfg = load_config(None, [
-        f"data.train={small_csv}", "data.val_size=40", "data.test=null", f"model.name={tiny_model}",
+        AG_LABELS, f"data.train={small_csv}", "data.val_size=40", "data.test=null", f"model.name={tiny_model}",
         f"train.teacher={tiny_model}", f"train.cache_dir={tmp_path / 'cache'}",
     ])
     val = load_splits(cfg.data, cfg.train.seed)["validation"]
@@ -289,7 +291,7 @@ def test_no_teacher_no_distillation(small_csv):
 
 def _tiny_args(tiny_model, small_csv, run_dir):
     return [
-        f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "data.test=null",
+        AG_LABELS, f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "data.test=null",
         "model.max_length=64", "train.max_steps=4", "train.eval_every=4", "train.batch_size=16",
         "log.progress=false", f"run.dir={run_dir}",
     ]
@@ -496,7 +498,7 @@ def test_a_run_with_a_teacher_resumes_exactly(teacher_runs, tiny_model, small_cs
 
     parent = tmp_path / "ref"
     extra = [f"train.teacher={teacher_runs / 'full-teacher'}", f"data.unlabeled={unlabeled_file}",
-             f"train.cache_dir={tmp_path / 'cache'}", "train.max_steps=12", "train.keep_last=100"]
+             f"train.cache_dir={tmp_path / 'cache'}", "train.max_steps=12", "train.keep_last=100", AG_LABELS]
     reference = train(None, [*resumable_overrides(tiny_model, small_csv, parent), *extra])
     run = Path(shutil.copytree(reference, tmp_path / "run", symlinks=True))
     crash_at(run, 6)

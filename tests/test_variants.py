@@ -13,11 +13,13 @@ from lorafit.model import build_model
 from lorafit.params import check_budget, describe_model
 from lorafit.variants import lr_scale
 
+from .conftest import AG_LABELS
+
 HEAD = 593_668  # roberta-base's own head
 
 
 def _roberta(*overrides):
-    return load_config(None, ["model.name=roberta-base", *overrides])
+    return load_config(None, [AG_LABELS, "model.name=roberta-base", *overrides])
 
 
 def test_dora_adds_one_magnitude_per_output_feature():
@@ -62,7 +64,7 @@ def test_bad_values_name_the_key():
         ("model.head=mlp", "model.head: must be one of full, linear, lowrank, dense_lora"),
     ]:
         with pytest.raises(UserError, match=message):
-            load_config(None, [override])
+            load_config(None, [AG_LABELS, override])
 
 
 def test_lr_scale():
@@ -77,7 +79,7 @@ def test_lr_scale():
 
 
 def _tiny_cfg(tiny_model, *overrides):
-    return load_config(None, [f"model.name={tiny_model}", *overrides])
+    return load_config(None, [AG_LABELS, f"model.name={tiny_model}", *overrides])
 
 
 def test_optimizer_groups_follow_lora_plus_and_layer_decay(tiny_model):
@@ -157,7 +159,7 @@ def test_variants_train_and_reload(overrides, tiny_overrides, tmp_path):
     from lorafit.predict import evaluate
 
     assert (
-        main(["train", *tiny_overrides, "train.lr=1e-3", "train.mixed_precision=no", *overrides])
+        main(["train", *tiny_overrides, "data.test=sample-test", "train.lr=1e-3", "train.mixed_precision=no", *overrides])
         == 0
     )
     run = tmp_path / "runs" / "latest"

@@ -4,6 +4,7 @@ Every CLI subcommand is a function here, usable from a notebook:
 
     import lorafit
     cfg = lorafit.load_config("configs/agnews_roberta_latent.yaml", ["train.max_steps=100"])
+    lorafit.check_data(cfg)  # `lorafit check-data`: splits, columns, classes, lengths; no training
     run_dir = lorafit.train(cfg)
     lorafit.predict(run_dir, "test_unlabelled.pkl", "submission.csv")
     lorafit.evaluate(run_dir, "labelled.csv")
@@ -42,6 +43,7 @@ _EXPORTS = {
     "UserError": ("lorafit.errors", "UserError", None),
     "load_config": ("lorafit.config", "load_config", None),
     "train": ("lorafit.train", "train", "models"),
+    "check_data": ("lorafit.checkdata", "check_data", "models"),
     "describe": ("lorafit.params", "describe", "models"),
     "predict": ("lorafit.predict", "predict", "models"),
     "evaluate": ("lorafit.predict", "evaluate", "models"),
@@ -60,7 +62,7 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Config", "UserError", "load_config", "train", "describe", "predict", "evaluate",
+    "Config", "UserError", "load_config", "train", "check_data", "describe", "predict", "evaluate",
     "sweep", "ensemble", "export_merged", "write_plots", "write_training_log", "write_report",
     "evaluate_perturbed", "plan", "run_bench", "build_teacher", "list_caches", "remove_caches",
 ]
@@ -68,6 +70,7 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from lorafit.bench import run_bench
     from lorafit.caches import list_caches, remove_caches
+    from lorafit.checkdata import check_data
     from lorafit.config import Config, load_config
     from lorafit.ensemble import ensemble
     from lorafit.errors import UserError

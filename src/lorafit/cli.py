@@ -1,6 +1,7 @@
 """The command line: parse arguments, call one library function per subcommand, print.
 
     lorafit train --config configs/agnews_roberta_latent.yaml train.lr=3e-4
+    lorafit check-data --config configs/agnews_roberta_latent.yaml   (or train --dry-run)
     lorafit describe --config configs/agnews_roberta_latent.yaml
     lorafit predict RUN_DIR --input test.pkl --output submission.csv
     lorafit evaluate RUN_DIR --input labelled.csv
@@ -50,11 +51,40 @@ def _train(sub, fmt):
         help="continue a killed run from its newest checkpoint, with its own config.yaml "
         "(no --config or overrides); a new run never replaces an existing folder",
     )
+    p.add_argument("--dry-run", action="store_true", help="read and check the data as `lorafit check-data` does, then stop: no model, nothing written")
 
     def run(args):
+        if args.dry_run:
+            from lorafit.checkdata import check_data, check_text
+
+            if args.resume:
+                raise UserError("train --dry-run checks the data of a new run; drop --resume (or run check-data --config RUN_DIR/config.yaml)")
+            print(check_text(check_data(args.config, args.overrides)))
+            return
         from lorafit.train import train
 
         print(f"run directory: {train(args.config, args.overrides, resume=args.resume)}")
+
+    p.set_defaults(func=run)
+
+
+def _check_data(sub, fmt):
+    p = sub.add_parser(
+        "check-data", help="read and check a run's data as train would (splits, columns, classes, lengths); trains nothing",
+        description="Read the data with the same config as `lorafit train` and print each split's source and "
+        "rows, the text and label columns (and whether guessed), the classes with their rows per split, the "
+        "imbalance and the checkpoint metric train.metric selects, and the text lengths (tokens when the "
+        "model's tokenizer loads offline). Loads no model weights and writes nothing; bad data exits 2.",
+        epilog=_config_epilog(), formatter_class=fmt,
+    )
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def run(args):
+        from lorafit.checkdata import check_data, check_text
+
+        result = check_data(args.config, args.overrides)
+        print(json.dumps(result, indent=2) if args.json else check_text(result))
 
     p.set_defaults(func=run)
 
@@ -86,19 +116,20 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:
     """--text-column / --label-column: the input's columns, when not the run's data.text_column / data.label_column."""
-    p.add_argument("--text-column", metavar="NAME", help="the input's text column (default: the run's data.text_column, e.g. text)")
+    p.add_argument("--text-column", metavar="NAME", help="the input's text column, or FIRST,SECOND for a pair (default: the run's data.text_column)")
     p.add_argument("--label-column", metavar="NAME", help="the input's label column (default: the run's data.label_column, e.g. label)")
 
 
 def _predict(sub, fmt):
     p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
     p.add_argument("run_dir", help="run directory made by `lorafit train` (e.g. runs/latest)")
-    p.add_argument("--input", required=True, help="file to label (.csv, .parquet, .jsonl, .pkl) or sample-test")
+    p.add_argument("--input", required=True, help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test")
     p.add_argument("--output", help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
     _add_column_args(p)
+    _add_output_args(p)
 
     def run(args):
         from lorafit.metrics import format_metrics
@@ -106,7 +137,8 @@ def _predict(sub, fmt):
 
         result = predict(
             args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype,
-            text_column=args.text_column, label_column=args.label_column,
+            text_column=args.text_column, label_column=args.label_column, id_column=args.id_column,
+            label_format=args.label_format,
         )
         print(f"wrote {result['rows']} predictions to {result['output']}")
         print(f"probabilities: {result['probabilities']}")
@@ -218,10 +250,20 @@ def _sweep(sub, fmt):
     p.set_defaults(func=run)
 
 
+def _add_output_args(p) -> None:
+    """--id-column and --label-format, shared by predict and ensemble."""
+    p.add_argument("--id-column", metavar="NAME", help="pass this input column through as the first output column (default: ID = row number from 0)")
+    p.add_argument(
+        "--label-format", choices=["names", "ids"],
+        help="write class names or ids 0..K-1 (default: the run's data.label_format; auto resolves to ids "
+        "for integer labels with data.label_names, as the competition's ID,Label wants, else names)",
+    )
+
+
 def _ensemble(sub, fmt):
     p = sub.add_parser("ensemble", help="combine several runs' predictions into one submission CSV")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
-    p.add_argument("--input", required=True, help="file to label (.csv, .parquet, .jsonl, .pkl) or sample-test")
+    p.add_argument("--input", required=True, help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test")
     p.add_argument("--output", help="submission CSV (default: ./ensemble-<method>-<input>.csv, never overwritten)")
     p.add_argument(
         "--method", choices=["mean", "weighted", "vote"], default="mean",
@@ -232,6 +274,7 @@ def _ensemble(sub, fmt):
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
     _add_column_args(p)
+    _add_output_args(p)
 
     def run(args):
         from lorafit.ensemble import ensemble, format_result
@@ -239,6 +282,7 @@ def _ensemble(sub, fmt):
         result = ensemble(
             args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite,
             dtype=args.dtype, text_column=args.text_column, label_column=args.label_column,
+            id_column=args.id_column, label_format=args.label_format,
         )
         print(format_result(result))
 
@@ -350,7 +394,7 @@ def _cache(sub, fmt):
     p.set_defaults(func=run)
 
 
-COMMANDS = [_train, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher, _cache]
+COMMANDS = [_train, _check_data, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher, _cache]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,23 +83,56 @@ POOLINGS = ("first", "mean")
 
 @dataclass
 class DataConfig:
-    train: str = _f(
-        "sample",
-        "training data: 'sample' (the small news sample shipped with lorafit), a hub id "
-        "(e.g. fancyzhx/ag_news) or a local file (.csv, .parquet, .jsonl, .pkl)",
+    train: str | None = _f(
+        None,
+        "training data: a local file (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a file "
+        "without an extension: sniffed), a `datasets` folder saved with save_to_disk, a hub id "
+        "(e.g. fancyzhx/ag_news), or 'sample' (the small news sample shipped with lorafit)",
     )
-    validation: str | None = _f(None, "separate validation file; if unset, split from train")
+    validation: str | None = _f(None, "separate validation file; if unset, split from train (data.val_size)")
     test: str | None = _f(
-        "sample-test",
+        None,
         "labelled test file, or a hub id (its 'test' split), scored once with the best "
-        "checkpoint; null for none",
+        "checkpoint; 'sample-test' for the news sample's; null for none",
     )
     val_size: float = _f(0.2, "validation rows split from train: a count (>= 1) or a fraction (< 1)")
-    text_column: str = _f("text", "text column in tabular files")
-    label_column: str = _f("label", "label column (integers 0..num_labels-1)")
-    label_names: list[str] = _f(
-        ["World", "Sports", "Business", "Sci/Tech"], "class names in label order"
+    test_size: float | None = _f(
+        None,
+        "test rows held out from train (stratified, seeded, before the validation split): a count "
+        "(>= 1) or a fraction (< 1); null = none (or data.test)",
     )
+    text_column: Any = _f(
+        None,
+        "text column; [first, second] for sentence pairs (encoded as the tokenizer's text pair); "
+        "null = 'text', else the one text-like column (said in the log)",
+    )
+    label_column: str | None = _f(
+        None, "label column (names or integers); null = 'label', else the one label-like column (said in the log)"
+    )
+    label_names: list[str] = _f(
+        [],
+        "classes in id order; empty = the training file's labels, sorted (integers numerically); "
+        "set it to fix the order, to add classes training lacks, or to name integer labels "
+        "(AG News: [World, Sports, Business, Sci/Tech] for 0-3)",
+    )
+    label_format: str = _f(
+        "auto",
+        "how `lorafit predict` writes labels: names, ids (0..K-1: the competition's ID,Label), or "
+        "auto = as the training file wrote them (ids for integer labels with data.label_names, "
+        "else names); the run's config.yaml records the choice",
+    )
+    columns: list[str] | None = _f(
+        None,
+        "column names of a file without a header row, in order (e.g. [source, label, mark, "
+        "sentence] for CoLA); null = the file's header row, or 0, 1, 2... when it has none",
+    )
+    quoting: str = _f(
+        "auto",
+        "quotes in delimited text files: auto (CSV quoting; when a quote swallows rows, a TSV "
+        "whose lines all have the same fields is read with none and a warning, anything else "
+        "is refused) or none (a \" is only a character, as in GLUE's TSV files)",
+    )
+    encoding: str = _f("utf-8", "text encoding of text files (e.g. latin-1, cp1252); a UTF-8 BOM is skipped")
     max_train_rows: int | None = _f(None, "use a stratified, seeded subset of the training rows")
     augment: str | None = _f(
         None,
@@ -139,12 +172,48 @@ class DataConfig:
             "data.val_size",
             "a count must be a whole number",
         )
-        _check(len(self.label_names) >= 2, "data.label_names", "needs at least 2 classes")
+        _check(
+            len(self.label_names) == 0 or len(self.label_names) >= 2,
+            "data.label_names",
+            "needs at least 2 classes (or [] for the training file's labels)",
+        )
+        self.label_names = [str(n) for n in self.label_names]
+        text_columns(self.text_column)  # a ValueError naming the key
+        _check(self.label_format in LABEL_FORMATS, "data.label_format", f"must be one of {', '.join(LABEL_FORMATS)}")
+        _check(self.quoting in ("auto", "none"), "data.quoting", "must be auto or none")
+        _check(self.test_size is None or self.test_size > 0, "data.test_size", "must be > 0 (rows, or a fraction < 1)")
+        _check(
+            self.test_size is None or self.test is None,
+            "data.test_size",
+            "holds out a test split from data.train; set either it or data.test, not both",
+        )
+        _check(self.columns is None or len(self.columns) > 0, "data.columns", "must name at least one column")
+        if self.columns is not None:
+            self.columns = [str(c) for c in self.columns]
+            _check(len(set(self.columns)) == len(self.columns), "data.columns", "names a column twice")
         _check(
             self.max_train_rows is None or self.max_train_rows > 0,
             "data.max_train_rows",
             "must be positive",
         )
+
+
+LABEL_FORMATS = ("auto", "names", "ids")
+
+
+def text_columns(spec: Any) -> list[str]:
+    """data.text_column as a list: [] (guess), [text] or [first, second] (a sentence pair)."""
+    if spec is None or spec == "":
+        return []
+    if isinstance(spec, str):
+        return [spec]
+    items = [str(x) for x in spec] if isinstance(spec, (list, tuple)) else None
+    _check(
+        items is not None and 1 <= len(items) <= 2 and len(set(items)) == len(items),
+        "data.text_column",
+        "must be a column name or a list of two (a sentence pair: [sentence1, sentence2])",
+    )
+    return items
 
 
 def _check_augment(kinds: str | None, rate: float, share: float) -> None:
@@ -229,7 +298,14 @@ class TrainConfig:
     warmup_steps: int | None = _f(None, "warmup steps; overrides warmup_ratio when set")
     eval_every: int = _f(500, "evaluate every N optimizer steps (and at the end)")
     log_every: int = _f(50, "write a train row to metrics.jsonl every N steps")
-    metric: str = _f("eval_accuracy", "early stopping / best checkpoint metric: eval_accuracy, eval_f1 or eval_loss")
+    metric: str = _f(
+        "auto",
+        "early stopping / best checkpoint metric: eval_accuracy, eval_f1 (macro-F1), eval_mcc "
+        "(Matthews correlation, CoLA's metric), eval_precision, eval_recall (macro), eval_loss "
+        "(minimised), or auto = eval_accuracy on balanced training classes, eval_f1 when the "
+        "largest class has more than 1.5x the rows of the smallest (the log says which and why; "
+        "the run's config.yaml records the choice)",
+    )
     patience: int | None = _f(3, "stop after N evaluations without improvement (null = never)")
     seed: int = _f(42, "seed for data split, order, dropout and initialisation")
     mixed_precision: str = _f(
@@ -242,6 +318,13 @@ class TrainConfig:
         1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
     )
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
+    class_weights: str = _f(
+        "none",
+        "none, or balanced: weight each class's training cross-entropy by rows / (classes x its "
+        "rows) in the training split (scikit-learn's 'balanced'; logged), for imbalanced data; "
+        "train_loss is then the weighted loss, the evaluation loss stays unweighted; not with "
+        "train.teacher yet",
+    )
     teacher: Any = _f(
         None,
         "distillation (off when null): a lorafit run directory, a list of them (an ensemble: mean "
@@ -294,11 +377,8 @@ class TrainConfig:
         )
         _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", "must be in [0, 1)")
         _check(self.warmup_steps is None or self.warmup_steps >= 0, "train.warmup_steps", ">= 0")
-        _check(
-            self.metric in ("eval_accuracy", "eval_f1", "eval_loss"),
-            "train.metric",
-            "must be eval_accuracy, eval_f1 or eval_loss",
-        )
+        _check(self.metric in TRAIN_METRICS, "train.metric", f"must be one of {', '.join(TRAIN_METRICS)}")
+        _check(self.class_weights in ("none", "balanced"), "train.class_weights", "must be none or balanced")
         _check(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
         _check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
@@ -316,6 +396,10 @@ class TrainConfig:
             "train.cache_activations",
             "must be auto, true or false",
         )
+
+
+#: train.metric's choices: an eval row's keys (metrics.jsonl), or auto (settled from the training labels)
+TRAIN_METRICS = ("auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss")
 
 
 def _teacher_list(value: Any) -> list[str] | None:
@@ -383,6 +467,12 @@ class Config:
             self.data.unlabeled is None or self.train.teacher is not None,
             "data.unlabeled",
             "needs train.teacher (the teacher labels the unlabelled texts); set it or remove data.unlabeled",
+        )
+        _check(
+            self.train.class_weights == "none" or self.train.teacher is None,
+            "train.class_weights",
+            "balanced is not used with train.teacher yet (the distillation loss has its own "
+            "cross-entropy); set train.class_weights=none or remove train.teacher",
         )
 
 

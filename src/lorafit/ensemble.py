@@ -19,13 +19,14 @@ file was already predicted with the same checkpoint, settings and dtype (`lorafi
 writes it; `<key10>` is `lorafit.predict.prediction_key`), otherwise they are predicted and
 saved there. Validation probabilities are saved the same way as
 `predictions/validation-<sha12>-<key10>.csv`, where `<sha12>` hashes the validation rows
-themselves (always predicted in fp32).
+themselves, whole (both texts of a sentence pair, and the label), always predicted in fp32.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -122,10 +123,22 @@ def _validation_set(run: Path, cfg: Config):
 
     data = dataclasses.replace(cfg.data, test=None)  # the test file is not needed here
     val = load_splits(data, cfg.train.seed)["validation"]
+    return val, rows_digest(val)
+
+
+def rows_digest(table) -> str:
+    """12 hex digits of sha256 over a table's labelled rows; single texts as `label<TAB>text`
+    lines (as ever), sentence pairs behind a tag, each pair as a JSON list, so a pair never
+    matches a single text."""
     h = hashlib.sha256()
-    for text, label in zip(val.texts, val.labels):
-        h.update(f"{label}\t{text}\n".encode())
-    return val, h.hexdigest()[:12]
+    if table.pairs is None:
+        for text, label in zip(table.texts, table.labels):
+            h.update(f"{label}\t{text}\n".encode())
+    else:
+        h.update(b"pairs\n")  # single-text lines start with a label id, never this
+        for text, pair, label in zip(table.texts, table.pairs, table.labels):
+            h.update(f"{label}\t{json.dumps([text, pair])}\n".encode())
+    return h.hexdigest()[:12]
 
 
 def _validation_probabilities(
@@ -212,6 +225,8 @@ def ensemble(
     dtype: str = "auto",
     text_column: str | None = None,
     label_column: str | None = None,
+    id_column: str | None = None,
+    label_format: str | None = None,
 ) -> dict:
     """Combine the members' predictions on `input` and write the submission CSV (`ID,Label`).
 
@@ -225,6 +240,9 @@ def ensemble(
             predict --dtype`); the validation rows that fit `weighted` are always fp32.
         text_column, label_column: the input's columns when they differ from the members'
             `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
+        id_column, label_format: as for `lorafit.predict`: the input's id column passed
+            through, and `names` or `ids` in the Label column (default: the first member's
+            `data.label_format`, ids for runs made before lorafit knew label names).
 
     Returns:
         `{"output", "rows", "method", "dtype", "members": [{"run_dir", "weight", "accuracy"}],
@@ -235,6 +253,8 @@ def ensemble(
         _default_device,
         _existing_input,
         inference_dtype,
+        label_format_of,
+        output_labels,
         predict_table,
         write_submission,
     )
@@ -243,13 +263,15 @@ def ensemble(
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     inference_dtype(dtype)  # a bad --dtype fails before any member runs
     members = _members(run_dirs)
+    chosen_format = label_format_of(members[0][1], label_format)  # a bad --label-format fails first
     input = _existing_input(input)
     out = _output_path(Path(input), output, method, overwrite)
     device = device or _default_device()
     probs, table = [], None
     for run, _ in members:
         p, table, _, _ = predict_table(
-            run, input, batch_size, device, dtype=dtype, text_column=text_column, label_column=label_column
+            run, input, batch_size, device, dtype=dtype, text_column=text_column,
+            label_column=label_column, id_column=id_column,
         )
         probs.append(p)
     result = {
@@ -267,7 +289,7 @@ def ensemble(
     labels = (
         majority_vote(probs) if method == "vote" else mean_probabilities(probs, weights).argmax(-1)
     )
-    write_submission(out, labels)
+    write_submission(out, output_labels(labels, members[0][1], chosen_format), table.ids, id_column or "ID")
     if table.labels is not None:
         for member, p in zip(result["members"], probs):
             member["accuracy"] = float((p.argmax(-1) == table.labels).mean())

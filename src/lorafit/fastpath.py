@@ -56,6 +56,7 @@ from torch import nn
 from lorafit.caches import cache_root, mark_used
 from lorafit.config import Config
 from lorafit.data import Encoded, pad_batch
+from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
 from lorafit.model import layer_settings, num_layers
 
@@ -174,10 +175,14 @@ def _swapped(trunk: Trunk, embeddings: nn.Module, layers: nn.ModuleList):
         setattr(trunk.holder, trunk.attr, trunk.layers)
 
 
-def run_prefix(trunk: Trunk, prefix: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Hidden states after the embeddings and the first `prefix` layers."""
+def run_prefix(
+    trunk: Trunk, prefix: int, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Hidden states after the embeddings and the first `prefix` layers (`types`: the token
+    type ids of sentence pairs on a model with segment embeddings, else None)."""
+    extra = {} if types is None else {"token_type_ids": types}
     with _swapped(trunk, trunk.transformer.embeddings, nn.ModuleList(trunk.layers[:prefix])):
-        return trunk.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        return trunk.transformer(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
 
 
 # ---------------------------------------------------------------- the plan
@@ -449,7 +454,7 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
     ]
     try:
         for rows in _token_batches(mine, lengths, BUILD_TOKENS):
-            out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator)
+            out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator, encoded.type_rows(rows))
             if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
                 raise _Overflow
             out = out.to(STORAGE[storage]).view(_RAW_TORCH[width]).cpu().numpy()
@@ -464,17 +469,20 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
 
 @torch.inference_mode()
 def compute_prefix(
-    trunk: Trunk, prefix: int, rows: list[list[int]], pad_id: int, accelerator
+    trunk: Trunk, prefix: int, rows: list[list[int]], pad_id: int, accelerator,
+    types: list[list[int]] | None = None,
 ) -> torch.Tensor:
-    """The prefix's output for token id lists, in eval mode (no dropout), under autocast."""
+    """The prefix's output for token id lists (and their token type ids, for pairs on BERT),
+    in eval mode (no dropout), under autocast."""
     modules = prefix_modules(trunk, prefix)
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
     try:
         ids, mask = pad_batch(rows, pad_id)
+        type_ids = None if types is None else pad_batch(types, 0)[0].to(accelerator.device)
         with accelerator.autocast():
-            out = run_prefix(trunk, prefix, ids.to(accelerator.device), mask.to(accelerator.device))
+            out = run_prefix(trunk, prefix, ids.to(accelerator.device), mask.to(accelerator.device), type_ids)
         return out.float()
     finally:
         for m, mode in zip(modules, modes):
@@ -554,9 +562,8 @@ class Forward:
     def __call__(self, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
         with frozen_in_eval(self.trunk, self.prefix):
             if self.cache is None:
-                ids, mask = pad_batch([self.encoded.ids[i] for i in rows], self.pad_id)
-                mask = mask.to(self.device)
-                return model(input_ids=ids.to(self.device), attention_mask=mask).logits, mask
+                inputs = batch_inputs(self.encoded, rows, self.pad_id, self.device)
+                return model(**inputs).logits, inputs["attention_mask"]
             states, mask = self.cache.batch(rows, self.device)
             with self.top_only():
                 return model(inputs_embeds=states, attention_mask=mask).logits, mask
@@ -691,7 +698,8 @@ def check_cache(
     pick = np.unique(np.linspace(0, len(cache) - 1, min(rows, len(cache))).astype(int))
     stored, mask = cache.batch(pick, accelerator.device)
     fresh = compute_prefix(
-        forward.trunk, forward.prefix, [encoded.ids[i] for i in pick], forward.pad_id, accelerator
+        forward.trunk, forward.prefix, [encoded.ids[i] for i in pick], forward.pad_id, accelerator,
+        encoded.type_rows(pick),
     )
     limit = STATE_TOLERANCE["no" if accelerator.mixed_precision == "no" else "mixed"]
     for j, i in enumerate(pick):
@@ -700,11 +708,11 @@ def check_cache(
         scale = float(torch.linalg.vector_norm(fresh[j, :n])) + 1e-12
         if not err <= limit * scale:  # NaN fails too
             return f"stored row {i} differs from a fresh forward by {err / scale:.3g} (relative)"
-    ids, _ = pad_batch([encoded.ids[i] for i in pick], forward.pad_id)
+    inputs = batch_inputs(encoded, pick, forward.pad_id, accelerator.device)
     was_training = model.training
     model.eval()
     try:
-        full = model(input_ids=ids.to(accelerator.device), attention_mask=mask).logits.float()
+        full = model(**{**inputs, "attention_mask": mask}).logits.float()
         with forward.top_only():
             top = model(inputs_embeds=stored, attention_mask=mask).logits.float()
     finally:
@@ -759,7 +767,10 @@ class EvalPrefix:
         rows: list[torch.Tensor | None] = [None] * len(encoded.ids)
         order = np.argsort(-encoded.lengths, kind="stable")
         for batch in _token_batches(order, encoded.lengths, BUILD_TOKENS):
-            out = compute_prefix(self.trunk, self.prefix, [encoded.ids[i] for i in batch], self.pad_id, self.accelerator)
+            out = compute_prefix(
+                self.trunk, self.prefix, [encoded.ids[i] for i in batch], self.pad_id, self.accelerator,
+                encoded.type_rows(batch),
+            )
             for j, i in enumerate(batch):
                 rows[i] = out[j, : encoded.lengths[i]].cpu().clone()
         memory = MemoryStates(rows)

@@ -57,9 +57,14 @@ def _is_local(name: str) -> bool:
 
 
 def load_model_config(cfg: Config):
-    """The transformers config with our labels; known shapes (`lorafit.shapes`) work offline."""
+    """The transformers config with our labels; known shapes (`lorafit.shapes`) work offline.
+    Without `data.label_names` the classes come from the training file's labels
+    (`lorafit.data.settle_classes`), so a head is never built for a guessed class count."""
     from transformers import AutoConfig
 
+    from lorafit.data import settle_classes
+
+    settle_classes(cfg.data)
     name = resolve_model_name(cfg.model.name)
     labels = list(cfg.data.label_names)
     extra = dict(
@@ -324,8 +329,10 @@ def _load_weights(cfg: Config, model_config):
     if not _is_local(name):
         _check_hub(name)
     try:
+        # a folder fine-tuned for other classes (a 4-label head, a 2-class task): the head
+        # is started afresh, as for a bare encoder; transformers says which weights it dropped
         return AutoModelForSequenceClassification.from_pretrained(
-            name, config=model_config, dtype=torch.float32
+            name, config=model_config, dtype=torch.float32, ignore_mismatched_sizes=True
         )
     except (OSError, ValueError) as e:
         raise UserError(f"model.name {cfg.model.name!r}: cannot load weights ({_first(e)})") from None

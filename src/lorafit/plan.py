@@ -311,9 +311,10 @@ def plan(
     budget = budget or cfg.budget
     if budget < 1:
         raise UserError(f"--budget {budget}: must be a positive number of parameters")
-    cands = enumerate_candidates(
-        cfg, budget, parse_heads(heads, cfg.model.head_rank), parse_ranks(ranks)
-    )
+    if sort not in SORT_KEYS:  # the options first: before the training file is read for its classes
+        raise UserError(f"--sort {sort}: use one of {', '.join(SORT_KEYS)}")
+    head_choices, rank_choices = parse_heads(heads, cfg.model.head_rank), parse_ranks(ranks)
+    cands = enumerate_candidates(cfg, budget, head_choices, rank_choices)
     mark_best(cands, tolerance)
     ordered = sort_candidates(cands, sort)
     shown = [count_exactly(c, cfg, budget) for c in (ordered[:top] if top else ordered)]

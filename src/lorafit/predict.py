@@ -32,9 +32,9 @@ from lorafit.data import (
     file_digest,
     length_sorted_batches,
     load_table,
-    pad_batch,
     resolve_source,
 )
+from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
 from lorafit.metrics import classification_metrics, format_metrics, softmax
 from lorafit.rundir import require_run_dir, write_atomic, write_json
@@ -53,8 +53,7 @@ def infer_logits(
     """
     if forward is None:
         def forward(idx):
-            ids, mask = pad_batch([encoded.ids[i] for i in idx], pad_id)
-            return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            return model(**batch_inputs(encoded, idx, pad_id, device)).logits
 
     out = np.zeros((len(encoded.ids), model.config.num_labels), dtype=np.float32)
     for idx in length_sorted_batches(encoded.lengths, batch_size):
@@ -152,6 +151,7 @@ def predict_table(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
+    id_column: str | None = None,
 ):
     """(probabilities, table, config, probabilities file) for a file.
 
@@ -162,7 +162,7 @@ def predict_table(
     """
     run = Path(run_dir)
     cfg = with_columns(load_config(require_run_dir(run) / "config.yaml"), text_column, label_column)
-    table = read_input(input_path, cfg, need_labels=need_labels)
+    table = read_input(input_path, cfg, need_labels=need_labels, id_column=id_column)
     empty = sum(not t.strip() for t in table.texts)
     if empty:
         log.warning("%s: %d rows have empty text; they still get a prediction", input_path, empty)
@@ -171,17 +171,25 @@ def predict_table(
         probs = pd.read_csv(saved).filter(like="prob_").to_numpy(dtype=np.float32)
         if len(probs) == len(table):
             return probs, table, cfg, saved
-    model, tokenizer, _ = load_run_model(run, device, dtype)
-    encoded = encode(tokenizer, table, cfg.model.max_length)
-    if encoded.truncated:
-        log.info("%s: %d of %d texts truncated to %d tokens", input_path, encoded.truncated, len(table), cfg.model.max_length)
-    probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    probs = table_probabilities(run, table, batch_size, device, dtype)
     _save_probabilities(saved, probs)
     return probs, table, cfg, saved
 
 
-def with_columns(cfg: Config, text_column: str | None, label_column: str | None) -> Config:
-    """`cfg` with the input's column names (`--text-column`, `--label-column`) where given."""
+def table_probabilities(run: Path, table, batch_size: int, device: str, dtype: str) -> np.ndarray:
+    """Class probabilities [rows, classes] of a `TextTable` from a run's best checkpoint."""
+    model, tokenizer, cfg = load_run_model(run, device, dtype)
+    encoded = encode(tokenizer, table, cfg.model.max_length)
+    if encoded.truncated:
+        log.info("%s: %d of %d texts truncated to %d tokens", table.source, encoded.truncated, len(table), cfg.model.max_length)
+    return softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+
+
+def with_columns(cfg: Config, text_column: str | list[str] | None, label_column: str | None) -> Config:
+    """`cfg` with the input's column names (`--text-column`, `--label-column`) where given; a
+    pair's two text columns as a list or as 'first,second'."""
+    if isinstance(text_column, str) and "," in text_column:
+        text_column = [c.strip() for c in text_column.split(",")]
     changes = {k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v}
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
 
@@ -194,10 +202,12 @@ _COLUMN_ADVICE = {
 }
 
 
-def read_input(input_path: str, cfg: Config, *, need_labels: bool = False):
+def read_input(input_path: str, cfg: Config, *, need_labels: bool = False, id_column: str | None = None):
     """The input file as a `TextTable`; a missing column's message names the option that works."""
     try:
-        return load_table(input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True)
+        return load_table(
+            input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True, id_column=id_column
+        )
     except UserError as e:
         message = str(e)
         for key_advice, option_advice in _COLUMN_ADVICE.items():  # longest first
@@ -256,14 +266,35 @@ def _save_probabilities(path: Path, probs: np.ndarray) -> None:
     write_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
-def write_submission(path: Path, labels: np.ndarray) -> None:
-    frame = pd.DataFrame({"ID": np.arange(len(labels)), "Label": labels.astype(int)})
+#: `predict --label-format` choices (None: the run's data.label_format)
+LABEL_FORMATS = ("names", "ids")
+
+
+def label_format_of(cfg: Config, label_format: str | None) -> str:
+    """names or ids: the one asked for, else the run's data.label_format. A run made before
+    lorafit learned label names (its config says auto) wrote ids."""
+    if label_format is not None and label_format not in LABEL_FORMATS:
+        raise UserError(f"--label-format {label_format}: must be names or ids")
+    chosen = label_format or cfg.data.label_format
+    return "ids" if chosen == "auto" else chosen
+
+
+def output_labels(pred: np.ndarray, cfg: Config, label_format: str) -> list:
+    """Predicted class ids as the run's label names, or as the ids themselves."""
+    if label_format == "ids":
+        return [int(i) for i in pred]
+    return [cfg.data.label_names[int(i)] for i in pred]
+
+
+def write_submission(path: Path, labels, ids=None, id_name: str = "ID") -> None:
+    """`ID,Label` (ID = row order from 0), or the input's id column and Label."""
+    frame = pd.DataFrame({id_name: np.arange(len(labels)) if ids is None else ids, "Label": list(labels)})
     write_atomic(path, frame.to_csv(index=False))
 
 
 def predict(
     run_dir: str | Path,
-    input: str,
+    input: str | None = None,
     output: str | None = None,
     *,
     batch_size: int = 64,
@@ -272,6 +303,10 @@ def predict(
     dtype: str = "auto",
     text_column: str | None = None,
     label_column: str | None = None,
+    id_column: str | None = None,
+    label_format: str | None = None,
+    texts: list[str] | None = None,
+    pairs: list[str] | None = None,
 ) -> dict:
     """Label `input` with a run's best checkpoint and write the submission CSV.
 
@@ -279,15 +314,26 @@ def predict(
     labels). A default output (`RUN_DIR/submission-<stem>.csv`) never replaces a file.
     `text_column` / `label_column` name the input's columns when they differ from the run's
     `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
+    The output holds `ID,Label`: ID is the row number from 0, or the values of `id_column`
+    (under its own name); Label is the class name, or its id with `label_format="ids"`
+    (default: the run's data.label_format, see the README).
+
+    `texts=[...]` (and `pairs=[...]` for a pair task) classifies strings in memory instead of
+    a file: nothing is written, and the result is `{"labels", "probabilities", "rows"}`.
     """
     run = require_run_dir(run_dir, "checkpoint-best")
+    if texts is not None:
+        return _predict_texts(run, texts, pairs, batch_size, device or _default_device(), dtype, label_format)
+    if input is None:
+        raise UserError("predict: give an input file (--input), or texts=[...] in Python")
     input = _existing_input(input)
     out = _output_path(run, Path(input), output, overwrite)
     probs, table, cfg, saved = predict_table(
         run, input, batch_size, device or _default_device(), dtype=dtype,
-        text_column=text_column, label_column=label_column,
+        text_column=text_column, label_column=label_column, id_column=id_column,
     )
-    write_submission(out, probs.argmax(-1))
+    labels = output_labels(probs.argmax(-1), cfg, label_format_of(cfg, label_format))
+    write_submission(out, labels, table.ids, id_column or "ID")
     result = {"output": str(out), "probabilities": str(saved), "rows": len(table)}
     if table.labels is not None:
         result["metrics"] = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
@@ -322,10 +368,33 @@ def evaluate(
     return metrics
 
 
+def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype: str, label_format: str | None) -> dict:
+    from lorafit.config import text_columns
+    from lorafit.data import TextTable
+
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise UserError("predict: texts must be a list of strings")
+    cfg = load_config(run / "config.yaml")
+    is_pair = len(text_columns(cfg.data.text_column)) == 2
+    if is_pair != (pairs is not None):
+        raise UserError(
+            "predict: this run reads sentence pairs; give pairs=[...] beside texts=[...]" if is_pair
+            else "predict: this run reads single texts; leave out pairs="
+        )
+    if pairs is not None and len(pairs) != len(texts):
+        raise UserError(f"predict: {len(texts)} texts but {len(pairs)} pairs; give one pair per text")
+    if not texts:
+        raise UserError("predict: texts is empty; give at least one text")
+    table = TextTable(list(texts), None, "texts", None if pairs is None else list(pairs))
+    probs = table_probabilities(run, table, batch_size, device, dtype)
+    labels = output_labels(probs.argmax(-1), cfg, label_format_of(cfg, label_format or "names"))
+    return {"labels": labels, "probabilities": probs, "rows": len(table)}
+
+
 def _existing_input(input: str) -> str:
     path = resolve_source(str(input))
-    if not Path(path).is_file():
-        raise UserError(f"--input {input}: file not found; give a .csv, .parquet, .jsonl or .pkl file")
+    if not Path(path).exists():
+        raise UserError(f"--input {input}: file not found; give a .csv, .tsv, .parquet, .jsonl or .pkl file")
     return path
 
 

@@ -175,6 +175,7 @@ RUN_COLUMNS = [
     ("total", "num", lambda run: _cell(run["params"].get("total"), ",d")),
     ("best val acc", "num", _best("eval_accuracy", ".2%")),
     ("best val F1", "num", _best("eval_f1", ".2%")),
+    ("best val MCC", "num", _best("eval_mcc", ".4f")),
     ("best step", "num", _best("step", "d")),
     ("test acc", "num", lambda run: _cell((run["test"] or {}).get("accuracy"), ".2%")),
     ("wall time", "num", lambda run: _wall_time(run)),

@@ -6,14 +6,15 @@ The competition's hidden file is half official test rows and half noisy, garbled
 news texts, so accuracy on clean validation rows alone overstates what a model will score.
 The perturbations are those of `lorafit.perturb` (word dropout, swaps, typos, synonyms from
 the Moby thesaurus, or a mix). The same (file, kind, rate, seed) always gives the same
-perturbed texts, so two runs are scored on identical inputs.
+perturbed texts, so two runs are scored on identical inputs. For sentence pairs both texts
+are perturbed, each column as a list of texts with the same seed, and the pair is scored.
 
 Training-time augmentation (`data.augment`, off by default) uses the same perturbations:
 once, before tokenising, a seeded `data.augment_share` of the training rows is replaced by
 perturbed copies (kinds taken in turn). Replacing rather than appending keeps the number of
 rows, and so the steps and compute, the same as without augmentation; validation and test
-rows are never perturbed. It lives in `lorafit.augment`, a data stage, because the data
-layer calls it and must not import prediction (this module does).
+rows are never perturbed. It lives in `lorafit.augment` (`training_splits`, which training
+calls), a stage that must not import prediction (this module does).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def perturbed_texts(texts: list[str], kind: str, rate: float, seed: int) -> list
         return perturb_texts(texts, kind, rate, seed)
     except ImportError as e:
         raise UserError(f"--perturb {kind}: {e}") from None
+
+
+def perturbed_rows(table: TextTable, kind: str, rate: float, seed: int) -> TextTable:
+    """`table` with its texts perturbed (`perturbed_texts`); for pairs, the second texts too,
+    with the same seed."""
+    texts = perturbed_texts(table.texts, kind, rate, seed)
+    pairs = None if table.pairs is None else perturbed_texts(table.pairs, kind, rate, seed)
+    return table.with_texts(texts, pairs)
 
 
 def evaluate_perturbed(
@@ -76,19 +85,19 @@ def evaluate_perturbed(
     input = _existing_input(input)
     cfg = with_columns(load_config(run / "config.yaml"), text_column, label_column)
     table = read_input(input, cfg, need_labels=True)
-    copies = {kind: perturbed_texts(table.texts, kind, rate, seed) for kind in kinds}  # fail early
+    copies = {kind: perturbed_rows(table, kind, rate, seed) for kind in kinds}  # fail early
     device = device or _default_device()
     model, tokenizer, _ = load_run_model(run, device, dtype)  # dtype as `lorafit evaluate --dtype`
 
-    def score(texts: list[str]) -> dict:
-        encoded = encode(tokenizer, TextTable(texts, table.labels, input), cfg.model.max_length)
+    def score(rows: TextTable) -> dict:
+        encoded = encode(tokenizer, rows, cfg.model.max_length)
         logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
         return classification_metrics(logits, table.labels, cfg.data.label_names)
 
-    clean = score(table.texts)
+    clean = score(table)
     perturbed = {}
-    for kind, texts in copies.items():
-        perturbed[kind] = score(texts)
+    for kind, rows in copies.items():
+        perturbed[kind] = score(rows)
         perturbed[kind]["accuracy_change"] = perturbed[kind]["accuracy"] - clean["accuracy"]
     result = {
         "input": str(input),

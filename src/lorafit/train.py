@@ -26,12 +26,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lorafit.augment import training_splits
 from lorafit.config import Config, config_to_yaml
-from lorafit.data import Encoded, encode, epoch_batches, load_splits
+from lorafit.data import Encoded, encode, epoch_batches
 from lorafit.errors import UserError
 from lorafit.fastpath import eval_prefix_for, make_forward, plan_prefix_cache
 from lorafit.flops import resolve_precision
-from lorafit.metrics import classification_metrics, format_metrics
+from lorafit.metrics import (
+    balanced_class_weights,
+    class_counts,
+    classification_metrics,
+    format_metrics,
+    resolve_metric,
+)
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
 from lorafit.predict import infer_logits
@@ -314,18 +321,34 @@ def require_trackers(cfg: Config) -> None:
 
 
 def prepare(cfg: Config):
-    """Everything that can fail on bad input, before any output is written."""
+    """Everything that can fail on bad input, before any output is written.
+
+    The data come first: the training file settles the class list (and so the head's size)
+    when data.label_names is empty; the budget is checked before any weight is loaded.
+    """
+    require_trackers(cfg)
+    splits = training_splits(cfg.data, cfg.train.seed)  # fills in cfg.data's columns and classes
     model_config = load_model_config(cfg)
     description = describe_model(cfg, build_model(cfg, weights=False, model_config=model_config))
     check_budget(description)
-    require_trackers(cfg)
-    splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg)
     if tokenizer.pad_token_id is None:
         raise UserError(f"model.name {cfg.model.name}: its tokenizer has no padding token")
     torch.manual_seed(cfg.train.seed)  # the head's initialisation
     model = build_model(cfg, weights=True, model_config=model_config)
     return description, splits, tokenizer, model
+
+
+def _class_weight(cfg: Config, labels: np.ndarray, device) -> torch.Tensor | None:
+    """train.class_weights=balanced: the cross-entropy's per-class weights (logged); else None."""
+    if cfg.train.class_weights == "none":
+        return None
+    names = cfg.data.label_names
+    weights = balanced_class_weights(labels, len(names))
+    counts = class_counts(labels, len(names))
+    shown = ", ".join(f"{n} {c} rows x {w:.3f}" for n, c, w in zip(names, counts, weights))
+    log.info("class weights (train.class_weights=balanced, rows / (classes x class rows)): %s", shown)
+    return torch.as_tensor(weights, dtype=torch.float32, device=device)
 
 
 def _prepare_teacher(cfg: Config, splits: dict, accelerator):
@@ -362,6 +385,8 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     early = _EarlyLog() if accelerator.is_main_process else None
     try:
         description, splits, tokenizer, model = prepare(cfg)
+        resolve_metric(cfg, splits["train"].labels)  # train.metric=auto settled before config.yaml
+        class_weight = _class_weight(cfg, splits["train"].labels, accelerator.device)  # None: unweighted
         distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
         if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
             description = {**description, "teacher": distill.describe()}
@@ -407,7 +432,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
                     # the whole model, or only the top layers on cached states (fastpath.py)
                     logits, mask = forward(model, idx)
                 if distill is None:
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.train.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing)
                 else:  # (1 - w) CE + w T^2 KL(teacher_T || student_T); unlabelled rows: KL only
                     loss = distill.loss(logits, labels, idx)
                 accelerator.backward(loss)
@@ -649,6 +674,13 @@ def _restore_best_dir(run: Run) -> None:
 
 
 def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
+    names = cfg.data.label_names
+    labels = np.asarray(encoded["train"].labels)
+    labelled = labels[labels >= 0]  # data.unlabeled rows (-100) learn from the teacher only
+    counts = np.bincount(labelled, minlength=len(names))
+    log.info("%d classes, training rows of each: %s", len(names), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    if len(labelled) < len(labels):
+        log.info("%d unlabelled training rows learn from the teacher only", len(labels) - len(labelled))
     for name, enc in encoded.items():
         lengths = enc.lengths
         log.info(
@@ -733,7 +765,10 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     """
     cfg, state, accelerator = run.cfg, run.state, run.accelerator
     m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
-    values = {"eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"]}
+    values = {
+        "eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"],
+        "eval_mcc": m["mcc"], "eval_precision": m["macro_precision"], "eval_recall": m["macro_recall"],
+    }
     is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
     if is_best:
         state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
@@ -748,7 +783,7 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
         run.metrics.write(row)
     if run.progress:
         _postfix(run.progress, acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}")
-    log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], " (best)" if is_best else "")
+    log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f MCC %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], m["mcc"], " (best)" if is_best else "")
     if state.stopped_early:
         log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
     return row
@@ -763,10 +798,11 @@ def _final_test(run: Run) -> dict | None:
     if run.best_weights:
         accelerator.unwrap_model(run.model).load_state_dict(run.best_weights, strict=False)
     m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator)
-    m["input"] = cfg.data.test
+    m["input"] = cfg.data.test or f"data.test_size={cfg.data.test_size} rows held out of {cfg.data.train}"
     if accelerator.is_main_process:
         (run.run_dir / "evaluations").mkdir(exist_ok=True)
-        write_json(run.run_dir / "evaluations" / f"test-{Path(cfg.data.test).stem}.json", m)
+        stem = Path(cfg.data.test).stem if cfg.data.test else "heldout"
+        write_json(run.run_dir / "evaluations" / f"test-{stem}.json", m)
         run.metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - run.started, 3), "test_loss": m["loss"], "test_accuracy": m["accuracy"], "test_f1": m["macro_f1"]})
         log.info("test (best checkpoint):\n%s", format_metrics(m))
     return m

@@ -23,6 +23,9 @@ from typing import Any
 METRICS = {
     "eval_accuracy": ("val_accuracy", True),
     "eval_f1": ("val_f1", True),
+    "eval_mcc": ("val_mcc", True),
+    "eval_precision": ("val_precision", True),
+    "eval_recall": ("val_recall", True),
     "eval_loss": ("val_loss", False),
     "test_accuracy": ("test_accuracy", True),
 }
@@ -92,7 +95,7 @@ def leaderboard_rows(plan, trials) -> list[dict]:
     for g in plan.trials:  # grid points the study has not reached yet
         if g.name not in shown:
             row = _row(plan, g.name, "skipped" if g.skip else "pending", g.overrides, None)
-            row.update(trainable_params=g.params, note=g.skip or "")
+            row.update(trainable_params=g.params, note=g.skip or g.error or "")
             rows.append(row)
     column, higher = METRICS[plan.metric]
 
@@ -116,6 +119,9 @@ def _row(plan, name: str, status: str, overrides: dict, trial) -> dict:
         trainable_params=attrs.get("trainable_params"),
         val_accuracy=None,
         val_f1=None,
+        val_mcc=None,
+        val_precision=None,
+        val_recall=None,
         val_loss=None,
         test_accuracy=None,
         wall_time_s=None,
@@ -140,6 +146,9 @@ def _results(run_dir: Path) -> dict:
         "trainable_params": summary["params"]["trainable"],
         "val_accuracy": best.get("eval_accuracy"),
         "val_f1": best.get("eval_f1"),
+        "val_mcc": best.get("eval_mcc"),
+        "val_precision": best.get("eval_precision"),
+        "val_recall": best.get("eval_recall"),
         "val_loss": best.get("eval_loss"),
         "test_accuracy": test.get("accuracy"),
         "wall_time_s": summary.get("wall_time_s"),
@@ -149,6 +158,12 @@ def _results(run_dir: Path) -> dict:
 def metric_value(run_dir: Path, metric: str) -> float | None:
     """The sweep metric of a finished run (the objective value of its trial)."""
     return _results(Path(run_dir))[METRICS[metric][0]]
+
+
+def selection_metric(metric: str) -> str:
+    """The eval row key a trial keeps its best checkpoint by (its train.metric) and reports
+    to the pruner: the sweep's metric, or eval_accuracy for test_accuracy (known at the end only)."""
+    return "eval_accuracy" if metric == "test_accuracy" else metric
 
 
 def write_leaderboard(plan, trials) -> tuple[Path, Path]:
@@ -171,6 +186,7 @@ MD_COLUMNS = [
     ("trainable_params", "trainable params", "{:,}"),
     ("val_accuracy", "val accuracy", "{:.4f}"),
     ("val_f1", "val macro-F1", "{:.4f}"),
+    ("val_mcc", "val MCC", "{:.4f}"),
     ("val_loss", "val loss", "{:.4f}"),
     ("test_accuracy", "test accuracy", "{:.4f}"),
     ("wall_time_s", "wall time (s)", "{:.1f}"),

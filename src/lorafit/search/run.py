@@ -52,7 +52,9 @@ def sweep(
     plan = load_sweep(path, overrides)
     result = {"folder": plan.folder, "plan": plan}
     if dry_run:
-        result["status"] = {t.name: "skipped" if t.skip else "would run" for t in plan.trials}
+        result["status"] = {
+            t.name: "would fail" if t.error else "skipped" if t.skip else "would run" for t in plan.trials
+        }
         return result
     plan.folder.mkdir(parents=True, exist_ok=True)
     if worker:
@@ -121,8 +123,9 @@ def plan_text(plan: SweepPlan, status: dict[str, str]) -> str:
         width = max(len(t.name) for t in plan.trials)
         lines.append(f"{'trial':<{width}}  {'trainable':>10}  status")
         for t in plan.trials:
-            lines.append(f"{t.name:<{width}}  {t.params:>10,}  {status[t.name]}"
-                         + (f": {t.skip}" if t.skip else ""))
+            count = "-" if t.params is None else f"{t.params:,}"
+            lines.append(f"{t.name:<{width}}  {count:>10}  {status[t.name]}"
+                         + (f": {t.skip or t.error}" if t.skip or t.error else ""))
         return "\n".join(lines)
     for s in plan.spaces.values():
         if s.kind == "choice":

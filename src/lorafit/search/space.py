@@ -6,7 +6,9 @@ A sweep file (every key optional except one of `grid` / `runs` / `search.space`)
     dir: runs/sweeps                # parent folder (default runs/sweeps)
     base: ../agnews_roberta_latent.yaml   # config file, relative to this file, or a mapping
     overrides: {lora.layers: all}   # applied to the base for every trial (not swept)
-    metric: eval_accuracy           # eval_accuracy, eval_f1, eval_loss (minimised), test_accuracy
+    metric: eval_accuracy           # eval_accuracy, eval_f1, eval_mcc, eval_precision, eval_recall,
+                                    # eval_loss (minimised), test_accuracy; each trial keeps its best
+                                    # checkpoint by it (train.metric; eval_accuracy for test_accuracy)
     storage: null                   # default sqlite:///<folder>/study.db; an RDB URL or a journal file
     grid:                           # categorical keys (with sampler grid: their cartesian product)
       lora.layers: ["0-11", "6-11", "9-11", "10-11"]
@@ -42,7 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lorafit.config import Config, _omegaconf_message
 from lorafit.errors import UserError
-from lorafit.search.leaderboard import METRICS
+from lorafit.search.leaderboard import METRICS, selection_metric
 
 SWEEP_KEYS = ("name", "dir", "base", "overrides", "metric", "grid", "runs", "search", "storage")
 SEARCH_KEYS = ("sampler", "n_trials", "timeout", "pruner", "seed", "space")
@@ -88,8 +90,9 @@ class Trial:
     name: str
     overrides: dict[str, Any]
     config: Config
-    params: int
+    params: int | None
     skip: str | None = None  # why it does not run (over budget)
+    error: str | None = None  # why it cannot be counted (its data unreadable): it fails alone when run
 
 
 @dataclass
@@ -379,9 +382,14 @@ def _base_config(base: Any, common: Any, source: Path, overrides) -> Any:
 
 
 def trial_config(plan: SweepPlan, overrides: dict, name: str) -> Config:
-    """The trial's full config: named after the trial, in the sweep folder, no progress bar."""
+    """The trial's full config: named after the trial, in the sweep folder, no progress bar,
+    its best checkpoint kept by the sweep's metric (train.metric, over the base's)."""
     try:
-        extra = {"run": {"name": name, "dir": str(plan.folder)}, "log": {"progress": False}}
+        extra = {
+            "run": {"name": name, "dir": str(plan.folder)},
+            "log": {"progress": False},
+            "train": {"metric": selection_metric(plan.metric)},
+        }
         return OmegaConf.to_object(OmegaConf.merge(plan.base, _nested(overrides), extra))
     except OmegaConfBaseException as e:
         raise UserError(f"{plan.source}: trial {name}: {_omegaconf_message(e)}") from None
@@ -443,7 +451,11 @@ def _expand_grid(plan: SweepPlan) -> None:
                 )
             seen.add(name)
             cfg = trial_config(plan, overrides, name)
-            params, skip = check_budget(cfg)
+            try:
+                params, skip = check_budget(cfg)
+            except UserError as e:  # e.g. its data.train is missing: that trial fails, not the sweep
+                plan.trials.append(Trial(name, overrides, cfg, None, error=str(e)))
+                continue
             plan.trials.append(Trial(name, overrides, cfg, params, skip))
 
 

@@ -35,7 +35,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lorafit.config import Config, config_to_dict
 from lorafit.errors import UserError
-from lorafit.search.leaderboard import metric_value, trial_status, write_leaderboard
+from lorafit.search.leaderboard import (
+    metric_value,
+    selection_metric,
+    trial_status,
+    write_leaderboard,
+)
 from lorafit.search.samplers import make_pruner, make_sampler, open_storage, storage_url
 from lorafit.search.space import SweepPlan, check_budget, sample, trial_config
 
@@ -160,7 +165,7 @@ def objective(plan: SweepPlan, trial) -> float:
         log.info("trial %s: skipped: %s", name, over)
         raise optuna.TrialPruned(over)
     previous = earlier_run(plan, name, cfg)
-    eval_key = "eval_accuracy" if plan.metric == "test_accuracy" else plan.metric
+    eval_key = selection_metric(plan.metric)  # also the trial's train.metric (trial_config)
     pruned = []
 
     def on_eval(step: int, values: dict) -> bool:

@@ -14,7 +14,9 @@ README; as `train.teacher` it means the mean of the members' probabilities.
 The third, a CROSS-FITTED teacher: the config's training rows (after its validation split
 and data.max_train_rows) are cut into K stratified, seeded folds, and K members train, member
 k on every fold but k, all choosing their checkpoint on the config's validation rows. The
-folder holds the members' runs, their training files (`data/train-<k>.jsonl`) and a
+folder holds the members' runs, their training files (`data/train-<k>.jsonl`, with the
+config's text column(s) and label column, labels as class names; members read them with the
+config's settled columns and classes, so a sentence-pair config gives pair members) and a
 teacher.json that names, per member, the rows it trained on: a text is then labelled by the
 members that did NOT train on it (out of fold), so the student's training rows get soft
 labels from a model that never saw their labels; texts no member trained on (validation,
@@ -125,7 +127,6 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
 
 def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Path:
     """K runs of `cfg`, member k trained on every fold of its training rows but k (see above)."""
-    import pandas as pd
     from sklearn.model_selection import StratifiedKFold
 
     from lorafit.config import as_config, config_to_dict
@@ -139,7 +140,8 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     if cfg.train.teacher or cfg.data.unlabeled:
         raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")
     # the rows the student will see as training rows: the config's split, before augmentation
-    splits = load_splits(as_config(cfg, ["data.augment=null", "data.test=null"]).data, cfg.train.seed)
+    settled = as_config(cfg, ["data.augment=null", "data.test=null"]).data
+    splits = load_splits(settled, cfg.train.seed)  # settles its columns and classes
     train_rows, validation = splits["train"], splits["validation"]
     counts = np.bincount(train_rows.labels)
     if counts[counts > 0].min() < folds:
@@ -151,7 +153,7 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
         "folds": folds,
         "seed": cfg.train.seed,
         "config": config_to_dict(cfg),
-        "texts": texts_digest(train_rows.texts),
+        "texts": texts_digest(train_rows.texts, train_rows.pairs),
         "rows": len(train_rows),
     }
     folder = _folds_folder(cfg, output, plan)
@@ -163,14 +165,14 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     tables = [train_rows.subset(np.sort(keep)) for keep, _ in split.split(train_rows.texts, train_rows.labels)]
     for path, table in [(val_file, validation), *zip(files, tables)]:
         if not path.exists():  # a resumed build keeps the files its members trained on
-            frame = pd.DataFrame({"text": table.texts, "label": table.labels})
-            write_atomic(path, frame.to_json(orient="records", lines=True, force_ascii=False))
+            write_atomic(path, _rows_frame(table, settled).to_json(orient="records", lines=True, force_ascii=False))
     members = []
     for k in range(folds):
         member_cfg = as_config(cfg, [
             f"data.train={files[k]}", f"data.validation={val_file}", "data.max_train_rows=null",
             f"run.dir={folder}", f"run.name=fold-{k}",
         ])
+        member_cfg.data = _read_as_written(member_cfg.data, settled)
         done, interrupted = _fold_runs(folder, k)
         if done:
             log.info("teacher fold %d/%d: reusing %s", k + 1, folds, done)
@@ -195,6 +197,32 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     point_link(folder, Path(cfg.run.dir) / cfg.run.name)
     log.info("teacher ready: train.teacher=%s", folder)
     return folder
+
+
+def _rows_frame(table, data):
+    """A member's rows under the config's settled text column(s) and label column, labels as
+    their class names (read back the same whatever the label format)."""
+    import pandas as pd
+
+    from lorafit.config import text_columns
+
+    columns = text_columns(data.text_column)
+    cells = {columns[0]: table.texts}
+    if table.pairs is not None:
+        cells[columns[1]] = table.pairs
+    cells[data.label_column] = [data.label_names[i] for i in table.labels]
+    return pd.DataFrame(cells)
+
+
+def _read_as_written(member, data):
+    """A member's data config reading the files `_rows_frame` wrote: the settled columns and
+    classes, UTF-8."""
+    import dataclasses
+
+    return dataclasses.replace(
+        member, text_column=data.text_column, label_column=data.label_column,
+        label_names=list(data.label_names), label_format=data.label_format, encoding="utf-8",
+    )
 
 
 def _folds_folder(cfg, output, plan: dict) -> Path:

@@ -101,12 +101,12 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
     precision = accelerator.mixed_precision if accelerator is not None else resolve_precision(cfg.train.mixed_precision)
     dtype = "bf16" if precision == "bf16" else "fp32"
     train = splits["train"]
-    log_probs = teacher_log_probs(teacher, train.texts, cache_dir, device, batch, accelerator, dtype)
+    log_probs = teacher_log_probs(teacher, train, cache_dir, device, batch, accelerator, dtype)  # pairs too
     _log_teacher_accuracy(log_probs, train.labels)
     report = {}
     if unlabeled is not None:
         table, report = unlabeled
-        u_log_probs = teacher_log_probs(teacher, table.texts, cache_dir, device, batch, accelerator, dtype)
+        u_log_probs = teacher_log_probs(teacher, table, cache_dir, device, batch, accelerator, dtype)
         keep, report = select_unlabeled(u_log_probs, len(train), cfg.data, cfg.train.seed, report)
         splits["train"] = join_unlabeled(train, table, keep)
         log_probs = np.concatenate([log_probs, u_log_probs[keep]])

@@ -14,8 +14,13 @@ Several members form an ensemble whose prediction is the MEAN OF THE MEMBERS' PR
 logits: softmax(log p / T) is the teacher's distribution at temperature T, and for a single
 member it equals softmax(logits / T) exactly (a constant shift per row cancels).
 
+Rows are texts, or sentence pairs (a `TextTable` with `pairs`): a member reads a pair as its
+tokenizer encodes a text pair. A run member must read the same shape as the student (one text
+or a pair, as its `data.text_column`); a cross-fitted member's training rows are compared
+whole (both texts of a pair).
+
 Tokenizers: each member reads the texts with ITS OWN tokenizer and max_length, and the store
-holds one row of probabilities per text, so a teacher with another vocabulary than the
+holds one row of probabilities per row, so a teacher with another vocabulary than the
 student's (a 12-layer MPNet teaching MiniLM) is fine. What is refused, with one line, is a
 teacher that cannot serve this student: other label names or another number of labels, a
 folder without a tokenizer or without a padding token, or a tokenizer that cannot read the
@@ -28,7 +33,8 @@ The store, beside the activation cache (`train.cache_dir`, default `$LORAFIT_CAC
     <cache_dir>/teacher/<key>/meta.json       rows, labels, members (written last)
 
 `key` = sha256 over the store format, each member's identity (the digest of its checkpoint
-or model files, its base model, its max_length) and the texts themselves. A folder is built
+or model files, its base model, its max_length) and the rows themselves (`texts_digest`: both
+texts of a pair, never the key of a single text). A folder is built
 under a temporary name and renamed into place, so a crash never leaves a half store that
 looks complete; an unchanged rerun, a resume or a sweep over the student's settings reuses it.
 """
@@ -48,6 +54,7 @@ import numpy as np
 import torch
 
 from lorafit.caches import mark_used
+from lorafit.data import TextTable
 from lorafit.errors import UserError
 
 log = logging.getLogger("lorafit")
@@ -77,6 +84,7 @@ class TeacherMember:
     base: str  # the run's model.name, or the folder itself
     params: int | None = None  # total parameters, when the run recorded them
     trained_on: Path | None = None  # the file of the texts it trained on (a cross-fitted teacher)
+    text_columns: list[str] | None = None  # a run's data.text_column: [text] or [first, second]
 
     def digest(self) -> str:
         """sha256 of the files that decide the member's outputs (weights, tokenizer, config)."""
@@ -95,14 +103,18 @@ class TeacherMember:
             h.update(f"trained_on:{file_digest(self.trained_on)}\n".encode())
         return h.hexdigest()
 
-    def trained_texts(self) -> set[str] | None:
-        """The texts this member trained on, when its teacher recorded them (else None)."""
+    def trained_rows(self) -> set | None:
+        """The rows this member trained on, when its teacher recorded them (else None): texts,
+        or (text, pair) tuples for a pair run (as `row_keys`)."""
         if self.trained_on is None:
             return None
         import pandas as pd
 
+        columns = self.text_columns or ["text"]
         try:
-            return set(pd.read_json(self.trained_on, lines=True, dtype=False)["text"].astype(str))
+            frame = pd.read_json(self.trained_on, lines=True, dtype=False)
+            cells = [frame[c].astype(str).tolist() for c in columns]
+            return set(cells[0]) if len(cells) == 1 else set(zip(*cells))
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"train.teacher {self.trained_on}: cannot read the texts this member trained on ({_first(e)}); rebuild the teacher") from None
 
@@ -206,7 +218,7 @@ def _member(path: Path, given: str, student_max_length: int) -> TeacherMember:
 
 
 def _run_member(path: Path) -> TeacherMember:
-    from lorafit.config import load_config
+    from lorafit.config import load_config, text_columns
 
     cfg = load_config(path / "config.yaml")
     params = None
@@ -215,7 +227,9 @@ def _run_member(path: Path) -> TeacherMember:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     names = list(cfg.data.label_names)
-    return TeacherMember("run", path, names, len(names), cfg.model.max_length, cfg.model.name, params)
+    member = TeacherMember("run", path, names, len(names), cfg.model.max_length, cfg.model.name, params)
+    member.text_columns = text_columns(cfg.data.text_column) or None
+    return member
 
 
 def _model_member(path: Path, student_max_length: int) -> TeacherMember:
@@ -305,14 +319,18 @@ def _first(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def member_log_probs(member: TeacherMember, texts: list[str], device: str, batch_size: int, dtype: str = "fp32") -> np.ndarray:
-    """One member's log-probabilities for `texts` (its own tokenizer and max_length)."""
-    from lorafit.data import TextTable, encode
+def member_log_probs(member: TeacherMember, rows: TextTable | list[str], device: str, batch_size: int, dtype: str = "fp32") -> np.ndarray:
+    """One member's log-probabilities for `rows` (its own tokenizer and max_length; a pair
+    encoded as its tokenizer encodes a text pair)."""
+    from lorafit.data import encode
     from lorafit.predict import infer_logits
 
+    rows = as_rows(rows)
+    check_shape(member, rows)
     model, tokenizer = load_member(member, device, dtype)
-    check_tokenizer(tokenizer, texts, member.path)
-    encoded = encode(tokenizer, TextTable(list(texts), None, str(member.path)), member.max_length)
+    check_tokenizer(tokenizer, rows.texts[:CHECK_ROWS] + (rows.pairs or [])[:CHECK_ROWS], member.path)
+    table = TextTable(list(rows.texts), None, str(member.path), None if rows.pairs is None else list(rows.pairs))
+    encoded = encode(tokenizer, table, member.max_length)
     logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
     return torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).float().numpy()
 
@@ -333,82 +351,116 @@ def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None) -> np.nd
     return (torch.logsumexp(masked, dim=0) - torch.log(use.sum(dim=0).double())[:, None]).float().numpy()
 
 
-def out_of_fold(teacher: Teacher, texts: list[str]) -> np.ndarray | None:
-    """[members, rows]: True where the member did not train on the text (None: no member says)."""
+def out_of_fold(teacher: Teacher, rows: TextTable | list[str]) -> np.ndarray | None:
+    """[members, rows]: True where the member did not train on the row (None: no member says)."""
     if all(m.trained_on is None for m in teacher.members):
         return None
-    use = np.ones((len(teacher.members), len(texts)), dtype=bool)
+    keys = row_keys(as_rows(rows))
+    use = np.ones((len(teacher.members), len(keys)), dtype=bool)
     for i, m in enumerate(teacher.members):
-        seen = m.trained_texts()
+        seen = m.trained_rows()
         if seen is not None:
-            use[i] = [t not in seen for t in texts]
+            use[i] = [k not in seen for k in keys]
     return use
+
+
+def as_rows(rows: TextTable | list[str]) -> TextTable:
+    """A `TextTable` of `rows`: a table as it is (pairs kept), a list of single texts wrapped."""
+    return rows if isinstance(rows, TextTable) else TextTable(list(rows), None, "texts")
+
+
+def row_keys(rows: TextTable) -> list:
+    """What identifies each row: its text, or the (text, pair) tuple of a sentence pair."""
+    return list(rows.texts) if rows.pairs is None else list(zip(rows.texts, rows.pairs))
+
+
+def check_shape(member: TeacherMember, rows: TextTable) -> None:
+    """Refuse a run member that reads single texts for sentence pairs, or the reverse."""
+    if member.kind != "run" or member.text_columns is None:
+        return
+    want, got = len(member.text_columns), 1 if rows.pairs is None else 2
+    if want != got:
+        shape = {1: "single texts", 2: "sentence pairs"}
+        raise UserError(
+            f"train.teacher {member.path}: it was trained on {shape[want]}, the student reads {shape[got]}; "
+            "use a teacher trained with the same kind of data.text_column"
+        )
 
 
 # ---------------------------------------------------------------- the store
 
 
-def texts_digest(texts: list[str]) -> str:
+def texts_digest(texts: list[str], pairs: list[str] | None = None) -> str:
+    """sha256 of the rows: each text length-prefixed; sentence pairs behind their own tag, so a
+    pair (a, b) never shares a digest with the single text a, nor with any list of single texts."""
     h = hashlib.sha256()
-    for t in texts:
+    if pairs is not None:
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        h.update(b"pairs\0")  # single texts start with a length: these bytes would mean a 2^48-byte text
+    for t in texts if pairs is None else (t for row in zip(texts, pairs) for t in row):
         b = t.encode("utf-8", "surrogatepass")
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
 
 
-def store_key(teacher: Teacher, texts: list[str], dtype: str = "fp32") -> str:
+def store_key(teacher: Teacher, rows: TextTable | list[str], dtype: str = "fp32") -> str:
+    rows = as_rows(rows)
     lengths = [m.max_length for m in teacher.members]
     head = json.dumps({"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths, "dtype": dtype})
-    return hashlib.sha256((head + texts_digest(texts)).encode()).hexdigest()[:32]
+    return hashlib.sha256((head + texts_digest(rows.texts, rows.pairs)).encode()).hexdigest()[:32]
 
 
-def store_path(teacher: Teacher, texts: list[str], cache_dir: Path, dtype: str = "fp32") -> Path:
-    return Path(cache_dir) / "teacher" / store_key(teacher, texts, dtype)
+def store_path(teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, dtype: str = "fp32") -> Path:
+    return Path(cache_dir) / "teacher" / store_key(teacher, rows, dtype)
 
 
 def teacher_log_probs(
-    teacher: Teacher, texts: list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64, accelerator=None,
-    dtype: str = "fp32",
+    teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64,
+    accelerator=None, dtype: str = "fp32",
 ) -> np.ndarray:
-    """The teacher's log-probabilities for `texts`: from the store, or computed once and stored.
+    """The teacher's log-probabilities for `rows`: from the store, or computed once and stored.
+
+    `rows` is a list of texts, or a `TextTable` whose sentence pairs (`pairs`) are read too.
 
     `dtype` is the teacher's weights' (fp32, or bf16: a run under bf16 mixed precision, about
     2.5x faster on a CPU with native bf16); it is part of the store's key. With several
     processes the main one computes while the others wait, then all read.
     """
-    path = store_path(teacher, texts, cache_dir, dtype)
+    rows = as_rows(rows)
+    path = store_path(teacher, rows, cache_dir, dtype)
     main = accelerator is None or accelerator.is_local_main_process
     if main and not (path / "meta.json").is_file():
-        _build(teacher, texts, path, device, batch_size, dtype)
+        _build(teacher, rows, path, device, batch_size, dtype)
     else:
-        log.info("teacher logits: reusing %s (%d rows)", path, len(texts))
+        log.info("teacher logits: reusing %s (%d rows)", path, len(rows))
         mark_used(path)  # `lorafit cache` shows the last use
     if accelerator is not None:
         accelerator.wait_for_everyone()
     out = np.load(path / "log_probs.npy")
-    if out.shape[0] != len(texts):
-        raise UserError(f"{path}: holds {out.shape[0]} rows, expected {len(texts)}; delete the folder and run again")
+    if out.shape[0] != len(rows):
+        raise UserError(f"{path}: holds {out.shape[0]} rows, expected {len(rows)}; delete the folder and run again")
     return out
 
 
-def _build(teacher: Teacher, texts: list[str], path: Path, device: str, batch_size: int, dtype: str = "fp32") -> None:
-    log.info("teacher logits: computing %d rows with %d model(s) in %s into %s", len(texts), len(teacher.members), dtype, path)
+def _build(teacher: Teacher, rows: TextTable, path: Path, device: str, batch_size: int, dtype: str = "fp32") -> None:
+    log.info("teacher logits: computing %d rows with %d model(s) in %s into %s", len(rows), len(teacher.members), dtype, path)
     # the teacher's loading (a head's initialisation) must not move the student's random streams
     with torch.random.fork_rng(devices=[]):
-        parts = [member_log_probs(m, texts, device, batch_size, dtype=dtype) for m in teacher.members]
-    use = out_of_fold(teacher, texts)
+        parts = [member_log_probs(m, rows, device, batch_size, dtype=dtype) for m in teacher.members]
+    use = out_of_fold(teacher, rows)
     if use is not None:
         held = int((~use).any(axis=0).sum())
-        log.info("teacher logits: cross-fitted, %d of %d texts labelled out of fold (by the members that did not train on them), "
-                 "%d by all %d members", held, len(texts), len(texts) - held, len(teacher.members))
+        log.info("teacher logits: cross-fitted, %d of %d rows labelled out of fold (by the members that did not train on them), "
+                 "%d by all %d members", held, len(rows), len(rows) - held, len(teacher.members))
     values = combine(parts, use).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
         np.save(partial / "log_probs.npy", values)
-        meta = {"format": STORE_FORMAT, "rows": len(texts), "labels": int(values.shape[1]), "dtype": dtype, **teacher.describe()}
+        meta = {"format": STORE_FORMAT, "rows": len(rows), "labels": int(values.shape[1]), "dtype": dtype, **teacher.describe()}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(partial, path)
     except OSError as e:

@@ -1,13 +1,15 @@
 """Unlabelled texts (`data.unlabeled`): read, soft-labelled by the teacher, joined to training.
 
 - Reading: any format `data.train` takes (`.csv`, `.parquet`, `.jsonl`, the competition's
-  `.pkl`), through `lorafit.data.load_table`; only `data.text_column` is read, a label
-  column is ignored, empty texts are dropped. The very file to be predicted may be given:
+  `.pkl`), through `lorafit.data.load_table`; only `data.text_column` is read (both
+  columns of a sentence pair), a label column is ignored, empty texts (a pair with an empty
+  side) are dropped. The very file to be predicted may be given:
   that is TRANSDUCTIVE use of the test texts (their labels are never seen, only the
   teacher's opinion of them), allowed by the competition and recorded in the run.
 - Never in validation: the validation split was made from the labelled rows before any
-  unlabelled row is read, and an unlabelled text equal to a validation text is dropped, so
-  validation scores are not inflated by training on the teacher's view of them.
+  unlabelled row is read, and an unlabelled row equal to a validation row (both texts of a
+  pair) is dropped, so validation scores are not inflated by training on the teacher's view
+  of them.
 - Confidence: rows whose teacher top-class probability is below
   `data.unlabeled_min_confidence` are dropped.
 - Share: `data.unlabeled_share` = s is the share of the training rows that are unlabelled:
@@ -35,8 +37,9 @@ UNLABELED = -100
 
 
 def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
-    """The unlabelled texts, without empty ones and without any validation text; and counts."""
+    """The unlabelled rows (texts or pairs), without empty ones and without any validation row; and counts."""
     from lorafit.data import resolve_source
+    from lorafit.teacher.logits import row_keys
 
     if not Path(resolve_source(data_cfg.unlabeled)).is_file():
         raise UserError(
@@ -46,9 +49,11 @@ def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
     # a label column, if the file has one, is neither read nor checked
     reading = dataclasses.replace(data_cfg, label_column="\0no label column")
     table = load_table(data_cfg.unlabeled, reading, split="test", need_labels=False, allow_empty_text=True)
-    held_out = set(splits["validation"].texts)
-    keep = [i for i, t in enumerate(table.texts) if t.strip() and t not in held_out]
-    empty = sum(not t.strip() for t in table.texts)
+    held_out = set(row_keys(splits["validation"]))
+    sides = [table.texts] if table.pairs is None else [table.texts, table.pairs]
+    filled = [all(t.strip() for t in row) for row in zip(*sides)]
+    keep = [i for i, key in enumerate(row_keys(table)) if filled[i] and key not in held_out]
+    empty = filled.count(False)
     in_validation = len(table) - len(keep) - empty
     if not keep:
         raise UserError(
@@ -58,7 +63,7 @@ def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
     if in_validation:
         log.info("data.unlabeled: %d texts are validation texts; dropped (validation stays unseen)", in_validation)
     report = {"file": str(data_cfg.unlabeled), "rows_read": len(table), "dropped_empty": empty, "dropped_in_validation": in_validation}
-    return TextTable([table.texts[i] for i in keep], None, table.source), report
+    return TextTable(table.texts, None, table.source, table.pairs).subset(keep), report
 
 
 def select_unlabeled(log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int, report: dict) -> tuple[np.ndarray, dict]:
@@ -89,5 +94,6 @@ def select_unlabeled(log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int
 def join_unlabeled(train: TextTable, unlabeled: TextTable, keep: np.ndarray) -> TextTable:
     """The labelled rows, then the chosen unlabelled rows labelled `UNLABELED`."""
     texts = list(train.texts) + [unlabeled.texts[i] for i in keep]
+    pairs = None if train.pairs is None else list(train.pairs) + [unlabeled.pairs[i] for i in keep]
     labels = np.concatenate([train.labels, np.full(len(keep), UNLABELED, dtype=np.int64)])
-    return TextTable(texts, labels, train.source)
+    return TextTable(texts, labels, train.source, pairs)
