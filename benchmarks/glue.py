@@ -46,6 +46,7 @@ def trec_tsv(folder: Path) -> tuple[Path, Path]:
     """TREC's `COARSE:fine question` lines as `label<TAB>question` TSVs: the conversion the README
     gives users (the coarse class; one stray byte is latin-1, read with data.encoding)."""
     out = []
+    folder.mkdir(parents=True, exist_ok=True)
     for name in ("train_5500.label.txt", "TREC_10.label"):
         raw = (SHARED / "trec" / name).read_bytes().decode("latin-1")
         rows = [line.split(" ", 1) for line in raw.splitlines() if line.strip()]
