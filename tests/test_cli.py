@@ -34,7 +34,7 @@ def test_train_writes_the_run_directory(trained, tmp_path):
     eval_rows = [r for r in rows if r["kind"] == "eval"]
     assert [r["step"] for r in train_rows] == [2, 4, 6, 8, 10, 12]
     assert [r["step"] for r in eval_rows] == [4, 8, 12]
-    for key in ["epoch", "lr", "train_loss", "samples_per_s", "tokens_per_s", "padding_share", "memory_mb"]:
+    for key in ["epoch", "lr", "train_loss", "samples_per_s", "tokens_per_s", "padding_share", "memory_mb", "memory_now_mb"]:
         assert key in train_rows[0]
     for key in ["eval_loss", "eval_accuracy", "eval_f1"]:
         assert 0 <= eval_rows[0][key] <= 10

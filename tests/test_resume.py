@@ -37,7 +37,7 @@ from lorafit.train import train
 from .conftest import ROOT
 
 # keys that measure the machine, not the training: they differ between any two runs
-TIMING = {"time_s", "samples_per_s", "tokens_per_s", "memory_mb"}
+TIMING = {"time_s", "samples_per_s", "tokens_per_s", "memory_mb", "memory_now_mb"}
 SUMMARY_KEYS = [
     "best_value",
     "best_step",

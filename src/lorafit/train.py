@@ -221,9 +221,26 @@ def total_steps(cfg: Config, batches_per_epoch: int) -> int:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak: CUDA memory allocated on a GPU, resident memory (maxrss) on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_memory_mb(device: torch.device) -> float:
+    """Memory in use now: CUDA memory allocated on a GPU; on a CPU the resident memory (VmRSS
+    of /proc/self/status: the heap and the pages of memory-mapped files read lately), or the
+    peak where /proc is missing (macOS, Windows)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_memory_mb(device)
 
 
 def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None) -> dict:
@@ -712,9 +729,9 @@ def _is_terminal(stream) -> bool:
 
 def _update_progress(progress, row: dict) -> None:
     log.info(
-        "step %d: loss %.4f lr %.3g %.1f samples/s %.0f tokens/s padding %.1f%% memory %.0f MB",
+        "step %d: loss %.4f lr %.3g %.1f samples/s %.0f tokens/s padding %.1f%% memory %.0f MB (peak %.0f MB)",
         row["step"], row["train_loss"], row["lr"], row["samples_per_s"], row["tokens_per_s"],
-        100 * row["padding_share"], row["memory_mb"],
+        100 * row["padding_share"], row["memory_now_mb"], row["memory_mb"],
     )
     if progress:
         _postfix(progress, loss=f"{row['train_loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
@@ -755,6 +772,7 @@ def _train_row(run: Run, epoch_f: float, elapsed: float) -> dict:
         "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
         "padding_share": window["padded"] / max(total_tokens, 1),
         "memory_mb": round(peak_memory_mb(accelerator.device), 1),
+        "memory_now_mb": round(current_memory_mb(accelerator.device), 1),
     }
 
 

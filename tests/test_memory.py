@@ -1,0 +1,21 @@
+"""Memory figures of the training log: the peak and the memory in use now."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lorafit.train import current_memory_mb, peak_memory_mb
+
+
+def test_current_memory_falls_when_memory_is_freed_and_the_peak_does_not():
+    cpu = torch.device("cpu")
+    before = current_memory_mb(cpu)
+    block = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    held = current_memory_mb(cpu)
+    peak = peak_memory_mb(cpu)
+    del block
+    after = current_memory_mb(cpu)
+    assert held - before > 250  # the block is resident while held
+    assert held - after > 250  # and gone when freed (numpy's large blocks are returned at once)
+    assert peak_memory_mb(cpu) >= peak >= held - 1  # the peak keeps the high mark
