@@ -262,20 +262,33 @@ def _curves_section(runs: list[dict]) -> str:
 
 
 def _confusion_section(runs: list[dict]) -> str:
-    figures, missing = [], []
+    figures, tables, missing = [], [], []
     for run in runs:
         for stem, evaluation in run["evaluations"].items():
-            fig = plot_confusion(evaluation, f"{run['label']}: {stem}")
+            caption = f"{run['label']}: {stem}"
+            fig = plot_confusion(evaluation, caption)
             if fig is not None:
-                caption = f"{run['label']}: {stem}"
                 figures.append(_figure(figure_png(fig), f"confusion matrix of {caption}", caption))
+            if evaluation.get("per_class"):
+                tables.append(_per_class_table(evaluation["per_class"], caption, len(tables)))
         if not run["evaluations"]:
             missing.append(run["label"])
-    parts = ["<h2>Confusion matrices</h2>", f'<div class="grid">{"".join(figures)}</div>']
+    parts = ["<h2>Confusion matrices and per-class figures</h2>", f'<div class="grid">{"".join(figures)}</div>', *tables]
     if missing:
         names = ", ".join(_e(m) for m in missing)
         parts.append(f'<p class="empty">No evaluations (evaluations/*.json) in: {names}.</p>')
     return "\n".join(parts)
+
+
+def _per_class_table(per_class: dict, caption: str, number: int) -> str:
+    """Precision, recall, F1 and support of each class of one evaluation (the run's names)."""
+    headers = [("class", "text"), ("precision", "num"), ("recall", "num"), ("F1", "num"), ("support", "num")]
+    rows = [
+        [(name, name)] + [(f"{c[k]:.4f}", str(c[k])) for k in ("precision", "recall", "f1")]
+        + [(f"{c['support']:,}", str(c["support"]))]
+        for name, c in per_class.items()
+    ]
+    return f'<h3>{_e(caption)}</h3>\n{_table(headers, rows, f"per-class-{number}")}'
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:
