@@ -8,7 +8,7 @@ growth from the quarter mark (after warm-up: the cache built, the first evaluati
 the end. The goal: within 10%.
 
     python benchmarks/memory.py                              # latent LoRA (layers 3-5), cache on
-    python benchmarks/memory.py lora.layers=all              # every layer adapted, no cache
+    python benchmarks/memory.py lora.layers=all train.cache_activations=false   # no cache
     python benchmarks/memory.py --steps 1200 train.batch_size=32
     python benchmarks/memory.py --env MALLOC_ARENA_MAX=1     # try an allocator setting
 
@@ -64,7 +64,7 @@ def main() -> None:
     command = [
         sys.executable, "-m", "lorafit", "train", f"model.name={args.model}", f"data.train={args.data}",
         "data.label_names=[World,Sports,Business,Sci/Tech]", "data.val_size=2000", "model.max_length=128",
-        "lora.layers=3-5", "lora.r=8", "train.batch_size=32", f"train.max_steps={args.steps}",
+        "lora.layers=3-5", "lora.r=8", "train.cache_activations=true", "train.batch_size=32", f"train.max_steps={args.steps}",
         f"train.eval_every={max(1, args.steps // 4)}", "train.log_every=50", "train.patience=null",
         "log.progress=false", f"run.dir={runs}", *args.overrides,
     ]

@@ -228,15 +228,16 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def current_memory_mb(device: torch.device) -> float:
-    """Memory in use now: CUDA memory allocated on a GPU; on a CPU the resident memory (VmRSS
-    of /proc/self/status: the heap and the pages of memory-mapped files read lately), or the
-    peak where /proc is missing (macOS, Windows)."""
+    """Memory in use now: CUDA memory allocated on a GPU; on a CPU the process's own resident
+    memory (RssAnon of /proc/self/status: heap and tensors, not the pages of memory-mapped
+    files such as the activation cache, which the kernel reclaims at will and which VmRSS and
+    the peak count), or the peak where /proc is missing (macOS, Windows)."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith("RssAnon:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
