@@ -9,6 +9,10 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite computes with a fixed thread count (torch's own default here): lorafit's auto
+# threads follow the machine's load, and tests that compare two runs bit for bit must not see
+# the count change between them. tests/test_cores.py removes it to test the auto choice.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 # LORAFIT_SHARED_DATA: the shared folder when the tests run from a copy (scripts/mutation.sh)
 AG_DIR = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared") / "data" / "ag_news"
 AG_SUBSET = AG_DIR / "train_subset.csv"

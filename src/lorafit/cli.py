@@ -52,6 +52,7 @@ def _train(sub, fmt):
         "(no --config or overrides); a new run never replaces an existing folder",
     )
     p.add_argument("--dry-run", action="store_true", help="read and check the data as `lorafit check-data` does, then stop: no model, nothing written")
+    p.add_argument("--threads", metavar="N|auto", help="CPU threads, the same as train.threads=N (default auto; see train.threads below)")
 
     def run(args):
         if args.dry_run:
@@ -63,7 +64,8 @@ def _train(sub, fmt):
             return
         from lorafit.train import train
 
-        print(f"run directory: {train(args.config, args.overrides, resume=args.resume)}")
+        overrides = [*args.overrides, *([f"train.threads={args.threads}"] if args.threads else [])]
+        print(f"run directory: {train(args.config, overrides, resume=args.resume)}")
 
     p.set_defaults(func=run)
 
@@ -114,6 +116,14 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", metavar="N|auto",
+        help="CPU threads: auto (default) = the usable cores less those other processes keep busy, "
+        "looked at again as it runs; OMP_NUM_THREADS / MKL_NUM_THREADS win when set",
+    )
+
+
 def _add_column_args(p: argparse.ArgumentParser) -> None:
     """--text-column / --label-column: the input's columns, when not the run's data.text_column / data.label_column."""
     p.add_argument("--text-column", metavar="NAME", help="the input's text column, or FIRST,SECOND for a pair (default: the run's data.text_column)")
@@ -128,6 +138,7 @@ def _predict(sub, fmt):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
+    _add_threads_arg(p)
     _add_column_args(p)
     _add_output_args(p)
 
@@ -138,7 +149,7 @@ def _predict(sub, fmt):
         result = predict(
             args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype,
             text_column=args.text_column, label_column=args.label_column, id_column=args.id_column,
-            label_format=args.label_format,
+            label_format=args.label_format, threads=args.threads,
         )
         print(f"wrote {result['rows']} predictions to {result['output']}")
         print(f"probabilities: {result['probabilities']}")
@@ -155,6 +166,7 @@ def _evaluate(sub, fmt):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_dtype_arg(p)
+    _add_threads_arg(p)
     p.add_argument("--perturb", metavar="KIND[,KIND]", help="also score perturbed copies: word_dropout, word_swap, typo, synonym, mixed")
     p.add_argument("--rate", type=float, default=0.1, help="with --perturb: share of the words changed (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="with --perturb: seed of the perturbations (default 0)")
@@ -164,7 +176,7 @@ def _evaluate(sub, fmt):
         from lorafit.metrics import format_metrics
         from lorafit.predict import evaluate
 
-        columns = {"text_column": args.text_column, "label_column": args.label_column}
+        columns = {"text_column": args.text_column, "label_column": args.label_column, "threads": args.threads}
         if args.perturb:
             from lorafit.robustness import evaluate_perturbed, format_robustness
 
@@ -273,6 +285,7 @@ def _ensemble(sub, fmt):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
+    _add_threads_arg(p)
     _add_column_args(p)
     _add_output_args(p)
 
@@ -282,7 +295,7 @@ def _ensemble(sub, fmt):
         result = ensemble(
             args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite,
             dtype=args.dtype, text_column=args.text_column, label_column=args.label_column,
-            id_column=args.id_column, label_format=args.label_format,
+            id_column=args.id_column, label_format=args.label_format, threads=args.threads,
         )
         print(format_result(result))
 

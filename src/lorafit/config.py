@@ -337,6 +337,12 @@ class TrainConfig:
         0.5, "w in loss = (1 - w) x cross-entropy + w x T^2 x KL(teacher_T || student_T), with train.teacher"
     )
     distill_temperature: float = _f(2.0, "T: the softmax temperature of both sides of the KL term")
+    threads: Any = _f(
+        "auto",
+        "CPU threads torch computes with: auto = the cores this process may use (affinity, cgroup "
+        "quota) less those other processes keep busy, looked at again every 20 s (logged); or a "
+        "fixed count (bit-for-bit repeatable runs); OMP_NUM_THREADS / MKL_NUM_THREADS win when set",
+    )
     group_by_length: bool = _f(True, "batch texts of similar length (less padding)")
     cache_activations: str = _f(
         "auto",
@@ -368,6 +374,10 @@ class TrainConfig:
         for key in ("batch_size", "eval_batch_size", "grad_accum", "eval_every", "log_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        _check(
+            self.threads == "auto" or (isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1),
+            "train.threads", "must be auto or a positive integer",
+        )
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
         _check(self.epochs > 0, "train.epochs", "must be > 0")
         _check(

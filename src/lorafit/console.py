@@ -63,6 +63,9 @@ def console(libraries: bool = True):
         yield
         return
     _depth += 1
+    from lorafit.cores import mark_start
+
+    mark_start()  # the machine's load is measured from here to the first thread-count choice
     level = log.level
     handler = None
     try:

@@ -227,6 +227,7 @@ def ensemble(
     label_column: str | None = None,
     id_column: str | None = None,
     label_format: str | None = None,
+    threads: int | str | None = None,
 ) -> dict:
     """Combine the members' predictions on `input` and write the submission CSV (`ID,Label`).
 
@@ -243,6 +244,7 @@ def ensemble(
         id_column, label_format: as for `lorafit.predict`: the input's id column passed
             through, and `names` or `ids` in the Label column (default: the first member's
             `data.label_format`, ids for runs made before lorafit knew label names).
+        threads: CPU threads, `auto` by default (as `train.threads`; CLI `--threads`).
 
     Returns:
         `{"output", "rows", "method", "dtype", "members": [{"run_dir", "weight", "accuracy"}],
@@ -252,6 +254,7 @@ def ensemble(
     from lorafit.predict import (
         _default_device,
         _existing_input,
+        cpu_threads,
         inference_dtype,
         label_format_of,
         output_labels,
@@ -267,6 +270,7 @@ def ensemble(
     input = _existing_input(input)
     out = _output_path(Path(input), output, method, overwrite)
     device = device or _default_device()
+    cpu_threads(threads, device, "the ensemble")
     probs, table = [], None
     for run, _ in members:
         p, table, _, _ = predict_table(

@@ -55,6 +55,7 @@ from torch import nn
 
 from lorafit.caches import cache_root, mark_used
 from lorafit.config import Config
+from lorafit.cores import tick
 from lorafit.data import Encoded, pad_batch
 from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
@@ -454,6 +455,7 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
     ]
     try:
         for rows in _token_batches(mine, lengths, BUILD_TOKENS):
+            tick()  # a build runs for minutes: follow the cores other processes leave free
             out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator, encoded.type_rows(rows))
             if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
                 raise _Overflow
@@ -767,6 +769,7 @@ class EvalPrefix:
         rows: list[torch.Tensor | None] = [None] * len(encoded.ids)
         order = np.argsort(-encoded.lengths, kind="stable")
         for batch in _token_batches(order, encoded.lengths, BUILD_TOKENS):
+            tick()
             out = compute_prefix(
                 self.trunk, self.prefix, [encoded.ids[i] for i in batch], self.pad_id, self.accelerator,
                 encoded.type_rows(batch),

@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 
 from lorafit.config import Config, load_config
+from lorafit.cores import tick, use_threads
 from lorafit.data import (
     Encoded,
     encode,
@@ -57,6 +58,7 @@ def infer_logits(
 
     out = np.zeros((len(encoded.ids), model.config.num_labels), dtype=np.float32)
     for idx in length_sorted_batches(encoded.lengths, batch_size):
+        tick()  # under auto threads: follow the cores other processes leave free
         with autocast():
             logits = forward(idx)
         out[idx] = logits.float().cpu().numpy()
@@ -307,6 +309,7 @@ def predict(
     label_format: str | None = None,
     texts: list[str] | None = None,
     pairs: list[str] | None = None,
+    threads: int | str | None = None,
 ) -> dict:
     """Label `input` with a run's best checkpoint and write the submission CSV.
 
@@ -320,8 +323,10 @@ def predict(
 
     `texts=[...]` (and `pairs=[...]` for a pair task) classifies strings in memory instead of
     a file: nothing is written, and the result is `{"labels", "probabilities", "rows"}`.
+    `threads`: CPU threads, `auto` by default (see `train.threads`; CLI `--threads`).
     """
     run = require_run_dir(run_dir, "checkpoint-best")
+    cpu_threads(threads, device, "prediction")
     if texts is not None:
         return _predict_texts(run, texts, pairs, batch_size, device or _default_device(), dtype, label_format)
     if input is None:
@@ -349,12 +354,14 @@ def evaluate(
     dtype: str = "auto",
     text_column: str | None = None,
     label_column: str | None = None,
+    threads: int | str | None = None,
 ) -> dict:
     """Score a run on a labelled file; also saved to `RUN_DIR/evaluations/<stem>-<sha12>.json`.
 
-    `text_column` / `label_column` as for `predict` (CLI: `--text-column`, `--label-column`).
+    `text_column` / `label_column` / `threads` as for `predict` (CLI: `--text-column`, ...).
     """
     run = require_run_dir(run_dir, "checkpoint-best")
+    cpu_threads(threads, device, "evaluation")
     input = _existing_input(input)
     # need_labels: an unlabelled file fails before anything is computed or saved
     probs, table, cfg, _ = predict_table(
@@ -389,6 +396,12 @@ def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype:
     probs = table_probabilities(run, table, batch_size, device, dtype)
     labels = output_labels(probs.argmax(-1), cfg, label_format_of(cfg, label_format or "names"))
     return {"labels": labels, "probabilities": probs, "rows": len(table)}
+
+
+def cpu_threads(threads: int | str | None, device: str | None, what: str) -> None:
+    """Choose the CPU thread count for a command that computes on `device` (see lorafit.cores)."""
+    if torch.device(device or _default_device()).type == "cpu":
+        use_threads(threads, what)
 
 
 def _existing_input(input: str) -> str:

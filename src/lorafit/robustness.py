@@ -61,17 +61,19 @@ def evaluate_perturbed(
     dtype: str = "auto",
     text_column: str | None = None,
     label_column: str | None = None,
+    threads: int | str | None = None,
 ) -> dict:
     """Score a run on `input` as is and on one perturbed copy per kind.
 
     Returns `{"input", "rows", "rate", "seed", "clean": metrics, "perturbed": {kind: metrics}}`
     (metrics as `lorafit evaluate`, plus `accuracy_change` against clean) and saves it to
     `RUN_DIR/evaluations/<stem>-<sha12>-perturb-r<rate>-s<seed>.json`. `text_column` /
-    `label_column` as for `lorafit.evaluate`.
+    `label_column` / `threads` as for `lorafit.evaluate`.
     """
     from lorafit.predict import (
         _default_device,
         _existing_input,
+        cpu_threads,
         infer_logits,
         load_run_model,
         read_input,
@@ -87,6 +89,7 @@ def evaluate_perturbed(
     table = read_input(input, cfg, need_labels=True)
     copies = {kind: perturbed_rows(table, kind, rate, seed) for kind in kinds}  # fail early
     device = device or _default_device()
+    cpu_threads(threads, device, "evaluation")
     model, tokenizer, _ = load_run_model(run, device, dtype)  # dtype as `lorafit evaluate --dtype`
 
     def score(rows: TextTable) -> dict:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from lorafit.augment import training_splits
 from lorafit.config import Config, config_to_yaml
+from lorafit.cores import tick, use_threads
 from lorafit.data import Encoded, encode, epoch_batches
 from lorafit.errors import UserError
 from lorafit.fastpath import eval_prefix_for, make_forward, plan_prefix_cache
@@ -93,6 +94,7 @@ class Run:
     started: float = 0.0  # time.time() at the start, less the training time before a resume
     clock: float = 0.0  # time.time() at the last train row
     eval_prefix: Any = None  # fastpath.EvalPrefix: evaluations on the stored prefix output
+    threads: Any = None  # cores.ThreadGovernor on a CPU: the thread count and its changes
 
     def count_batch(self, loss: torch.Tensor, samples: int, mask: torch.Tensor) -> None:
         """Add a micro-batch to the window of the next train row."""
@@ -402,6 +404,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     # everything that can refuse the run comes before its folder; train.log gets the lines
     early = _EarlyLog() if accelerator.is_main_process else None
     try:
+        threads = use_threads(cfg.train.threads, "training") if accelerator.device.type == "cpu" else None
         description, splits, tokenizer, model = prepare(cfg)
         resolve_metric(cfg, splits["train"].labels)  # train.metric=auto settled before config.yaml
         class_weight = _class_weight(cfg, splits["train"].labels, accelerator.device)  # None: unweighted
@@ -427,7 +430,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     run_dir = _open_run_dir(cfg, description, accelerator, resume_dir, early.records if early is not None else ())
 
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
-    run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps)
+    run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps, threads=threads)
     _start_state(run, resume_dir)
     run.eval_prefix = eval_prefix_for(forward, encoded["validation"], accelerator)
     state, train_set = run.state, encoded["train"]
@@ -440,6 +443,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
         for micro, global_idx in enumerate(batches):
             if micro < state.micro:
                 continue  # trained on before the checkpoint this run resumed from
+            tick()  # under train.threads=auto: follow the cores other processes leave free
             # Each process takes its slice of the global batch: N processes see the same
             # examples per step as one process with an N-times larger batch.
             idx = np.array_split(global_idx, world)[accelerator.process_index]
@@ -573,13 +577,15 @@ def _config_for(config, overrides, resume) -> tuple[Config, Path | None]:
 
     if resume is None:
         return as_config(config, overrides), None
-    if config is not None or overrides:
+    # the thread count changes only the speed (and the last bits of sums): a resume may set it
+    threads = [o for o in overrides if str(o).startswith("train.threads=")]
+    if config is not None or len(threads) != len(overrides):
         raise UserError(
             f"--resume {resume}: a resumed run uses its own config.yaml; drop --config and the "
-            "key=value overrides (start a new run to change settings)"
+            "key=value overrides (only --threads may change; start a new run to change settings)"
         )
     run_dir = require_run_dir(resume)
-    return load_config(run_dir / "config.yaml"), run_dir
+    return load_config(run_dir / "config.yaml", threads), run_dir
 
 
 def _already_finished(run_dir: Path) -> Path:
@@ -856,6 +862,7 @@ def _write_summary(run: Run, description: dict, test_metrics: dict | None) -> No
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
+        **(run.threads.record() if run.threads is not None else {}),
         "wall_time_s": round(time.time() - started, 3),
         "git_commit": git_commit(),
         "versions": versions(),

@@ -58,6 +58,9 @@ def sweep(
         return result
     plan.folder.mkdir(parents=True, exist_ok=True)
     if worker:
+        from lorafit.cores import pin_worker
+
+        pin_worker()  # a local worker started by --parallel: its own share of the cores
         slot = os.environ.get(WORKER_ENV)
         run_worker(plan, plan.seed + int(slot) if slot else None)
         return _finish(plan, result, raise_failed=False)

@@ -280,9 +280,14 @@ def run_worker(plan: SweepPlan, seed: int | None) -> None:
 
 
 def _worker_env(slot: int, parallel: int, gpus: list[str] | None) -> dict:
+    from lorafit.cores import CPUS_ENV, share_of_cpus
+
     env = dict(os.environ)
-    # N processes on one machine: split the cores between them unless the user chose
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    # N processes on one machine: each gets its own block of the cores and chooses its threads
+    # within it (cores.py); with more workers than cores each one's auto threads see the others
+    share = share_of_cpus(slot, parallel)
+    if share:
+        env[CPUS_ENV] = ",".join(map(str, share))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env[WORKER_ENV] = str(slot)
     if gpus:

@@ -1,0 +1,275 @@
+"""Thread counts chosen for the machine as it is (lorafit/cores.py): the cores we may use, how busy
+other processes keep them, the options and variables that override, and the governor that
+follows the load while a run computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lorafit import cores
+from lorafit.cli import main
+from lorafit.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads(monkeypatch):
+    """These tests take the auto path: no thread variable; torch's count restored afterwards."""
+    for name in cores.THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+    cores._GOVERNOR = None
+
+
+# ---------------------------------------------------------------- the cores we may use
+
+
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # docker --cpus 1.5 (cgroup v2)
+        ({"cpu.max": "max 100000\n"}, None),  # no quota
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_quota_in_cores(tmp_path, files, limit):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cores.cgroup_cpu_limit(str(tmp_path)) == limit
+
+
+def test_usable_cores_are_the_affinity_capped_by_the_quota_rounded_up():
+    assert cores.usable_cores([0, 1, 2, 3], quota=None) == 4
+    assert cores.usable_cores([0, 1, 2, 3], quota=1.5) == 2
+    assert cores.usable_cores([0, 1, 2, 3], quota=0.5) == 1
+    assert cores.usable_cores([2, 5], quota=8.0) == 2
+    assert cores.usable_cores() == min(len(os.sched_getaffinity(0)), cores.usable_cores(quota=1e9))
+
+
+# ---------------------------------------------------------------- how busy they are
+
+STAT = """cpu  900 0 300 5000 10 0 0 0 0 0
+cpu0 100 5 50 1000 3 1 2 7 0 0
+cpu1 400 0 100 2000 4 0 0 0 0 0
+cpu2 0 0 0 3000 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_busy_seconds_count_every_non_idle_field_of_the_chosen_cpus_only():
+    hz = os.sysconf("SC_CLK_TCK")
+    # cpu0: user+nice+system+irq+softirq+steal = 100+5+50+1+2+7 (idle and iowait left out)
+    assert cores._cpu_busy_seconds(STAT, [0]) == pytest.approx(165 / hz)
+    assert cores._cpu_busy_seconds(STAT, [0, 1]) == pytest.approx((165 + 500) / hz)
+    assert cores._cpu_busy_seconds(STAT, [2]) == 0
+    assert cores._cpu_busy_seconds(STAT, [0, 7]) is None  # a CPU /proc/stat does not show
+
+
+def test_others_busy_subtracts_this_process_own_time():
+    before = cores.Snapshot(wall=10.0, busy_s=100.0, own_s=5.0)
+    after = cores.Snapshot(wall=12.0, busy_s=103.0, own_s=6.0)  # 3 busy-seconds, 1 of them ours
+    assert cores.others_busy(before, after) == pytest.approx(1.0)
+    assert cores.others_busy(after, after) is None
+
+
+@pytest.mark.parametrize(
+    ("n", "busy", "threads"),
+    [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 2.0, 1), (2, None, 2), (4, 1.0, 3), (8, 2.6, 5), (1, 0.9, 1)],
+)
+def test_threads_are_the_free_cores_rounded(n, busy, threads):
+    assert cores.threads_for(n, busy) == threads
+
+
+def test_a_busy_process_on_our_cores_is_measured():
+    """A real CPU-bound process beside us: /proc/stat, our own time subtracted, says ~1 core."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    burner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        time.sleep(0.5)  # started and pinned
+        before = cores.snapshot()
+        sum(i * i for i in range(2_000_000))  # we compute too: our own time must not count
+        time.sleep(0.6)
+        busy = cores.others_busy(before, cores.snapshot())
+    finally:
+        burner.kill()
+        burner.wait()
+    assert 0.6 <= busy <= len(os.sched_getaffinity(0)) + 0.2
+
+
+def test_the_window_starts_at_mark_start_and_is_never_waited_for(monkeypatch):
+    cores.mark_start()
+    t0 = time.monotonic()
+    assert cores.measure_busy() is None  # a moment after the start: too short to mean anything
+    assert time.monotonic() - t0 < 0.1  # ... and nobody waited for it
+    time.sleep(cores.MIN_WINDOW_S)
+    assert cores.measure_busy() is not None
+    monkeypatch.setattr(cores, "MAX_WINDOW_S", 0.1)
+    assert cores.measure_busy() is None  # too old to say anything about now
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def test_thread_variables_win_over_everything(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    choice = cores.choose_threads(1)
+    assert (choice.threads, choice.auto) == (3, False) and "OMP_NUM_THREADS=3" in choice.reason
+    before = torch.get_num_threads()
+    cores.use_threads(1)
+    assert torch.get_num_threads() == before  # torch already follows the variable: left alone
+
+
+def test_a_fixed_count_is_used_as_given():
+    choice = cores.choose_threads("1")
+    assert (choice.threads, choice.auto) == (1, False)
+    cores.use_threads(1)
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("bad", ["-1", "two", "1.5"])
+def test_a_bad_thread_count_is_one_line(bad):
+    with pytest.raises(UserError, match="not a thread count"):
+        cores.choose_threads(bad)
+
+
+def test_auto_counts_a_busy_core_out():
+    n = cores.usable_cores()
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    burners = [
+        subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+        for _ in range(2)  # two on one core: that core is busy even if the scheduler is generous
+    ]
+    try:
+        time.sleep(0.3)
+        cores.mark_start()
+        time.sleep(0.6)
+        choice = cores.choose_threads(None)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert choice.auto and choice.measured
+    assert choice.threads <= max(1, n - 1), choice.reason
+    busy = float(choice.reason.split("other processes keep ")[1].split()[0])
+    assert busy >= 0.6, choice.reason
+
+
+def test_the_governor_follows_the_load_and_records_each_change(monkeypatch, caplog):
+    """Snapshots are fed in: others busy 0, then 1.8 cores, then 0 again (on 2 cores)."""
+    own = [0.0]
+    # (wall, busy seconds of all our CPUs); this process adds 0.2 s of its own each second
+    feed = iter([(0.0, 0.0), (1.0, 0.5), (2.0, 2.5), (3.0, 4.5), (4.0, 4.7)])
+
+    def fake_snapshot(cpus=None, stat_path="/proc/stat"):
+        wall, busy = next(feed)
+        own[0] += 0.2 if wall else 0.0
+        return cores.Snapshot(wall, busy, own[0])
+
+    monkeypatch.setattr(cores, "snapshot", fake_snapshot)
+    choice = cores.ThreadChoice(2, "2 of 2", auto=True, cores=2)
+    governor = cores.ThreadGovernor(choice, every=0.0)
+    caplog.set_level("INFO", logger="lorafit")
+    # others: 0.5-0.2 = 0.3 -> 2 threads; 2.0-0.2 = 1.8 -> 1; 1.8 -> 1; 0.2-0.2 = 0 -> 2
+    # (the fed walls are small, so against the real clock every tick is due)
+    seen = [governor.tick() for _ in range(4)]
+    assert seen == [2, 1, 1, 2]
+    assert torch.get_num_threads() == 2
+    assert [t for _, t in governor.changes] == [1, 2]
+    assert sum("threads: 2 -> 1" in r.message for r in caplog.records) == 1
+    record = governor.record()
+    assert record["threads"] == 2 and len(record["threads_changes"]) == 2
+
+
+def test_a_fixed_count_is_never_moved_by_the_governor(monkeypatch):
+    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: pytest.fail("a fixed count looked at the machine"))
+    governor = cores.ThreadGovernor(cores.ThreadChoice(1, "1 (asked for)", auto=False, cores=2), every=0.0)
+    assert [governor.tick() for _ in range(3)] == [1, 1, 1]
+
+
+# ---------------------------------------------------------------- several workers on one machine
+
+
+@pytest.mark.parametrize(
+    ("cpus", "parallel", "shares"),
+    [
+        ([0, 1], 2, [[0], [1]]),
+        ([0, 1, 2, 3, 4], 2, [[0, 1, 2], [3, 4]]),
+        ([4, 5, 6, 7], 3, [[4, 5], [6], [7]]),
+        ([0, 1], 1, [[0, 1]]),
+        ([0, 1], 3, [None, None, None]),  # more workers than cores: each one's auto sees the others
+    ],
+)
+def test_parallel_workers_split_the_cores(cpus, parallel, shares):
+    assert [cores.share_of_cpus(slot, parallel, cpus) for slot in range(parallel)] == shares
+
+
+def test_sweep_workers_get_their_share_and_pin_themselves(monkeypatch):
+    from lorafit.search.study import _worker_env
+
+    mine = sorted(os.sched_getaffinity(0))
+    env = _worker_env(len(mine) - 1, len(mine), None)
+    assert env[cores.CPUS_ENV] == str(mine[-1]) and "OMP_NUM_THREADS" not in env
+    monkeypatch.setenv(cores.CPUS_ENV, env[cores.CPUS_ENV])
+    try:
+        cores.pin_worker()
+        assert os.sched_getaffinity(0) == {mine[-1]}
+        assert cores.choose_threads(None).cores == 1
+    finally:
+        os.sched_setaffinity(0, set(mine))
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def test_training_logs_and_records_its_threads(tiny_overrides, tmp_path):
+    assert main(["train", *tiny_overrides, "train.max_steps=2", "--threads", "1"]) == 0
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "latest"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["threads"] == 1 and "asked for" in summary["threads_reason"]
+    assert "threads for training: 1 (asked for" in (run / "train.log").read_text()
+    assert "threads: 1" in (run / "config.yaml").read_text()
+
+    # a resume may change the thread count, and nothing else
+    with pytest.raises(UserError, match="only --threads may change"):
+        from lorafit.train import train
+
+        train(None, ["train.lr=1"], resume=run)
+    assert main(["train", "--resume", str(run), "--threads", "2"]) == 0  # finished: returns at once
+
+
+def test_training_under_auto_measures_the_machine(tiny_overrides, tmp_path):
+    assert main(["train", *tiny_overrides, "train.max_steps=2"]) == 0
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "latest"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert 1 <= summary["threads"] <= cores.usable_cores()
+    assert "usable cores" in summary["threads_reason"]
+    assert "threads for training:" in (run / "train.log").read_text()
+
+
+def test_predict_takes_threads(tiny_overrides, tmp_path, small_csv, caplog):
+    assert main(["train", *tiny_overrides, "train.max_steps=2"]) == 0
+    caplog.set_level("INFO", logger="lorafit")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "runs" / "latest"), "--input", str(small_csv), "--output", str(out), "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
+    assert any("threads for prediction: 1 (asked for" in r.message for r in caplog.records)
+    assert main(["predict", str(tmp_path / "runs" / "latest"), "--input", str(small_csv), "--output", str(out), "--overwrite", "--threads", "x"]) == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_train_threads_must_be_auto_or_positive(value):
+    from lorafit.config import load_config
+
+    with pytest.raises(UserError, match="train.threads"):
+        load_config(None, [f"train.threads={value}"])
