@@ -3,12 +3,14 @@
 #
 #     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath caches
 #
-# e.g. `scripts/mutation.sh pickles params`. For each MODULE it mutates src/lorafit/MODULE.py
-# one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
+# e.g. `scripts/mutation.sh pickles params`, `scripts/mutation.sh search data.readers`. For each
+# MODULE it mutates src/lorafit/MODULE.py (a dotted name for a module in a subpackage:
+# data.readers -> src/lorafit/data/readers.py; a subpackage's name, e.g. search, mutates every
+# .py file in src/lorafit/search/) one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
 # module's FAST tests against every mutant: the test files and deselections listed under
 # [tool.lorafit-mutation] in pyproject.toml, with `-m "not slow"` and the other [tool.mutmut]
 # settings; for a module listed under [tool.lorafit-mutation.functions], only those functions'
-# mutants (all of them, every run). A mutant is killed when a test fails. At the end it prints, per module,
+# mutants (all of them, every run; in a subpackage named with their module: study.open_study). A mutant is killed when a test fails. At the end it prints, per module,
 # killed / survived / no tests / timeout / checked and the share killed, and lists the survivors;
 # see one with `cd $MUTATION_DIR/MODULE && mutmut show NAME`. The survivors judged equivalent
 # (no test can tell them apart) are listed in docs/mutation.md.
@@ -67,11 +69,27 @@ functions = table.pop("functions", {})
 if module not in table:
     sys.exit(f"scripts/mutation.sh: no module {module!r} under [tool.lorafit-mutation] in "
              f"{source}; choose from {', '.join(sorted(table))}")
-# [tool.lorafit-mutation.functions]: only these functions' mutants (mutmut names them so)
-globs = [f"lorafit.{module}.x_{name}__mutmut_*" for name in functions.get(module, [])]
+# a module (data.readers -> data/readers.py) or a whole subpackage (search -> search/*.py)
+rel = module.replace(".", "/")
+package = (work / "src" / "lorafit" / rel).is_dir()
+if not package and not (work / "src" / "lorafit" / f"{rel}.py").is_file():
+    sys.exit(f"scripts/mutation.sh: {module}: neither src/lorafit/{rel}.py nor a package src/lorafit/{rel}/")
+target = f"src/lorafit/{rel}/*" if package else f"src/lorafit/{rel}.py"
+# where mutmut keeps the results (one .meta per mutated file), read by the shell below
+meta = f"mutants/src/lorafit/{rel}/*.py.meta" if package else f"mutants/src/lorafit/{rel}.py.meta"
+(work / "mutation-meta.txt").write_text(meta, encoding="utf-8")
+
+
+def glob_of(name: str) -> str:
+    # [tool.lorafit-mutation.functions]: only these functions' mutants (mutmut names them so)
+    inner, _, function = name.rpartition(".")
+    return f"lorafit.{module}{'.' + inner if inner else ''}.x_{function}__mutmut_*"
+
+
+globs = [glob_of(name) for name in functions.get(module, [])]
 (work / "mutation-functions.txt").write_text("".join(g + "\n" for g in globs), encoding="utf-8")
 settings = {
-    "only_mutate": [f"src/lorafit/{module}.py"],
+    "only_mutate": [target],
     "pytest_add_cli_args_test_selection": table[module],
 }
 head, sep, mutmut = text.partition("\n[tool.mutmut]\n")
@@ -83,10 +101,12 @@ for key, value in settings.items():
     mutmut = pattern.sub(line, mutmut, count=1) if pattern.search(mutmut) else line + "\n" + mutmut
 (work / "pyproject.toml").write_text(head + sep + mutmut, encoding="utf-8")
 PY
-  echo "== $module: mutating src/lorafit/$module.py in $dir"
+  meta="$(cat "$dir/mutation-meta.txt")"
+  src="${meta#mutants/}"
+  echo "== $module: mutating ${src%.meta} in $dir"
   if [ "${MUTATION_FRESH:-0}" = 1 ]; then rm -rf "$dir/mutants"; fi
   again=0
-  if [ -e "$dir/mutants/src/lorafit/$module.py.meta" ]; then again=1; fi
+  if compgen -G "$dir/$meta" >/dev/null; then again=1; fi
   run_mutmut() {  # progress on a terminal, the last lines otherwise
     if [ -t 1 ]; then
       (cd "$dir" && mutmut run --max-children "$JOBS" "$@")
@@ -102,17 +122,18 @@ PY
     run_mutmut
   fi
   if [ "$again" = 1 ] && [ ${#only[@]} -eq 0 ]; then  # earlier survivors, against the current tests
-    mapfile -t earlier < <(cd "$dir" && python - "$module" <<'PY'
+    mapfile -t earlier < <(cd "$dir" && python - "$meta" <<'PY'
+import glob
 import json
 import sys
 from pathlib import Path
 
 from mutmut.stats import status_by_exit_code
 
-meta = Path("mutants/src/lorafit") / f"{sys.argv[1]}.py.meta"
-for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-    if status_by_exit_code[code] in ("survived", "no tests"):
-        print(key)
+for meta in sorted(glob.glob(sys.argv[1])):
+    for key, code in json.loads(Path(meta).read_text())["exit_code_by_key"].items():
+        if status_by_exit_code[code] in ("survived", "no tests"):
+            print(key)
 PY
 )
     if [ ${#earlier[@]} -gt 0 ]; then
@@ -120,8 +141,9 @@ PY
       run_mutmut "${earlier[@]}" >/dev/null || true
     fi
   fi
-  line="$(cd "$dir" && python - "$module" "${only[@]}" <<'PY'
+  line="$(cd "$dir" && python - "$module" "$meta" "${only[@]}" <<'PY'
 import fnmatch
+import glob
 import json
 import sys
 from pathlib import Path
@@ -129,10 +151,11 @@ from pathlib import Path
 from mutmut.stats import status_by_exit_code
 
 module = sys.argv[1]
-meta = Path("mutants/src/lorafit") / f"{module}.py.meta"
-codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
-if sys.argv[2:]:  # some functions only
-    codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in sys.argv[2:])}
+codes = {}
+for meta in sorted(glob.glob(sys.argv[2])):  # one per mutated file
+    codes.update(json.loads(Path(meta).read_text())["exit_code_by_key"])
+if sys.argv[3:]:  # some functions only
+    codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in sys.argv[3:])}
 names = {"killed": [], "survived": [], "no tests": [], "timeout": [], "not checked": [], "other": []}
 for key, code in sorted(codes.items()):
     status = status_by_exit_code[code]  # mutmut's own reading of a worker's exit code
@@ -144,7 +167,7 @@ share = f"{100 * killed / checked:.1f}%" if checked else "n/a"
 for kind in ("survived", "no tests", "other"):
     for key in names[kind]:
         print(f"    {kind}: {key}", file=sys.stderr)  # other: suspicious, segfault, ...
-print(f"{module:<11} killed {len(names['killed']):>4}  survived {len(names['survived']):>4}  "
+print(f"{module:<13} killed {len(names['killed']):>4}  survived {len(names['survived']):>4}  "
       f"no tests {len(names['no tests']):>3}  timeout {len(names['timeout']):>3}  "
       f"other {len(names['other']):>3}  checked {checked:>4} of {total:>4}  killed share {share}")
 PY

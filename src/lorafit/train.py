@@ -404,10 +404,12 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     # everything that can refuse the run comes before its folder; train.log gets the lines
     early = _EarlyLog() if accelerator.is_main_process else None
     try:
-        threads = use_threads(cfg.train.threads, "training") if accelerator.device.type == "cpu" else None
         description, splits, tokenizer, model = prepare(cfg)
         resolve_metric(cfg, splits["train"].labels)  # train.metric=auto settled before config.yaml
         class_weight = _class_weight(cfg, splits["train"].labels, accelerator.device)  # None: unweighted
+        # after the data's checks (a bad file gets its one-line error alone), before the teacher's
+        # logits and the activation cache, the first long computations
+        threads = use_threads(cfg.train.threads, "training") if accelerator.device.type == "cpu" else None
         distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
         if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
             description = {**description, "teacher": distill.describe()}
