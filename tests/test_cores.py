@@ -143,6 +143,47 @@ def test_a_bad_thread_count_is_one_line(bad):
         cores.choose_threads(bad)
 
 
+def test_each_rule_gives_its_whole_choice(monkeypatch):
+    """Every field of the choice, rule by rule: the count, the logged reason, whether the
+    governor follows the machine, the usable cores, and whether the load was measured yet."""
+    n = cores.usable_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cores.choose_threads(1) == cores.ThreadChoice(3, "3 (OMP_NUM_THREADS=3)", False, n, True)
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # 0: the variable is set but asks for nothing
+    assert cores.choose_threads(1) == cores.ThreadChoice(n, f"{n} (OMP_NUM_THREADS=0)", False, n, True)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("MKL_NUM_THREADS", "x")
+    with pytest.raises(UserError, match="^MKL_NUM_THREADS: 'x' is not a thread count"):
+        cores.choose_threads(1)
+    monkeypatch.delenv("MKL_NUM_THREADS")
+    with pytest.raises(UserError, match="^--threads / train.threads: '-2' is not a thread count"):
+        cores.choose_threads("-2")
+    assert cores.choose_threads(1) == cores.ThreadChoice(1, f"1 (asked for; {n} usable cores)", False, n, True)
+    cores.mark_start()  # a moment ago: auto, the governor takes its first look soon
+    want = cores.ThreadChoice(n, f"{n} ({n} usable cores; their load is measured as it runs)", True, n, False)
+    assert cores.choose_threads(None) == want
+
+
+def test_auto_without_a_measurable_load_takes_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: None)  # not Linux: no /proc/stat
+    n = cores.usable_cores()
+    want = cores.ThreadChoice(n, f"{n} ({n} usable cores; their load is not measurable here)", False, n, True)
+    assert cores.choose_threads("auto") == want
+
+
+@pytest.mark.parametrize(("quota", "measurable"), [(1.0, False), (2.0, True)])
+def test_a_quota_below_the_visible_cpus_makes_the_load_unmeasurable(monkeypatch, quota, measurable):
+    """Under a quota smaller than the CPUs we see, /proc/stat also counts other containers."""
+    monkeypatch.setattr(cores, "allowed_cpus", lambda: [0, 1])
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda *a, **k: quota)
+    monkeypatch.setattr(cores, "snapshot", lambda cpus=None, **k: cores.Snapshot(time.monotonic(), 0.0, 0.0))
+    monkeypatch.setattr(cores, "measure_busy", lambda cpus=None, since=None: 0.0)
+    choice = cores.choose_threads(None)
+    n = int(quota)
+    assert (choice.threads, choice.cores, choice.auto) == (n, n, measurable)
+    assert ("not measurable" in choice.reason) is not measurable
+
+
 def test_auto_counts_a_busy_core_out():
     n = cores.usable_cores()
     cpu = sorted(os.sched_getaffinity(0))[0]
