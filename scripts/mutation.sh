@@ -6,11 +6,13 @@
 # e.g. `scripts/mutation.sh pickles params`, `scripts/mutation.sh search data.readers`. For each
 # MODULE it mutates src/lorafit/MODULE.py (a dotted name for a module in a subpackage:
 # data.readers -> src/lorafit/data/readers.py; a subpackage's name, e.g. search, mutates every
-# .py file in src/lorafit/search/) one small change at a time (`<=` -> `<`, a constant, a dropped argument, ...) and runs that
+# .py file in src/lorafit/search/) one small change at a time (`<=` -> `<`, a constant, a
+# dropped argument, ...) and runs that
 # module's FAST tests against every mutant: the test files and deselections listed under
 # [tool.lorafit-mutation] in pyproject.toml, with `-m "not slow"` and the other [tool.mutmut]
 # settings; for a module listed under [tool.lorafit-mutation.functions], only those functions'
-# mutants (all of them, every run; in a subpackage named with their module: study.open_study). A mutant is killed when a test fails. At the end it prints, per module,
+# mutants (all of them, every run; in a subpackage named with their module: study.open_study).
+# A mutant is killed when a test fails. At the end it prints, per module,
 # killed / survived / no tests / timeout / checked and the share killed, and lists the survivors;
 # see one with `cd $MUTATION_DIR/MODULE && mutmut show NAME`. The survivors judged equivalent
 # (no test can tell them apart) are listed in docs/mutation.md.

@@ -19,6 +19,8 @@ from lorafit.plan import enumerate_candidates
 
 from .conftest import AG_LABELS
 
+# written out here, not imported from lorafit.shapes: a wrong number there must show as a
+# count that disagrees with PEFT's on this shape
 ROBERTA_BASE = dict(
     vocab_size=50265,
     max_position_embeddings=514,
