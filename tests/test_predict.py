@@ -188,3 +188,44 @@ def test_ensemble_reuses_only_matching_probabilities(runs, files, tmp_path, monk
     first = pd.read_csv(tmp_path / "e1.csv")
     lorafit.ensemble([a, b], plain, str(tmp_path / "e2.csv"))
     assert pd.read_csv(tmp_path / "e2.csv").equals(first)
+
+
+# ---------------------------------------------------------------- --dtype int8
+
+
+def test_int8_quantises_the_encoders_linear_layers_not_the_head(runs, files, tmp_path):
+    from torch import nn
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    from lorafit.predict import load_run_model
+
+    run = fresh_copy(runs["a"], tmp_path, "run")
+    model, _, _ = load_run_model(run, "cpu", "int8")
+    linears = {n: type(m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, DynamicInt8Linear))}
+    head = {n for n in linears if n.startswith("classifier")}
+    assert head and all(linears[n] is nn.Linear for n in head)
+    encoder = set(linears) - head
+    assert len(encoder) >= 6 and all(linears[n] is DynamicInt8Linear for n in encoder), linears
+
+    plain = str(files["plain"])
+    fp32 = lorafit.predict(run, plain, str(tmp_path / "fp32.csv"), dtype="fp32")
+    int8 = lorafit.predict(run, plain, str(tmp_path / "int8.csv"), dtype="int8")
+    assert int8["probabilities"] != fp32["probabilities"]  # its own key: never served fp32's figures
+    p32, p8 = probabilities(fp32["probabilities"]), probabilities(int8["probabilities"])
+    assert not np.array_equal(p32, p8)  # really quantised
+    assert np.abs(p32 - p8).max() < 0.1  # and still the same model
+    again = lorafit.predict(run, plain, str(tmp_path / "int8-again.csv"), dtype="int8")
+    assert again["probabilities"] == int8["probabilities"]
+
+
+def test_int8_is_refused_off_the_cpu_and_offered_by_the_cli(runs, files, tmp_path, capsys):
+    from lorafit.errors import UserError
+    from lorafit.predict import inference_dtype
+
+    with pytest.raises(UserError, match="--dtype int8: runs on the CPU only"):
+        inference_dtype("int8", "cuda")
+    run = fresh_copy(runs["a"], tmp_path, "run")
+    out = tmp_path / "sub.csv"
+    assert main(["predict", str(run), "--input", str(files["plain"]), "--output", str(out), "--dtype", "int8"]) == 0
+    assert len(pd.read_csv(out)) == 80
+    assert len(list((run / "predictions").glob("plain-*.csv"))) == 1
