@@ -492,8 +492,8 @@ def test_killed_cached_run_resumes_to_the_uninterrupted_run(learning_runs, small
     import signal
     import subprocess
     import sys
-    import time
 
+    from lorafit.hooks import wait_for
     from lorafit.train import train
 
     from .conftest import ROOT
@@ -506,8 +506,12 @@ def test_killed_cached_run_resumes_to_the_uninterrupted_run(learning_runs, small
         "train.cache_activations=true",
         f"run.dir={parent}",
     ]
-    # as many threads as this process, so the killed steps compute as the reference's did
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    # as many threads as this process, so the killed steps compute as the reference's did;
+    # held after step 12 (past the checkpoint at step 10) and killed there (lorafit/hooks.py)
+    moments = tmp / "moments"
+    moments.mkdir()
+    (moments / "hold-step-12").write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "LORAFIT_TEST_HOOKS": str(moments)}
     with open(tmp / "killed.out", "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lorafit", "train", *args],
@@ -516,30 +520,15 @@ def test_killed_cached_run_resumes_to_the_uninterrupted_run(learning_runs, small
             stdout=out,
             stderr=out,
         )
-    step = 0
-    while proc.poll() is None and step < 12:  # past the checkpoint at step 10
-        rows = _readable_rows(parent)
-        step = max((r["step"] for r in rows if r["kind"] == "train"), default=0)
-        time.sleep(0.005)
+    wait_for(moments, "step-12", alive=lambda: proc.poll() is None)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, (tmp / "killed.out").read_text()[-3000:]
     run = only_run(parent)
     assert not (run / "summary.json").exists()
     assert train(resume=run) == run
     log = (run / "train.log").read_text()
-    assert "activation cache: reusing" in log and "resuming at step 1" in log
+    assert "activation cache: reusing" in log and "resuming at step 10" in log
     assert_same_run(run, learning_runs["true"])
-
-
-def _readable_rows(parent: Path) -> list[dict]:
-    rows = []
-    for path in parent.glob("*/metrics.jsonl"):
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                pass  # a line being written
-    return rows
 
 
 # ---------------------------------------------------------------- the self-check reads the file

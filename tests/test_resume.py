@@ -332,8 +332,10 @@ def _kill_at_random_moment(proc, run: Path, rng: random.Random, base: int, mode:
     return None
 
 
-def _launch(args: list[str], log: Path) -> subprocess.Popen:
+def _launch(args: list[str], log: Path, hooks_dir: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if hooks_dir is not None:  # lorafit/hooks.py: held where the test says
+        env["LORAFIT_TEST_HOOKS"] = str(hooks_dir)
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "lorafit", "train", *args],
@@ -342,6 +344,14 @@ def _launch(args: list[str], log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=out,
         )
+
+
+def _hold_after(hooks_dir: Path, step: int | None) -> None:
+    """The next process waits after `step` (None: nowhere)."""
+    for old in hooks_dir.glob("hold-*"):
+        old.unlink()
+    if step is not None:
+        (hooks_dir / f"hold-step-{step}").write_text("")
 
 
 def _wait_for_resume(proc, run: Path, resumes_before: int) -> None:
@@ -358,7 +368,12 @@ def test_sigkill_at_random_moments_then_resume(tiny_model, small_csv, tmp_path):
     args = resumable_overrides(tiny_model, small_csv, tmp_path / "runs")
     ref = _launch([*args, f"run.dir={tmp_path / 'ref'}"], tmp_path / "ref.out")  # meanwhile
     rng = random.Random(20261122)
-    proc = _launch(args, tmp_path / "killed.out")
+    # a process that no random moment caught waits after step base + 6 (lorafit/hooks.py), so
+    # it is killed there, never finishes first, however the machine's load times the polling
+    hooks_dir = tmp_path / "hooks"
+    hooks_dir.mkdir()
+    _hold_after(hooks_dir, 6)
+    proc = _launch(args, tmp_path / "killed.out", hooks_dir)
     while proc.poll() is None and not list((tmp_path / "runs").glob("*/metrics.jsonl")):
         time.sleep(0.002)
     run = only_run(tmp_path / "runs")
@@ -374,7 +389,8 @@ def test_sigkill_at_random_moments_then_resume(tiny_model, small_csv, tmp_path):
         latest = latest_checkpoint(run)
         base = int(latest.name.split("-")[1]) if latest else 0
         resumes = (run / "train.log").read_text().count("resuming at step")
-        proc = _launch(["--resume", str(run)], tmp_path / "killed.out")
+        _hold_after(hooks_dir, base + 6 if len(moments) < KILLS else None)  # the last one finishes
+        proc = _launch(["--resume", str(run)], tmp_path / "killed.out", hooks_dir)
         _wait_for_resume(proc, run, resumes)
     assert proc.wait() == 0 and ref.wait() == 0, (tmp_path / "killed.out").read_text()[-3000:]
     print(

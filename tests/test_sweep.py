@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -252,6 +251,12 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     tiny_model, small_csv, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two workers on shared cores
+    # each worker's first trial waits until the other has started one: both take trials
+    # however fast one of them starts (lorafit/hooks.py)
+    moments = tmp_path / "moments"
+    moments.mkdir()
+    (moments / "hold-trial-start").write_text("2")
+    monkeypatch.setenv("LORAFIT_TEST_HOOKS", str(moments))
     path = write_sweep(
         tmp_path / "tiny.yaml",
         base=tiny_base(tiny_model, small_csv),
@@ -274,6 +279,7 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     assert sorted(names) == ["all", "big", "nodata", "top"]
     assert {t.state.name for t in not_duplicates(trials) if t.user_attrs["name"] in ("all", "top")} == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took trials
+    assert len(list(moments.glob("trial-start.*"))) == len(trials) - sum(bool(t.user_attrs.get("surplus")) for t in trials)
     assert not run_dirs(folder, "big") and not run_dirs(folder, "nodata")
 
     rows = read_csv(folder / "leaderboard.csv")
@@ -436,20 +442,12 @@ def test_pruning_stops_a_bad_trial_and_the_leaderboard_says_so(
     assert rows[1]["note"].startswith("pruned at step 4")
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_interrupted_sweep_continues_only_the_unfinished_trial(
     tiny_model, small_csv, tmp_path, monkeypatch
 ):
+    from lorafit.hooks import wait_for
+
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = write_sweep(
         tmp_path / "tiny.yaml",
@@ -457,12 +455,11 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
         dir=str(tmp_path / "sweeps"),
         overrides={"lora.r": 2},
         runs=[
-            {"name": "short"},
+            {"name": "short"},  # 12 steps: never reaches the held step 20
             {
                 "name": "long",
-                # long enough (about 30 s on 2 busy cores) that Ctrl-C always lands inside it
-                "train.max_steps": 2000,
-                "train.eval_every": 250,
+                "train.max_steps": 40,
+                "train.eval_every": 20,
                 "train.checkpoint_every": 10,
                 "train.patience": None,
             },
@@ -470,20 +467,18 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
         search={"sampler": "grid", "seed": 1},
     )
     folder = tmp_path / "sweeps" / "tiny"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the long trial waits after step 20 (checkpoint saved) until Ctrl-C: inside it for sure
+    moments = tmp_path / "moments"
+    moments.mkdir()
+    (moments / "hold-step-20").write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LORAFIT_TEST_HOOKS": str(moments)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lorafit", "sweep", str(path)], env=env, stderr=subprocess.PIPE, text=True,
         # a test run started in the background inherits SIGINT ignored; Ctrl-C must reach the sweep
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        # wait until "long" has saved a resumable checkpoint, then Ctrl-C
-        def long_has_checkpoint():
-            assert proc.poll() is None, proc.communicate()[1]
-            dirs = run_dirs(folder, "long")
-            return dirs and list(dirs[0].glob("checkpoints/step-*"))
-
-        _wait_for(long_has_checkpoint, 300, "the long trial's first checkpoint")
+        wait_for(moments, "step-20", alive=lambda: proc.poll() is None)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -501,8 +496,8 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
     if short_before:  # finished before the interruption: not redone
         assert run_dirs(folder, "short") == short_before
     summary = json.loads((long_dir / "summary.json").read_text())
-    assert summary["final_step"] == 2000
-    assert "resuming at step" in (long_dir / "train.log").read_text()
+    assert summary["final_step"] == 40
+    assert "resuming at step 20" in (long_dir / "train.log").read_text()
     rows = {r["run"]: r for r in read_csv(folder / "leaderboard.csv")}
     assert rows["long"]["status"] == "done" and rows["long"]["run_dir"] == str(long_dir)
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lorafit import hooks
 from lorafit.augment import training_splits
 from lorafit.config import Config, config_to_yaml
 from lorafit.cores import tick, use_threads
@@ -483,6 +484,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
                     log.info("stopped at step %d by the caller (a sweep's pruner)", state.step)
             if _checkpoint_due(state.step, cfg):  # after the eval: it holds the eval's outcome
                 _save_resumable(run)
+            hooks.reached(f"step-{state.step}")  # tests only (LORAFIT_TEST_HOOKS): no-op otherwise
             if state.step >= n_steps or state.stopped_early:
                 break
         state.epoch += 1

@@ -33,6 +33,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lorafit import hooks
 from lorafit.config import Config, config_to_dict
 from lorafit.errors import UserError
 from lorafit.search.leaderboard import (
@@ -149,6 +150,7 @@ def objective(plan: SweepPlan, trial) -> float:
     trial.set_user_attr("name", name)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("overrides", json.loads(json.dumps(overrides)))
+    hooks.reached("trial-start")  # tests only (LORAFIT_TEST_HOOKS): no-op otherwise
     if plan.sampler == "grid" and _duplicate(trial.study, trial, name):
         trial.set_user_attr("duplicate", True)
         raise optuna.TrialPruned(f"{name}: already run by another worker")
