@@ -238,15 +238,19 @@ def test_full_tmpfs_and_read_only_mount(tiny_model, small_csv, tmp_path):
     assert report["ro_intact"]
 
 
-def test_run_directories_are_never_replaced(tiny_model, small_csv, tmp_path):
+def test_run_directories_are_never_replaced(tiny_model, small_csv, tmp_path, monkeypatch):
     """Folders already named like the next runs keep their files; the runs go elsewhere."""
     import time
 
+    # the clock stands still for the run folders' names: the runs below get this very stamp
+    # however long they take to start (no race with the wall clock)
+    real = time.strftime
+    frozen = real("%Y%m%d-%H%M%S")
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: frozen if fmt == "%Y%m%d-%H%M%S" and not a else real(fmt, *a))
     runs = tmp_path / "runs"
     taken = []
-    for delay in range(0, 30):  # every name the next half minute could produce
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() + delay))
-        path = runs / f"taken-{stamp}"
+    for suffix in ("", "-2"):
+        path = runs / f"taken-{frozen}{suffix}"
         path.mkdir(parents=True, exist_ok=True)
         (path / "mine.txt").write_text("keep me")
         taken.append(path)
@@ -257,7 +261,7 @@ def test_run_directories_are_never_replaced(tiny_model, small_csv, tmp_path):
         None, overrides(tiny_model, small_csv, runs, "run.name=taken", "train.max_steps=2")
     )
     assert first != second and first not in taken and second not in taken
-    assert re.fullmatch(r"taken-\d{8}-\d{6}-\d+", first.name)
+    assert (first.name, second.name) == (f"taken-{frozen}-3", f"taken-{frozen}-4")
     for path in taken:
         assert [p.name for p in path.iterdir()] == ["mine.txt"] and (
             path / "mine.txt"
