@@ -173,3 +173,19 @@ def test_length_grouped_batches_cover_each_row_once():
     assert pad < pad_plain / 5
     again = epoch_batches(lengths, 32, seed=1, epoch=0, group_by_length=True)
     assert all((a == b).all() for a, b in zip(batches, again))
+
+
+def test_split_seed_fixes_the_held_out_rows_across_training_seeds(small_csv):
+    def held_out(seed, split_seed=None):
+        cfg = DataConfig(train=str(small_csv), val_size=20, test_size=20, split_seed=split_seed, max_train_rows=50)
+        splits = load_splits(cfg, seed=seed)
+        return {name: sorted(t.texts) for name, t in splits.items()}
+
+    assert held_out(1, split_seed=7) == held_out(2, split_seed=7) == held_out(7)  # the split's own seed
+    assert held_out(1) != held_out(2)  # unset: train.seed decides, as before
+    from lorafit.config import load_config
+
+    with pytest.raises(UserError, match="key 'data.split_seed'"):
+        load_config(None, ["data.split_seed=1.5"])
+    with pytest.raises(ValueError, match="data.split_seed: must be a whole number"):
+        DataConfig(train=str(small_csv), split_seed=True)

@@ -32,3 +32,20 @@ def test_minilm_learns_ag_news(tmp_path):
     # chance is 0.25 on four balanced classes; 400 held-out real rows
     assert summary["best_value"] > 0.70, summary["best_value"]
     assert summary["best_eval"]["eval_f1"] > 0.65
+
+
+def test_the_66k_split_is_the_committed_one():
+    """The accuracy runs share one holdout (issue 29): lorafit still splits train_66k.csv into
+    exactly the committed rows (benchmarks/splits/ag_news_66k.json), whatever train.seed is."""
+    import importlib.util
+
+    from .conftest import AG_DIR, ROOT
+
+    spec = importlib.util.spec_from_file_location("agnews66k_split", ROOT / "benchmarks" / "agnews66k_split.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    committed = json.loads(script.DIGESTS.read_text())
+    found = script.split_digests(AG_DIR / "train_66k.csv")
+    assert found == committed
+    sizes = {name: s["rows"] for name, s in found["splits"].items()}
+    assert sizes == {"train": 66_191 - 6_000, "validation": 2_000, "test": 4_000}

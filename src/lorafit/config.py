@@ -101,6 +101,11 @@ class DataConfig:
         "test rows held out from train (stratified, seeded, before the validation split): a count "
         "(>= 1) or a fraction (< 1); null = none (or data.test)",
     )
+    split_seed: int | None = _f(
+        None,
+        "seed of the test and validation splits and of data.max_train_rows' subset; null = "
+        "train.seed. Set it to keep the same held-out rows across training seeds",
+    )
     text_column: Any = _f(
         None,
         "text column; [first, second] for sentence pairs (encoded as the tokenizer's text pair); "
@@ -181,6 +186,11 @@ class DataConfig:
         text_columns(self.text_column)  # a ValueError naming the key
         _check(self.label_format in LABEL_FORMATS, "data.label_format", f"must be one of {', '.join(LABEL_FORMATS)}")
         _check(self.quoting in ("auto", "none"), "data.quoting", "must be auto or none")
+        _check(
+            self.split_seed is None or (isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool)),
+            "data.split_seed",
+            "must be a whole number, or null for train.seed",
+        )
         _check(self.test_size is None or self.test_size > 0, "data.test_size", "must be > 0 (rows, or a fraction < 1)")
         _check(
             self.test_size is None or self.test is None,

@@ -190,7 +190,10 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, TextTable]:
     Settles `cfg`'s open choices from the training file, in place (see the module docstring).
     Validation comes from data.validation or a stratified, seeded data.val_size split; a test
     split from data.test or data.test_size (taken first, so validation never holds its rows).
+    `seed` (the run's train.seed) seeds the splits unless data.split_seed is set.
     """
+    if cfg.split_seed is not None:
+        seed = cfg.split_seed
     train_source = _require_train(cfg)
     frame = read_frame(train_source, cfg, "train")
     settle(frame, train_source, cfg)
