@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut) of the code where a silent bug costs users most.
 #
-#     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath caches
+#     scripts/mutation.sh [module ...]     # default: pickles checkpoint params model fastpath caches cores
 #
 # e.g. `scripts/mutation.sh pickles params`, `scripts/mutation.sh search data.readers`. For each
 # MODULE it mutates src/lorafit/MODULE.py (a dotted name for a module in a subpackage:
@@ -42,7 +42,7 @@ fi
 
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
-  modules=(pickles checkpoint params model fastpath caches)
+  modules=(pickles checkpoint params model fastpath caches cores)
 fi
 
 summary=()

@@ -171,16 +171,17 @@ def test_auto_without_a_measurable_load_takes_the_usable_cores(monkeypatch):
     assert cores.choose_threads("auto") == want
 
 
-@pytest.mark.parametrize(("quota", "measurable"), [(1.0, False), (2.0, True)])
+@pytest.mark.parametrize(("quota", "measurable"), [(2.0, False), (4.0, True)])
 def test_a_quota_below_the_visible_cpus_makes_the_load_unmeasurable(monkeypatch, quota, measurable):
     """Under a quota smaller than the CPUs we see, /proc/stat also counts other containers."""
-    monkeypatch.setattr(cores, "allowed_cpus", lambda: [0, 1])
     monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda *a, **k: quota)
     monkeypatch.setattr(cores, "snapshot", lambda cpus=None, **k: cores.Snapshot(time.monotonic(), 0.0, 0.0))
-    monkeypatch.setattr(cores, "measure_busy", lambda cpus=None, since=None: 0.0)
+    monkeypatch.setattr(cores, "allowed_cpus", lambda: [0, 1, 2, 3])
+    # others keep a whole core busy: counted only where it can be measured
+    monkeypatch.setattr(cores, "measure_busy", lambda cpus=None, since=None: 1.0)
     choice = cores.choose_threads(None)
     n = int(quota)
-    assert (choice.threads, choice.cores, choice.auto) == (n, n, measurable)
+    assert (choice.threads, choice.cores, choice.auto) == (n - measurable, n, measurable)
     assert ("not measurable" in choice.reason) is not measurable
 
 
@@ -314,3 +315,188 @@ def test_train_threads_must_be_auto_or_positive(value):
 
     with pytest.raises(UserError, match="train.threads"):
         load_config(None, [f"train.threads={value}"])
+
+
+# ---------------------------------------------------------------- survivors of the mutation run
+# (docs/mutation.md): each test pins a decision the tests above left open, without depending on
+# how many CPUs the machine running it has (the run used `taskset -c 0`).
+
+
+def test_pin_worker_pins_to_its_share_or_says_in_one_line_why_not(monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(cores.os, "sched_setaffinity", lambda pid, cpus: calls.append((pid, cpus)))
+    monkeypatch.delenv(cores.CPUS_ENV, raising=False)
+    cores.pin_worker()  # not a sweep worker: nothing to do, nothing said
+    monkeypatch.setenv(cores.CPUS_ENV, " ")
+    cores.pin_worker()
+    assert calls == [] and not caplog.records
+    monkeypatch.setenv(cores.CPUS_ENV, "0,3")
+    cores.pin_worker()
+    assert calls == [(0, {0, 3})]  # this process (pid 0), both CPUs
+    caplog.set_level("WARNING", logger="lorafit")
+    monkeypatch.setenv(cores.CPUS_ENV, "0,x")
+    cores.pin_worker()
+    assert calls == [(0, {0, 3})]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "LORAFIT_WORKER_CPUS=0,x: could not pin this worker to those CPUs "
+         "(invalid literal for int() with base 10: 'x'); it shares all of them")
+    ]
+
+    def refuse(pid, cpus):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(cores.os, "sched_setaffinity", refuse)
+    monkeypatch.setenv(cores.CPUS_ENV, "99")
+    cores.pin_worker()
+    assert caplog.records[-1].getMessage() == (
+        "LORAFIT_WORKER_CPUS=99: could not pin this worker to those CPUs ([Errno 22] Invalid argument); it shares all of them"
+    )
+
+
+def test_use_threads_sets_logs_and_installs_its_governor(monkeypatch, caplog):
+    import torch as torch_module
+
+    set_to = []
+    monkeypatch.setattr(torch_module, "set_num_threads", set_to.append)
+    caplog.set_level("INFO", logger="lorafit")
+    n = cores.usable_cores()
+    governor = cores.use_threads(1, "prediction")
+    assert set_to == [1] and governor is cores._GOVERNOR
+    assert governor.choice == cores.ThreadChoice(1, f"1 (asked for; {n} usable cores)", False, n, True)
+    assert [r.getMessage() for r in caplog.records] == [f"threads for prediction: 1 (asked for; {n} usable cores)"]
+    # auto just after the command started: the governor's first look is at mark_start's snapshot
+    cores.mark_start()
+    governor = cores.use_threads(None, "training")
+    assert governor._last is cores._START and governor._wait == cores.MIN_WINDOW_S
+
+
+def test_tick_reaches_the_active_governor_only(monkeypatch):
+    cores._GOVERNOR = None
+    cores.tick()  # no governor: nothing to do
+
+    class Counting:
+        ticks = 0
+
+        def tick(self):
+            self.ticks += 1
+
+    cores._GOVERNOR = counting = Counting()
+    cores.tick()
+    cores.tick()
+    assert counting.ticks == 2
+
+
+def test_usable_cores_without_an_affinity_fall_back_to_the_cpu_count(monkeypatch):
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda *a: None)
+    monkeypatch.setattr(cores, "allowed_cpus", lambda: None)
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: 3)
+    assert cores.usable_cores() == 3
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: None)  # unknown: one
+    assert cores.usable_cores() == 1
+    assert cores.usable_cores(cpus=[4, 5]) == 2
+
+
+def test_allowed_cpus_are_this_process_affinity(monkeypatch):
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {3, 1} if pid == 0 else {0, 1, 2, 3, 4, 5})
+    assert cores.allowed_cpus() == [1, 3]
+
+
+def test_files_that_are_not_ascii_are_not_understood(tmp_path):
+    (tmp_path / "cpu.max").write_bytes("150000 100000 \xe9\n".encode())
+    assert cores._read(str(tmp_path / "cpu.max")) is None
+    assert cores.cgroup_cpu_limit(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("quota", ["0", "1"])
+def test_cgroup_v1_quotas_in_microseconds(tmp_path, quota):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cores.cgroup_cpu_limit(str(tmp_path)) == (None if quota == "0" else 1e-5)
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", "auto", "AUTO", "0", 0])
+def test_empty_auto_and_zero_ask_for_nothing(value):
+    assert cores._positive(value, "x") is None
+
+
+def test_snapshot_reads_the_given_cpus_of_the_given_stat(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    # cpu1's line as an old kernel writes it: user nice system idle, nothing after
+    stat.write_text("cpu  9 9 9 9 9 9 9 9\ncpu0 100 0 50 1000 0 0 0 0\ncpu1 30 0 20 500\n")
+    monkeypatch.setattr(cores, "allowed_cpus", lambda: pytest.fail("the given CPUs were not used"))
+    tick = os.sysconf("SC_CLK_TCK")
+    assert cores.snapshot([1], str(stat)).busy_s == 50 / tick
+    assert cores.snapshot([0, 1], str(stat)).busy_s == 200 / tick
+    assert cores.snapshot([], str(stat)) is None  # no CPUs: nothing to measure
+    assert cores.snapshot([0], str(tmp_path / "missing")) is None
+
+
+def test_measure_busy_uses_the_given_start_and_cpus(monkeypatch):
+    seen = []
+
+    def fake(cpus=None, stat_path="/proc/stat"):
+        seen.append(cpus)
+        return cores.Snapshot(10.0, 7.0, 1.0)
+
+    monkeypatch.setattr(cores, "snapshot", fake)
+    monkeypatch.setattr(cores, "_START", None)
+    assert cores.measure_busy([1]) is None  # never marked: no window
+    since = cores.Snapshot(8.0, 3.0, 0.0)  # 2 s before: 4 busy s, 1 of them ours -> 1.5 cores
+    assert cores.measure_busy([1], since=since) == 1.5
+    assert seen == [[1], [1]]
+
+
+def test_the_governor_looks_early_only_when_the_command_just_started(monkeypatch):
+    taken = cores.Snapshot(time.monotonic(), 0.0, 0.0)
+    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: taken)
+    auto = cores.ThreadChoice(2, "2", auto=True, cores=2, measured=False)
+    just = cores.Snapshot(time.monotonic() - 1.0, 0.0, 0.0)  # the command started 1 s ago
+    early = cores.ThreadGovernor(auto, every=20.0, since=just)
+    assert (early._last, early._wait) == (just, cores.MIN_WINDOW_S)
+    for since, choice in [
+        (None, auto),  # nothing to start from
+        (cores.Snapshot(time.monotonic() - 100.0, 0.0, 0.0), auto),  # too long ago to mean anything
+        (just, cores.ThreadChoice(2, "2", auto=True, cores=2, measured=True)),  # measured already
+    ]:
+        late = cores.ThreadGovernor(choice, every=20.0, since=since)
+        assert (late._last, late._wait) == (taken, 20.0)
+
+
+def test_the_governor_waits_its_interval_and_records_when_it_changed(monkeypatch, caplog):
+    now = cores.Snapshot(time.monotonic(), 0.0, 0.0)
+    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: now)
+    choice = cores.ThreadChoice(2, "2 of 2", auto=True, cores=2)
+    waiting = cores.ThreadGovernor(choice, every=1000.0)
+    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: pytest.fail("looked before its interval"))
+    assert waiting.tick() == 2  # not due: no look at the machine
+
+    own = [0.0]
+    feed = iter([(0.25, 0.0), (1.25, 0.5), (2.25, 2.5), (3.25, 4.5), (4.25, 4.7)])
+
+    def fake_snapshot(cpus=None, stat_path="/proc/stat"):
+        wall, busy = next(feed)
+        own[0] += 0.2 if wall > 0.25 else 0.0
+        return cores.Snapshot(wall, busy, own[0])
+
+    monkeypatch.setattr(cores, "snapshot", fake_snapshot)
+    governor = cores.ThreadGovernor(choice, every=0.0)
+    governor._start = 0.5
+    caplog.set_level("INFO", logger="lorafit")
+    assert [governor.tick() for _ in range(4)] == [2, 1, 1, 2]
+    assert governor.changes == [(1.8, 1), (3.8, 2)]  # seconds since the governor started
+    assert [r.getMessage() for r in caplog.records] == [
+        "threads: 2 -> 1 (other processes now keep 1.8 of 2 cores busy)",
+        "threads: 1 -> 2 (other processes now keep 0.0 of 2 cores busy)",
+    ]
+    assert governor.record() == {"threads": 2, "threads_reason": "2 of 2", "threads_changes": [(1.8, 1), (3.8, 2)]}
+
+
+def test_defaults_the_callers_rely_on(monkeypatch, caplog):
+    read = []
+    monkeypatch.setattr(cores, "_read", lambda path: read.append(path))
+    assert cores.cgroup_cpu_limit() is None
+    assert read[0] == "/sys/fs/cgroup/cpu.max"  # the cgroup v2 mount
+    caplog.set_level("INFO", logger="lorafit")
+    cores.use_threads(1)
+    assert caplog.records[-1].getMessage().startswith("threads for computing: 1 (asked for;")
