@@ -39,6 +39,14 @@ def test_readme_config_table_shows_the_real_defaults():
     shown = [tuple(cell.strip().strip("`") for cell in row.split(" | ")[:2]) for row in table]
     shown = [(key.lstrip("| `"), default) for key, default in shown]
     assert shown == [(key, default) for key, default, _ in config_reference()]
+    # and each key's meaning as config.py (and `lorafit train --help`) gives it; the README
+    # may go on after it (log.trackers: where each tracker writes)
+    def plain(text):
+        return text.replace("\\|", "|").replace("`", "")
+
+    meanings = [plain(row.split(" | ", 2)[2].rstrip(" |")) for row in table]
+    helps = [plain(help_text) for _, _, help_text in config_reference()]
+    assert [m if m == h else m[: len(h)] for m, h in zip(meanings, helps)] == helps
 
 
 def test_every_subcommand_is_in_the_readme():

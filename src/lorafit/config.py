@@ -455,7 +455,7 @@ class RunConfig:
 @dataclass
 class LogConfig:
     trackers: list[str] = _f(
-        [], "experiment trackers through Accelerate: tensorboard, mlflow, wandb, trackio, aim"
+        [], "experiment trackers through Accelerate (`log_with`): tensorboard, mlflow, wandb, trackio, aim"
     )
     tensorboard: bool = _f(False, "shorthand for adding tensorboard to log.trackers")
     progress: bool = _f(True, "show a progress bar")
