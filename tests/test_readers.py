@@ -406,3 +406,39 @@ def test_files_saved_by_real_tools_read_exactly(writer, name):
     table = load_table(str(path), DataConfig())
     assert table.texts == [t for t, _ in rows]  # tabs, quotes, LF and CRLF line breaks, "NA", "12345", spaces
     assert table.labels.tolist() == [expected["classes"].index(y) for _, y in rows]  # ClassLabel ids, or names sorted
+
+
+# ---------------------------------------------------------------- the file's kind (mutation survivors)
+
+
+def test_the_kind_comes_from_the_ending_else_from_the_first_bytes(tmp_path):
+    """Files written by pandas and pickle, named with an ending in any case or none at all."""
+    import pickle
+
+    import pandas as pd
+
+    from lorafit.data.readers import _kind
+
+    frame = pd.DataFrame({"text": ["a b", "c d"], "label": [0, 1]})
+    blobs = {
+        "parquet": (frame.to_parquet(), ".parquet"),
+        "pickle": (pickle.dumps(frame), ".pkl"),
+        "json": (("\ufeff \n" + frame.to_json(orient="records")).encode(), ".json"),
+        "jsonl": (frame.to_json(orient="records", lines=True).encode(), ".jsonl"),
+        "text": (frame.to_csv(index=False).encode(), ".csv"),
+    }
+    expected = {"parquet": "parquet", "pickle": "pickle", "json": "json", "jsonl": "json", "text": "text"}
+    for name, (data, ending) in blobs.items():
+        for suffix in ("", ending, ending.upper()):
+            path = tmp_path / f"{name}{suffix}"
+            path.write_bytes(data)
+            assert _kind(path) == expected[name], (path.name, _kind(path))
+    for suffix in (".tsv", ".TXT", ".pickle", ".JSONL"):
+        path = tmp_path / f"other{suffix}"
+        path.write_bytes(b"\x80 whatever the bytes")  # the ending decides
+        assert _kind(path) == {".tsv": "text", ".TXT": "text", ".pickle": "pickle", ".JSONL": "json"}[suffix]
+    sheet = tmp_path / "rows.XLSX"
+    sheet.write_bytes(b"PK\x03\x04")
+    with pytest.raises(UserError) as e:
+        _kind(sheet)
+    assert str(e.value) == f"{sheet}: a spreadsheet; save it as .csv (or .tsv) from the spreadsheet program and give that"
