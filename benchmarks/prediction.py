@@ -16,7 +16,8 @@ tokenising, the forward, writing the output), as a user waits for it:
 - **`lorafit predict RUN_DIR --input COPY --dtype D`** for each `--dtypes` entry, on a fresh
   copy of the input (a copy with the same bytes would reuse the saved probabilities).
 
-It prints each row's wall time, its ratio to the usual recipe (the issue's goal: 15x) and its
+It prints each row's thread count (the usual recipe: torch's default; lorafit: what its `auto`
+chose, from its log), wall time, its ratio to the usual recipe (the issue's goal: 15x) and its
 labels' agreement with lorafit's fp32 labels (int8's is the figure to read before using it).
 Run it alone on the machine: two cores, and the usual recipe takes minutes.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,17 +68,24 @@ with tempfile.TemporaryDirectory() as out_dir:
     trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
     logits = trainer.predict(dataset).predictions
 pd.DataFrame({"ID": np.arange(len(texts)), "Label": logits.argmax(-1)}).to_csv(output, index=False)
+print(f"threads {torch.get_num_threads()}", file=sys.stderr)
 """
 
 
-def timed(cmd: list[str], env: dict) -> float:
-    """Wall seconds of a command run to its end; its output shown only when it fails."""
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
+    """(wall seconds, stderr) of a command run to its end; its output shown only when it fails."""
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, done.stderr
+
+
+def threads_of(stderr: str) -> str:
+    """The thread count `lorafit predict` logged (`threads for prediction: 2 of 2 usable ...`)."""
+    found = re.search(r"threads for prediction: (\d+)", stderr)
+    return found[1] if found else "?"
 
 
 def labels_of(path: Path) -> np.ndarray:
@@ -104,9 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         if not args.skip_usual:
             out = tmp / "usual.csv"
-            seconds = timed([sys.executable, "-c", USUAL, args.run_dir, args.input, str(out), str(Path(__file__).resolve().parent)], env)
+            seconds, err = timed([sys.executable, "-c", USUAL, args.run_dir, args.input, str(out), str(Path(__file__).resolve().parent)], env)
             labels["usual"] = labels_of(out)
-            rows.append({"recipe": "usual recipe (PEFT unmerged, map padding, batch 8, fp32)", "seconds": seconds})
+            threads = re.findall(r"threads (\d+)", err)[-1]  # torch's default unless OMP_NUM_THREADS is set
+            rows.append({"recipe": "usual recipe (PEFT unmerged, map padding, batch 8, fp32)", "seconds": seconds, "threads": threads})
             print(f"usual recipe: {seconds:.1f} s", flush=True)
         for dtype in args.dtypes:
             # a name of its own: `predict` reuses the probabilities it saved for a file of
@@ -116,23 +126,23 @@ def main(argv: list[str] | None = None) -> dict:
             out = tmp / f"lorafit-{dtype}.csv"
             cmd = [sys.executable, "-m", "lorafit", "predict", args.run_dir, "--input", str(copy), "--output", str(out),
                    "--dtype", dtype, "--label-format", "ids"]
-            seconds = timed(cmd, env)
+            seconds, err = timed(cmd, env)
             for saved in (Path(args.run_dir) / "predictions").glob(f"{copy.stem}-*.csv"):
                 saved.unlink()
             labels[dtype] = labels_of(out)
-            rows.append({"recipe": f"lorafit predict --dtype {dtype}", "seconds": seconds})
+            rows.append({"recipe": f"lorafit predict --dtype {dtype}", "seconds": seconds, "threads": threads_of(err)})
             print(f"lorafit predict --dtype {dtype}: {seconds:.1f} s", flush=True)
 
     reference = labels.get("fp32")
     usual = rows[0]["seconds"] if not args.skip_usual else None
-    print(f"\n{'recipe':<58} {'seconds':>8} {'vs usual':>9} {'labels = fp32':>14}")
+    print(f"\n{'recipe':<58} {'threads':>7} {'seconds':>8} {'vs usual':>9} {'labels = fp32':>14}")
     for row, key in zip(rows, labels):
         row["vs_usual"] = usual / row["seconds"] if usual else None
         row["agreement_with_fp32"] = float((labels[key] == reference).mean()) if reference is not None else None
         ratio = f"{row['vs_usual']:.1f}x" if usual else "-"
         agree = f"{row['agreement_with_fp32']:.2%}" if reference is not None else "-"
-        print(f"{row['recipe']:<58} {row['seconds']:>8.1f} {ratio:>9} {agree:>14}")
-    result = {"input": args.input, "rows": len(next(iter(labels.values()))), "threads_env": env.get("OMP_NUM_THREADS"), "results": rows}
+        print(f"{row['recipe']:<58} {row['threads']:>7} {row['seconds']:>8.1f} {ratio:>9} {agree:>14}")
+    result = {"input": args.input, "rows": len(next(iter(labels.values()))), "results": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

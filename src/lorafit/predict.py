@@ -134,12 +134,13 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """The weights' dtype for prediction: 'fp32', 'bf16', or 'auto'.
+    """The weights' dtype for prediction: 'fp32', 'bf16', 'auto' or 'int8'.
 
     auto is bf16 on a GPU that supports it and on a CPU with native bf16 (AVX512-BF16 or
-    AMX), else fp32. int8 loads fp32 weights, which `quantize_int8` then quantises (CPU only). Measured (README, "Speed"): on 7,600 AG News rows a trained MiniLM in
-    bf16 changed 7 labels (0.09%) and no probability by more than 0.008, accuracy 0.7324 vs
-    0.7325, at 2.9x the rows per second of fp32 on this AVX512-BF16 CPU.
+    AMX), else fp32; int8 loads fp32 weights, which `quantize_int8` then quantises (CPU
+    only). Measured (README, "Speed"): on 7,600 AG News rows a trained MiniLM in bf16 changed
+    7 labels (0.09%) and no probability by more than 0.008, accuracy 0.7324 vs 0.7325, at
+    2.9x the rows per second of fp32 on this AVX512-BF16 CPU.
     """
     from lorafit.flops import cpu_supports_bf16
 
