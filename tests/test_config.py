@@ -185,7 +185,7 @@ RULES = [
     (["train.warmup_ratio=1.0"], f"train.warmup_ratio: {IN} [0, 1)", ["train.warmup_ratio=0.0"]),
     (["train.warmup_ratio=-0.1"], f"train.warmup_ratio: {IN} [0, 1)", ["train.warmup_ratio=0.9"]),
     (["train.warmup_steps=-1"], "train.warmup_steps: >= 0", ["train.warmup_steps=0"]),
-    (["train.metric=eval_auc"], "train.metric: must be one of auto, eval_accuracy, eval_f1, eval_mcc, eval_precision, eval_recall, eval_loss", ["train.metric=eval_mcc"]),
+    (["train.metric=eval_auc"], "train.metric: must be one of auto, eval_accuracy, eval_f1, eval_mcc, eval_precision, eval_recall, eval_loss, eval_pearson, eval_spearman", ["train.metric=eval_mcc"]),
     (["train.class_weights=inverse"], "train.class_weights: must be none or balanced", ["train.class_weights=balanced"]),
     (["train.patience=0"], "train.patience: must be >= 1", ["train.patience=1"]),
     (["train.checkpoint_every=-1"], "train.checkpoint_every: must be >= 0 (0 = only at the end)", ["train.checkpoint_every=0"]),
@@ -195,6 +195,13 @@ RULES = [
     (["run.name=a/b"], "run.name: use letters, digits and . _ + - only", ["run.name=a.b_c+d-1"]),
     (["log.trackers=[neptune]"], "log.trackers: 'neptune' is not one of tensorboard, mlflow, wandb, trackio, aim", ["log.trackers=[aim]"]),
     (["budget=0"], "budget: must be >= 1", ["budget=1"]),
+    (["task=triage"], "task: must be one of classification, regression", ["task=regression"]),
+    (["train.metric=eval_spearman"], "train.metric: eval_spearman scores a regression; a classification selects by one of auto, eval_accuracy, eval_f1, eval_mcc, eval_precision, eval_recall, eval_loss", ["train.metric=eval_loss"]),
+    (["task=regression", "train.metric=eval_f1"], "train.metric: eval_f1 scores classes; a regression selects by one of auto, eval_pearson, eval_spearman, eval_loss", ["task=regression", "train.metric=eval_spearman"]),
+    (["task=regression", "data.label_names=[a,b]"], "data.label_names: a regression has one output: give at most one name for it (e.g. [similarity]), or [] for the label column's name", ["task=regression", "data.label_names=[a]"]),
+    (["task=regression", "train.class_weights=balanced"], "train.class_weights: weighs classes; a regression has none: set it to none", ["task=regression", "train.class_weights=none"]),
+    (["task=regression", "train.label_smoothing=0.01"], "train.label_smoothing: smooths class targets; a regression has none: set it to 0", ["task=regression", "train.label_smoothing=0"]),
+    (["task=regression", "train.teacher=t"], "train.teacher: distillation into a regression is not built yet (classification only); remove train.teacher", ["task=regression", "train.teacher=null"]),
     (["data.unlabeled=u.csv"], "data.unlabeled: needs train.teacher (the teacher labels the unlabelled texts); set it or remove data.unlabeled", ["data.unlabeled=u.csv", "train.teacher=t"]),
 ]
 

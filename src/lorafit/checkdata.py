@@ -44,6 +44,8 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
     given = {"text_column": data.text_column, "label_column": data.label_column, "label_names": list(data.label_names)}
     splits = load_splits(data, cfg.train.seed)  # settles the columns and classes into cfg.data
     labels = {name: table.labels for name, table in splits.items() if table.labels is not None}
+    if cfg.task == "regression":
+        return _regression_report(cfg, given, splits, labels)
     counts = {name: np.bincount(y, minlength=len(data.label_names)).tolist() for name, y in labels.items()}
     train_counts = np.asarray(counts["train"])
     ratio = float(train_counts.max() / train_counts.min()) if train_counts.min() > 0 else None
@@ -60,6 +62,28 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
             {"id": i, "name": n, "rows": {s: c[i] for s, c in counts.items()}} for i, n in enumerate(data.label_names)
         ],
         "imbalance_ratio": ratio,
+        "metric": _metric(cfg, splits["train"].labels),
+        "lengths": _lengths(cfg, splits),
+    }
+
+
+def _regression_report(cfg: Config, given: dict, splits: dict, labels: dict) -> dict:
+    """check_data's report of a `task: regression` config: the values' spread per split
+    instead of the classes."""
+    data = cfg.data
+    return {
+        "task": "regression",
+        "splits": {name: _split_source(name, table, data) for name, table in splits.items()},
+        "columns": {
+            "text": data.text_column,
+            "label": data.label_column,
+            "pairs": isinstance(data.text_column, list),
+            "guessed": _guessed(given, data),
+        },
+        "values": {
+            name: {"mean": float(y.mean()), "sd": float(y.std()), "min": float(y.min()), "max": float(y.max())}
+            for name, y in labels.items()
+        },
         "metric": _metric(cfg, splits["train"].labels),
         "lengths": _lengths(cfg, splits),
     }
@@ -159,7 +183,7 @@ def check_text(r: dict) -> str:
         where = s["source"] if s["from"] == f"data.{name}" else f"{s['from']}: {s['source']}"
         lines.append(f"  {name:<{width}}  {s['rows']:>8,} rows  {where}")
     lines += _columns_lines(r["columns"])
-    lines += _class_lines(r)
+    lines += _value_lines(r) if r.get("task") == "regression" else _class_lines(r)
     lines += _length_lines(r["lengths"])
     lines.append("nothing written, no model weights loaded")
     return "\n".join(lines)
@@ -185,6 +209,19 @@ def _class_lines(r: dict) -> list[str]:
         how = "train.metric=auto selects" if m["setting"] == "auto" else "train.metric is set to"
         line += f"; {how} {m['selected']} ({m['name']})"
     return [*lines, line]
+
+
+def _value_lines(r: dict) -> list[str]:
+    """A regression's label values per split, and the checkpoint metric."""
+    lines = ["regression values (task: regression), per split:"]
+    width = max(len(n) for n in r["values"])
+    for name, v in r["values"].items():
+        lines.append(f"  {name:<{width}}  mean {v['mean']:.4g}  sd {v['sd']:.4g}  min {v['min']:.4g}  max {v['max']:.4g}")
+    m = r["metric"]
+    if m is not None:
+        how = "train.metric=auto selects" if m["setting"] == "auto" else "train.metric is set to"
+        lines.append(f"{how} {m['selected']} ({m['name']})")
+    return lines
 
 
 def _length_lines(d: dict) -> list[str]:

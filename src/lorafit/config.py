@@ -83,6 +83,9 @@ POOLINGS = ("first", "mean")
 
 @dataclass
 class DataConfig:
+    #: the run's task (`Config.task`, set by Config.__post_init__): how the label column reads
+    _task = "classification"
+
     train: str | None = _f(
         None,
         "training data: a local file (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a file "
@@ -176,11 +179,6 @@ class DataConfig:
             self.val_size < 1 or float(self.val_size).is_integer(),
             "data.val_size",
             "a count must be a whole number",
-        )
-        _check(
-            len(self.label_names) == 0 or len(self.label_names) >= 2,
-            "data.label_names",
-            "needs at least 2 classes (or [] for the training file's labels)",
         )
         self.label_names = [str(n) for n in self.label_names]
         text_columns(self.text_column)  # a ValueError naming the key
@@ -314,7 +312,8 @@ class TrainConfig:
         "(Matthews correlation, CoLA's metric), eval_precision, eval_recall (macro), eval_loss "
         "(minimised), or auto = eval_accuracy on balanced training classes, eval_f1 when the "
         "largest class has more than 1.5x the rows of the smallest (the log says which and why; "
-        "the run's config.yaml records the choice)",
+        "the run's config.yaml records the choice); task: regression: eval_pearson, "
+        "eval_spearman or eval_loss (the MSE, minimised), auto = eval_pearson",
     )
     patience: int | None = _f(3, "stop after N evaluations without improvement (null = never)")
     seed: int = _f(42, "seed for data split, order, dropout and initialisation")
@@ -419,7 +418,16 @@ class TrainConfig:
 
 
 #: train.metric's choices: an eval row's keys (metrics.jsonl), or auto (settled from the training labels)
-TRAIN_METRICS = ("auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss")
+TRAIN_METRICS = (
+    "auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss",
+    "eval_pearson", "eval_spearman",
+)
+#: the task shapes (top-level `task`) and the train.metric values each can select by
+TASKS = ("classification", "regression")
+TASK_METRICS = {
+    "classification": ("auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss"),
+    "regression": ("auto", "eval_pearson", "eval_spearman", "eval_loss"),
+}
 
 
 def _teacher_list(value: Any) -> list[str] | None:
@@ -473,6 +481,11 @@ TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", 
 
 @dataclass
 class Config:
+    task: str = _f(
+        "classification",
+        "classification (one class a row: softmax, cross-entropy) or regression (one number a row: "
+        "one output, MSE loss, Pearson / Spearman; predictions are numbers)",
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -483,6 +496,21 @@ class Config:
 
     def __post_init__(self):
         _check(self.budget >= 1, "budget", "must be >= 1")
+        _check(self.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+        self.data._task = self.task  # the data layer reads labels as classes or as numbers
+        if self.task == "regression":
+            self._check_regression()
+        else:
+            _check(
+                len(self.data.label_names) == 0 or len(self.data.label_names) >= 2,
+                "data.label_names",
+                "needs at least 2 classes (or [] for the training file's labels)",
+            )
+            _check(
+                self.train.metric in TASK_METRICS["classification"], "train.metric",
+                f"{self.train.metric} scores a regression; a classification selects by one of "
+                f"{', '.join(TASK_METRICS['classification'])}",
+            )
         _check(
             self.data.unlabeled is None or self.train.teacher is not None,
             "data.unlabeled",
@@ -493,6 +521,26 @@ class Config:
             "train.class_weights",
             "balanced is not used with train.teacher yet (the distillation loss has its own "
             "cross-entropy); set train.class_weights=none or remove train.teacher",
+        )
+
+
+    def _check_regression(self) -> None:
+        """What a regression run cannot take, each refused by its key (the README's Regression)."""
+        _check(
+            len(self.data.label_names) <= 1, "data.label_names",
+            "a regression has one output: give at most one name for it (e.g. [similarity]), or [] "
+            "for the label column's name",
+        )
+        _check(
+            self.train.metric in TASK_METRICS["regression"], "train.metric",
+            f"{self.train.metric} scores classes; a regression selects by one of "
+            f"{', '.join(TASK_METRICS['regression'])}",
+        )
+        _check(self.train.class_weights == "none", "train.class_weights", "weighs classes; a regression has none: set it to none")
+        _check(self.train.label_smoothing == 0, "train.label_smoothing", "smooths class targets; a regression has none: set it to 0")
+        _check(
+            self.train.teacher is None, "train.teacher",
+            "distillation into a regression is not built yet (classification only); remove train.teacher",
         )
 
 

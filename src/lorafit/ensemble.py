@@ -14,6 +14,10 @@ Methods:
 - `vote`: each member votes for its top class; ties go to the tied class with the highest
   mean probability.
 
+A regression's members (`task: regression`) are averaged (`mean`: the mean of their predicted
+values); `weighted` and `vote` combine class probabilities and refuse a regression. Members'
+scores on a labelled input are then Pearson correlations instead of accuracies.
+
 Members' probabilities come from `RUN_DIR/predictions/<stem>-<sha12>-<key10>.csv` when that
 file was already predicted with the same checkpoint, settings and dtype (`lorafit predict`
 writes it; `<key10>` is `lorafit.predict.prediction_key`), otherwise they are predicted and
@@ -109,6 +113,10 @@ def _members(run_dirs) -> list[tuple[Path, Config]]:
     members = [(run, load_config(run / "config.yaml")) for run in runs]
     first, first_cfg = members[0]
     for run, cfg in members[1:]:
+        if cfg.task != first_cfg.task:
+            raise UserError(
+                f"ensemble: {run} is a {cfg.task} run but {first} a {first_cfg.task} one; ensemble runs of one task"
+            )
         if list(cfg.data.label_names) != list(first_cfg.data.label_names):
             raise UserError(
                 f"ensemble: {run} predicts {list(cfg.data.label_names)} but {first} predicts "
@@ -146,19 +154,18 @@ def _validation_probabilities(
 ) -> np.ndarray:
     """A member's probabilities on its validation rows (saved once, reused afterwards)."""
     from lorafit.data import encode
-    from lorafit.metrics import softmax
-    from lorafit.predict import _save_probabilities, infer_logits, load_run_model, prediction_key
+    from lorafit.predict import _save_probabilities, infer_logits, load_run_model, prediction_key, read_scores, scores_of
 
     key = prediction_key(run, cfg, "fp32", device)  # the checkpoint, settings, dtype, device
     path = run / "predictions" / f"validation-{digest}-{key}.csv"
     if path.exists():
-        probs = pd.read_csv(path).filter(like="prob_").to_numpy(dtype=np.float32)
+        probs = read_scores(path)
         if len(probs) == len(table):
             return probs
     model, tokenizer, cfg = load_run_model(run, device, "fp32")
     encoded = encode(tokenizer, table, cfg.model.max_length)
-    probs = softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
-    _save_probabilities(path, probs)
+    probs = scores_of(cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    _save_probabilities(path, probs, cfg.task)
     return probs
 
 
@@ -259,6 +266,7 @@ def ensemble(
         label_format_of,
         output_labels,
         predict_table,
+        predicted_labels,
         write_submission,
     )
 
@@ -266,6 +274,12 @@ def ensemble(
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     inference_dtype(dtype)  # a bad --dtype fails before any member runs
     members = _members(run_dirs)
+    task = members[0][1].task
+    if task == "regression" and method != "mean":
+        raise UserError(
+            f"ensemble --method {method}: combines class probabilities; a regression ensemble "
+            "averages its members' values: use --method mean"
+        )
     chosen_format = label_format_of(members[0][1], label_format)  # a bad --label-format fails first
     input = _existing_input(input)
     out = _output_path(Path(input), output, method, overwrite)
@@ -290,6 +304,16 @@ def ensemble(
         weights, result["validation"] = validation_weights(members, batch_size, device)
         for member, w in zip(result["members"], weights):
             member["weight"] = float(w)
+    if task == "regression":
+        values = mean_probabilities(probs)
+        write_submission(out, predicted_labels(values, members[0][1], chosen_format), table.ids, id_column or "ID")
+        if table.labels is not None:
+            from lorafit.metrics import regression_metrics
+
+            for member, p in zip(result["members"], probs):
+                member["pearson"] = regression_metrics(p[:, 0], table.labels)["pearson"]
+            result["pearson"] = regression_metrics(values[:, 0], table.labels)["pearson"]
+        return result
     labels = (
         majority_vote(probs) if method == "vote" else mean_probabilities(probs, weights).argmax(-1)
     )
@@ -304,12 +328,13 @@ def ensemble(
 def format_result(result: dict) -> str:
     """The members (weight, accuracy) and the ensemble, as printed by the CLI."""
     width = max(len(m["run_dir"]) for m in result["members"])
-    lines = [f"{'member':<{width}}  {'weight':>7}  {'accuracy':>8}"]
+    score = "pearson" if "pearson" in result else "accuracy"  # a regression's members: Pearson
+    lines = [f"{'member':<{width}}  {'weight':>7}  {score:>8}"]
     for m in result["members"]:
         weight = f"{m['weight']:.4f}" if "weight" in m else "-"
-        acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
+        acc = f"{m[score]:.4f}" if score in m else "-"
         lines.append(f"{m['run_dir']:<{width}}  {weight:>7}  {acc:>8}")
-    acc = f"{result['accuracy']:.4f}" if "accuracy" in result else "-"
+    acc = f"{result[score]:.4f}" if score in result else "-"
     lines.append(f"{'ensemble (' + result['method'] + ')':<{width}}  {'':>7}  {acc:>8}")
     if "validation" in result:
         v = result["validation"]

@@ -65,16 +65,20 @@ def _front_matter(cfg: Config, merged: bool) -> list[str]:
 
 
 def _results_lines(summary: dict) -> list[str]:
+    from lorafit.metrics import EVAL_KEYS, FIGURES
+
     best, test = summary.get("best_eval") or {}, summary.get("test")
-    lines = ["| split | rows | accuracy | macro-F1 | loss |", "|---|---:|---:|---:|---:|"]
+    figures = FIGURES[summary.get("task", "classification")]
+    lines = [
+        "| split | rows | " + " | ".join(title for _, title in figures) + " |",
+        "|---|---:|" + "---:|" * len(figures),
+    ]
     if best:
         where = f"validation (step {best['step']} of {summary.get('final_step')})"
-        lines.append(
-            f"| {where} | | {best['eval_accuracy']:.4f} | {best['eval_f1']:.4f} | {best['eval_loss']:.4f} |"
-        )
+        lines.append(f"| {where} | | " + " | ".join(f"{best[EVAL_KEYS[k]]:.4f}" for k, _ in figures) + " |")
     if test:
         lines.append(
-            f"| test (`{test.get('input')}`) | {test['rows']} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | {test['loss']:.4f} |"
+            f"| test (`{test.get('input')}`) | {test['rows']} | " + " | ".join(f"{test[k]:.4f}" for k, _ in figures) + " |"
         )
     return lines
 
@@ -203,8 +207,12 @@ def model_card(
             *_front_matter(cfg, merged),
             f"# {title}: {what} {cfg.model.name}",
             "",
-            f"Text classification into {len(cfg.data.label_names)} classes ({', '.join(cfg.data.label_names)}),"
-            f" trained with lorafit on `{cfg.data.train}` (validation: "
+            (
+                f"Text regression of one number ({cfg.data.label_names[0]}),"
+                if cfg.task == "regression"
+                else f"Text classification into {len(cfg.data.label_names)} classes ({', '.join(cfg.data.label_names)}),"
+            )
+            + f" trained with lorafit on `{cfg.data.train}` (validation: "
             + (
                 f"`{cfg.data.validation}`"
                 if cfg.data.validation

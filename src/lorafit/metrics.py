@@ -1,5 +1,11 @@
-"""Classification metrics from logits and labels (scikit-learn does the arithmetic), and what
-the training labels decide: the checkpoint metric of train.metric=auto, balanced class weights."""
+"""Metrics from a model's outputs and the labels (scikit-learn and scipy do the arithmetic) for
+both task shapes, and what the training labels decide: the checkpoint metric of
+train.metric=auto, balanced class weights.
+
+    m = task_metrics("classification", logits, labels, ["World", "Sports", ...])
+    m = task_metrics("regression", outputs, values, ["score"])   # outputs: [rows, 1]
+    eval_values(m)   # {"eval_loss": ..., "eval_accuracy": ...} or {..., "eval_pearson": ...}
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ METRIC_NAMES = {
     "eval_precision": "macro precision",
     "eval_recall": "macro recall",
     "eval_loss": "loss",
+    "eval_pearson": "Pearson correlation",
+    "eval_spearman": "Spearman correlation",
 }
 #: train.metric=auto: the training split is imbalanced when its largest class has more than
 #: this many times the rows of its smallest; accuracy then rewards predicting the big classes,
@@ -55,6 +63,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
     loss = F.cross_entropy(torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels)).item()
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)
     return {
+        "task": "classification",
         "rows": int(len(labels)),
         "loss": loss,
         "accuracy": float(accuracy_score(labels, preds)),
@@ -71,8 +80,105 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
     }
 
 
+def regression_metrics(predictions: np.ndarray, labels: np.ndarray, name: str = "value") -> dict:
+    """MSE (the loss), RMSE, MAE, Pearson and Spearman correlation and R^2 of predicted values
+    against the true ones.
+
+    Spearman is Pearson on the ranks (ties get their average rank, as scipy's). A correlation
+    is 0 when the predictions (or the labels) are all alike, where it is undefined; R^2 is
+    1 - squared error / the labels' variance (0 for constant labels).
+    """
+    from scipy.stats import rankdata
+
+    pred = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    true = np.asarray(labels, dtype=np.float64).reshape(-1)
+    error = pred - true
+    mse = float(np.mean(error**2))
+    spread = float(np.sum((true - true.mean()) ** 2))
+    return {
+        "task": "regression",
+        "rows": int(len(true)),
+        "loss": mse,
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.mean(np.abs(error))),
+        "pearson": _correlation(pred, true),
+        "spearman": _correlation(rankdata(pred), rankdata(true)),
+        "r2": 1.0 - float(np.sum(error**2)) / spread if spread > 0 else 0.0,
+        "label_names": [name],
+        "label_mean": float(true.mean()),
+        "label_std": float(true.std()),
+        "prediction_mean": float(pred.mean()),
+        "prediction_std": float(pred.std()),
+        # for the scatter plot (lorafit.plots): every row, or an even spread of SCATTER_POINTS
+        "points": _points(true, pred),
+    }
+
+
+#: an evaluation keeps at most this many (true, predicted) pairs for its scatter plot
+SCATTER_POINTS = 5000
+
+
+def _points(true: np.ndarray, pred: np.ndarray) -> dict:
+    idx = np.linspace(0, len(true) - 1, SCATTER_POINTS).round().astype(int) if len(true) > SCATTER_POINTS else slice(None)
+    return {"true": [round(float(v), 5) for v in true[idx]], "predicted": [round(float(v), 5) for v in pred[idx]]}
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r of two vectors; 0 when either is constant (undefined there)."""
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / norm) if norm > 0 else 0.0
+
+
+def task_metrics(task: str, outputs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+    """The metrics of `task`: classification from logits [rows, classes] (or log-probabilities),
+    regression from the predicted values [rows, 1]."""
+    if task == "regression":
+        return regression_metrics(np.asarray(outputs)[:, 0], labels, label_names[0])
+    return classification_metrics(outputs, labels, label_names)
+
+
+def eval_values(m: dict) -> dict:
+    """The metrics of an evaluation as metrics.jsonl's eval row keys (train.metric's choices)."""
+    if m.get("task") == "regression":
+        return {"eval_loss": m["loss"], "eval_pearson": m["pearson"], "eval_spearman": m["spearman"]}
+    return {
+        "eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"],
+        "eval_mcc": m["mcc"], "eval_precision": m["macro_precision"], "eval_recall": m["macro_recall"],
+    }
+
+
+#: per task, the figures a table of results shows: (key of a metrics dict, title); the eval
+#: row's key is `EVAL_KEYS[key]`
+FIGURES = {
+    "classification": [("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss")],
+    "regression": [("pearson", "Pearson"), ("spearman", "Spearman"), ("loss", "MSE")],
+}
+EVAL_KEYS = {
+    "loss": "eval_loss", "accuracy": "eval_accuracy", "macro_f1": "eval_f1", "mcc": "eval_mcc",
+    "macro_precision": "eval_precision", "macro_recall": "eval_recall", "pearson": "eval_pearson",
+    "spearman": "eval_spearman",
+}
+
+
+def headline(m: dict) -> str:
+    """One line of an evaluation's main figures (the log's eval lines)."""
+    if m.get("task") == "regression":
+        return f"loss (MSE) {m['loss']:.4f} Pearson {m['pearson']:.4f} Spearman {m['spearman']:.4f}"
+    return f"loss {m['loss']:.4f} accuracy {m['accuracy']:.4f} F1 {m['macro_f1']:.4f} MCC {m['mcc']:.4f}"
+
+
 def format_metrics(m: dict) -> str:
-    """Accuracy, macro-F1, MCC, macro precision/recall, per-class table and confusion matrix as text."""
+    """Accuracy, macro-F1, MCC, macro precision/recall, per-class table and confusion matrix as
+    text; a regression's figures and the spread of predicted and true values."""
+    if m.get("task") == "regression":
+        return "\n".join([
+            f"rows {m['rows']}   Pearson {m['pearson']:.4f}   Spearman {m['spearman']:.4f}   R^2 {m['r2']:.4f}",
+            f"MSE {m['mse']:.4f}   RMSE {m['rmse']:.4f}   MAE {m['mae']:.4f}",
+            f"{m['label_names'][0]}: true mean {m['label_mean']:.4f} (sd {m['label_std']:.4f}), "
+            f"predicted mean {m['prediction_mean']:.4f} (sd {m['prediction_std']:.4f})",
+        ])
     names = m["label_names"]
     width = max(10, *(len(n) for n in names))
     lines = [
@@ -109,7 +215,9 @@ def resolve_metric(cfg: Config, labels: np.ndarray) -> str:
     the run's config.yaml is saved, so a resume and later commands read the choice.
     """
     metric = cfg.train.metric
-    if metric == "auto":
+    if metric == "auto" and cfg.task == "regression":
+        metric, why = "eval_pearson", "a regression (train.metric=auto)"
+    elif metric == "auto":
         ratio = imbalance_ratio(class_counts(labels, len(cfg.data.label_names)))
         imbalanced = ratio > IMBALANCE_RATIO
         metric = "eval_f1" if imbalanced else "eval_accuracy"

@@ -71,6 +71,8 @@ def load_model_config(cfg: Config):
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)},
+        # a regression's one output is the value (what transformers' pipelines and Trainer read)
+        **({"problem_type": "regression"} if cfg.task == "regression" else {}),
     )
     if not _is_local(name):
         known = known_config(name, extra)

@@ -33,6 +33,7 @@ from lorafit.runlog import (
     read_metrics,
     rows_of,
     run_label,
+    task_of,
 )
 
 FIGSIZE = (8, 4.5)
@@ -45,7 +46,17 @@ METRIC_LABELS = {
     "eval_f1": "validation macro-F1",
     "eval_loss": "validation loss",
     "train_loss": "train loss",
+    "eval_pearson": "validation Pearson",
+    "eval_spearman": "validation Spearman",
 }
+#: per task, the two validation scores drawn against step: (eval row key, name, key of the test
+#: figures, shown as a percentage)
+SCORES = {
+    "classification": [("eval_accuracy", "accuracy", "accuracy", True), ("eval_f1", "macro-F1", "f1", True)],
+    "regression": [("eval_pearson", "Pearson", "pearson", False), ("eval_spearman", "Spearman", "spearman", False)],
+}
+#: the loss's name on an axis, per task
+LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,14 +82,20 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     label = run_label(run, summary)
     metric = (summary or {}).get("metric") or config_value(read_config(run), "train.metric")
     best = best_eval_row(rows, summary, metric or "eval_accuracy")
+    task = task_of(summary, read_config(run))
     figures = {
-        "learning_curve.png": plot_learning_curve(rows, label),
-        "loss.png": plot_loss(rows, label),
-        "accuracy.png": plot_accuracy(rows, label, best, final_test_metrics(rows, summary)),
+        "learning_curve.png": plot_learning_curve(rows, label, task),
+        "loss.png": plot_loss(rows, label, task),
+        ("correlation.png" if task == "regression" else "accuracy.png"): plot_accuracy(
+            rows, label, best, final_test_metrics(rows, summary), task
+        ),
         "lr.png": plot_lr(rows, label),
         "throughput.png": plot_throughput(rows, label),
     }
     for stem, evaluation in read_evaluations(run).items():
+        if evaluation.get("task") == "regression":
+            figures[f"scatter_{stem}.png"] = plot_scatter(evaluation, f"{label}: {stem}")
+            continue
         figures[f"confusion_{stem}.png"] = plot_confusion(evaluation, f"{label}: {stem}")
         figures[f"per_class_{stem}.png"] = plot_per_class(evaluation, f"{label}: {stem}")
     written = []
@@ -109,8 +126,9 @@ def plot_curves_overlay(run_dirs: list[str | Path], metric: str = "eval_accuracy
             ax.plot(steps, values, label=label, **_line_style(steps))
             drawn += 1
     name = METRIC_LABELS.get(metric, metric)
-    unit = "cross-entropy" if metric.endswith("loss") else "%"
-    _decorate(ax, f"{name.capitalize()} by run", "optimizer step", f"{name} ({unit})", metric)
+    correlation = metric in ("eval_pearson", "eval_spearman")
+    unit = "cross-entropy" if metric.endswith("loss") else "correlation" if correlation else "%"
+    _decorate(ax, f"{name.capitalize()} by run", "optimizer step", f"{name} ({unit})", None if correlation else metric)
     if drawn:
         ax.legend(loc="best", fontsize=10, title="run", title_fontsize=10)
     else:
@@ -135,28 +153,30 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 # Curves from metrics.jsonl (each returns None when it has nothing to draw)
 
 
-def plot_learning_curve(rows: list[dict], label: str) -> Figure | None:
-    """Train loss (left axis) and validation accuracy (right axis) against step."""
+def plot_learning_curve(rows: list[dict], label: str, task: str = "classification") -> Figure | None:
+    """Train loss (left axis) and validation accuracy (a regression: Pearson; right axis) against step."""
+    key, name, _, percent = SCORES[task][0]
     loss_steps, loss = series(rows_of(rows, "train"), "train_loss")
-    acc_steps, acc = series(rows_of(rows, "eval"), "eval_accuracy")
+    acc_steps, acc = series(rows_of(rows, "eval"), key)
     if not loss_steps and not acc_steps:
         return None
     fig, ax = _new_figure()
     lines = _draw(ax, loss_steps, loss, COLORS["train"], "train loss")
-    # The accuracy goes on a second y axis only when there is a loss on the first one.
+    # The score goes on a second y axis only when there is a loss on the first one.
     acc_ax = ax.twinx() if loss_steps and acc_steps else ax
-    lines += _draw(acc_ax, acc_steps, acc, COLORS["eval"], "validation accuracy", markersize=6)
-    ylabel = "train loss (cross-entropy)" if loss_steps else ""
+    lines += _draw(acc_ax, acc_steps, acc, COLORS["eval"], f"validation {name}", markersize=6)
+    ylabel = f"train loss ({LOSS_NAMES[task]})" if loss_steps else ""
     _decorate(ax, f"Learning curve: {label}", "optimizer step", ylabel)
     if acc_steps:
-        acc_ax.set_ylabel("validation accuracy (%)")
-        acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+        acc_ax.set_ylabel(f"validation {name}" + (" (%)" if percent else ""))
+        if percent:
+            acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     # Below the axes: with two y axes no corner is reliably free of lines.
     ax.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9)
     return fig
 
 
-def plot_loss(rows: list[dict], label: str) -> Figure | None:
+def plot_loss(rows: list[dict], label: str, task: str = "classification") -> Figure | None:
     """Train loss and validation loss against step."""
     train_steps, train = series(rows_of(rows, "train"), "train_loss")
     eval_steps, evals = series(rows_of(rows, "eval"), "eval_loss")
@@ -165,30 +185,33 @@ def plot_loss(rows: list[dict], label: str) -> Figure | None:
     fig, ax = _new_figure()
     _draw(ax, train_steps, train, COLORS["train"], "train")
     _draw(ax, eval_steps, evals, COLORS["eval"], "validation", markersize=6)
-    _decorate(ax, f"Loss: {label}", "optimizer step", "cross-entropy loss (nats)")
+    _decorate(ax, f"Loss: {label}", "optimizer step", "cross-entropy loss (nats)" if task != "regression" else "mean squared error")
     ax.legend(loc="upper right", fontsize=9)
     return fig
 
 
-def plot_accuracy(rows: list[dict], label: str, best: dict | None, test: dict | None = None):
-    """Validation accuracy and macro-F1 against step, the best step (and test score) marked."""
-    acc_steps, acc = series(rows_of(rows, "eval"), "eval_accuracy")
-    f1_steps, f1 = series(rows_of(rows, "eval"), "eval_f1")
+def plot_accuracy(rows: list[dict], label: str, best: dict | None, test: dict | None = None, task: str = "classification"):
+    """Validation accuracy and macro-F1 (a regression: Pearson and Spearman) against step, the
+    best step (and test score) marked."""
+    (key, name, test_key, percent), (key2, name2, _, _) = SCORES[task]
+    show = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.4f}")
+    acc_steps, acc = series(rows_of(rows, "eval"), key)
+    f1_steps, f1 = series(rows_of(rows, "eval"), key2)
     if not acc_steps and not f1_steps:
         return None
     fig, ax = _new_figure()
-    _draw(ax, acc_steps, acc, COLORS["eval"], "accuracy", markersize=6)
-    _draw(ax, f1_steps, f1, COLORS["f1"], "macro-F1", markersize=6)
-    if best is not None and best.get("eval_accuracy") is not None:
-        step, value = best["step"], best["eval_accuracy"]
+    _draw(ax, acc_steps, acc, COLORS["eval"], name, markersize=6)
+    _draw(ax, f1_steps, f1, COLORS["f1"], name2, markersize=6)
+    if best is not None and best.get(key) is not None:
+        step, value = best["step"], best[key]
         ax.axvline(step, color=COLORS["best"], linestyle="--", linewidth=1)
-        best_label = f"best: step {step}, accuracy {value:.2%}"
+        best_label = f"best: step {step}, {name} {show(value)}"
         ax.plot([step], [value], "*", color=COLORS["best"], ms=14, zorder=5, label=best_label)
-    if test and test.get("accuracy") is not None:
-        test_label = f"test accuracy {test['accuracy']:.2%}"
-        ax.axhline(test["accuracy"], color="0.4", linestyle=":", linewidth=1.2, label=test_label)
-    title = f"Validation accuracy and macro-F1: {label}"
-    _decorate(ax, title, "optimizer step", "score (%)", "eval_accuracy")
+    if test and test.get(test_key) is not None:
+        test_label = f"test {name} {show(test[test_key])}"
+        ax.axhline(test[test_key], color="0.4", linestyle=":", linewidth=1.2, label=test_label)
+    title = f"Validation {name} and {name2}: {label}"
+    _decorate(ax, title, "optimizer step", "score (%)" if percent else "correlation", key if percent else None)
     ax.margins(y=0.1)
     ax.legend(loc="lower right", fontsize=9)
     return fig
@@ -267,6 +290,30 @@ def plot_confusion(evaluation: dict, title: str) -> Figure | None:
     subtitle = f"{int(counts.sum()):,} rows" + (f", accuracy {accuracy:.2%}" if accuracy else "")
     ax.set_title(f"Confusion matrix: {title}\n{subtitle}", fontsize=11)
     fig.colorbar(image, ax=ax, format=PercentFormatter(xmax=1), label="share of the true class")
+    return fig
+
+
+def plot_scatter(evaluation: dict, title: str) -> Figure | None:
+    """A regression's predicted values against the true ones, the diagonal y = x drawn."""
+    points = evaluation.get("points")
+    if not points or not points.get("true"):
+        return None
+    true, pred = np.asarray(points["true"], dtype=float), np.asarray(points["predicted"], dtype=float)
+    fig = Figure(figsize=(6.5, 6), layout="tight")
+    ax = fig.add_subplot()
+    ax.scatter(true, pred, s=8, alpha=0.35, color="tab:blue", edgecolors="none")
+    low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([low, high], [low, high], color="0.3", linestyle="--", linewidth=1, label="predicted = true")
+    name = (evaluation.get("label_names") or ["value"])[0]
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel(f"predicted {name}")
+    shown = f"{len(true):,} of {evaluation.get('rows', len(true)):,} rows" if len(true) < evaluation.get("rows", 0) else f"{len(true):,} rows"
+    ax.set_title(
+        f"Predicted against true: {title}\n{shown}, Pearson {evaluation.get('pearson', 0):.4f}, "
+        f"Spearman {evaluation.get('spearman', 0):.4f}", fontsize=11,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
     return fig
 
 

@@ -37,7 +37,7 @@ from lorafit.data import (
 )
 from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
-from lorafit.metrics import classification_metrics, format_metrics, softmax
+from lorafit.metrics import format_metrics, softmax, task_metrics
 from lorafit.rundir import require_run_dir, write_atomic, write_json
 
 log = logging.getLogger("lorafit")
@@ -97,7 +97,23 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", dtype: str = "fp32"
     model = model.to(device=device, dtype=inference_dtype(dtype, device)).eval()
     if dtype == "int8":
         model = quantize_int8(model)
+    elif cfg.task == "regression" and inference_dtype(dtype, device) != torch.float32:
+        head_in_fp32(model)
     return model, tokenizer, cfg
+
+
+def head_in_fp32(model: torch.nn.Module) -> None:
+    """The head of a bf16 model back in fp32, its inputs cast up: a regression's values to
+    fp32's precision (bf16 keeps 3 significant digits: 4.0 to 8.0 in steps of 0.03)."""
+    from lorafit.heads import HEAD_MODULES
+
+    def upcast(_module, args):
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    for name in HEAD_MODULES:
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            head.float().register_forward_pre_hook(upcast)
 
 
 #: `predict --dtype` choices; auto = bf16 where the processor computes it natively; int8 only
@@ -191,7 +207,8 @@ def predict_table(
     label_column: str | None = None,
     id_column: str | None = None,
 ):
-    """(probabilities, table, config, probabilities file) for a file.
+    """(probabilities, table, config, probabilities file) for a file; a regression's
+    "probabilities" are its predicted values [rows, 1] (see `scores_of`).
 
     Saved probabilities are reused only when their key (`prediction_key`) matches, i.e. the
     same input bytes, checkpoint, model settings, dtype, device type and text column.
@@ -206,21 +223,46 @@ def predict_table(
         log.warning("%s: %d rows have empty text; they still get a prediction", input_path, empty)
     saved = probabilities_path(run, Path(input_path), prediction_key(run, cfg, dtype, device))
     if saved.exists():
-        probs = pd.read_csv(saved).filter(like="prob_").to_numpy(dtype=np.float32)
+        probs = read_scores(saved)
         if len(probs) == len(table):
             return probs, table, cfg, saved
     probs = table_probabilities(run, table, batch_size, device, dtype)
-    _save_probabilities(saved, probs)
+    _save_probabilities(saved, probs, cfg.task)
     return probs, table, cfg, saved
 
 
 def table_probabilities(run: Path, table, batch_size: int, device: str, dtype: str) -> np.ndarray:
-    """Class probabilities [rows, classes] of a `TextTable` from a run's best checkpoint."""
+    """Class probabilities [rows, classes] (a regression: values [rows, 1]) of a `TextTable`
+    from a run's best checkpoint."""
     model, tokenizer, cfg = load_run_model(run, device, dtype)
     encoded = encode(tokenizer, table, cfg.model.max_length)
     if encoded.truncated:
         log.info("%s: %d of %d texts truncated to %d tokens", table.source, encoded.truncated, len(table), cfg.model.max_length)
-    return softmax(infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    return scores_of(cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+
+
+def scores_of(task: str, logits: np.ndarray) -> np.ndarray:
+    """What a run's outputs mean: class probabilities (softmax), or a regression's values as they are."""
+    return logits.astype(np.float32) if task == "regression" else softmax(logits)
+
+
+def scores_metrics(cfg: Config, scores: np.ndarray, labels: np.ndarray) -> dict:
+    """The metrics of a run's task on `scores` (from `scores_of`) against the labels."""
+    outputs = scores if cfg.task == "regression" else np.log(scores + 1e-12)
+    return task_metrics(cfg.task, outputs, labels, cfg.data.label_names)
+
+
+def predicted_labels(scores: np.ndarray, cfg: Config, label_format: str) -> list:
+    """What `predict` writes: class names or ids (see `output_labels`), or a regression's
+    values (6 significant digits)."""
+    if cfg.task == "regression":
+        return [float(f"{v:.6g}") for v in scores[:, 0]]
+    return output_labels(scores.argmax(-1), cfg, label_format)
+
+
+def read_scores(path: Path) -> np.ndarray:
+    """The probabilities (`prob_0`..) or regression values (`value`) of a saved predictions file."""
+    return pd.read_csv(path).filter(regex=r"^(prob_\d+|value)$").to_numpy(dtype=np.float32)
 
 
 def with_columns(cfg: Config, text_column: str | list[str] | None, label_column: str | None) -> Config:
@@ -296,10 +338,13 @@ def probabilities_path(run: Path, input_path: Path, key: str) -> Path:
     return run / "predictions" / f"{input_path.stem}-{file_digest(input_path)[:12]}-{key}.csv"
 
 
-def _save_probabilities(path: Path, probs: np.ndarray) -> None:
+def _save_probabilities(path: Path, probs: np.ndarray, task: str = "classification") -> None:
     path.parent.mkdir(exist_ok=True)
-    frame = pd.DataFrame(probs, columns=[f"prob_{i}" for i in range(probs.shape[1])])
-    frame.insert(0, "Label", probs.argmax(-1))
+    if task == "regression":  # ID, value
+        frame = pd.DataFrame({"value": probs[:, 0]})
+    else:
+        frame = pd.DataFrame(probs, columns=[f"prob_{i}" for i in range(probs.shape[1])])
+        frame.insert(0, "Label", probs.argmax(-1))
     frame.insert(0, "ID", np.arange(len(probs)))
     write_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
 
@@ -373,11 +418,11 @@ def predict(
         run, input, batch_size, device or _default_device(), dtype=dtype,
         text_column=text_column, label_column=label_column, id_column=id_column,
     )
-    labels = output_labels(probs.argmax(-1), cfg, label_format_of(cfg, label_format))
+    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format))
     write_submission(out, labels, table.ids, id_column or "ID")
     result = {"output": str(out), "probabilities": str(saved), "rows": len(table)}
     if table.labels is not None:
-        result["metrics"] = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
+        result["metrics"] = scores_metrics(cfg, probs, table.labels)
     return result
 
 
@@ -404,7 +449,7 @@ def evaluate(
         run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype,
         text_column=text_column, label_column=label_column,
     )
-    metrics = classification_metrics(np.log(probs + 1e-12), table.labels, cfg.data.label_names)
+    metrics = scores_metrics(cfg, probs, table.labels)
     metrics["input"] = str(input)
     (run / "evaluations").mkdir(exist_ok=True)
     write_json(run / "evaluations" / f"{Path(input).stem}-{file_digest(input)[:12]}.json", metrics)
@@ -430,7 +475,7 @@ def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype:
         raise UserError("predict: texts is empty; give at least one text")
     table = TextTable(list(texts), None, "texts", None if pairs is None else list(pairs))
     probs = table_probabilities(run, table, batch_size, device, dtype)
-    labels = output_labels(probs.argmax(-1), cfg, label_format_of(cfg, label_format or "names"))
+    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format or "names"))
     return {"labels": labels, "probabilities": probs, "rows": len(table)}
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lorafit.errors import UserError
-from lorafit.plots import figure_png, plot_confusion, plot_curves_overlay, series
+from lorafit.plots import figure_png, plot_confusion, plot_curves_overlay, plot_scatter, series
 from lorafit.rundir import write_atomic
 from lorafit.runlog import (
     best_eval_row,
@@ -31,10 +31,11 @@ from lorafit.runlog import (
     read_json,
     read_metrics,
     run_label,
+    task_of,
 )
 
 #: Overlaid curves in the report: (metrics.jsonl key, section caption).
-OVERLAYS = [("eval_accuracy", "Validation accuracy"), ("train_loss", "Train loss")]
+OVERLAYS = [("eval_accuracy", "Validation accuracy"), ("eval_pearson", "Validation Pearson"), ("train_loss", "Train loss")]
 
 
 class OutputExistsError(UserError, FileExistsError):
@@ -180,6 +181,20 @@ RUN_COLUMNS = [
     ("test acc", "num", lambda run: _cell((run["test"] or {}).get("accuracy"), ".2%")),
     ("wall time", "num", lambda run: _wall_time(run)),
 ]
+#: shown only when a regression run is in the report (task: regression)
+REGRESSION_COLUMNS = [
+    ("best val Pearson", "num", _best("eval_pearson", ".4f")),
+    ("best val Spearman", "num", _best("eval_spearman", ".4f")),
+    ("test Pearson", "num", lambda run: _cell((run["test"] or {}).get("pearson"), ".4f")),
+]
+
+
+def run_columns(runs: list[dict]) -> list:
+    """The runs table's columns: a regression's correlations join when one of the runs is one."""
+    if not any(task_of(run["summary"], run["config"]) == "regression" for run in runs):
+        return RUN_COLUMNS
+    at = [name for name, _, _ in RUN_COLUMNS].index("wall time")
+    return RUN_COLUMNS[:at] + REGRESSION_COLUMNS + RUN_COLUMNS[at:]
 
 
 def _wall_time(run: dict) -> tuple[str, str]:
@@ -233,8 +248,9 @@ def _table(headers: list[tuple[str, str]], rows: list[list[tuple[str, str]]], cs
 
 
 def _runs_table(runs: list[dict]) -> str:
-    headers = [(name, kind) for name, kind, _ in RUN_COLUMNS]
-    rows = [[cell(run) for _, _, cell in RUN_COLUMNS] for run in runs]
+    columns = run_columns(runs)
+    headers = [(name, kind) for name, kind, _ in columns]
+    rows = [[cell(run) for _, _, cell in columns] for run in runs]
     table = _table(headers, rows, "runs")
     folders = "".join(
         f"<li><b>{_e(r['label'])}</b>: <code>{_e(r['dir'])}</code></li>" for r in runs
@@ -266,14 +282,14 @@ def _confusion_section(runs: list[dict]) -> str:
     for run in runs:
         for stem, evaluation in run["evaluations"].items():
             caption = f"{run['label']}: {stem}"
-            fig = plot_confusion(evaluation, caption)
+            fig = plot_confusion(evaluation, caption) if evaluation.get("task") != "regression" else plot_scatter(evaluation, caption)
             if fig is not None:
                 figures.append(_figure(figure_png(fig), f"confusion matrix of {caption}", caption))
             if evaluation.get("per_class"):
                 tables.append(_per_class_table(evaluation["per_class"], caption, len(tables)))
         if not run["evaluations"]:
             missing.append(run["label"])
-    parts = ["<h2>Confusion matrices and per-class figures</h2>", f'<div class="grid">{"".join(figures)}</div>', *tables]
+    parts = ["<h2>Confusion matrices, per-class figures and regression scatters</h2>", f'<div class="grid">{"".join(figures)}</div>', *tables]
     if missing:
         names = ", ".join(_e(m) for m in missing)
         parts.append(f'<p class="empty">No evaluations (evaluations/*.json) in: {names}.</p>')

@@ -24,7 +24,7 @@ from pathlib import Path
 from lorafit.config import load_config, split_kinds
 from lorafit.data import TextTable, encode, file_digest
 from lorafit.errors import UserError
-from lorafit.metrics import classification_metrics
+from lorafit.metrics import FIGURES, task_metrics
 from lorafit.perturb import PERTURBATIONS, perturb_texts
 from lorafit.rundir import require_run_dir, write_json
 
@@ -66,7 +66,8 @@ def evaluate_perturbed(
     """Score a run on `input` as is and on one perturbed copy per kind.
 
     Returns `{"input", "rows", "rate", "seed", "clean": metrics, "perturbed": {kind: metrics}}`
-    (metrics as `lorafit evaluate`, plus `accuracy_change` against clean) and saves it to
+    (metrics as `lorafit evaluate`, plus `accuracy_change` (a regression: `pearson_change`)
+    against clean) and saves it to
     `RUN_DIR/evaluations/<stem>-<sha12>-perturb-r<rate>-s<seed>.json`. `text_column` /
     `label_column` / `threads` as for `lorafit.evaluate`.
     """
@@ -95,13 +96,14 @@ def evaluate_perturbed(
     def score(rows: TextTable) -> dict:
         encoded = encode(tokenizer, rows, cfg.model.max_length)
         logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
-        return classification_metrics(logits, table.labels, cfg.data.label_names)
+        return task_metrics(cfg.task, logits, table.labels, cfg.data.label_names)
 
     clean = score(table)
     perturbed = {}
+    first = FIGURES[cfg.task][0][0]  # accuracy, or a regression's pearson
     for kind, rows in copies.items():
         perturbed[kind] = score(rows)
-        perturbed[kind]["accuracy_change"] = perturbed[kind]["accuracy"] - clean["accuracy"]
+        perturbed[kind][f"{first}_change"] = perturbed[kind][first] - clean[first]
     result = {
         "input": str(input),
         "rows": len(table),
@@ -121,14 +123,14 @@ def evaluate_perturbed(
 
 
 def format_robustness(result: dict) -> str:
-    """A small table: accuracy and macro-F1 clean and per perturbation."""
+    """A small table: accuracy and macro-F1 (a regression: Pearson and Spearman) clean and per
+    perturbation."""
+    (a, a_name), (b, b_name), _ = FIGURES[result["clean"].get("task", "classification")]
     lines = [
         f"{result['input']}: {result['rows']} rows, rate {result['rate']:g}, seed {result['seed']}",
-        f"{'texts':<14}{'accuracy':>10}{'macro-F1':>10}{'change':>10}",
-        f"{'clean':<14}{result['clean']['accuracy']:>10.4f}{result['clean']['macro_f1']:>10.4f}{'':>10}",
+        f"{'texts':<14}{a_name:>10}{b_name:>10}{'change':>10}",
+        f"{'clean':<14}{result['clean'][a]:>10.4f}{result['clean'][b]:>10.4f}{'':>10}",
     ]
     for kind, m in result["perturbed"].items():
-        lines.append(
-            f"{kind:<14}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['accuracy_change']:>+10.4f}"
-        )
+        lines.append(f"{kind:<14}{m[a]:>10.4f}{m[b]:>10.4f}{m[f'{a}_change']:>+10.4f}")
     return "\n".join(lines)

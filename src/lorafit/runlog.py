@@ -135,20 +135,28 @@ def best_eval_row(rows: list[dict], summary: dict | None, metric: str = "eval_ac
     return pick(evals, key=lambda r: r[metric])
 
 
+#: final_test_metrics' keys -> (the key in a metrics dict, the key in a test row)
+_TEST_KEYS = {
+    "loss": ("loss", "test_loss"), "accuracy": ("accuracy", "test_accuracy"), "f1": ("macro_f1", "test_f1"),
+    "pearson": ("pearson", "test_pearson"), "spearman": ("spearman", "test_spearman"),
+}
+
+
 def final_test_metrics(rows: list[dict], summary: dict | None) -> dict | None:
-    """`{loss, accuracy, f1}` of the test evaluation (summary first, then the test row)."""
+    """`{loss, accuracy, f1, pearson, spearman}` of the test evaluation (summary first, then
+    the test row); a figure the task does not have is None."""
     test = (summary or {}).get("test")
     if test:
-        return {
-            "loss": test.get("loss", test.get("test_loss")),
-            "accuracy": test.get("accuracy", test.get("test_accuracy")),
-            "f1": test.get("macro_f1", test.get("test_f1")),
-        }
+        return {k: test.get(full, test.get(row)) for k, (full, row) in _TEST_KEYS.items()}
     tests = rows_of(rows, "test")
     if not tests:
         return None
-    t = tests[-1]
-    return {"loss": t.get("test_loss"), "accuracy": t.get("test_accuracy"), "f1": t.get("test_f1")}
+    return {k: tests[-1].get(row) for k, (_, row) in _TEST_KEYS.items()}
+
+
+def task_of(summary: dict | None, config: dict | None) -> str:
+    """classification or regression: the run's `task` (runs made before it: classification)."""
+    return (summary or {}).get("task") or config_value(config or {}, "task", "classification")
 
 
 def param_counts(run_dir: str | Path, summary: dict | None) -> dict | None:
@@ -193,7 +201,7 @@ def write_training_log(run_dir: str | Path) -> Path:
         _header(run, config, summary),
         _section("Configuration", _config_lines(config)),
         _section("Parameters", _param_lines(param_counts(run, summary))),
-        _section("Progress", progress_table(rows)),
+        _section("Progress", progress_table(rows, task_of(summary, config))),
         _section("Final results", _result_lines(run, rows, summary, config)),
     ]
     path = run / "training_log.txt"
@@ -302,23 +310,42 @@ PROGRESS_COLUMNS = [
 _KIND_ORDER = {"train": 0, "eval": 1, "test": 2}
 
 
-def progress_table(rows: list[dict]) -> list[str]:
+def _regression_columns() -> list:
+    """The progress table of a regression: Pearson and Spearman where a classification has
+    accuracy and macro-F1."""
+    scores = [("pearson", 9, _score("pearson")), ("spearman", 9, _score("spearman"))]
+    out = []
+    for column in PROGRESS_COLUMNS:
+        if column[0] == "accuracy":
+            out += scores
+        elif column[0] != "macro_f1":
+            out.append(column)
+    return out
+
+
+REGRESSION_COLUMNS = _regression_columns()
+
+
+def progress_table(rows: list[dict], task: str = "classification") -> list[str]:
     """Train, eval and test rows in step order as fixed-width text lines."""
     if not rows:
         return ["(no rows in metrics.jsonl yet)"]
+    columns = REGRESSION_COLUMNS if task == "regression" else PROGRESS_COLUMNS
     ordered = sorted(rows, key=lambda r: (r["step"], _KIND_ORDER.get(r["kind"], 3)))
-    header = "".join(f"{name:>{width}}" for name, width, _ in PROGRESS_COLUMNS)
+    header = "".join(f"{name:>{width}}" for name, width, _ in columns)
     lines = [header, "-" * len(header)]
     for row in ordered:
-        cells = "".join(f"{fmt(row):>{width}}" for _, width, fmt in PROGRESS_COLUMNS)
+        cells = "".join(f"{fmt(row):>{width}}" for _, width, fmt in columns)
         lines.append(cells.rstrip())
     return lines
 
 
-def _metrics_line(label: str, loss, accuracy, f1) -> str:
+def _metrics_line(label: str, loss, accuracy, f1, task: str = "classification", pearson=None, spearman=None) -> str:
     def show(x):
         return "-" if x is None else f"{x:.4f}"
 
+    if task == "regression":
+        return f"{label:<14} MSE {show(loss)}   Pearson {show(pearson)}   Spearman {show(spearman)}"
     return f"{label:<14} loss {show(loss)}   accuracy {show(accuracy)}   macro-F1 {show(f1)}"
 
 
@@ -333,12 +360,15 @@ def _result_lines(run: Path, rows: list[dict], summary: dict | None, config: dic
             f"The results below come from metrics.jsonl, {source}.",
             "",
         ]
-    lines += _best_lines(rows, summary, metric)
+    task = task_of(summary, config)
+    lines += _best_lines(rows, summary, metric, task)
     test = final_test_metrics(rows, summary)
     if test:
-        lines.append(_metrics_line("test", test["loss"], test["accuracy"], test["f1"]))
+        lines.append(_metrics_line("test", test["loss"], test["accuracy"], test["f1"], task, test["pearson"], test["spearman"]))
     for stem, ev in read_evaluations(run).items():
-        line = _metrics_line("evaluation", ev.get("loss"), ev.get("accuracy"), ev.get("macro_f1"))
+        line = _metrics_line(
+            "evaluation", ev.get("loss"), ev.get("accuracy"), ev.get("macro_f1"), task, ev.get("pearson"), ev.get("spearman")
+        )
         lines.append(f"{line}   (evaluations/{stem}.json, {ev.get('rows', '?')} rows)")
     if summary is not None:
         wall = summary.get("wall_time_s")
@@ -351,7 +381,7 @@ def _result_lines(run: Path, rows: list[dict], summary: dict | None, config: dic
     return lines
 
 
-def _best_lines(rows: list[dict], summary: dict | None, metric: str) -> list[str]:
+def _best_lines(rows: list[dict], summary: dict | None, metric: str, task: str = "classification") -> list[str]:
     best = best_eval_row(rows, summary, metric)
     lines = [f"{'metric':<14} {metric}"]
     if best is None:
@@ -364,5 +394,5 @@ def _best_lines(rows: list[dict], summary: dict | None, metric: str) -> list[str
     return [
         *lines,
         f"{'best':<14} {shown} at step {best['step']}{of}",
-        _metrics_line("validation", loss, acc, f1),
+        _metrics_line("validation", loss, acc, f1, task, best.get("eval_pearson"), best.get("eval_spearman")),
     ]

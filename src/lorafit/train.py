@@ -37,9 +37,11 @@ from lorafit.flops import resolve_precision
 from lorafit.metrics import (
     balanced_class_weights,
     class_counts,
-    classification_metrics,
+    eval_values,
     format_metrics,
+    headline,
     resolve_metric,
+    task_metrics,
 )
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
@@ -267,7 +269,15 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
         logits = infer_logits(bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
     logits = np.concatenate(gather_object([logits]))
     model.train()
-    return classification_metrics(logits, encoded.labels, cfg.data.label_names)
+    return task_metrics(cfg.task, logits, encoded.labels, cfg.data.label_names)
+
+
+def task_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """The training loss without a teacher: cross-entropy over the classes (class weights,
+    label smoothing), or a regression's mean squared error of its one output."""
+    if cfg.task == "regression":
+        return F.mse_loss(logits.float()[:, 0], labels.float())
+    return F.cross_entropy(logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing)
 
 
 def improved(value: float, best: float | None, metric: str) -> bool:
@@ -457,7 +467,7 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
                     # the whole model, or only the top layers on cached states (fastpath.py)
                     logits, mask = forward(model, idx)
                 if distill is None:
-                    loss = F.cross_entropy(logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing)
+                    loss = task_loss(cfg, logits, labels, class_weight)
                 else:  # (1 - w) CE + w T^2 KL(teacher_T || student_T); unlabelled rows: KL only
                     loss = distill.loss(logits, labels, idx)
                 accelerator.backward(loss)
@@ -704,11 +714,11 @@ def _restore_best_dir(run: Run) -> None:
 def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
     names = cfg.data.label_names
     labels = np.asarray(encoded["train"].labels)
-    labelled = labels[labels >= 0]  # data.unlabeled rows (-100) learn from the teacher only
-    counts = np.bincount(labelled, minlength=len(names))
-    log.info("%d classes, training rows of each: %s", len(names), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
-    if len(labelled) < len(labels):
-        log.info("%d unlabelled training rows learn from the teacher only", len(labels) - len(labelled))
+    if cfg.task == "regression":
+        log.info("regression on %s: training values mean %.4f, sd %.4f, range %.4g to %.4g", names[0],
+                 labels.mean(), labels.std(), labels.min(), labels.max())
+    else:
+        _log_classes(labels, names)
     for name, enc in encoded.items():
         lengths = enc.lengths
         log.info(
@@ -716,6 +726,14 @@ def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
             name, len(lengths), np.median(lengths), np.percentile(lengths, 99), lengths.max(),
             enc.truncated, cfg.model.max_length,
         )
+
+
+def _log_classes(labels: np.ndarray, names: list[str]) -> None:
+    labelled = labels[labels >= 0]  # data.unlabeled rows (-100) learn from the teacher only
+    counts = np.bincount(labelled, minlength=len(names))
+    log.info("%d classes, training rows of each: %s", len(names), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    if len(labelled) < len(labels):
+        log.info("%d unlabelled training rows learn from the teacher only", len(labels) - len(labelled))
 
 
 def _progress(n_steps: int, cfg: Config, accelerator, done: int = 0):
@@ -794,10 +812,7 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     """
     cfg, state, accelerator = run.cfg, run.state, run.accelerator
     m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
-    values = {
-        "eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"],
-        "eval_mcc": m["mcc"], "eval_precision": m["macro_precision"], "eval_recall": m["macro_recall"],
-    }
+    values = eval_values(m)
     is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
     if is_best:
         state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
@@ -811,11 +826,16 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     if run.metrics:
         run.metrics.write(row)
     if run.progress:
-        _postfix(run.progress, acc=f"{m['accuracy']:.4f}", best=f"{state.best_value:.4f}")
-    log.info("step %d: eval loss %.4f accuracy %.4f F1 %.4f MCC %.4f%s", state.step, m["loss"], m["accuracy"], m["macro_f1"], m["mcc"], " (best)" if is_best else "")
+        _postfix(run.progress, **{_SHORT.get(cfg.train.metric, "eval"): f"{values[cfg.train.metric]:.4f}"}, best=f"{state.best_value:.4f}")
+    log.info("step %d: eval %s%s", state.step, headline(m), " (best)" if is_best else "")
     if state.stopped_early:
         log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
     return row
+
+
+#: the progress bar's short name of train.metric
+_SHORT = {"eval_accuracy": "acc", "eval_f1": "f1", "eval_mcc": "mcc", "eval_precision": "prec", "eval_recall": "rec",
+          "eval_loss": "val_loss", "eval_pearson": "pearson", "eval_spearman": "spearman"}
 
 
 def _final_test(run: Run) -> dict | None:
@@ -832,7 +852,8 @@ def _final_test(run: Run) -> dict | None:
         (run.run_dir / "evaluations").mkdir(exist_ok=True)
         stem = Path(cfg.data.test).stem if cfg.data.test else "heldout"
         write_json(run.run_dir / "evaluations" / f"test-{stem}.json", m)
-        run.metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - run.started, 3), "test_loss": m["loss"], "test_accuracy": m["accuracy"], "test_f1": m["macro_f1"]})
+        tested = {"test_" + k[len("eval_"):]: v for k, v in eval_values(m).items()}
+        run.metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - run.started, 3), **tested})
         log.info("test (best checkpoint):\n%s", format_metrics(m))
     return m
 
@@ -849,6 +870,7 @@ def _write_summary(run: Run, description: dict, test_metrics: dict | None) -> No
         "run_dir": str(run_dir),
         "command": command_line(),
         "model_name": cfg.model.name,
+        "task": cfg.task,
         "label_names": list(cfg.data.label_names),
         "metric": cfg.train.metric,
         "best_value": state.best_value,

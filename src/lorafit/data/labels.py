@@ -107,6 +107,32 @@ def _not_a_class(v: str, names: list[str], ids_allowed: bool) -> str:
     )
 
 
+def is_regression(cfg) -> bool:
+    """True when `cfg` (a DataConfig) belongs to a `task: regression` run: labels are numbers."""
+    return getattr(cfg, "_task", "classification") == "regression"
+
+
+def label_values(column: Sequence, source: str) -> np.ndarray:
+    """The numbers of a regression label column (float32); an empty, non-numeric or infinite
+    label: a one-line `UserError` naming its row."""
+    out = np.empty(len(column), dtype=np.float32)
+    for i, raw in enumerate(column, start=1):
+        v = normalise(raw)
+        if not v:
+            raise UserError(f"{source}: row {i}: the label is empty; fill it in or remove the row")
+        try:
+            number = float(v)
+        except ValueError:
+            raise UserError(
+                f"{source}: row {i}: label {v!r} is not a number (task: regression reads numbers); "
+                "fix the row, or set task: classification for class labels"
+            ) from None
+        if not math.isfinite(number):
+            raise UserError(f"{source}: row {i}: label {v!r} is not a finite number; fix the row or remove it")
+        out[i - 1] = number
+    return out
+
+
 def written_as_ids(column: Sequence, names: Sequence[str]) -> bool:
     """True when a training column wrote its labels as ids 0..K-1 rather than as the class
     names (AG News: integers, with names from data.label_names)."""

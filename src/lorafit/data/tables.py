@@ -24,7 +24,15 @@ import numpy as np
 import pandas as pd
 
 from lorafit.config import DataConfig
-from lorafit.data.labels import class_names, is_integer, label_ids, normalise, written_as_ids
+from lorafit.data.labels import (
+    class_names,
+    is_integer,
+    is_regression,
+    label_ids,
+    label_values,
+    normalise,
+    written_as_ids,
+)
 from lorafit.data.readers import read_frame, resolve_source
 from lorafit.errors import UserError
 
@@ -119,6 +127,14 @@ def _labels(column: list, source: str, cfg: DataConfig, need_labels: bool) -> np
     all is no labels, and one that does not fit the run's classes is ignored with a warning."""
     if not need_labels and not any(normalise(v) for v in column):
         return None
+    if is_regression(cfg):
+        try:
+            return label_values(column, source)
+        except UserError as e:
+            if need_labels:
+                raise
+            log.warning("%s; the label column is ignored (no metrics)", e)
+            return None
     names = cfg.label_names or _own_classes(column, source)
     try:
         return label_ids(column, source, names)
@@ -157,23 +173,48 @@ def _check_texts(column: pd.Series, source: str, allow_empty: bool) -> list[str]
 def split_table(
     table: TextTable, val_size: float, seed: int, *, what: str = "validation", key: str = "data.val_size"
 ) -> tuple[TextTable, TextTable]:
-    """A stratified, seeded split: (the rest, `val_size` rows (>= 1) or a fraction of them)."""
+    """A stratified, seeded split: (the rest, `val_size` rows (>= 1) or a fraction of them).
+
+    Classes are kept in proportion; a regression's values by their quantile bins (`strata`).
+    """
     from sklearn.model_selection import train_test_split
 
     n_val = int(val_size) if val_size >= 1 else max(1, round(val_size * len(table)))
-    classes = len(np.unique(table.labels))
+    strata = value_strata(table.labels, n_val) if table.labels.dtype.kind == "f" else table.labels
+    classes = 1 if strata is None else len(np.unique(strata))
     if n_val < classes or len(table) - n_val < classes:
+        kinds = f"{classes} classes" if table.labels.dtype.kind != "f" else "regression labels"
         raise UserError(
             f"{table.source}: cannot split {n_val} {what} rows from {len(table)} rows with "
-            f"{classes} classes; lower {key} or give data.{what}"
+            f"{kinds}; lower {key} or give data.{what}"
         )
     try:
         tr, va = train_test_split(
-            np.arange(len(table)), test_size=n_val, random_state=seed, stratify=table.labels
+            np.arange(len(table)), test_size=n_val, random_state=seed, stratify=strata
         )
     except ValueError as e:
         raise UserError(f"{table.source}: cannot stratify the {what} split ({e}); lower {key}") from None
     return table.subset(np.sort(tr)), table.subset(np.sort(va))
+
+
+#: a regression's split keeps the share of each of at most this many quantile bins of the values
+VALUE_BINS = 10
+
+
+def value_strata(values: np.ndarray, n_split: int) -> np.ndarray | None:
+    """Quantile-bin ids of regression labels to stratify a split of `n_split` rows by: as many
+    bins (<= VALUE_BINS) as leave each at least 2 rows and both sides one row per bin; None
+    (a plain seeded split) when not even 2 bins do."""
+    values = np.asarray(values, dtype=np.float64)
+    most = min(VALUE_BINS, n_split, len(values) - n_split)
+    for bins in range(most, 1, -1):
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+        strata = np.searchsorted(edges, values, side="right")
+        counts = np.bincount(strata)
+        counts = counts[counts > 0]
+        if counts.min() >= 2 and len(counts) <= min(n_split, len(values) - n_split):
+            return strata
+    return None
 
 
 def stratified_subset(table: TextTable, rows: int, seed: int) -> TextTable:
@@ -239,7 +280,7 @@ def settle_classes(cfg: DataConfig) -> None:
     source = _require_train(cfg)
     stat = os.stat(source) if os.path.exists(source) else None
     key = (source, stat and (stat.st_size, stat.st_mtime_ns), repr(cfg.text_column), cfg.label_column,
-           repr(cfg.columns), cfg.quoting, cfg.encoding, cfg.label_format)
+           repr(cfg.columns), cfg.quoting, cfg.encoding, cfg.label_format, is_regression(cfg))
     if key not in _SETTLED:
         settle(read_frame(source, cfg, "train"), source, cfg)
         _SETTLED[key] = (cfg.text_column, cfg.label_column, list(cfg.label_names), cfg.label_format)
@@ -255,6 +296,10 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
     cfg.text_column = texts[0] if len(texts) == 1 else list(texts)
     cfg.label_column = label
     column = frame[label].tolist()
+    if is_regression(cfg):  # one output, named by data.label_names or after the label column
+        label_values(column, source)
+        cfg.label_names = list(cfg.label_names) or [str(label)]
+        return
     names = class_names(column, source, cfg.label_names)
     if cfg.label_names and len(names) > len(set(normalise(v) for v in column)):
         log.info("%s: classes in data.label_names absent from training: %s", source,

@@ -28,7 +28,13 @@ METRICS = {
     "eval_recall": ("val_recall", True),
     "eval_loss": ("val_loss", False),
     "test_accuracy": ("test_accuracy", True),
+    # task: regression
+    "eval_pearson": ("val_pearson", True),
+    "eval_spearman": ("val_spearman", True),
+    "test_pearson": ("test_pearson", True),
 }
+#: the sweep metrics of a regression (a regression's trials select by them; see TASK_METRICS)
+REGRESSION_METRICS = ("eval_pearson", "eval_spearman", "test_pearson")
 #: which attempt of a trial the leaderboard shows: the most advanced state wins
 _PREFERENCE = {"done": 0, "pruned": 1, "skipped": 2, "running": 3, "waiting": 4, "interrupted": 5, "failed": 6}
 
@@ -124,6 +130,9 @@ def _row(plan, name: str, status: str, overrides: dict, trial) -> dict:
         val_recall=None,
         val_loss=None,
         test_accuracy=None,
+        val_pearson=None,
+        val_spearman=None,
+        test_pearson=None,
         wall_time_s=None,
         run_dir=attrs.get("run_dir", ""),
         note=attrs.get("infeasible") or attrs.get("reason", ""),
@@ -151,6 +160,9 @@ def _results(run_dir: Path) -> dict:
         "val_recall": best.get("eval_recall"),
         "val_loss": best.get("eval_loss"),
         "test_accuracy": test.get("accuracy"),
+        "val_pearson": best.get("eval_pearson"),
+        "val_spearman": best.get("eval_spearman"),
+        "test_pearson": test.get("pearson"),
         "wall_time_s": summary.get("wall_time_s"),
     }
 
@@ -162,8 +174,9 @@ def metric_value(run_dir: Path, metric: str) -> float | None:
 
 def selection_metric(metric: str) -> str:
     """The eval row key a trial keeps its best checkpoint by (its train.metric) and reports
-    to the pruner: the sweep's metric, or eval_accuracy for test_accuracy (known at the end only)."""
-    return "eval_accuracy" if metric == "test_accuracy" else metric
+    to the pruner: the sweep's metric, or eval_accuracy for test_accuracy (known at the end
+    only; a regression's test_pearson: eval_pearson)."""
+    return {"test_accuracy": "eval_accuracy", "test_pearson": "eval_pearson"}.get(metric, metric)
 
 
 def write_leaderboard(plan, trials) -> tuple[Path, Path]:
@@ -171,7 +184,7 @@ def write_leaderboard(plan, trials) -> tuple[Path, Path]:
     from lorafit.rundir import write_atomic
 
     rows = leaderboard_rows(plan, trials)
-    fields = ["rank", "run", "status", *plan.keys, *(k for k, _, _ in MD_COLUMNS), "run_dir", "note", "trial"]
+    fields = ["rank", "run", "status", *plan.keys, *(k for k, _, _ in md_columns(plan)), "run_dir", "note", "trial"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -191,6 +204,20 @@ MD_COLUMNS = [
     ("test_accuracy", "test accuracy", "{:.4f}"),
     ("wall_time_s", "wall time (s)", "{:.1f}"),
 ]
+#: a regression sweep's columns (its metric is one of REGRESSION_METRICS)
+REGRESSION_MD_COLUMNS = [
+    ("trainable_params", "trainable params", "{:,}"),
+    ("val_pearson", "val Pearson", "{:.4f}"),
+    ("val_spearman", "val Spearman", "{:.4f}"),
+    ("val_loss", "val loss (MSE)", "{:.4f}"),
+    ("test_pearson", "test Pearson", "{:.4f}"),
+    ("wall_time_s", "wall time (s)", "{:.1f}"),
+]
+
+
+def md_columns(plan) -> list:
+    """The leaderboard's result columns: a classification's, or a regression sweep's."""
+    return REGRESSION_MD_COLUMNS if plan.metric in REGRESSION_METRICS else MD_COLUMNS
 
 
 def leaderboard_markdown(plan, rows: list[dict]) -> str:
@@ -198,7 +225,8 @@ def leaderboard_markdown(plan, rows: list[dict]) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed")}
     others = len(rows) - sum(counts.values())
     column = METRICS[plan.metric][0].replace("_", " ").replace("val ", "validation ")
-    head = ["rank", "run", "status", *plan.keys, *(h for _, h, _ in MD_COLUMNS), "note"]
+    columns = md_columns(plan)
+    head = ["rank", "run", "status", *plan.keys, *(h for _, h, _ in columns), "note"]
     lines = [
         f"# Sweep `{plan.name}`",
         "",
@@ -210,13 +238,13 @@ def leaderboard_markdown(plan, rows: list[dict]) -> str:
         "| " + " | ".join(head) + " |",
         "|"
         + "|".join(
-            "---:" if h in ("rank",) or h in [c[1] for c in MD_COLUMNS] else "---" for h in head
+            "---:" if h in ("rank",) or h in [c[1] for c in columns] else "---" for h in head
         )
         + "|",
     ]
     for r in rows:
         cells = [str(r["rank"]), f"`{r['run']}`", r["status"], *(r[k] for k in plan.keys)]
-        cells += ["" if r[k] is None else spec.format(r[k]) for k, _, spec in MD_COLUMNS]
+        cells += ["" if r[k] is None else spec.format(r[k]) for k, _, spec in columns]
         cells.append(r["note"])
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -137,6 +137,11 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
 
     if not isinstance(folds, int) or folds < 2:
         raise UserError(f"lorafit teacher --folds {folds}: give 2 or more folds (5 is usual)")
+    if cfg.task != "classification":
+        raise UserError(
+            f"lorafit teacher --folds: builds a classifier teacher; this config is task: {cfg.task} "
+            "(distillation into a regression is not built yet)"
+        )
     if cfg.train.teacher or cfg.data.unlabeled:
         raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")
     # the rows the student will see as training rows: the config's split, before augmentation

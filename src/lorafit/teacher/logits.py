@@ -221,6 +221,11 @@ def _run_member(path: Path) -> TeacherMember:
     from lorafit.config import load_config, text_columns
 
     cfg = load_config(path / "config.yaml")
+    if cfg.task != "classification":
+        raise UserError(
+            f"train.teacher {path}: is a {cfg.task} run; distillation learns from a classifier's "
+            "probabilities (a regression teacher is not built yet); give a classification run"
+        )
     params = None
     try:
         params = json.loads((path / "summary.json").read_text())["params"]["total"]
