@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the count change between them. tests/test_cores.py removes it to test the auto choice.
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 # LORAFIT_SHARED_DATA: the shared folder when the tests run from a copy (scripts/mutation.sh)
-AG_DIR = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared") / "data" / "ag_news"
+SHARED = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared")
+AG_DIR = SHARED / "data" / "ag_news"
+FOREIGN = SHARED / "data" / "foreign"  # published non-AG-News files (see its README)
 AG_SUBSET = AG_DIR / "train_subset.csv"
 AG_HEAD = AG_DIR / "train_head2000.csv"
 # AG News' classes, for tests that count or build a head without reading a training file

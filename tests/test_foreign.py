@@ -17,9 +17,8 @@ import yaml
 
 from lorafit.cli import main
 
-from .conftest import ROOT
+from .conftest import FOREIGN, ROOT
 
-FOREIGN = ROOT.parent / "shared" / "data" / "foreign"
 TREC_LINE = r"s/^([A-Z]+):[^ ]+ /\1\t/"  # README, Data: "Tasks as published"
 
 

@@ -22,9 +22,9 @@ from lorafit.errors import UserError
 from lorafit.metrics import regression_metrics, task_metrics
 from lorafit.train import task_loss
 
-from .conftest import ROOT
+from .conftest import AG_HEAD, FOREIGN, ROOT
 
-STSB = ROOT.parent / "shared" / "data" / "foreign" / "glue_stsb"
+STSB = FOREIGN / "glue_stsb"
 STSB_CONFIG = ROOT / "configs" / "stsb.yaml"
 
 
@@ -115,6 +115,19 @@ def test_value_split_keeps_the_spread_of_the_values():
     again = load_splits(load_config(STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", "data.validation=null",
                                                   "data.val_size=600", "data.test_size=600"]).data, 42)
     assert again["validation"].texts == splits["validation"].texts
+
+
+def test_scores_read_as_classes_get_a_hint_to_set_the_task(caplog):
+    caplog.set_level("WARNING", logger="lorafit")
+    cfg = load_config(STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", "data.validation=null", "data.val_size=0.5",
+                                    "task=classification", "train.metric=auto"])
+    with pytest.raises(UserError, match="cannot stratify"):  # 141 classes, many of one row
+        load_splits(cfg.data, 42)
+    assert "holds 193 distinct numbers, some fractional (0.067, 0.118, 0.143, ...)" in caplog.text and "set task: regression" in caplog.text
+    caplog.clear()
+    ids = load_config(None, [f"data.train={AG_HEAD}"])
+    load_splits(ids.data, 42)  # four integer classes: no hint
+    assert "task: regression" not in caplog.text
 
 
 def test_value_strata_fall_back_when_bins_cannot_hold_two_rows():

@@ -403,3 +403,58 @@ def test_sigkill_at_random_moments_then_resume(tiny_model, small_csv, tmp_path):
     assert_no_damaged_file(run)
     assert len(complete_checkpoints(run)) == 2  # train.keep_last
     assert (run / "train.log").read_text().count("resuming at step") == KILLS
+
+
+# ------------------------------------------------------------------ the other task shapes
+
+
+def shape_overrides(task: str, tiny_model, tmp_path: Path) -> list[str]:
+    """A regression on STS-B, a multi-label run on GoEmotions (first rows of each file)."""
+    from .conftest import FOREIGN
+
+    if task == "regression":
+        source, out = FOREIGN / "glue_stsb" / "train.tsv", tmp_path / "stsb.tsv"
+        data = ["task=regression", "data.text_column=[sentence1,sentence2]", "data.label_column=score"]
+        keep = 241
+    else:
+        source, out = FOREIGN / "goemotions" / "train.tsv", tmp_path / "go.tsv"
+        data = ["task=multi_label", "data.columns=[text,labels,id]", "data.text_column=text",
+                "data.label_column=labels", "train.threshold=per_label"]
+        keep = 240
+    tmp_path.mkdir(exist_ok=True)
+    with open(source, encoding="utf-8") as f:
+        out.write_text("".join(f.readlines()[:keep]), encoding="utf-8")
+    return [
+        *data, f"model.name={tiny_model}", f"data.train={out}", "data.quoting=none", "data.val_size=40",
+        "data.test_size=40", "model.max_length=32", "train.max_steps=12", "train.eval_every=4",
+        "train.log_every=1", "train.batch_size=16", "train.lr=5e-3", "train.patience=null",
+        "train.checkpoint_every=2", "train.keep_last=100", "log.progress=false", f"run.dir={tmp_path / 'runs'}",
+    ]
+
+
+@pytest.mark.parametrize("task", ["regression", "multi_label"])
+@pytest.mark.parametrize("step", [6, 12])  # 12: killed after the last step, before the final test
+def test_resume_of_a_regression_or_multilabel_run_equals_the_uninterrupted_one(task, step, tiny_model, tmp_path):
+    reference = train(None, shape_overrides(task, tiny_model, tmp_path / "reference"))
+    run = Path(shutil.copytree(reference, tmp_path / "run", symlinks=True))
+    for path in complete_checkpoints(run):  # killed after the checkpoint of `step`
+        if int(path.name.split("-")[1]) > step:
+            shutil.rmtree(path)
+    (run / "summary.json").unlink()
+    for path in (run / "evaluations").iterdir():
+        path.unlink()
+    planted = task == "multi_label" and step == 12
+    if planted:  # thresholds only the saved state holds: the final test must decide at them
+        state_file = run / "checkpoints" / "step-000012" / "state.json"
+        state = json.loads(state_file.read_text())
+        state["best_thresholds"] = [0.42] * len(state["best_thresholds"])
+        state_file.write_text(json.dumps(state))
+    assert train(resume=run) == run
+    if planted:
+        assert json.loads((run / "summary.json").read_text())["test"]["thresholds"] == state["best_thresholds"]
+        return
+    assert metric_rows(run) == metric_rows(reference)
+    assert summary_core(run) == summary_core(reference)
+    if task == "multi_label":  # the best thresholds came back with the state
+        assert (run / "checkpoint-best" / "thresholds.json").read_text() == (reference / "checkpoint-best" / "thresholds.json").read_text()
+        assert json.loads((run / "summary.json").read_text())["test"]["thresholds"] == json.loads((reference / "summary.json").read_text())["test"]["thresholds"]

@@ -46,10 +46,15 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
     labels = {name: table.labels for name, table in splits.items() if table.labels is not None}
     if cfg.task == "regression":
         return _regression_report(cfg, given, splits, labels)
-    counts = {name: np.bincount(y, minlength=len(data.label_names)).tolist() for name, y in labels.items()}
+    # rows of each class; a multi-label run's: rows holding each label
+    counts = {
+        name: (y.sum(axis=0).astype(int) if y.ndim == 2 else np.bincount(y, minlength=len(data.label_names))).tolist()
+        for name, y in labels.items()
+    }
     train_counts = np.asarray(counts["train"])
     ratio = float(train_counts.max() / train_counts.min()) if train_counts.min() > 0 else None
     return {
+        "task": cfg.task,
         "splits": {name: _split_source(name, table, data) for name, table in splits.items()},
         "columns": {
             "text": data.text_column,
@@ -199,7 +204,8 @@ def _class_lines(r: dict) -> list[str]:
     names = list(r["splits"])
     shown = [n for n in names if r["classes"] and n in r["classes"][0]["rows"]]
     width = max(len(c["name"]) for c in r["classes"])
-    lines = [f"classes (from {r['classes_from']}), rows per split:", f"  {'id':>3}  {'class':<{width}}  " + "  ".join(f"{n:>10}" for n in shown)]
+    kind = "labels (multi-label: rows holding each)" if r.get("task") == "multi_label" else "classes"
+    lines = [f"{kind} (from {r['classes_from']}), rows per split:", f"  {'id':>3}  {'class':<{width}}  " + "  ".join(f"{n:>10}" for n in shown)]
     for c in r["classes"]:
         lines.append(f"  {c['id']:>3}  {c['name']:<{width}}  " + "  ".join(f"{c['rows'][n]:>10,}" for n in shown))
     ratio = r["imbalance_ratio"]

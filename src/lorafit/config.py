@@ -123,6 +123,11 @@ class DataConfig:
         "set it to fix the order, to add classes training lacks, or to name integer labels "
         "(AG News: [World, Sports, Business, Sci/Tech] for 0-3)",
     )
+    label_columns: list[str] | None = _f(
+        None,
+        "task: multi_label: one 0/1 column per label (the columns' names are the labels), in "
+        "place of one label column of comma-separated label sets; null = one label column",
+    )
     label_format: str = _f(
         "auto",
         "how `lorafit predict` writes labels: names, ids (0..K-1: the competition's ID,Label), or "
@@ -313,7 +318,8 @@ class TrainConfig:
         "(minimised), or auto = eval_accuracy on balanced training classes, eval_f1 when the "
         "largest class has more than 1.5x the rows of the smallest (the log says which and why; "
         "the run's config.yaml records the choice); task: regression: eval_pearson, "
-        "eval_spearman or eval_loss (the MSE, minimised), auto = eval_pearson",
+        "eval_spearman or eval_loss (the MSE, minimised), auto = eval_pearson; task: multi_label: "
+        "eval_macro_f1, eval_micro_f1 or eval_loss, auto = eval_macro_f1",
     )
     patience: int | None = _f(3, "stop after N evaluations without improvement (null = never)")
     seed: int = _f(42, "seed for data split, order, dropout and initialisation")
@@ -327,6 +333,13 @@ class TrainConfig:
         1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
     )
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
+    threshold: Any = _f(
+        "global",
+        "task: multi_label: the decision threshold on each label's probability: global (one, "
+        "tuned on the validation split at every evaluation for train.metric's F1), per_label "
+        "(one per label, each for its own F1), or a fixed number in (0, 1); the best "
+        "checkpoint's thresholds are saved with it (checkpoint-best/thresholds.json)",
+    )
     class_weights: str = _f(
         "none",
         "none, or balanced: weight each class's training cross-entropy by rows / (classes x its "
@@ -376,6 +389,11 @@ class TrainConfig:
         _check(self.lora_plus_ratio > 0, "train.lora_plus_ratio", "must be > 0")
         _check(0 < self.layer_decay <= 1, "train.layer_decay", "must be in (0, 1]")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _check(
+            self.threshold in ("global", "per_label")
+            or (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool) and 0 < self.threshold < 1),
+            "train.threshold", "must be global, per_label or a number in (0, 1)",
+        )
         self.teacher = _teacher_list(self.teacher)
         _check(0 <= self.distill_weight <= 1, "train.distill_weight", "must be in [0, 1]")
         _check(self.distill_temperature > 0, "train.distill_temperature", "must be > 0")
@@ -420,13 +438,14 @@ class TrainConfig:
 #: train.metric's choices: an eval row's keys (metrics.jsonl), or auto (settled from the training labels)
 TRAIN_METRICS = (
     "auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss",
-    "eval_pearson", "eval_spearman",
+    "eval_pearson", "eval_spearman", "eval_macro_f1", "eval_micro_f1",
 )
 #: the task shapes (top-level `task`) and the train.metric values each can select by
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "multi_label")
 TASK_METRICS = {
     "classification": ("auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss"),
     "regression": ("auto", "eval_pearson", "eval_spearman", "eval_loss"),
+    "multi_label": ("auto", "eval_macro_f1", "eval_micro_f1", "eval_loss"),
 }
 
 
@@ -483,8 +502,10 @@ TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", 
 class Config:
     task: str = _f(
         "classification",
-        "classification (one class a row: softmax, cross-entropy) or regression (one number a row: "
-        "one output, MSE loss, Pearson / Spearman; predictions are numbers)",
+        "classification (one class a row: softmax, cross-entropy), regression (one number a row: "
+        "one output, MSE loss, Pearson / Spearman; predictions are numbers) or multi_label (any "
+        "number of labels a row: sigmoid outputs, binary cross-entropy, micro / macro-F1 at "
+        "thresholds tuned on the validation split; predictions are label sets)",
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -500,11 +521,17 @@ class Config:
         self.data._task = self.task  # the data layer reads labels as classes or as numbers
         if self.task == "regression":
             self._check_regression()
+        elif self.task == "multi_label":
+            self._check_multi_label()
         else:
             _check(
                 len(self.data.label_names) == 0 or len(self.data.label_names) >= 2,
                 "data.label_names",
                 "needs at least 2 classes (or [] for the training file's labels)",
+            )
+            _check(
+                self.data.label_columns is None, "data.label_columns",
+                "is for task: multi_label (one 0/1 column per label); set task: multi_label or use data.label_column",
             )
             _check(
                 self.train.metric in TASK_METRICS["classification"], "train.metric",
@@ -524,8 +551,36 @@ class Config:
         )
 
 
+    def _check_multi_label(self) -> None:
+        """What a multi-label run cannot take, each refused by its key (the README's Multi-label)."""
+        _check(
+            len(self.data.label_names) == 0 or len(self.data.label_names) >= 2,
+            "data.label_names",
+            "needs at least 2 labels (or [] for the labels the training file holds)",
+        )
+        _check(
+            self.train.metric in TASK_METRICS["multi_label"], "train.metric",
+            f"{self.train.metric} is not a multi-label figure; a multi-label run selects by one of "
+            f"{', '.join(TASK_METRICS['multi_label'])}",
+        )
+        _check(self.train.class_weights == "none", "train.class_weights", "is not used by a multi-label run yet: set it to none")
+        columns = self.data.label_columns
+        if columns is not None:
+            _check(len(columns) >= 2 and len(set(columns)) == len(columns), "data.label_columns", "must name 2 or more different columns")
+            _check(self.data.label_column is None, "data.label_columns", "replaces data.label_column: set one of them, not both")
+            _check(
+                not self.data.label_names or list(self.data.label_names) == list(columns), "data.label_names",
+                "with data.label_columns the labels are those columns' names: leave data.label_names empty",
+            )
+        _check(self.train.label_smoothing == 0, "train.label_smoothing", "is not used by a multi-label run: set it to 0")
+        _check(
+            self.train.teacher is None, "train.teacher",
+            "distillation into a multi-label run is not built yet; remove train.teacher",
+        )
+
     def _check_regression(self) -> None:
         """What a regression run cannot take, each refused by its key (the README's Regression)."""
+        _check(self.data.label_columns is None, "data.label_columns", "is for task: multi_label; a regression reads one label column")
         _check(
             len(self.data.label_names) <= 1, "data.label_names",
             "a regression has one output: give at most one name for it (e.g. [similarity]), or [] "

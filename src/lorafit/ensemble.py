@@ -16,7 +16,11 @@ Methods:
 
 A regression's members (`task: regression`) are averaged (`mean`: the mean of their predicted
 values); `weighted` and `vote` combine class probabilities and refuse a regression. Members'
-scores on a labelled input are then Pearson correlations instead of accuracies.
+scores on a labelled input are then Pearson correlations instead of accuracies. A multi-label
+run's members (`task: multi_label`) are averaged too (`mean` of each label's probability), and
+the decision thresholds are tuned again on the averaged probabilities of the members' shared
+validation split (the first member's train.threshold and metric); members' scores are their
+macro-F1 at their own thresholds.
 
 Members' probabilities come from `RUN_DIR/predictions/<stem>-<sha12>-<key10>.csv` when that
 file was already predicted with the same checkpoint, settings and dtype (`lorafit predict`
@@ -35,7 +39,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lorafit.config import Config, load_config
 from lorafit.errors import UserError
@@ -129,7 +132,9 @@ def _validation_set(run: Path, cfg: Config):
     """The run's validation rows, rebuilt from its data config and seed, and their digest."""
     from lorafit.data import load_splits
 
-    data = dataclasses.replace(cfg.data, test=None)  # the test file is not needed here
+    # the test file is not needed here; replaced through the Config, whose checks tell the
+    # data layer the run's task (labels read as classes, numbers or label sets)
+    data = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test=None)).data
     val = load_splits(data, cfg.train.seed)["validation"]
     return val, rows_digest(val)
 
@@ -154,7 +159,14 @@ def _validation_probabilities(
 ) -> np.ndarray:
     """A member's probabilities on its validation rows (saved once, reused afterwards)."""
     from lorafit.data import encode
-    from lorafit.predict import _save_probabilities, infer_logits, load_run_model, prediction_key, read_scores, scores_of
+    from lorafit.predict import (
+        _save_probabilities,
+        infer_logits,
+        load_run_model,
+        prediction_key,
+        read_scores,
+        scores_of,
+    )
 
     key = prediction_key(run, cfg, "fp32", device)  # the checkpoint, settings, dtype, device
     path = run / "predictions" / f"validation-{digest}-{key}.csv"
@@ -169,22 +181,29 @@ def _validation_probabilities(
     return probs
 
 
-def validation_weights(members, batch_size: int, device: str) -> tuple[np.ndarray, dict]:
-    """Weights fitted on the members' shared validation split, and that split's scores."""
+def shared_validation(members, batch_size: int, device: str, what: str = "ensemble --method weighted"):
+    """(each member's probabilities on the members' shared validation rows, those rows); a
+    one-line error when the members' validation splits differ."""
     splits = [(run, *_validation_set(run, cfg)) for run, cfg in members]
     first_run, first_val, first_digest = splits[0]
     for run, val, digest in splits[1:]:
         if digest != first_digest:
             raise UserError(
-                f"ensemble --method weighted: the validation split of {run} ({len(val)} rows, "
+                f"{what}: the validation split of {run} ({len(val)} rows, "
                 f"{digest}) differs from {first_run}'s ({len(first_val)} rows, {first_digest}); "
-                "weight runs trained with the same data.train, data.val_size and train.seed, "
-                "or use --method mean"
+                "ensemble runs trained with the same data.train, data.validation, data.val_size and train.seed"
+                + (", or use --method mean" if what.endswith("weighted") else "")
             )
     probs = [
         _validation_probabilities(run, cfg, first_val, first_digest, batch_size, device)
         for run, cfg in members
     ]
+    return probs, first_val
+
+
+def validation_weights(members, batch_size: int, device: str) -> tuple[np.ndarray, dict]:
+    """Weights fitted on the members' shared validation split, and that split's scores."""
+    probs, first_val = shared_validation(members, batch_size, device)
     weights = fit_weights(probs, first_val.labels)
     uniform = np.full(len(probs), 1 / len(probs))
     scores = {
@@ -280,6 +299,11 @@ def ensemble(
             f"ensemble --method {method}: combines class probabilities; a regression ensemble "
             "averages its members' values: use --method mean"
         )
+    if task == "multi_label" and method != "mean":
+        raise UserError(
+            f"ensemble --method {method}: combines one class a row; a multi-label ensemble "
+            "averages each label's probability: use --method mean"
+        )
     chosen_format = label_format_of(members[0][1], label_format)  # a bad --label-format fails first
     input = _existing_input(input)
     out = _output_path(Path(input), output, method, overwrite)
@@ -304,6 +328,8 @@ def ensemble(
         weights, result["validation"] = validation_weights(members, batch_size, device)
         for member, w in zip(result["members"], weights):
             member["weight"] = float(w)
+    if task == "multi_label":
+        return _multilabel_ensemble(result, members, probs, table, out, chosen_format, batch_size, device, id_column)
     if task == "regression":
         values = mean_probabilities(probs)
         write_submission(out, predicted_labels(values, members[0][1], chosen_format), table.ids, id_column or "ID")
@@ -325,10 +351,34 @@ def ensemble(
     return result
 
 
+def _multilabel_ensemble(result, members, probs, table, out, label_format, batch_size, device, id_column) -> dict:
+    """The mean of the members' label probabilities, decided at thresholds tuned again on the
+    members' shared validation split; members' and ensemble's macro-F1 on a labelled input."""
+    from lorafit.metrics import multilabel_metrics, tune_thresholds
+    from lorafit.predict import predicted_labels, run_thresholds, write_submission
+
+    cfg = members[0][1]
+    val_probs, val = shared_validation(members, batch_size, device, "a multi-label ensemble's thresholds")
+    average = "micro" if cfg.train.metric == "eval_micro_f1" else "macro"
+    thresholds = tune_thresholds(mean_probabilities(val_probs), val.labels, cfg.train.threshold, average)
+    mean = mean_probabilities(probs)
+    write_submission(out, predicted_labels(mean, cfg, label_format, thresholds), table.ids, id_column or "ID")
+    result["thresholds"] = [float(t) for t in thresholds]
+    result["validation"] = {"rows": len(val), "macro_f1": multilabel_metrics(
+        mean_probabilities(val_probs), val.labels, cfg.data.label_names, thresholds)["macro_f1"]}
+    if table.labels is not None:
+        names = cfg.data.label_names
+        for member, (run, member_cfg), p in zip(result["members"], members, probs):
+            member["macro_f1"] = multilabel_metrics(p, table.labels, names, run_thresholds(run, member_cfg))["macro_f1"]
+        result["macro_f1"] = multilabel_metrics(mean, table.labels, names, thresholds)["macro_f1"]
+    return result
+
+
 def format_result(result: dict) -> str:
     """The members (weight, accuracy) and the ensemble, as printed by the CLI."""
     width = max(len(m["run_dir"]) for m in result["members"])
-    score = "pearson" if "pearson" in result else "accuracy"  # a regression's members: Pearson
+    # a regression's members: Pearson; a multi-label run's: macro-F1
+    score = next((k for k in ("pearson", "macro_f1") if k in result or k in result["members"][0]), "accuracy")
     lines = [f"{'member':<{width}}  {'weight':>7}  {score:>8}"]
     for m in result["members"]:
         weight = f"{m['weight']:.4f}" if "weight" in m else "-"
@@ -336,7 +386,14 @@ def format_result(result: dict) -> str:
         lines.append(f"{m['run_dir']:<{width}}  {weight:>7}  {acc:>8}")
     acc = f"{result[score]:.4f}" if score in result else "-"
     lines.append(f"{'ensemble (' + result['method'] + ')':<{width}}  {'':>7}  {acc:>8}")
-    if "validation" in result:
+    if "thresholds" in result:
+        shown = sorted(set(result["thresholds"]))
+        v = result["validation"]
+        lines.append(
+            f"thresholds tuned on {v['rows']} validation rows (macro-F1 {v['macro_f1']:.4f}): "
+            + (f"{shown[0]:g}" if len(shown) == 1 else f"{shown[0]:g}-{shown[-1]:g}, one per label")
+        )
+    elif "validation" in result:
         v = result["validation"]
         lines.append(
             f"weights fitted on {v['rows']} validation rows: mean log-likelihood "

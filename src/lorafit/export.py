@@ -65,20 +65,20 @@ def _front_matter(cfg: Config, merged: bool) -> list[str]:
 
 
 def _results_lines(summary: dict) -> list[str]:
-    from lorafit.metrics import EVAL_KEYS, FIGURES
+    from lorafit.metrics import FIGURES
 
     best, test = summary.get("best_eval") or {}, summary.get("test")
     figures = FIGURES[summary.get("task", "classification")]
     lines = [
-        "| split | rows | " + " | ".join(title for _, title in figures) + " |",
+        "| split | rows | " + " | ".join(title for _, title, _ in figures) + " |",
         "|---|---:|" + "---:|" * len(figures),
     ]
     if best:
         where = f"validation (step {best['step']} of {summary.get('final_step')})"
-        lines.append(f"| {where} | | " + " | ".join(f"{best[EVAL_KEYS[k]]:.4f}" for k, _ in figures) + " |")
+        lines.append(f"| {where} | | " + " | ".join(f"{best[key]:.4f}" for _, _, key in figures) + " |")
     if test:
         lines.append(
-            f"| test (`{test.get('input')}`) | {test['rows']} | " + " | ".join(f"{test[k]:.4f}" for k, _ in figures) + " |"
+            f"| test (`{test.get('input')}`) | {test['rows']} | " + " | ".join(f"{test[k]:.4f}" for k, _, _ in figures) + " |"
         )
     return lines
 
@@ -210,6 +210,8 @@ def model_card(
             (
                 f"Text regression of one number ({cfg.data.label_names[0]}),"
                 if cfg.task == "regression"
+                else f"Multi-label text classification: any of {len(cfg.data.label_names)} labels a text ({', '.join(cfg.data.label_names)}),"
+                if cfg.task == "multi_label"
                 else f"Text classification into {len(cfg.data.label_names)} classes ({', '.join(cfg.data.label_names)}),"
             )
             + f" trained with lorafit on `{cfg.data.train}` (validation: "

@@ -31,6 +31,8 @@ METRIC_NAMES = {
     "eval_loss": "loss",
     "eval_pearson": "Pearson correlation",
     "eval_spearman": "Spearman correlation",
+    "eval_macro_f1": "macro-F1 over the labels",
+    "eval_micro_f1": "micro-F1 over the labels",
 }
 #: train.metric=auto: the training split is imbalanced when its largest class has more than
 #: this many times the rows of its smallest; accuracy then rewards predicting the big classes,
@@ -131,11 +133,96 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / norm) if norm > 0 else 0.0
 
 
-def task_metrics(task: str, outputs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32)).numpy()
+
+
+#: the thresholds a multi-label run's tuning tries: 0.01, 0.02, ..., 0.99
+THRESHOLD_GRID = np.round(np.arange(1, 100) / 100, 2)
+
+
+def _f1_counts(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives per label (0/1 arrays [rows, labels])."""
+    return (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0)
+
+
+def _f1(tp, fp, fn) -> np.ndarray:
+    """F1 = 2tp / (2tp + fp + fn); 0 where a label is neither held nor predicted (scikit-learn's
+    zero_division=0)."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+
+
+def tune_thresholds(probs: np.ndarray, labels: np.ndarray, how="global", average: str = "macro") -> np.ndarray:
+    """The decision threshold of each label ([labels]), from `THRESHOLD_GRID`.
+
+    `how`: a number (that threshold for every label); `global` (the one threshold whose
+    `average` F1, macro or micro, is highest); `per_label` (each label's own best F1, which
+    is also the best macro-F1). Ties go to the lowest threshold.
+    """
+    k = probs.shape[1]
+    if not isinstance(how, str):
+        return np.full(k, float(how))
+    true = labels > 0.5
+    scores = []  # [grid, labels] F1 per label, or [grid] micro-F1
+    for t in THRESHOLD_GRID:
+        tp, fp, fn = _f1_counts(probs >= t, true)
+        scores.append(_f1(tp.sum(), fp.sum(), fn.sum()) if average == "micro" and how == "global" else _f1(tp, fp, fn))
+    scores = np.asarray(scores)
+    if how == "per_label":
+        return THRESHOLD_GRID[scores.argmax(axis=0)]
+    overall = scores if scores.ndim == 1 else scores.mean(axis=1)
+    return np.full(k, THRESHOLD_GRID[overall.argmax()])
+
+
+def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds) -> dict:
+    """Micro- and macro-F1, micro precision and recall, exact-match accuracy, per-label
+    precision / recall / F1 / support, and the binary cross-entropy, of sigmoid probabilities
+    [rows, labels] decided at `thresholds` (one per label) against 0/1 labels."""
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_recall_fscore_support,
+        precision_score,
+        recall_score,
+    )
+
+    true = (np.asarray(labels) > 0.5).astype(np.int64)
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (probs.shape[1],))
+    pred = (probs >= thresholds[None, :]).astype(np.int64)
+    p, r, f, support = precision_recall_fscore_support(true, pred, average=None, zero_division=0)
+    clipped = torch.as_tensor(np.clip(probs, 1e-7, 1 - 1e-7), dtype=torch.float64)
+    loss = F.binary_cross_entropy(clipped, torch.as_tensor(true, dtype=torch.float64)).item()
+    return {
+        "task": "multi_label",
+        "rows": int(len(true)),
+        "loss": loss,
+        "micro_f1": float(f1_score(true, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
+        "micro_precision": float(precision_score(true, pred, average="micro", zero_division=0)),
+        "micro_recall": float(recall_score(true, pred, average="micro", zero_division=0)),
+        "exact_match": float(accuracy_score(true, pred)),
+        "labels_per_row": float(true.sum(1).mean()),
+        "predicted_per_row": float(pred.sum(1).mean()),
+        "thresholds": [float(t) for t in thresholds],
+        "label_names": list(label_names),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i]),
+                   "threshold": float(thresholds[i])}
+            for i, name in enumerate(label_names)
+        },
+    }
+
+
+def task_metrics(task: str, outputs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds=None) -> dict:
     """The metrics of `task`: classification from logits [rows, classes] (or log-probabilities),
-    regression from the predicted values [rows, 1]."""
+    regression from the predicted values [rows, 1], multi-label from logits [rows, labels]
+    decided at `thresholds` (one per label)."""
     if task == "regression":
         return regression_metrics(np.asarray(outputs)[:, 0], labels, label_names[0])
+    if task == "multi_label":
+        return multilabel_metrics(sigmoid(outputs), labels, label_names, thresholds)
     return classification_metrics(outputs, labels, label_names)
 
 
@@ -143,22 +230,21 @@ def eval_values(m: dict) -> dict:
     """The metrics of an evaluation as metrics.jsonl's eval row keys (train.metric's choices)."""
     if m.get("task") == "regression":
         return {"eval_loss": m["loss"], "eval_pearson": m["pearson"], "eval_spearman": m["spearman"]}
+    if m.get("task") == "multi_label":
+        return {"eval_loss": m["loss"], "eval_macro_f1": m["macro_f1"], "eval_micro_f1": m["micro_f1"],
+                "eval_exact_match": m["exact_match"]}
     return {
         "eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"],
         "eval_mcc": m["mcc"], "eval_precision": m["macro_precision"], "eval_recall": m["macro_recall"],
     }
 
 
-#: per task, the figures a table of results shows: (key of a metrics dict, title); the eval
-#: row's key is `EVAL_KEYS[key]`
+#: per task, the figures a table of results shows: (key of a metrics dict, title, key of the
+#: eval row in metrics.jsonl)
 FIGURES = {
-    "classification": [("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss")],
-    "regression": [("pearson", "Pearson"), ("spearman", "Spearman"), ("loss", "MSE")],
-}
-EVAL_KEYS = {
-    "loss": "eval_loss", "accuracy": "eval_accuracy", "macro_f1": "eval_f1", "mcc": "eval_mcc",
-    "macro_precision": "eval_precision", "macro_recall": "eval_recall", "pearson": "eval_pearson",
-    "spearman": "eval_spearman",
+    "classification": [("accuracy", "accuracy", "eval_accuracy"), ("macro_f1", "macro-F1", "eval_f1"), ("loss", "loss", "eval_loss")],
+    "regression": [("pearson", "Pearson", "eval_pearson"), ("spearman", "Spearman", "eval_spearman"), ("loss", "MSE", "eval_loss")],
+    "multi_label": [("macro_f1", "macro-F1", "eval_macro_f1"), ("micro_f1", "micro-F1", "eval_micro_f1"), ("loss", "loss", "eval_loss")],
 }
 
 
@@ -166,6 +252,10 @@ def headline(m: dict) -> str:
     """One line of an evaluation's main figures (the log's eval lines)."""
     if m.get("task") == "regression":
         return f"loss (MSE) {m['loss']:.4f} Pearson {m['pearson']:.4f} Spearman {m['spearman']:.4f}"
+    if m.get("task") == "multi_label":
+        shown = sorted(set(m["thresholds"]))
+        at = f"threshold {shown[0]:g}" if len(shown) == 1 else f"thresholds {shown[0]:g}-{shown[-1]:g}"
+        return f"loss {m['loss']:.4f} macro-F1 {m['macro_f1']:.4f} micro-F1 {m['micro_f1']:.4f} ({at})"
     return f"loss {m['loss']:.4f} accuracy {m['accuracy']:.4f} F1 {m['macro_f1']:.4f} MCC {m['mcc']:.4f}"
 
 
@@ -179,6 +269,8 @@ def format_metrics(m: dict) -> str:
             f"{m['label_names'][0]}: true mean {m['label_mean']:.4f} (sd {m['label_std']:.4f}), "
             f"predicted mean {m['prediction_mean']:.4f} (sd {m['prediction_std']:.4f})",
         ])
+    if m.get("task") == "multi_label":
+        return _format_multilabel(m)
     names = m["label_names"]
     width = max(10, *(len(n) for n in names))
     lines = [
@@ -194,6 +286,22 @@ def format_metrics(m: dict) -> str:
     lines.append(" " * width + "".join(f"{n[:9]:>10}" for n in names))
     for n, row in zip(names, m["confusion_matrix"]):
         lines.append(f"{n:<{width}}" + "".join(f"{v:>10d}" for v in row))
+    return "\n".join(lines)
+
+
+def _format_multilabel(m: dict) -> str:
+    names = m["label_names"]
+    width = max(10, *(len(n) for n in names))
+    lines = [
+        f"rows {m['rows']}   macro-F1 {m['macro_f1']:.4f}   micro-F1 {m['micro_f1']:.4f}   loss {m['loss']:.4f}",
+        f"micro precision {m['micro_precision']:.4f}   micro recall {m['micro_recall']:.4f}   "
+        f"exact match {m['exact_match']:.4f}   labels a row: true {m['labels_per_row']:.2f}, predicted {m['predicted_per_row']:.2f}",
+        "",
+        f"{'label':<{width}} precision  recall     f1  support  threshold",
+    ]
+    for n in names:
+        c = m["per_class"][n]
+        lines.append(f"{n:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d} {c['threshold']:10.2f}")
     return "\n".join(lines)
 
 
@@ -217,6 +325,8 @@ def resolve_metric(cfg: Config, labels: np.ndarray) -> str:
     metric = cfg.train.metric
     if metric == "auto" and cfg.task == "regression":
         metric, why = "eval_pearson", "a regression (train.metric=auto)"
+    elif metric == "auto" and cfg.task == "multi_label":
+        metric, why = "eval_macro_f1", "a multi-label run: every label counts alike (train.metric=auto)"
     elif metric == "auto":
         ratio = imbalance_ratio(class_counts(labels, len(cfg.data.label_names)))
         imbalanced = ratio > IMBALANCE_RATIO

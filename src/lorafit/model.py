@@ -56,6 +56,10 @@ def _is_local(name: str) -> bool:
     return os.path.isdir(name)
 
 
+#: Config.task -> transformers' config.problem_type (a classification leaves it unset)
+PROBLEM_TYPES = {"regression": "regression", "multi_label": "multi_label_classification"}
+
+
 def load_model_config(cfg: Config):
     """The transformers config with our labels; known shapes (`lorafit.shapes`) work offline.
     Without `data.label_names` the classes come from the training file's labels
@@ -71,8 +75,9 @@ def load_model_config(cfg: Config):
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)},
-        # a regression's one output is the value (what transformers' pipelines and Trainer read)
-        **({"problem_type": "regression"} if cfg.task == "regression" else {}),
+        # what transformers' pipelines and Trainer read: a regression's one output is the
+        # value, a multi-label run's outputs go through a sigmoid each
+        **({"problem_type": PROBLEM_TYPES[cfg.task]} if cfg.task in PROBLEM_TYPES else {}),
     )
     if not _is_local(name):
         known = known_config(name, extra)

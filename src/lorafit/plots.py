@@ -48,15 +48,20 @@ METRIC_LABELS = {
     "train_loss": "train loss",
     "eval_pearson": "validation Pearson",
     "eval_spearman": "validation Spearman",
+    "eval_macro_f1": "validation macro-F1 (labels)",
+    "eval_micro_f1": "validation micro-F1 (labels)",
 }
 #: per task, the two validation scores drawn against step: (eval row key, name, key of the test
 #: figures, shown as a percentage)
 SCORES = {
     "classification": [("eval_accuracy", "accuracy", "accuracy", True), ("eval_f1", "macro-F1", "f1", True)],
     "regression": [("eval_pearson", "Pearson", "pearson", False), ("eval_spearman", "Spearman", "spearman", False)],
+    "multi_label": [("eval_macro_f1", "macro-F1", "macro_f1", True), ("eval_micro_f1", "micro-F1", "micro_f1", True)],
 }
+#: the plot of the two scores against step, per task
+SCORES_PLOT = {"classification": "accuracy.png", "regression": "correlation.png", "multi_label": "f1.png"}
 #: the loss's name on an axis, per task
-LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE"}
+LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE", "multi_label": "binary cross-entropy"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +91,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     figures = {
         "learning_curve.png": plot_learning_curve(rows, label, task),
         "loss.png": plot_loss(rows, label, task),
-        ("correlation.png" if task == "regression" else "accuracy.png"): plot_accuracy(
+        SCORES_PLOT[task]: plot_accuracy(
             rows, label, best, final_test_metrics(rows, summary), task
         ),
         "lr.png": plot_lr(rows, label),
@@ -185,7 +190,7 @@ def plot_loss(rows: list[dict], label: str, task: str = "classification") -> Fig
     fig, ax = _new_figure()
     _draw(ax, train_steps, train, COLORS["train"], "train")
     _draw(ax, eval_steps, evals, COLORS["eval"], "validation", markersize=6)
-    _decorate(ax, f"Loss: {label}", "optimizer step", "cross-entropy loss (nats)" if task != "regression" else "mean squared error")
+    _decorate(ax, f"Loss: {label}", "optimizer step", "mean squared error" if task == "regression" else f"{LOSS_NAMES[task]} loss (nats)")
     ax.legend(loc="upper right", fontsize=9)
     return fig
 

@@ -37,7 +37,7 @@ from lorafit.data import (
 )
 from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
-from lorafit.metrics import format_metrics, softmax, task_metrics
+from lorafit.metrics import format_metrics, multilabel_metrics, sigmoid, softmax, task_metrics
 from lorafit.rundir import require_run_dir, write_atomic, write_json
 
 log = logging.getLogger("lorafit")
@@ -242,21 +242,48 @@ def table_probabilities(run: Path, table, batch_size: int, device: str, dtype: s
 
 
 def scores_of(task: str, logits: np.ndarray) -> np.ndarray:
-    """What a run's outputs mean: class probabilities (softmax), or a regression's values as they are."""
-    return logits.astype(np.float32) if task == "regression" else softmax(logits)
+    """What a run's outputs mean: class probabilities (softmax), each label's probability
+    (multi-label: sigmoid), or a regression's values as they are."""
+    if task == "regression":
+        return logits.astype(np.float32)
+    return sigmoid(logits) if task == "multi_label" else softmax(logits)
 
 
-def scores_metrics(cfg: Config, scores: np.ndarray, labels: np.ndarray) -> dict:
-    """The metrics of a run's task on `scores` (from `scores_of`) against the labels."""
+def run_thresholds(run: Path, cfg: Config) -> np.ndarray | None:
+    """A multi-label run's decision thresholds (checkpoint-best/thresholds.json), in label
+    order; None for the other tasks."""
+    if cfg.task != "multi_label":
+        return None
+    path = Path(run) / "checkpoint-best" / "thresholds.json"
+    try:
+        saved = json.loads(path.read_text())
+        return np.array([float(saved[n]) for n in cfg.data.label_names])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path}: missing or damaged (a multi-label run decides at the thresholds saved there); "
+            "train the run again"
+        ) from None
+
+
+def scores_metrics(cfg: Config, scores: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
+    """The metrics of a run's task on `scores` (from `scores_of`) against the labels; a
+    multi-label run's at `thresholds` (`run_thresholds`)."""
+    if cfg.task == "multi_label":
+        return multilabel_metrics(scores, labels, cfg.data.label_names, thresholds)
     outputs = scores if cfg.task == "regression" else np.log(scores + 1e-12)
     return task_metrics(cfg.task, outputs, labels, cfg.data.label_names)
 
 
-def predicted_labels(scores: np.ndarray, cfg: Config, label_format: str) -> list:
-    """What `predict` writes: class names or ids (see `output_labels`), or a regression's
-    values (6 significant digits)."""
+def predicted_labels(scores: np.ndarray, cfg: Config, label_format: str, thresholds=None) -> list:
+    """What `predict` writes: class names or ids (see `output_labels`), a regression's values
+    (6 significant digits), or a multi-label row's labels at `thresholds`, comma-separated
+    (empty for none)."""
     if cfg.task == "regression":
         return [float(f"{v:.6g}") for v in scores[:, 0]]
+    if cfg.task == "multi_label":
+        chosen = scores >= np.asarray(thresholds)[None, :]
+        show = (lambda i: str(i)) if label_format == "ids" else (lambda i: cfg.data.label_names[i])
+        return [",".join(show(i) for i in np.flatnonzero(row)) for row in chosen]
     return output_labels(scores.argmax(-1), cfg, label_format)
 
 
@@ -344,7 +371,8 @@ def _save_probabilities(path: Path, probs: np.ndarray, task: str = "classificati
         frame = pd.DataFrame({"value": probs[:, 0]})
     else:
         frame = pd.DataFrame(probs, columns=[f"prob_{i}" for i in range(probs.shape[1])])
-        frame.insert(0, "Label", probs.argmax(-1))
+        if task == "classification":  # a multi-label row's labels depend on the run's thresholds
+            frame.insert(0, "Label", probs.argmax(-1))
     frame.insert(0, "ID", np.arange(len(probs)))
     write_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
 
@@ -400,7 +428,8 @@ def predict(
     `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
     The output holds `ID,Label`: ID is the row number from 0, or the values of `id_column`
     (under its own name); Label is the class name, or its id with `label_format="ids"`
-    (default: the run's data.label_format, see the README).
+    (default: the run's data.label_format, see the README); a `task: regression` run's Label
+    is the predicted number (and its "probabilities" the values, one column).
 
     `texts=[...]` (and `pairs=[...]` for a pair task) classifies strings in memory instead of
     a file: nothing is written, and the result is `{"labels", "probabilities", "rows"}`.
@@ -418,11 +447,12 @@ def predict(
         run, input, batch_size, device or _default_device(), dtype=dtype,
         text_column=text_column, label_column=label_column, id_column=id_column,
     )
-    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format))
+    thresholds = run_thresholds(run, cfg)
+    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format), thresholds)
     write_submission(out, labels, table.ids, id_column or "ID")
     result = {"output": str(out), "probabilities": str(saved), "rows": len(table)}
     if table.labels is not None:
-        result["metrics"] = scores_metrics(cfg, probs, table.labels)
+        result["metrics"] = scores_metrics(cfg, probs, table.labels, thresholds)
     return result
 
 
@@ -449,7 +479,7 @@ def evaluate(
         run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype,
         text_column=text_column, label_column=label_column,
     )
-    metrics = scores_metrics(cfg, probs, table.labels)
+    metrics = scores_metrics(cfg, probs, table.labels, run_thresholds(run, cfg))
     metrics["input"] = str(input)
     (run / "evaluations").mkdir(exist_ok=True)
     write_json(run / "evaluations" / f"{Path(input).stem}-{file_digest(input)[:12]}.json", metrics)
@@ -475,7 +505,7 @@ def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype:
         raise UserError("predict: texts is empty; give at least one text")
     table = TextTable(list(texts), None, "texts", None if pairs is None else list(pairs))
     probs = table_probabilities(run, table, batch_size, device, dtype)
-    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format or "names"))
+    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format or "names"), run_thresholds(run, cfg))
     return {"labels": labels, "probabilities": probs, "rows": len(table)}
 
 

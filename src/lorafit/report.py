@@ -35,7 +35,10 @@ from lorafit.runlog import (
 )
 
 #: Overlaid curves in the report: (metrics.jsonl key, section caption).
-OVERLAYS = [("eval_accuracy", "Validation accuracy"), ("eval_pearson", "Validation Pearson"), ("train_loss", "Train loss")]
+OVERLAYS = [
+    ("eval_accuracy", "Validation accuracy"), ("eval_pearson", "Validation Pearson"),
+    ("eval_macro_f1", "Validation macro-F1 (multi-label)"), ("train_loss", "Train loss"),
+]
 
 
 class OutputExistsError(UserError, FileExistsError):
@@ -189,12 +192,23 @@ REGRESSION_COLUMNS = [
 ]
 
 
+#: shown only when a multi-label run is in the report (task: multi_label)
+MULTILABEL_COLUMNS = [
+    ("best val macro-F1 (labels)", "num", _best("eval_macro_f1", ".2%")),
+    ("best val micro-F1 (labels)", "num", _best("eval_micro_f1", ".2%")),
+    ("test macro-F1 (labels)", "num", lambda run: _cell((run["test"] or {}).get("macro_f1") if task_of(run["summary"], run["config"]) == "multi_label" else None, ".2%")),
+]
+
+
 def run_columns(runs: list[dict]) -> list:
-    """The runs table's columns: a regression's correlations join when one of the runs is one."""
-    if not any(task_of(run["summary"], run["config"]) == "regression" for run in runs):
+    """The runs table's columns: a regression's correlations and a multi-label run's F1s join
+    when one of the runs is one."""
+    tasks = {task_of(run["summary"], run["config"]) for run in runs}
+    extra = (REGRESSION_COLUMNS if "regression" in tasks else []) + (MULTILABEL_COLUMNS if "multi_label" in tasks else [])
+    if not extra:
         return RUN_COLUMNS
     at = [name for name, _, _ in RUN_COLUMNS].index("wall time")
-    return RUN_COLUMNS[:at] + REGRESSION_COLUMNS + RUN_COLUMNS[at:]
+    return RUN_COLUMNS[:at] + extra + RUN_COLUMNS[at:]
 
 
 def _wall_time(run: dict) -> tuple[str, str]:

@@ -100,7 +100,7 @@ def evaluate_perturbed(
 
     clean = score(table)
     perturbed = {}
-    first = FIGURES[cfg.task][0][0]  # accuracy, or a regression's pearson
+    first = FIGURES[cfg.task][0][0]  # accuracy, a regression's pearson, a multi-label run's macro_f1
     for kind, rows in copies.items():
         perturbed[kind] = score(rows)
         perturbed[kind][f"{first}_change"] = perturbed[kind][first] - clean[first]
@@ -125,7 +125,7 @@ def evaluate_perturbed(
 def format_robustness(result: dict) -> str:
     """A small table: accuracy and macro-F1 (a regression: Pearson and Spearman) clean and per
     perturbation."""
-    (a, a_name), (b, b_name), _ = FIGURES[result["clean"].get("task", "classification")]
+    (a, a_name, _), (b, b_name, _), _ = FIGURES[result["clean"].get("task", "classification")]
     lines = [
         f"{result['input']}: {result['rows']} rows, rate {result['rate']:g}, seed {result['seed']}",
         f"{'texts':<14}{a_name:>10}{b_name:>10}{'change':>10}",

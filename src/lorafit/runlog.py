@@ -139,12 +139,13 @@ def best_eval_row(rows: list[dict], summary: dict | None, metric: str = "eval_ac
 _TEST_KEYS = {
     "loss": ("loss", "test_loss"), "accuracy": ("accuracy", "test_accuracy"), "f1": ("macro_f1", "test_f1"),
     "pearson": ("pearson", "test_pearson"), "spearman": ("spearman", "test_spearman"),
+    "macro_f1": ("macro_f1", "test_macro_f1"), "micro_f1": ("micro_f1", "test_micro_f1"),
 }
 
 
 def final_test_metrics(rows: list[dict], summary: dict | None) -> dict | None:
-    """`{loss, accuracy, f1, pearson, spearman}` of the test evaluation (summary first, then
-    the test row); a figure the task does not have is None."""
+    """`{loss, accuracy, f1, pearson, spearman, macro_f1, micro_f1}` of the test evaluation
+    (summary first, then the test row); a figure the task does not have is None."""
     test = (summary or {}).get("test")
     if test:
         return {k: test.get(full, test.get(row)) for k, (full, row) in _TEST_KEYS.items()}
@@ -310,10 +311,8 @@ PROGRESS_COLUMNS = [
 _KIND_ORDER = {"train": 0, "eval": 1, "test": 2}
 
 
-def _regression_columns() -> list:
-    """The progress table of a regression: Pearson and Spearman where a classification has
-    accuracy and macro-F1."""
-    scores = [("pearson", 9, _score("pearson")), ("spearman", 9, _score("spearman"))]
+def _task_columns(scores: list) -> list:
+    """The progress table with `scores` where a classification has accuracy and macro-F1."""
     out = []
     for column in PROGRESS_COLUMNS:
         if column[0] == "accuracy":
@@ -323,14 +322,16 @@ def _regression_columns() -> list:
     return out
 
 
-REGRESSION_COLUMNS = _regression_columns()
+#: the progress table of a regression (Pearson, Spearman) and of a multi-label run (its F1s)
+REGRESSION_COLUMNS = _task_columns([("pearson", 9, _score("pearson")), ("spearman", 9, _score("spearman"))])
+MULTILABEL_COLUMNS = _task_columns([("macro_f1", 9, _score("macro_f1")), ("micro_f1", 9, _score("micro_f1"))])
 
 
 def progress_table(rows: list[dict], task: str = "classification") -> list[str]:
     """Train, eval and test rows in step order as fixed-width text lines."""
     if not rows:
         return ["(no rows in metrics.jsonl yet)"]
-    columns = REGRESSION_COLUMNS if task == "regression" else PROGRESS_COLUMNS
+    columns = {"regression": REGRESSION_COLUMNS, "multi_label": MULTILABEL_COLUMNS}.get(task, PROGRESS_COLUMNS)
     ordered = sorted(rows, key=lambda r: (r["step"], _KIND_ORDER.get(r["kind"], 3)))
     header = "".join(f"{name:>{width}}" for name, width, _ in columns)
     lines = [header, "-" * len(header)]
@@ -340,10 +341,12 @@ def progress_table(rows: list[dict], task: str = "classification") -> list[str]:
     return lines
 
 
-def _metrics_line(label: str, loss, accuracy, f1, task: str = "classification", pearson=None, spearman=None) -> str:
+def _metrics_line(label: str, loss, accuracy, f1, task: str = "classification", pearson=None, spearman=None, micro=None) -> str:
     def show(x):
         return "-" if x is None else f"{x:.4f}"
 
+    if task == "multi_label":  # f1: the macro-F1 over the labels
+        return f"{label:<14} loss {show(loss)}   macro-F1 {show(f1)}   micro-F1 {show(micro)}"
     if task == "regression":
         return f"{label:<14} MSE {show(loss)}   Pearson {show(pearson)}   Spearman {show(spearman)}"
     return f"{label:<14} loss {show(loss)}   accuracy {show(accuracy)}   macro-F1 {show(f1)}"
@@ -364,10 +367,11 @@ def _result_lines(run: Path, rows: list[dict], summary: dict | None, config: dic
     lines += _best_lines(rows, summary, metric, task)
     test = final_test_metrics(rows, summary)
     if test:
-        lines.append(_metrics_line("test", test["loss"], test["accuracy"], test["f1"], task, test["pearson"], test["spearman"]))
+        lines.append(_metrics_line("test", test["loss"], test["accuracy"], test["f1"], task, test["pearson"], test["spearman"], test["micro_f1"]))
     for stem, ev in read_evaluations(run).items():
         line = _metrics_line(
-            "evaluation", ev.get("loss"), ev.get("accuracy"), ev.get("macro_f1"), task, ev.get("pearson"), ev.get("spearman")
+            "evaluation", ev.get("loss"), ev.get("accuracy"), ev.get("macro_f1"), task, ev.get("pearson"), ev.get("spearman"),
+            ev.get("micro_f1"),
         )
         lines.append(f"{line}   (evaluations/{stem}.json, {ev.get('rows', '?')} rows)")
     if summary is not None:
@@ -390,9 +394,9 @@ def _best_lines(rows: list[dict], summary: dict | None, metric: str, task: str =
     final = (summary or {}).get("final_step")
     shown = "-" if value is None else f"{value:.4f}"
     of = f" (of {final})" if final is not None else ""
-    loss, acc, f1 = best.get("eval_loss"), best.get("eval_accuracy"), best.get("eval_f1")
+    loss, acc, f1 = best.get("eval_loss"), best.get("eval_accuracy"), best.get("eval_f1", best.get("eval_macro_f1"))
     return [
         *lines,
         f"{'best':<14} {shown} at step {best['step']}{of}",
-        _metrics_line("validation", loss, acc, f1, task, best.get("eval_pearson"), best.get("eval_spearman")),
+        _metrics_line("validation", loss, acc, f1, task, best.get("eval_pearson"), best.get("eval_spearman"), best.get("eval_micro_f1")),
     ]

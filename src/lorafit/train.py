@@ -41,7 +41,9 @@ from lorafit.metrics import (
     format_metrics,
     headline,
     resolve_metric,
+    sigmoid,
     task_metrics,
+    tune_thresholds,
 )
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
@@ -70,6 +72,7 @@ class TrainState:
     bad_evals: int = 0
     stopped_early: bool = False
     elapsed_s: float = 0.0  # training time before the last checkpoint (time_s goes on from it)
+    best_thresholds: list | None = None  # task: multi_label: the best evaluation's thresholds
 
 
 def _new_window() -> dict:
@@ -249,11 +252,13 @@ def current_memory_mb(device: torch.device) -> float:
     return peak_memory_mb(device)
 
 
-def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None) -> dict:
+def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None, thresholds=None) -> dict:
     """Metrics on a labelled split; with several processes each scores a shard, then gather.
 
     `prefix` (a `fastpath.EvalPrefix`, the same one for every evaluation of the split) runs
-    only the layers above the frozen prefix on that shard's stored prefix output.
+    only the layers above the frozen prefix on that shard's stored prefix output. A
+    multi-label run decides at `thresholds`, or (None) at thresholds tuned on this split
+    (train.threshold).
     """
     from accelerate.utils import gather_object
 
@@ -269,7 +274,10 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
         logits = infer_logits(bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
     logits = np.concatenate(gather_object([logits]))
     model.train()
-    return task_metrics(cfg.task, logits, encoded.labels, cfg.data.label_names)
+    if cfg.task == "multi_label" and thresholds is None:
+        average = "micro" if cfg.train.metric == "eval_micro_f1" else "macro"
+        thresholds = tune_thresholds(sigmoid(logits), encoded.labels, cfg.train.threshold, average)
+    return task_metrics(cfg.task, logits, encoded.labels, cfg.data.label_names, thresholds)
 
 
 def task_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
@@ -277,6 +285,8 @@ def task_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, class_wei
     label smoothing), or a regression's mean squared error of its one output."""
     if cfg.task == "regression":
         return F.mse_loss(logits.float()[:, 0], labels.float())
+    if cfg.task == "multi_label":  # each label a yes/no: the mean binary cross-entropy
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
     return F.cross_entropy(logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing)
 
 
@@ -305,6 +315,9 @@ def save_checkpoint(model, tokenizer, path: Path, state: TrainState, accelerator
             tokenizer.save_pretrained(tmp)
             usual_mode(tmp)  # the weights: 0644 like the other outputs, not the writer's 0600
             write_json(tmp / "lorafit_state.json", asdict(state))
+            if state.best_thresholds is not None:  # multi-label: what `lorafit predict` decides at
+                names = accelerator.unwrap_model(model).config.id2label  # int keys (transformers)
+                write_json(tmp / "thresholds.json", {names.get(i, str(i)): t for i, t in enumerate(state.best_thresholds)})
         except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a full disk
             shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(
@@ -717,6 +730,10 @@ def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
     if cfg.task == "regression":
         log.info("regression on %s: training values mean %.4f, sd %.4f, range %.4g to %.4g", names[0],
                  labels.mean(), labels.std(), labels.min(), labels.max())
+    elif cfg.task == "multi_label":
+        counts = labels.sum(axis=0).astype(int)
+        log.info("%d labels, %.2f a row (%d rows without one); training rows of each: %s", len(names),
+                 labels.sum(1).mean(), int((labels.sum(1) == 0).sum()), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
     else:
         _log_classes(labels, names)
     for name, enc in encoded.items():
@@ -816,6 +833,7 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
     if is_best:
         state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
+        state.best_thresholds = m.get("thresholds")  # multi-label: saved with the checkpoint
         run.best_weights = trainable_state(accelerator.unwrap_model(run.model))
         save_checkpoint(run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator)
     else:
@@ -835,7 +853,8 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
 
 #: the progress bar's short name of train.metric
 _SHORT = {"eval_accuracy": "acc", "eval_f1": "f1", "eval_mcc": "mcc", "eval_precision": "prec", "eval_recall": "rec",
-          "eval_loss": "val_loss", "eval_pearson": "pearson", "eval_spearman": "spearman"}
+          "eval_loss": "val_loss", "eval_pearson": "pearson", "eval_spearman": "spearman",
+          "eval_macro_f1": "macro_f1", "eval_micro_f1": "micro_f1"}
 
 
 def _final_test(run: Run) -> dict | None:
@@ -846,7 +865,7 @@ def _final_test(run: Run) -> dict | None:
         return None
     if run.best_weights:
         accelerator.unwrap_model(run.model).load_state_dict(run.best_weights, strict=False)
-    m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator)
+    m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator, thresholds=state.best_thresholds)
     m["input"] = cfg.data.test or f"data.test_size={cfg.data.test_size} rows held out of {cfg.data.train}"
     if accelerator.is_main_process:
         (run.run_dir / "evaluations").mkdir(exist_ok=True)

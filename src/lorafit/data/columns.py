@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lorafit.config import DataConfig, text_columns
+from lorafit.data.labels import is_multi_label
 from lorafit.errors import UserError
 
 log = logging.getLogger("lorafit")
@@ -34,6 +35,12 @@ def choose_columns(
         if c not in columns:
             raise UserError(f"{source}: no column '{c}' (found {columns[:8]}); set data.text_column")
     label = cfg.label_column
+    if getattr(cfg, "label_columns", None):  # one 0/1 column per label, joined into label sets
+        from lorafit.data.tables import LABEL_SETS
+
+        label = LABEL_SETS
+        frame = frame.drop(columns=[c for c in cfg.label_columns if c in columns])  # never text
+        columns = [c for c in columns if c not in cfg.label_columns]
     if label is not None and label not in columns:
         if need_label:
             raise UserError(f"{source}: no label column '{label}' (found {columns[:8]}); set data.label_column")
@@ -44,7 +51,7 @@ def choose_columns(
         if texts[0] != "text":
             guessed.append(f"text column '{texts[0]}'")
     if label is None and need_label:
-        label = _guess_label(frame, source, exclude=set(texts))
+        label = _guess_label(frame, source, exclude=set(texts), multi=is_multi_label(cfg))
         if label != "label":
             guessed.append(f"label column '{label}'")
     elif label is None and "label" in columns and "label" not in texts:
@@ -70,9 +77,16 @@ def _guess_text(frame: pd.DataFrame, source: str, exclude: set) -> str:
     )
 
 
-def _guess_label(frame: pd.DataFrame, source: str, exclude: set) -> str:
-    if "label" in frame.columns and "label" not in exclude:
-        return "label"
+def _guess_label(frame: pd.DataFrame, source: str, exclude: set, multi: bool = False) -> str:
+    """`label`, else the one label-like column; a multi-label run also takes `labels` and a
+    column of lists (a `datasets` folder's or parquet file's label sets)."""
+    for name in ("label", "labels") if multi else ("label",):
+        if name in frame.columns and name not in exclude:
+            return name
+    if multi:
+        lists = [c for c in frame.columns if c not in exclude and not _scalar(frame[c])]
+        if len(lists) == 1:
+            return lists[0]
     found = [c for c in frame.columns if c not in exclude and _label_like(frame[c])]
     if len(found) == 1:
         return found[0]

@@ -107,6 +107,48 @@ def _not_a_class(v: str, names: list[str], ids_allowed: bool) -> str:
     )
 
 
+def is_multi_label(cfg) -> bool:
+    """True when `cfg` (a DataConfig) belongs to a `task: multi_label` run: a cell is a label set."""
+    return getattr(cfg, "_task", "classification") == "multi_label"
+
+
+def cell_items(value) -> list[str]:
+    """The labels of a multi-label cell: a list (parquet, a `datasets` folder) as it is, text
+    split at commas (`4,27`, `joy, love`); an empty cell holds none."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = [normalise(v) for v in value]
+    else:
+        items = [normalise(v) for v in normalise(value).split(",")]
+    return [v for v in items if v]
+
+
+def set_names(column: Sequence, source: str, given: Sequence[str] = ()) -> list[str]:
+    """The labels of a multi-label training column (every label any row holds), or `given`;
+    each row's labels checked against them."""
+    flat = [item for cell in column for item in cell_items(cell)]
+    if not flat and not given:
+        raise UserError(f"{source}: no row holds a label; a multi-label run needs labelled rows")
+    if given:
+        label_sets(column, source, class_names(flat or list(given), source, given))
+        return [str(n) for n in given]
+    return class_names(flat, source, at_least=2)
+
+
+def label_sets(column: Sequence, source: str, names: Sequence[str]) -> np.ndarray:
+    """Each row's labels as a 0/1 row over `names` ([rows, labels], float32); each label read
+    by the rule of `label_ids` (a name, or an id 0..K-1 when the names are not integers); a
+    label that is not one: a one-line `UserError` naming it and its row."""
+    out = np.zeros((len(column), len(names)), dtype=np.float32)
+    for i, cell in enumerate(column, start=1):
+        items = cell_items(cell)
+        if items:
+            try:
+                out[i - 1, label_ids(items, source, names)] = 1.0
+            except UserError as e:  # the item's position in the cell is not the file's row
+                raise UserError(re.sub(r": row \d+: ", f": row {i}: ", str(e), count=1)) from None
+    return out
+
+
 def is_regression(cfg) -> bool:
     """True when `cfg` (a DataConfig) belongs to a `task: regression` run: labels are numbers."""
     return getattr(cfg, "_task", "classification") == "regression"

@@ -25,12 +25,16 @@ import pandas as pd
 
 from lorafit.config import DataConfig
 from lorafit.data.labels import (
+    cell_items,
     class_names,
     is_integer,
+    is_multi_label,
     is_regression,
     label_ids,
+    label_sets,
     label_values,
     normalise,
+    set_names,
     written_as_ids,
 )
 from lorafit.data.readers import read_frame, resolve_source
@@ -103,6 +107,7 @@ def to_table(
 
     if len(frame) == 0:
         raise UserError(f"{source}: has no rows; give a file with at least one row")
+    frame = join_label_columns(frame, source, cfg, need_labels)
     texts, label = choose_columns(frame, source, cfg, need_label=need_labels)
     first = _check_texts(frame[texts[0]], source, allow_empty)
     pairs = _check_texts(frame[texts[1]], source, allow_empty) if len(texts) == 2 else None
@@ -118,6 +123,38 @@ def to_table(
     return TextTable(first, labels, source, pairs, ids)
 
 
+#: the label sets joined from data.label_columns (a column no file can have)
+LABEL_SETS = "\0label sets"
+
+
+def join_label_columns(frame: pd.DataFrame, source: str, cfg: DataConfig, need_labels: bool) -> pd.DataFrame:
+    """With data.label_columns (one 0/1 column per label): `frame` plus the column
+    `LABEL_SETS` of each row's label set (`joy,love`), what the label-set reader takes; a file
+    without those columns where no label is needed (predict) is left as it is."""
+    if not cfg.label_columns:
+        return frame
+    names = [str(c) for c in frame.columns]
+    missing = [c for c in cfg.label_columns if c not in names]
+    if missing:
+        if need_labels:
+            raise UserError(f"{source}: no label column {missing[0]!r} (found {names[:8]}); check data.label_columns")
+        return frame
+    frame = frame.set_axis(names, axis=1)
+    marks = {}
+    for c in cfg.label_columns:
+        cells = [normalise(v).lower() for v in frame[c].tolist()]
+        for i, v in enumerate(cells, start=1):
+            if v not in ("0", "1", "true", "false"):
+                raise UserError(
+                    f"{source}: row {i}: column {c!r} holds {v!r}; data.label_columns reads 0/1 (or "
+                    "true/false) in each label's column"
+                )
+        marks[c] = [v in ("1", "true") for v in cells]
+    frame = frame.copy()
+    frame[LABEL_SETS] = [",".join(c for c in cfg.label_columns if marks[c][i]) for i in range(len(frame))]
+    return frame
+
+
 def _columns(frame: pd.DataFrame) -> list[str]:
     return list(map(str, frame.columns))[:8]
 
@@ -130,6 +167,15 @@ def _labels(column: list, source: str, cfg: DataConfig, need_labels: bool) -> np
     if is_regression(cfg):
         try:
             return label_values(column, source)
+        except UserError as e:
+            if need_labels:
+                raise
+            log.warning("%s; the label column is ignored (no metrics)", e)
+            return None
+    if is_multi_label(cfg):
+        names = cfg.label_names or _own_classes([i for cell in column for i in cell_items(cell)], source)
+        try:
+            return label_sets(column, source, names)
         except UserError as e:
             if need_labels:
                 raise
@@ -180,10 +226,15 @@ def split_table(
     from sklearn.model_selection import train_test_split
 
     n_val = int(val_size) if val_size >= 1 else max(1, round(val_size * len(table)))
-    strata = value_strata(table.labels, n_val) if table.labels.dtype.kind == "f" else table.labels
+    if table.labels.ndim == 2:  # multi-label: each row by its rarest label
+        strata = rarest_label_strata(table.labels)
+    elif table.labels.dtype.kind == "f":
+        strata = value_strata(table.labels, n_val)
+    else:
+        strata = table.labels
     classes = 1 if strata is None else len(np.unique(strata))
     if n_val < classes or len(table) - n_val < classes:
-        kinds = f"{classes} classes" if table.labels.dtype.kind != "f" else "regression labels"
+        kinds = f"{classes} classes" if table.labels.dtype.kind != "f" else "regression labels" if table.labels.ndim == 1 else f"{classes} label groups"
         raise UserError(
             f"{table.source}: cannot split {n_val} {what} rows from {len(table)} rows with "
             f"{kinds}; lower {key} or give data.{what}"
@@ -215,6 +266,20 @@ def value_strata(values: np.ndarray, n_split: int) -> np.ndarray | None:
         if counts.min() >= 2 and len(counts) <= min(n_split, len(values) - n_split):
             return strata
     return None
+
+
+def rarest_label_strata(labels: np.ndarray) -> np.ndarray | None:
+    """A multi-label split's strata: each row's rarest label (in the whole table; rows without
+    a label apart), a label held by fewer than 2 rows merged into one group; None (a plain
+    seeded split) when fewer than 2 groups remain."""
+    counts = labels.sum(axis=0)
+    rank = np.where(labels > 0, counts[None, :], np.inf)
+    strata = np.where(labels.any(axis=1), rank.argmin(axis=1), labels.shape[1])
+    sizes = np.bincount(strata, minlength=labels.shape[1] + 1)
+    strata = np.where(sizes[strata] >= 2, strata, labels.shape[1] + 1)
+    if np.bincount(strata)[np.bincount(strata) > 0].min() < 2 or len(np.unique(strata)) < 2:
+        return None
+    return strata
 
 
 def stratified_subset(table: TextTable, rows: int, seed: int) -> TextTable:
@@ -280,7 +345,7 @@ def settle_classes(cfg: DataConfig) -> None:
     source = _require_train(cfg)
     stat = os.stat(source) if os.path.exists(source) else None
     key = (source, stat and (stat.st_size, stat.st_mtime_ns), repr(cfg.text_column), cfg.label_column,
-           repr(cfg.columns), cfg.quoting, cfg.encoding, cfg.label_format, is_regression(cfg))
+           repr(cfg.columns), cfg.quoting, cfg.encoding, cfg.label_format, getattr(cfg, "_task", ""))
     if key not in _SETTLED:
         settle(read_frame(source, cfg, "train"), source, cfg)
         _SETTLED[key] = (cfg.text_column, cfg.label_column, list(cfg.label_names), cfg.label_format)
@@ -292,21 +357,50 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
     """Fill in `cfg`'s text and label columns, class list and label format from a training frame."""
     from lorafit.data.columns import choose_columns
 
+    frame = join_label_columns(frame, source, cfg, need_labels=True)
     texts, label = choose_columns(frame, source, cfg, need_label=True)
     cfg.text_column = texts[0] if len(texts) == 1 else list(texts)
-    cfg.label_column = label
+    cfg.label_column = None if label == LABEL_SETS else label  # data.label_columns: they stay as given
     column = frame[label].tolist()
     if is_regression(cfg):  # one output, named by data.label_names or after the label column
         label_values(column, source)
         cfg.label_names = list(cfg.label_names) or [str(label)]
         return
+    if is_multi_label(cfg):  # every label a row holds, or data.label_names (data.label_columns' names)
+        names = set_names(column, source, cfg.label_names or cfg.label_columns or ())
+        if cfg.label_format == "auto":
+            items = [i for cell in column for i in cell_items(cell)]
+            cfg.label_format = "ids" if items and written_as_ids(items, names) else "names"
+        cfg.label_names = list(names)
+        return
     names = class_names(column, source, cfg.label_names)
+    if not cfg.label_names and looks_continuous(names):
+        log.warning(
+            "%s: the label column '%s' holds %d distinct numbers, some fractional (%s, ...), each "
+            "read as a class; if they are values to predict, set task: regression",
+            source, label, len(names), ", ".join([n for n in names if not float(n).is_integer()][:3]),
+        )
     if cfg.label_names and len(names) > len(set(normalise(v) for v in column)):
         log.info("%s: classes in data.label_names absent from training: %s", source,
                  ", ".join(n for i, n in enumerate(names) if i not in set(label_ids(column, source, names))))
     if cfg.label_format == "auto":
         cfg.label_format = "ids" if written_as_ids(column, names) else "names"
     cfg.label_names = list(names)
+
+
+#: a classification's labels that look like a regression's values: more distinct numbers than this
+CONTINUOUS_CLASSES = 20
+
+
+def looks_continuous(names: list[str]) -> bool:
+    """True for class names that are many numbers, some with a fraction (STS-B's 0.0-5.0 scores)."""
+    if len(names) <= CONTINUOUS_CLASSES:
+        return False
+    try:
+        numbers = [float(n) for n in names]
+    except ValueError:
+        return False
+    return any(not x.is_integer() for x in numbers)
 
 
 def file_digest(path: str | Path) -> str:

@@ -32,7 +32,13 @@ METRICS = {
     "eval_pearson": ("val_pearson", True),
     "eval_spearman": ("val_spearman", True),
     "test_pearson": ("test_pearson", True),
+    # task: multi_label
+    "eval_macro_f1": ("val_macro_f1", True),
+    "eval_micro_f1": ("val_micro_f1", True),
+    "test_macro_f1": ("test_macro_f1", True),
 }
+#: the sweep metrics of a multi-label run
+MULTILABEL_METRICS = ("eval_macro_f1", "eval_micro_f1", "test_macro_f1")
 #: the sweep metrics of a regression (a regression's trials select by them; see TASK_METRICS)
 REGRESSION_METRICS = ("eval_pearson", "eval_spearman", "test_pearson")
 #: which attempt of a trial the leaderboard shows: the most advanced state wins
@@ -133,6 +139,9 @@ def _row(plan, name: str, status: str, overrides: dict, trial) -> dict:
         val_pearson=None,
         val_spearman=None,
         test_pearson=None,
+        val_macro_f1=None,
+        val_micro_f1=None,
+        test_macro_f1=None,
         wall_time_s=None,
         run_dir=attrs.get("run_dir", ""),
         note=attrs.get("infeasible") or attrs.get("reason", ""),
@@ -163,6 +172,9 @@ def _results(run_dir: Path) -> dict:
         "val_pearson": best.get("eval_pearson"),
         "val_spearman": best.get("eval_spearman"),
         "test_pearson": test.get("pearson"),
+        "val_macro_f1": best.get("eval_macro_f1"),
+        "val_micro_f1": best.get("eval_micro_f1"),
+        "test_macro_f1": test.get("macro_f1") if best.get("eval_macro_f1") is not None else None,
         "wall_time_s": summary.get("wall_time_s"),
     }
 
@@ -176,7 +188,7 @@ def selection_metric(metric: str) -> str:
     """The eval row key a trial keeps its best checkpoint by (its train.metric) and reports
     to the pruner: the sweep's metric, or eval_accuracy for test_accuracy (known at the end
     only; a regression's test_pearson: eval_pearson)."""
-    return {"test_accuracy": "eval_accuracy", "test_pearson": "eval_pearson"}.get(metric, metric)
+    return {"test_accuracy": "eval_accuracy", "test_pearson": "eval_pearson", "test_macro_f1": "eval_macro_f1"}.get(metric, metric)
 
 
 def write_leaderboard(plan, trials) -> tuple[Path, Path]:
@@ -215,9 +227,22 @@ REGRESSION_MD_COLUMNS = [
 ]
 
 
+#: a multi-label sweep's columns (its metric is one of MULTILABEL_METRICS)
+MULTILABEL_MD_COLUMNS = [
+    ("trainable_params", "trainable params", "{:,}"),
+    ("val_macro_f1", "val macro-F1", "{:.4f}"),
+    ("val_micro_f1", "val micro-F1", "{:.4f}"),
+    ("val_loss", "val loss", "{:.4f}"),
+    ("test_macro_f1", "test macro-F1", "{:.4f}"),
+    ("wall_time_s", "wall time (s)", "{:.1f}"),
+]
+
+
 def md_columns(plan) -> list:
-    """The leaderboard's result columns: a classification's, or a regression sweep's."""
-    return REGRESSION_MD_COLUMNS if plan.metric in REGRESSION_METRICS else MD_COLUMNS
+    """The leaderboard's result columns: a classification's, a regression's or a multi-label sweep's."""
+    if plan.metric in REGRESSION_METRICS:
+        return REGRESSION_MD_COLUMNS
+    return MULTILABEL_MD_COLUMNS if plan.metric in MULTILABEL_METRICS else MD_COLUMNS
 
 
 def leaderboard_markdown(plan, rows: list[dict]) -> str:

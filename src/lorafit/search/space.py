@@ -10,7 +10,8 @@ A sweep file (every key optional except one of `grid` / `runs` / `search.space`)
                                     # eval_loss (minimised), test_accuracy; each trial keeps its best
                                     # checkpoint by it (train.metric; eval_accuracy for test_accuracy);
                                     # a regression (task: regression): eval_pearson, eval_spearman,
-                                    # test_pearson (trials select by eval_pearson) or eval_loss
+                                    # test_pearson (trials select by eval_pearson) or eval_loss; multi-label:
+                                    # eval_macro_f1, eval_micro_f1, test_macro_f1 or eval_loss
     storage: null                   # default sqlite:///<folder>/study.db; an RDB URL or a journal file
     grid:                           # categorical keys (with sampler grid: their cartesian product)
       lora.layers: ["0-11", "6-11", "9-11", "10-11"]

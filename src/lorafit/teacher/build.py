@@ -140,7 +140,7 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     if cfg.task != "classification":
         raise UserError(
             f"lorafit teacher --folds: builds a classifier teacher; this config is task: {cfg.task} "
-            "(distillation into a regression is not built yet)"
+            f"(distillation into a {cfg.task} run is not built yet)"
         )
     if cfg.train.teacher or cfg.data.unlabeled:
         raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")

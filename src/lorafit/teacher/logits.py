@@ -224,7 +224,7 @@ def _run_member(path: Path) -> TeacherMember:
     if cfg.task != "classification":
         raise UserError(
             f"train.teacher {path}: is a {cfg.task} run; distillation learns from a classifier's "
-            "probabilities (a regression teacher is not built yet); give a classification run"
+            "probabilities (a regression or multi-label teacher is not built yet); give a classification run"
         )
     params = None
     try:
