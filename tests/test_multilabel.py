@@ -262,6 +262,12 @@ def test_goemotions_trains_evaluates_predicts_and_reports(tiny_model, tmp_path, 
     assert main(["report", str(run), "--output", str(page)]) == 0
     assert "best val macro-F1 (labels)" in page.read_text()
 
+    import lorafit  # in Python: label sets of strings in memory, at the saved thresholds
+
+    texts = pd.read_csv(dev, sep="\t", header=None, quoting=3)[0].tolist()[:5]
+    result = lorafit.predict(run, texts=texts, label_format="names")
+    assert result["labels"] == written.Label.tolist()[:5] and result["probabilities"].shape == (5, 28)
+
 
 def test_ensemble_of_multilabel_runs_averages_and_tunes_again(tiny_model, tmp_path, capsys):
     runs = tmp_path / "runs"
@@ -288,3 +294,50 @@ def test_ensemble_of_multilabel_runs_averages_and_tunes_again(tiny_model, tmp_pa
 def test_sigmoid_matches_torch():
     x = np.array([[-3.0, 0.0, 2.5]], dtype=np.float32)
     assert sigmoid(x) == pytest.approx(torch.sigmoid(torch.tensor(x)).numpy())
+
+
+@pytest.mark.parametrize("task, labels", [
+    ("multi_label", np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=np.float32)),
+    ("regression", np.array([1.0, 2.0, 4.5], dtype=np.float32)),
+    ("classification", np.array([0, 1, 2])),
+])
+def test_the_head_starts_at_the_training_labels(task, labels, tiny_model):
+    from lorafit.heads import init_output_bias
+    from lorafit.model import build_model
+
+    names = "[score]" if task == "regression" else "[a,b,c]"
+    cfg = load_config(None, [f"task={task}", f"model.name={tiny_model}", f"data.label_names={names}", "model.head=linear"])
+    model = build_model(cfg, weights=True)
+    head = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.endswith("out_proj.bias")]
+    before = head[0][1].detach().clone()
+    said = init_output_bias(model, task, labels)
+    after = head[0][1].detach()
+    if task == "multi_label":  # the log-odds of 3/4, 1/4 and (clipped) 0
+        assert after.tolist() == pytest.approx([math.log(3), -math.log(3), math.log(1e-4 / (1 - 1e-4))], rel=1e-5)
+    elif task == "regression":
+        assert after.tolist() == pytest.approx([2.5])
+    else:
+        assert said is None and torch.equal(after, before)
+
+
+def test_eval_rows_hold_every_metric_a_task_can_select_by():
+    from lorafit.config import TASK_METRICS
+    from lorafit.metrics import eval_values, headline, regression_metrics
+
+    probs, truth = random_problem(seed=4, labels=3)
+    shapes = {
+        "classification": task_metrics("classification", np.log(np.array([[0.7, 0.3], [0.2, 0.8]])), np.array([0, 0]), ["a", "b"]),
+        "regression": regression_metrics(np.array([1.0, 2.0, 2.5]), np.array([1.0, 2.5, 2.0])),
+        "multi_label": multilabel_metrics(probs, truth, ["a", "b", "c"], [0.5, 0.5, 0.5]),
+    }
+    for task, m in shapes.items():
+        row = eval_values(m)
+        assert set(TASK_METRICS[task]) - {"auto"} <= set(row), task
+        assert row["eval_loss"] == m["loss"]
+    ml = eval_values(shapes["multi_label"])
+    assert (ml["eval_macro_f1"], ml["eval_micro_f1"]) == (shapes["multi_label"]["macro_f1"], shapes["multi_label"]["micro_f1"])
+    reg = eval_values(shapes["regression"])
+    assert (reg["eval_pearson"], reg["eval_spearman"]) == (shapes["regression"]["pearson"], shapes["regression"]["spearman"])
+    cls = eval_values(shapes["classification"])
+    assert (cls["eval_accuracy"], cls["eval_f1"], cls["eval_mcc"]) == (0.5, shapes["classification"]["macro_f1"], shapes["classification"]["mcc"])
+    assert "Pearson 0.7857 Spearman 0.5000" in headline(shapes["regression"]) and "(threshold 0.5)" in headline(shapes["multi_label"])

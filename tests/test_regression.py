@@ -65,6 +65,22 @@ def test_constant_predictions_have_zero_correlation_and_scatter_points_are_cappe
     assert small["points"]["predicted"] == pytest.approx(list(true[:10] + 1), abs=1e-5)
 
 
+def test_metrics_at_small_scales_and_with_constant_labels():
+    rng = np.random.default_rng(3)
+    true = rng.normal(0, 1e-3, 300)  # the vectors' norms are far below 1
+    pred = true + rng.normal(0, 1e-3, 300)
+    m = regression_metrics(pred, true)
+    assert m["pearson"] == pytest.approx(pearsonr(pred, true).statistic, abs=1e-9) and m["pearson"] > 0.5
+    summary = {k: m[k] for k in ("label_mean", "label_std", "prediction_mean", "prediction_std")}
+    assert summary == pytest.approx({"label_mean": true.mean(), "label_std": true.std(),
+                                     "prediction_mean": pred.mean(), "prediction_std": pred.std()})
+    flat = regression_metrics(np.array([1.0, 2.0, 3.0]), np.full(3, 2.0))
+    assert flat["r2"] == 0.0 and flat["pearson"] == 0.0 and flat["mse"] == pytest.approx(2 / 3)
+    exact = regression_metrics(np.arange(5000) / 7, np.arange(5000) / 3)
+    assert len(exact["points"]["true"]) == 5000 and exact["points"]["true"][1] == 0.33333  # every row, 5 decimals
+    assert exact["points"]["predicted"][1] == 0.14286
+
+
 def test_task_metrics_reads_the_one_output_column():
     outputs = np.array([[0.5], [2.0], [3.5]], dtype=np.float32)
     m = task_metrics("regression", outputs, np.array([1.0, 2.0, 3.0]), ["score"])
@@ -204,6 +220,12 @@ def test_stsb_trains_evaluates_predicts_and_reports(tiny_model, tmp_path, capsys
     hidden = tmp_path / "hidden.csv"  # GLUE's test file has no score column
     assert main(["predict", str(run), "--input", str(STSB / "test.tsv"), "--output", str(hidden)]) == 0
     assert len(pd.read_csv(hidden)) == 1379
+
+    import lorafit  # in Python: numbers for pairs of strings in memory
+
+    dev = pd.read_csv(STSB / "dev.tsv", sep="\t", quoting=3).head(4)
+    result = lorafit.predict(run, texts=dev.sentence1.tolist(), pairs=dev.sentence2.tolist())
+    assert result["labels"] == pytest.approx(written.Label.tolist()[:4], abs=1e-3)  # other batches: other padding
 
     page = tmp_path / "report.html"
     assert main(["report", str(run), "--output", str(page)]) == 0

@@ -261,3 +261,37 @@ def _pooled_encoder(model: nn.Module, classifier) -> nn.Module | None:
         return None
     encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
     return encoder if getattr(encoder, "pooler", None) is not None else None
+
+
+def init_output_bias(model: nn.Module, task: str, labels) -> str | None:
+    """Start the head's output bias at what the training labels say, before training: a
+    multi-label run's at each label's log-odds (its share of the rows), a regression's at the
+    mean value; a classification's stays as built. Returns what was done (for the log).
+
+    Without it the first steps of a multi-label run spend their large, uniform gradient (every
+    output starts at probability 0.5 where most labels are rare) pulling the encoder towards
+    one output for every text: measured on GoEmotions with MiniLM, LoRA r=23 on every module
+    at lr 1e-3, the outputs' spread over texts fell from 0.12 to 0.0003 in 20 steps and never
+    came back; from the log-odds it grew to 1.0 in 80 steps.
+    """
+    import numpy as np
+
+    if task not in ("multi_label", "regression"):
+        return None
+    labels = np.asarray(labels, dtype=np.float64)
+    if task == "multi_label":
+        share = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+        start, what = np.log(share / (1 - share)), "each label's log-odds in the training rows"
+    else:
+        start, what = np.array([labels.mean()]), f"the training values' mean ({labels.mean():.4g})"
+    outputs = [
+        m for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m.bias is not None and m.bias.requires_grad
+        and is_head_parameter(name + ".bias") and m.out_features == len(start)
+    ]
+    if not outputs:
+        return None
+    with torch.no_grad():
+        outputs[-1].bias.copy_(torch.as_tensor(start, dtype=outputs[-1].bias.dtype))
+    return f"head's output bias starts at {what}"
+

@@ -45,6 +45,7 @@ from lorafit.metrics import (
     task_metrics,
     tune_thresholds,
 )
+from lorafit.heads import init_output_bias
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
 from lorafit.predict import infer_logits
@@ -430,6 +431,9 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     try:
         description, splits, tokenizer, model = prepare(cfg)
         resolve_metric(cfg, splits["train"].labels)  # train.metric=auto settled before config.yaml
+        started = init_output_bias(model, cfg.task, splits["train"].labels)  # regression, multi-label
+        if started:
+            log.info("%s", started)
         class_weight = _class_weight(cfg, splits["train"].labels, accelerator.device)  # None: unweighted
         # after the data's checks (a bad file gets its one-line error alone), before the teacher's
         # logits and the activation cache, the first long computations
