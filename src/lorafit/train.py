@@ -34,6 +34,7 @@ from lorafit.data import Encoded, encode, epoch_batches
 from lorafit.errors import UserError
 from lorafit.fastpath import eval_prefix_for, make_forward, plan_prefix_cache
 from lorafit.flops import resolve_precision
+from lorafit.heads import init_output_bias
 from lorafit.metrics import (
     balanced_class_weights,
     class_counts,
@@ -45,7 +46,6 @@ from lorafit.metrics import (
     task_metrics,
     tune_thresholds,
 )
-from lorafit.heads import init_output_bias
 from lorafit.model import build_model, load_model_config, load_tokenizer
 from lorafit.params import check_budget, describe_model, write_description
 from lorafit.predict import infer_logits
