@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lorafit.config import DataConfig, text_columns
-from lorafit.data.labels import is_multi_label
+from lorafit.data.labels import LABEL_SETS, is_multi_label
 from lorafit.errors import UserError
 
 log = logging.getLogger("lorafit")
@@ -36,8 +36,6 @@ def choose_columns(
             raise UserError(f"{source}: no column '{c}' (found {columns[:8]}); set data.text_column")
     label = cfg.label_column
     if getattr(cfg, "label_columns", None):  # one 0/1 column per label, joined into label sets
-        from lorafit.data.tables import LABEL_SETS
-
         label = LABEL_SETS
         frame = frame.drop(columns=[c for c in cfg.label_columns if c in columns])  # never text
         columns = [c for c in columns if c not in cfg.label_columns]

@@ -107,6 +107,10 @@ def _not_a_class(v: str, names: list[str], ids_allowed: bool) -> str:
     )
 
 
+#: the column of label sets joined from data.label_columns' 0/1 columns (a name no file has)
+LABEL_SETS = "\0label sets"
+
+
 def is_multi_label(cfg) -> bool:
     """True when `cfg` (a DataConfig) belongs to a `task: multi_label` run: a cell is a label set."""
     return getattr(cfg, "_task", "classification") == "multi_label"

@@ -25,6 +25,7 @@ import pandas as pd
 
 from lorafit.config import DataConfig
 from lorafit.data.labels import (
+    LABEL_SETS,
     cell_items,
     class_names,
     is_integer,
@@ -121,10 +122,6 @@ def to_table(
     else:
         ids = None
     return TextTable(first, labels, source, pairs, ids)
-
-
-#: the label sets joined from data.label_columns (a column no file can have)
-LABEL_SETS = "\0label sets"
 
 
 def join_label_columns(frame: pd.DataFrame, source: str, cfg: DataConfig, need_labels: bool) -> pd.DataFrame:
