@@ -56,12 +56,7 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
     return {
         "task": cfg.task,
         "splits": {name: _split_source(name, table, data) for name, table in splits.items()},
-        "columns": {
-            "text": data.text_column,
-            "label": data.label_column,
-            "pairs": isinstance(data.text_column, list),
-            "guessed": _guessed(given, data),
-        },
+        "columns": _columns_report(given, data),
         "classes_from": "data.label_names" if given["label_names"] else "the training file",
         "classes": [
             {"id": i, "name": n, "rows": {s: c[i] for s, c in counts.items()}} for i, n in enumerate(data.label_names)
@@ -79,18 +74,23 @@ def _regression_report(cfg: Config, given: dict, splits: dict, labels: dict) -> 
     return {
         "task": "regression",
         "splits": {name: _split_source(name, table, data) for name, table in splits.items()},
-        "columns": {
-            "text": data.text_column,
-            "label": data.label_column,
-            "pairs": isinstance(data.text_column, list),
-            "guessed": _guessed(given, data),
-        },
+        "columns": _columns_report(given, data),
         "values": {
             name: {"mean": float(y.mean()), "sd": float(y.std()), "min": float(y.min()), "max": float(y.max())}
             for name, y in labels.items()
         },
         "metric": _metric(cfg, splits["train"].labels),
         "lengths": _lengths(cfg, splits),
+    }
+
+
+def _columns_report(given: dict, data) -> dict:
+    """The text and label columns as settled, and which of them were guessed."""
+    return {
+        "text": data.text_column,
+        "label": data.label_column,
+        "pairs": isinstance(data.text_column, list),
+        "guessed": _guessed(given, data),
     }
 
 

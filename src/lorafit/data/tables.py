@@ -157,30 +157,21 @@ def _columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _labels(column: list, source: str, cfg: DataConfig, need_labels: bool) -> np.ndarray | None:
-    """Class ids of a label column. Without `need_labels` (predict), a column with no label at
-    all is no labels, and one that does not fit the run's classes is ignored with a warning."""
+    """Class ids (a regression: numbers; multi-label: 0/1 rows) of a label column. Without
+    `need_labels` (predict), a column with no label at all is no labels, and one that does not
+    fit the run's classes is ignored with a warning."""
     if not need_labels and not any(normalise(v) for v in column):
         return None
     if is_regression(cfg):
-        try:
-            return label_values(column, source)
-        except UserError as e:
-            if need_labels:
-                raise
-            log.warning("%s; the label column is ignored (no metrics)", e)
-            return None
-    if is_multi_label(cfg):
+        read = lambda: label_values(column, source)  # noqa: E731
+    elif is_multi_label(cfg):
         names = cfg.label_names or _own_classes([i for cell in column for i in cell_items(cell)], source)
-        try:
-            return label_sets(column, source, names)
-        except UserError as e:
-            if need_labels:
-                raise
-            log.warning("%s; the label column is ignored (no metrics)", e)
-            return None
-    names = cfg.label_names or _own_classes(column, source)
+        read = lambda: label_sets(column, source, names)  # noqa: E731
+    else:
+        names = cfg.label_names or _own_classes(column, source)
+        read = lambda: label_ids(column, source, names)  # noqa: E731
     try:
-        return label_ids(column, source, names)
+        return read()
     except UserError as e:
         if need_labels:
             raise
