@@ -206,7 +206,6 @@ def test_split_keeps_rare_labels_in_the_validation_rows():
     [
         (["train.metric=eval_accuracy"], "train.metric"),
         (["train.class_weights=balanced"], "train.class_weights"),
-        (["train.teacher=runs/x"], "train.teacher"),
         (["data.label_names=[only]"], "data.label_names"),
         (["train.threshold=1.0"], "train.threshold"),
     ],

@@ -158,7 +158,6 @@ def test_value_strata_fall_back_when_bins_cannot_hold_two_rows():
         (["train.class_weights=balanced"], "train.class_weights"),
         (["train.label_smoothing=0.1"], "train.label_smoothing"),
         (["data.label_names=[low,high]"], "data.label_names"),
-        (["train.teacher=runs/x"], "train.teacher"),
     ],
 )
 def test_what_a_regression_cannot_take_is_refused_by_its_key(overrides, key):

@@ -163,7 +163,9 @@ class DataConfig:
         "training rows; may be the very file to be predicted (transductive); never in validation",
     )
     unlabeled_min_confidence: float = _f(
-        0.0, "drop unlabelled rows whose teacher top-class probability is below this (0 = keep all)"
+        0.0,
+        "drop unlabelled rows whose teacher confidence is below this (0 = keep all): its top-class "
+        "probability; a multi-label teacher's least decided label, min of max(p, 1 - p); 0 for a regression",
     )
     unlabeled_share: float | None = _f(
         None,
@@ -353,12 +355,18 @@ class TrainConfig:
         "of their probabilities), a `lorafit teacher --ensemble` or `--folds` folder (cross-fitted: each "
         "text labelled by the members that did not train on it), or a transformers "
         "sequence-classification model folder; its logits are computed once and cached; its "
-        "parameters do not count against the budget",
+        "parameters do not count against the budget; trained for the student's task (a regression "
+        "teacher for a regression, a sigmoid one for task: multi_label)",
     )
     distill_weight: float = _f(
-        0.5, "w in loss = (1 - w) x cross-entropy + w x T^2 x KL(teacher_T || student_T), with train.teacher"
+        0.5,
+        "w in loss = (1 - w) x cross-entropy + w x T^2 x KL(teacher_T || student_T), with train.teacher "
+        "(multi-label: BCE and the per-label Bernoulli KL; regression: (1 - w) x MSE to the labels + w x "
+        "MSE to the teacher's values)",
     )
-    distill_temperature: float = _f(2.0, "T: the softmax temperature of both sides of the KL term")
+    distill_temperature: float = _f(
+        2.0, "T: the softmax (multi-label: sigmoid) temperature of both sides of the KL term; unused by a regression"
+    )
     threads: Any = _f(
         "auto",
         "CPU threads torch computes with: auto = the cores this process may use (affinity, cgroup "
@@ -573,10 +581,6 @@ class Config:
                 "with data.label_columns the labels are those columns' names: leave data.label_names empty",
             )
         _check(self.train.label_smoothing == 0, "train.label_smoothing", "is not used by a multi-label run: set it to 0")
-        _check(
-            self.train.teacher is None, "train.teacher",
-            "distillation into a multi-label run is not built yet; remove train.teacher",
-        )
 
     def _check_regression(self) -> None:
         """What a regression run cannot take, each refused by its key (the README's Regression)."""
@@ -594,8 +598,9 @@ class Config:
         _check(self.train.class_weights == "none", "train.class_weights", "weighs classes; a regression has none: set it to none")
         _check(self.train.label_smoothing == 0, "train.label_smoothing", "smooths class targets; a regression has none: set it to 0")
         _check(
-            self.train.teacher is None, "train.teacher",
-            "distillation into a regression is not built yet (classification only); remove train.teacher",
+            self.data.unlabeled_min_confidence == 0, "data.unlabeled_min_confidence",
+            "a regression teacher gives values, not confidences: set it to 0 (data.unlabeled_share "
+            "chooses how many unlabelled rows join)",
         )
 
 

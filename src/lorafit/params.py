@@ -133,7 +133,8 @@ def description_text(d: dict) -> str:
         t, u = d["teacher"], d["teacher"].get("unlabeled")
         lines += [
             f"teacher         {', '.join(t['teacher'])} ({t['combine']}; files {t['identity']}); not counted",
-            f"distillation    w={t['distill_weight']:g}, T={t['distill_temperature']:g}",
+            f"distillation    w={t['distill_weight']:g}, "
+            + ("MSE to the teacher's values" if t.get("task") == "regression" else f"T={t['distill_temperature']:g}"),
         ]
         if u:
             lines.append(f"unlabelled      {u['file']}: {u['joined']:,} of {u['rows_read']:,} rows joined training")

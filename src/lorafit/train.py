@@ -729,8 +729,15 @@ def _restore_best_dir(run: Run) -> None:
 
 
 def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
+    from lorafit.teacher.unlabeled import labelled_rows
+
     names = cfg.data.label_names
     labels = np.asarray(encoded["train"].labels)
+    if cfg.task != "classification":  # data.unlabeled rows (NaN) learn from the teacher only
+        labelled = labelled_rows(labels)
+        if not labelled.all():
+            log.info("%d unlabelled training rows learn from the teacher only", int((~labelled).sum()))
+        labels = labels[labelled]
     if cfg.task == "regression":
         log.info("regression on %s: training values mean %.4f, sd %.4f, range %.4g to %.4g", names[0],
                  labels.mean(), labels.std(), labels.min(), labels.max())

@@ -12,11 +12,13 @@ The second writes a folder holding `teacher.json` (the member runs, absolute pat
 README; as `train.teacher` it means the mean of the members' probabilities.
 
 The third, a CROSS-FITTED teacher: the config's training rows (after its validation split
-and data.max_train_rows) are cut into K stratified, seeded folds, and K members train, member
-k on every fold but k, all choosing their checkpoint on the config's validation rows. The
-folder holds the members' runs, their training files (`data/train-<k>.jsonl`, with the
-config's text column(s) and label column, labels as class names; members read them with the
-config's settled columns and classes, so a sentence-pair config gives pair members) and a
+and data.max_train_rows) are cut into K stratified, seeded folds (by class; a regression by
+quantile bins of its values, a multi-label run by each row's rarest label, as its validation
+split), and K members train, member k on every fold but k, all choosing their checkpoint on
+the config's validation rows. The folder holds the members' runs, their training files
+(`data/train-<k>.jsonl`, with the config's text column(s) and label column, labels as class
+names, values as numbers, label sets as lists of names; members read them with the config's
+settled columns and labels, so a sentence-pair config gives pair members) and a
 teacher.json that names, per member, the rows it trained on: a text is then labelled by the
 members that did NOT train on it (out of fold), so the student's training rows get soft
 labels from a model that never saw their labels; texts no member trained on (validation,
@@ -94,7 +96,7 @@ def point_link(run_dir: Path, link: Path) -> Path | None:
 def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
     """An ensemble teacher folder: teacher.json listing `runs` (checked) and a README."""
     from lorafit.rundir import create_run_dir, write_json
-    from lorafit.teacher.logits import _check_labels, _run_member
+    from lorafit.teacher.logits import _check_labels, _check_task, _run_member
 
     paths = [Path(r).expanduser().resolve() for r in runs]
     if len(paths) < 2 or len(set(paths)) != len(paths):
@@ -104,6 +106,7 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
             raise UserError(f"lorafit teacher --ensemble: {p} is not a finished lorafit run (config.yaml + checkpoint-best/)")
     members = [_run_member(p) for p in paths]
     for m in members[1:]:
+        _check_task(m, members[0].task)
         _check_labels(m, members[0].label_names)
     if output is None:
         folder = create_run_dir("runs", "teacher-ensemble")
@@ -137,23 +140,22 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
 
     if not isinstance(folds, int) or folds < 2:
         raise UserError(f"lorafit teacher --folds {folds}: give 2 or more folds (5 is usual)")
-    if cfg.task != "classification":
-        raise UserError(
-            f"lorafit teacher --folds: builds a classifier teacher; this config is task: {cfg.task} "
-            f"(distillation into a {cfg.task} run is not built yet)"
-        )
     if cfg.train.teacher or cfg.data.unlabeled:
         raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")
     # the rows the student will see as training rows: the config's split, before augmentation
     settled = as_config(cfg, ["data.augment=null", "data.test=null"]).data
     splits = load_splits(settled, cfg.train.seed)  # settles its columns and classes
     train_rows, validation = splits["train"], splits["validation"]
-    counts = np.bincount(train_rows.labels)
-    if counts[counts > 0].min() < folds:
-        raise UserError(
-            f"{cfg.data.train}: a class has only {counts[counts > 0].min()} training rows, fewer than "
-            f"--folds {folds}; use fewer folds or more rows"
-        )
+    if len(train_rows) < 2 * folds:
+        raise UserError(f"{cfg.data.train}: {len(train_rows)} training rows cannot make --folds {folds}; use fewer folds or more rows")
+    strata = fold_strata(train_rows.labels, cfg.task, folds)
+    if cfg.task == "classification":
+        counts = np.bincount(strata)
+        if counts[counts > 0].min() < folds:
+            raise UserError(
+                f"{cfg.data.train}: a class has only {counts[counts > 0].min()} training rows, fewer than "
+                f"--folds {folds}; use fewer folds or more rows"
+            )
     plan = {
         "folds": folds,
         "seed": cfg.train.seed,
@@ -167,7 +169,7 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
     files = [data / f"train-{k}.jsonl" for k in range(folds)]
     val_file = data / "validation.jsonl"
-    tables = [train_rows.subset(np.sort(keep)) for keep, _ in split.split(train_rows.texts, train_rows.labels)]
+    tables = [train_rows.subset(np.sort(keep)) for keep, _ in split.split(train_rows.texts, strata)]
     for path, table in [(val_file, validation), *zip(files, tables)]:
         if not path.exists():  # a resumed build keeps the files its members trained on
             write_atomic(path, _rows_frame(table, settled).to_json(orient="records", lines=True, force_ascii=False))
@@ -189,7 +191,8 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
         "members": [str(Path(m).resolve()) for m in members],
         "trained_on": [str(f.relative_to(folder)) for f in files],
         "label_names": list(cfg.data.label_names),
-        "combine": "each text: the mean of the probabilities of the members that did not train on it (all members for texts none trained on)",
+        "task": cfg.task,
+        "combine": f"each text: the mean of the {'values' if cfg.task == 'regression' else 'probabilities'} of the members that did not train on it (all members for texts none trained on)",
         "folds": folds,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
@@ -204,9 +207,29 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     return folder
 
 
+def fold_strata(labels: np.ndarray, task: str, folds: int) -> np.ndarray:
+    """What the K folds are stratified by: the class; a regression's quantile bin of its value,
+    a multi-label row's rarest label (as `data.tables` stratifies a split), groups smaller than
+    K merged; one group (plain seeded folds) when neither can be made."""
+    from lorafit.data.tables import rarest_label_strata, value_strata
+
+    if task == "classification":
+        return np.asarray(labels)
+    strata = value_strata(labels, len(labels) // folds) if task == "regression" else rarest_label_strata(labels)
+    if strata is None:
+        return np.zeros(len(labels), dtype=np.int64)
+    sizes = np.bincount(strata)
+    return np.where(sizes[strata] >= folds, strata, sizes.size)  # the small groups: one more group
+
+
+#: the label column of a member's file when the config reads one 0/1 column per label
+SETS_COLUMN = "labels"
+
+
 def _rows_frame(table, data):
-    """A member's rows under the config's settled text column(s) and label column, labels as
-    their class names (read back the same whatever the label format)."""
+    """A member's rows under the config's settled text column(s) and label column: labels as
+    their class names, a regression's values as numbers, a multi-label row as the list of its
+    labels' names (read back the same whatever the label format)."""
     import pandas as pd
 
     from lorafit.config import text_columns
@@ -215,19 +238,29 @@ def _rows_frame(table, data):
     cells = {columns[0]: table.texts}
     if table.pairs is not None:
         cells[columns[1]] = table.pairs
-    cells[data.label_column] = [data.label_names[i] for i in table.labels]
+    task = data._task
+    if task == "regression":
+        cells[data.label_column] = [float(v) for v in table.labels]
+    elif task == "multi_label":
+        names = list(data.label_names)
+        cells[data.label_column or SETS_COLUMN] = [[names[k] for k in np.flatnonzero(row > 0.5)] for row in table.labels]
+    else:
+        cells[data.label_column] = [data.label_names[i] for i in table.labels]
     return pd.DataFrame(cells)
 
 
 def _read_as_written(member, data):
     """A member's data config reading the files `_rows_frame` wrote: the settled columns and
-    classes, UTF-8."""
+    labels, UTF-8 (a multi-label config's 0/1 columns written as one column of label lists)."""
     import dataclasses
 
-    return dataclasses.replace(
-        member, text_column=data.text_column, label_column=data.label_column,
-        label_names=list(data.label_names), label_format=data.label_format, encoding="utf-8",
+    sets = data._task == "multi_label" and data.label_columns is not None
+    out = dataclasses.replace(
+        member, text_column=data.text_column, label_column=SETS_COLUMN if sets else data.label_column,
+        label_columns=None, label_names=list(data.label_names), label_format=data.label_format, encoding="utf-8",
     )
+    out._task = data._task  # an instance attribute (Config sets it), not a field: replace() drops it
+    return out
 
 
 def _folds_folder(cfg, output, plan: dict) -> Path:

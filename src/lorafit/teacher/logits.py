@@ -7,7 +7,12 @@ A teacher (`train.teacher`) is one or several of:
 - a transformers sequence-classification model folder (`config.json`, weights, tokenizer).
 
 Several members form an ensemble whose prediction is the MEAN OF THE MEMBERS' PROBABILITIES
-(as `lorafit ensemble --method mean`), stored as its logarithm. A cross-fitted teacher
+(as `lorafit ensemble --method mean`), stored as its logarithm.
+
+The teacher's task is the student's (`task`; a run's, or a model folder's `problem_type`),
+and what is stored follows it: a classifier's log-probabilities; a multi-label teacher's
+LOG-ODDS per label (of the members' mean probability, so one member stores its own logits);
+a regression teacher's VALUE (the members' mean) in one column. A cross-fitted teacher
 (`lorafit teacher --folds K`) names in teacher.json the rows each member trained on
 (`trained_on`); a text is then labelled by the mean of the members that did NOT train on it
 (out of fold), and by all members when every one trained on it or none did. Log-probabilities serve as
@@ -29,7 +34,7 @@ training texts (more than `MAX_UNKNOWN_SHARE` of their tokens become its unknown
 The store, beside the activation cache (`train.cache_dir`, default `$LORAFIT_CACHE_DIR` or
 ~/.cache/lorafit/activations):
 
-    <cache_dir>/teacher/<key>/log_probs.npy   float32 [rows, labels], the texts' order
+    <cache_dir>/teacher/<key>/log_probs.npy   float32 [rows, labels] (a regression: [rows, 1]), the texts' order
     <cache_dir>/teacher/<key>/meta.json       rows, labels, members (written last)
 
 `key` = sha256 over the store format, each member's identity (the digest of its checkpoint
@@ -85,6 +90,7 @@ class TeacherMember:
     params: int | None = None  # total parameters, when the run recorded them
     trained_on: Path | None = None  # the file of the texts it trained on (a cross-fitted teacher)
     text_columns: list[str] | None = None  # a run's data.text_column: [text] or [first, second]
+    task: str = "classification"  # classification, multi_label or regression (its outputs' meaning)
 
     def digest(self) -> str:
         """sha256 of the files that decide the member's outputs (weights, tokenizer, config)."""
@@ -137,12 +143,17 @@ class Teacher:
         return self._identity
 
     @property
+    def task(self) -> str:
+        return self.members[0].task if self.members else "classification"
+
+    @property
     def combine_rule(self) -> str:
+        what = "values" if self.task == "regression" else "probabilities"
         if len(self.members) == 1:
             return "single model"
         if any(m.trained_on is not None for m in self.members):
-            return "cross-fitted: each text, the mean of the probabilities of the members that did not train on it"
-        return "mean of the members' probabilities"
+            return f"cross-fitted: each text, the mean of the {what} of the members that did not train on it"
+        return f"mean of the members' {what}"
 
     def describe(self) -> dict:
         """What the run directory records about its teacher."""
@@ -155,6 +166,7 @@ class Teacher:
                 for m in self.members
             ],
             "combine": self.combine_rule,
+            "task": self.task,
             "identity": self.identity[:16],
             "counts_against_budget": False,
         }
@@ -163,8 +175,8 @@ class Teacher:
 # ---------------------------------------------------------------- resolving and checking
 
 
-def resolve_teacher(spec: list[str], label_names: list[str], max_length: int) -> Teacher:
-    """The teacher of `train.teacher`, checked against the student's labels (one-line refusals).
+def resolve_teacher(spec: list[str], label_names: list[str], max_length: int, task: str = "classification") -> Teacher:
+    """The teacher of `train.teacher`, checked against the student's task and labels (one-line refusals).
 
     `max_length` is the student's; a model-folder member reads at most that many tokens (and
     no more than its position table holds); a run member uses its own model.max_length.
@@ -180,6 +192,7 @@ def resolve_teacher(spec: list[str], label_names: list[str], max_length: int) ->
         else:
             members.append(_member(path, item, max_length))
     for m in members:
+        _check_task(m, task)
         _check_labels(m, label_names)
     return Teacher(list(spec), members)
 
@@ -221,19 +234,16 @@ def _run_member(path: Path) -> TeacherMember:
     from lorafit.config import load_config, text_columns
 
     cfg = load_config(path / "config.yaml")
-    if cfg.task != "classification":
-        raise UserError(
-            f"train.teacher {path}: is a {cfg.task} run; distillation learns from a classifier's "
-            "probabilities (a regression or multi-label teacher is not built yet); give a classification run"
-        )
     params = None
     try:
         params = json.loads((path / "summary.json").read_text())["params"]["total"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     names = list(cfg.data.label_names)
-    member = TeacherMember("run", path, names, len(names), cfg.model.max_length, cfg.model.name, params)
+    outputs = 1 if cfg.task == "regression" else len(names)
+    member = TeacherMember("run", path, names, outputs, cfg.model.max_length, cfg.model.name, params)
     member.text_columns = text_columns(cfg.data.text_column) or None
+    member.task = cfg.task
     return member
 
 
@@ -250,11 +260,36 @@ def _model_member(path: Path, student_max_length: int) -> TeacherMember:
     # RoBERTa-style models start positions after the padding index: leave room for it
     limit = positions - (int(config.get("pad_token_id") or 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert") else 0)
     max_length = min(student_max_length, limit) if limit > 8 else student_max_length
-    return TeacherMember("model", path, None if generic else names, num, max_length, str(path))
+    member = TeacherMember("model", path, None if generic else names, num, max_length, str(path))
+    member.task = MODEL_TASKS.get(config.get("problem_type"), "regression" if num == 1 else "classification")
+    return member
+
+
+#: a transformers config's `problem_type` -> the task its outputs serve (None: by num_labels,
+#: as transformers decides its loss: one output is a regression)
+MODEL_TASKS = {
+    "regression": "regression",
+    "multi_label_classification": "multi_label",
+    "single_label_classification": "classification",
+}
+
+
+def _check_task(member: TeacherMember, task: str) -> None:
+    """Refuse a teacher whose outputs mean another thing than the student's (a classifier for a
+    regression, a softmax for a multi-label run, ...)."""
+    if member.task != task:
+        raise UserError(
+            f"train.teacher {member.path}: it is a {member.task} model, the student a {task} "
+            f"(task: {task}); use a teacher trained for the same task"
+        )
 
 
 def _check_labels(member: TeacherMember, label_names: list[str]) -> None:
     want = list(label_names)
+    if member.task == "regression":  # one value whatever the column is called
+        if member.num_labels != 1:
+            raise UserError(f"train.teacher {member.path}: it has {member.num_labels} outputs; a regression teacher has one")
+        return
     if member.num_labels != len(want):
         raise UserError(
             f"train.teacher {member.path}: it predicts {member.num_labels} labels, the student "
@@ -325,8 +360,8 @@ def _first(e: Exception) -> str:
 
 
 def member_log_probs(member: TeacherMember, rows: TextTable | list[str], device: str, batch_size: int, dtype: str = "fp32") -> np.ndarray:
-    """One member's log-probabilities for `rows` (its own tokenizer and max_length; a pair
-    encoded as its tokenizer encodes a text pair)."""
+    """One member's outputs for `rows`, as the store holds them (`as_stored`): its own tokenizer
+    and max_length; a pair encoded as its tokenizer encodes a text pair."""
     from lorafit.data import encode
     from lorafit.predict import infer_logits
 
@@ -337,11 +372,21 @@ def member_log_probs(member: TeacherMember, rows: TextTable | list[str], device:
     table = TextTable(list(rows.texts), None, str(member.path), None if rows.pairs is None else list(rows.pairs))
     encoded = encode(tokenizer, table, member.max_length)
     logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
+    return as_stored(logits, member.task)
+
+
+def as_stored(logits: np.ndarray, task: str = "classification") -> np.ndarray:
+    """A model's raw outputs as the store holds them: a classifier's log-probabilities; a
+    multi-label model's log-odds and a regression's values as they are."""
+    if task != "classification":
+        return np.asarray(logits, dtype=np.float32)
     return torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).float().numpy()
 
 
-def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None) -> np.ndarray:
-    """log of the mean of the members' probabilities (one member: itself).
+def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None, task: str = "classification") -> np.ndarray:
+    """The members' stored outputs combined (one member: itself): the log of the mean of their
+    probabilities (classification); the log-odds of the mean of their probabilities per label
+    (multi-label); the mean of their values (regression).
 
     `use` [members, rows] (bool): which members count for each row (out of fold); a row no
     member counts for takes them all.
@@ -352,8 +397,16 @@ def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None) -> np.nd
     shape = stack.shape[:2]
     use = torch.ones(shape, dtype=torch.bool) if use is None else torch.from_numpy(np.asarray(use, dtype=bool)).clone()
     use[:, ~use.any(dim=0)] = True
-    masked = stack.masked_fill(~use[:, :, None], float("-inf"))
-    return (torch.logsumexp(masked, dim=0) - torch.log(use.sum(dim=0).double())[:, None]).float().numpy()
+    counted = torch.log(use.sum(dim=0).double())[:, None]
+    if task == "regression":
+        return ((stack * use[:, :, None]).sum(0) / use.sum(0).double()[:, None]).float().numpy()
+
+    def log_mean(log_values):  # log of the mean over the counted members, from logs
+        return torch.logsumexp(log_values.masked_fill(~use[:, :, None], float("-inf")), dim=0) - counted
+
+    if task == "multi_label":  # log mean p - log mean (1 - p), each from log-sigmoids
+        return (log_mean(torch.nn.functional.logsigmoid(stack)) - log_mean(torch.nn.functional.logsigmoid(-stack))).float().numpy()
+    return log_mean(stack).float().numpy()
 
 
 def out_of_fold(teacher: Teacher, rows: TextTable | list[str]) -> np.ndarray | None:
@@ -413,7 +466,10 @@ def texts_digest(texts: list[str], pairs: list[str] | None = None) -> str:
 def store_key(teacher: Teacher, rows: TextTable | list[str], dtype: str = "fp32") -> str:
     rows = as_rows(rows)
     lengths = [m.max_length for m in teacher.members]
-    head = json.dumps({"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths, "dtype": dtype})
+    fields = {"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths, "dtype": dtype}
+    if teacher.task != "classification":  # what the numbers mean; a classifier's key is as it was
+        fields["task"] = teacher.task
+    head = json.dumps(fields)
     return hashlib.sha256((head + texts_digest(rows.texts, rows.pairs)).encode()).hexdigest()[:32]
 
 
@@ -425,7 +481,8 @@ def teacher_log_probs(
     teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64,
     accelerator=None, dtype: str = "fp32",
 ) -> np.ndarray:
-    """The teacher's log-probabilities for `rows`: from the store, or computed once and stored.
+    """The teacher's log-probabilities for `rows` (a multi-label teacher's log-odds, a regression
+    teacher's values: `as_stored`): from the store, or computed once and stored.
 
     `rows` is a list of texts, or a `TextTable` whose sentence pairs (`pairs`) are read too.
 
@@ -459,7 +516,7 @@ def _build(teacher: Teacher, rows: TextTable, path: Path, device: str, batch_siz
         held = int((~use).any(axis=0).sum())
         log.info("teacher logits: cross-fitted, %d of %d rows labelled out of fold (by the members that did not train on them), "
                  "%d by all %d members", held, len(rows), len(rows) - held, len(teacher.members))
-    values = combine(parts, use).astype(np.float32)
+    values = combine(parts, use, teacher.task).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:

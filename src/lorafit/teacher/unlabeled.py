@@ -10,12 +10,16 @@
   unlabelled row is read, and an unlabelled row equal to a validation row (both texts of a
   pair) is dropped, so validation scores are not inflated by training on the teacher's view
   of them.
-- Confidence: rows whose teacher top-class probability is below
-  `data.unlabeled_min_confidence` are dropped.
+- Confidence: rows whose teacher confidence is below `data.unlabeled_min_confidence` are
+  dropped: a classifier's top-class probability; a multi-label teacher's least decided label,
+  min over labels of max(p, 1 - p); a regression teacher gives values, not confidences (the
+  key must stay 0 there).
 - Share: `data.unlabeled_share` = s is the share of the training rows that are unlabelled:
   s / (1 - s) unlabelled rows per labelled row (0.5: as many as labelled), a seeded subset of
   the kept rows, capped by their number; null joins every kept row. The joined rows are part
-  of every epoch (an epoch = one pass over labelled + joined rows) and carry the label -100.
+  of every epoch (an epoch = one pass over labelled + joined rows) and carry no label: -100
+  for a class (cross-entropy's ignore_index), NaN for a regression's value or for every entry
+  of a multi-label row (`unlabeled_like`, `labelled_rows`).
 """
 
 from __future__ import annotations
@@ -32,8 +36,42 @@ from lorafit.errors import UserError
 
 log = logging.getLogger("lorafit")
 
-#: the label of an unlabelled training row (cross-entropy's ignore_index)
+#: the label of an unlabelled training row of a classification (cross-entropy's ignore_index)
 UNLABELED = -100
+
+
+def unlabeled_like(labels: np.ndarray, n: int) -> np.ndarray:
+    """`n` rows of "no label" shaped and typed as `labels`: -100 for class ids, NaN for a
+    regression's values or a multi-label run's 0/1 rows."""
+    labels = np.asarray(labels)
+    fill = UNLABELED if np.issubdtype(labels.dtype, np.integer) else np.nan
+    return np.full((n, *labels.shape[1:]), fill, dtype=labels.dtype)
+
+
+def labelled_rows(labels):
+    """True for each row that has a label (numpy array or tensor): not -100 (a class id), not
+    NaN (a value, or any entry of a multi-label row)."""
+    if isinstance(labels, np.ndarray):
+        if np.issubdtype(labels.dtype, np.integer):
+            return labels != UNLABELED
+        missing = np.isnan(labels)
+        return ~(missing.any(axis=tuple(range(1, labels.ndim))) if labels.ndim > 1 else missing)
+    if not labels.is_floating_point():
+        return labels != UNLABELED
+    missing = labels.isnan()
+    return ~(missing.flatten(1).any(-1) if labels.dim() > 1 else missing)
+
+
+def teacher_confidence(outputs: np.ndarray, task: str) -> np.ndarray:
+    """Each row's confidence: a classifier's top-class probability (outputs: log-probs); a
+    multi-label teacher's least decided label, min over labels of max(p, 1 - p) (outputs:
+    log-odds); a regression's values have none (1 for every row)."""
+    if task == "regression":
+        return np.ones(len(outputs))
+    if task == "multi_label":
+        p = 1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)))
+        return np.maximum(p, 1 - p).min(axis=-1)
+    return np.exp(np.asarray(outputs, dtype=np.float64).max(-1))
 
 
 def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
@@ -66,9 +104,13 @@ def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
     return TextTable(table.texts, None, table.source, table.pairs).subset(keep), report
 
 
-def select_unlabeled(log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int, report: dict) -> tuple[np.ndarray, dict]:
-    """Indices of the unlabelled rows that join training (sorted), and the updated counts."""
-    confident = np.flatnonzero(np.exp(log_probs.max(-1)) >= data_cfg.unlabeled_min_confidence)
+def select_unlabeled(
+    log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int, report: dict, task: str = "classification"
+) -> tuple[np.ndarray, dict]:
+    """Indices of the unlabelled rows that join training (sorted), and the updated counts.
+
+    `log_probs` are the teacher's stored outputs for the rows (see `teacher_confidence`)."""
+    confident = np.flatnonzero(teacher_confidence(log_probs, task) >= data_cfg.unlabeled_min_confidence)
     share = data_cfg.unlabeled_share
     chosen = confident
     if share is not None:
@@ -92,8 +134,8 @@ def select_unlabeled(log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int
 
 
 def join_unlabeled(train: TextTable, unlabeled: TextTable, keep: np.ndarray) -> TextTable:
-    """The labelled rows, then the chosen unlabelled rows labelled `UNLABELED`."""
+    """The labelled rows, then the chosen unlabelled rows without a label (`unlabeled_like`)."""
     texts = list(train.texts) + [unlabeled.texts[i] for i in keep]
     pairs = None if train.pairs is None else list(train.pairs) + [unlabeled.pairs[i] for i in keep]
-    labels = np.concatenate([train.labels, np.full(len(keep), UNLABELED, dtype=np.int64)])
+    labels = np.concatenate([train.labels, unlabeled_like(train.labels, len(keep))])
     return TextTable(texts, labels, train.source, pairs)
