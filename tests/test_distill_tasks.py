@@ -18,7 +18,12 @@ from lorafit.data import load_splits
 from lorafit.errors import UserError
 from lorafit.teacher.distill import distillation_loss
 from lorafit.teacher.logits import combine, resolve_teacher, teacher_log_probs
-from lorafit.teacher.unlabeled import labelled_rows, select_unlabeled, teacher_confidence, unlabeled_like
+from lorafit.teacher.unlabeled import (
+    labelled_rows,
+    select_unlabeled,
+    teacher_confidence,
+    unlabeled_like,
+)
 
 from .test_multilabel import GO, GO_CONFIG, go_overrides
 from .test_regression import STSB, STSB_CONFIG, stsb_overrides
