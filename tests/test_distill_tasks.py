@@ -100,6 +100,28 @@ def test_weight_zero_with_every_row_labelled_is_the_plain_task_loss(task):
     assert distillation_loss(s, y, t, 0.0, 2.0, task=task).item() == pytest.approx(task_loss(cfg, s, y, None).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("task", ["classification", "regression", "multi_label"])
+def test_a_batch_without_labels_is_the_soft_term_alone(task):
+    """Every row unlabelled: w x the soft term exactly (the hard term 0, not NaN nor inf)."""
+    torch.manual_seed(4)
+    s = torch.randn(5, 1 if task == "regression" else 3, requires_grad=True)
+    t = torch.randn(*s.shape) * 2
+    none = {"classification": torch.full((5,), -100), "regression": torch.full((5,), NAN), "multi_label": torch.full((5, 3), NAN)}[task]
+    w, T = 0.3, 1.5
+    got = distillation_loss(s, none, t, w, T, task=task)
+    sd, td = s.detach().double(), t.double()
+    if task == "regression":
+        want = w * ((sd - td) ** 2).mean()
+    elif task == "multi_label":
+        want = w * T * T * _bernoulli_kl_by_hand(td / T, sd / T).mean()
+    else:
+        p_t = torch.softmax(td / T, -1)
+        want = w * T * T * (p_t * (torch.log(p_t) - torch.log_softmax(sd / T, -1))).sum(-1).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    got.backward()
+    assert torch.isfinite(s.grad).all()
+
+
 def test_unlabelled_markers_by_task():
     classes = unlabeled_like(np.array([0, 3, 1]), 2)
     values = unlabeled_like(np.array([0.5, 2.0], dtype=np.float32), 2)
@@ -111,7 +133,9 @@ def test_unlabelled_markers_by_task():
     assert labelled_rows(rows).tolist() == [True, False, True, False]
     assert labelled_rows(torch.from_numpy(rows)).tolist() == [True, False, True, False]
     assert labelled_rows(np.array([0.0, NAN, 3.0])).tolist() == [True, False, True]
+    assert labelled_rows(torch.tensor([0.0, NAN, 3.0])).tolist() == [True, False, True]  # a regression batch
     assert labelled_rows(torch.tensor([2, -100, 0])).tolist() == [True, False, True]
+    assert labelled_rows(np.array([2, -100, 0])).tolist() == [True, False, True]
 
 
 # ---------------------------------------------------------------- the teacher's outputs
@@ -145,6 +169,7 @@ def test_confidence_of_a_multilabel_teacher_is_its_least_decided_label():
     keep, report = select_unlabeled(log_odds, 10, cfg.data, 0, {}, "multi_label")
     assert keep.tolist() == [1] and report["dropped_low_confidence"] == 1  # row 0's third label: p 0.52
     values = np.array([[0.1], [4.9]])
+    assert teacher_confidence(values, "regression").tolist() == [1.0, 1.0]
     keep, _ = select_unlabeled(values, 10, load_config(None, ["task=regression"]).data, 0, {}, "regression")
     assert keep.tolist() == [0, 1]  # values have no confidence: every row may join
 

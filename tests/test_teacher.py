@@ -36,8 +36,10 @@ def test_distillation_loss_equals_a_hand_computation_on_a_tiny_model(tiny_model,
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model)
     batch = tok(_texts(ag_subset, 6), padding=True, truncation=True, max_length=32, return_tensors="pt")
-    student = model(**batch).logits  # one real batch's logits
     torch.manual_seed(0)
+    # one real batch's logits, spread apart: a random tiny model's are all near 0, where a
+    # smoothed and a plain cross-entropy agree to 1e-6 (a dropped label_smoothing went unseen)
+    student = model(**batch).logits + torch.randn(6, 4) * 2
     teacher = torch.randn(6, 4) * 3
     labels = torch.tensor([0, 3, -100, 1, -100, 2])  # two unlabelled rows
     w, T, smooth = 0.3, 2.5, 0.1
@@ -257,20 +259,25 @@ def test_a_missing_unlabelled_file_is_refused_naming_the_key(unlabeled_setup, tm
         prepare_distillation(cfg, load_splits(cfg.data, cfg.train.seed))
 
 
-def test_unlabelled_confidence_and_share(unlabeled_setup):
+def test_unlabelled_confidence_and_share(unlabeled_setup, caplog):
     from lorafit.config import as_config
 
+    caplog.set_level("INFO", logger="lorafit")
     cfg, path, fresh = unlabeled_setup
     base = [f"data.unlabeled={path}"]
     splits = load_splits(cfg.data, cfg.train.seed)
     n = len(splits["train"])
     full = prepare_distillation(as_config(cfg, base), splits)
-    top = np.exp(full.log_probs[n:].max(-1))
-    cut = float(np.median(top))
+    top = np.exp(full.log_probs[n:].astype(np.float64).max(-1))
+    cut = float(np.sort(top)[15])  # a row's own confidence: kept (>=), the boundary case
     splits = load_splits(cfg.data, cfg.train.seed)
-    d = prepare_distillation(as_config(cfg, [*base, f"data.unlabeled_min_confidence={cut}"]), splits)
-    assert d.unlabeled["joined"] == int((top >= cut).sum()) < 30
-    assert (np.exp(d.log_probs[n:].max(-1)) >= cut).all()
+    d = prepare_distillation(as_config(cfg, [*base, f"data.unlabeled_min_confidence={cut!r}"]), splits)
+    assert d.unlabeled["joined"] == int((top >= cut).sum()) == 15
+    assert (np.exp(d.log_probs[n:].astype(np.float64).max(-1)) >= cut).all()
+    assert d.unlabeled["min_confidence"] == cut and d.unlabeled["dropped_low_confidence"] == 15
+    assert d.unlabeled["share"] is None and d.unlabeled["labelled_rows"] == n
+    line = f"data.unlabeled: 15 of 30 usable rows join the {n} labelled ones (15 below confidence {cut:.2f})"
+    assert line in caplog.messages
     # share 0.1 of the training rows: 0.1 / 0.9 * 160 = 18 unlabelled rows, seeded
     picks = []
     for _ in range(2):
@@ -278,6 +285,8 @@ def test_unlabelled_confidence_and_share(unlabeled_setup):
         d = prepare_distillation(as_config(cfg, [*base, "data.unlabeled_share=0.1"]), splits)
         picks.append(splits["train"].texts[n:])
     assert len(picks[0]) == round(0.1 / 0.9 * n) and picks[0] == picks[1]
+    assert len(set(picks[0])) == len(picks[0]) and set(picks[0]) <= set(fresh)  # drawn without replacement
+    assert d.unlabeled["share"] == 0.1
 
 
 def test_no_teacher_no_distillation(small_csv):
@@ -577,3 +586,53 @@ def test_the_distill_benchmark_scores_an_ensemble_teacher_and_reuses_its_student
     assert [r["run_dir"] for r in reused] == [r["run_dir"] for r in students]
     taught = [r for r in printed[1:] if r["recipe"] == "teacher+unlabeled"]
     assert len(taught) == 2 and all(r["unlabeled"]["file"] == str(out / "data" / "holdout.csv") for r in taught)
+
+
+@pytest.mark.parametrize(
+    ("config", "student", "want"),
+    [
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 600, 512),  # positions start after padding
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 128, 128),
+        ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
+        ({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}, 1000, 512),  # no offset
+        ({"model_type": "bert", "max_position_embeddings": 300}, 1000, 300),
+        ({"model_type": "bert", "max_position_embeddings": 8}, 64, 64),  # no usable table: the student's
+        ({"model_type": "bert"}, 64, 64),
+    ],
+)
+def test_a_model_folders_reading_length_is_the_students_within_its_position_table(config, student, want, tmp_path):
+    """A model-folder member reads at most the student's max_length, and no more tokens than its
+    position table holds (RoBERTa-style tables lose pad_token_id + 1 rows to the offset)."""
+    from lorafit.teacher.logits import _model_member
+
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_labels": 4}))
+    assert _model_member(tmp_path, student).max_length == want
+
+
+def test_a_model_folders_labels_come_from_id2label_or_num_labels(tmp_path):
+    from lorafit.teacher.logits import _model_member
+
+    names = {"0": "World", "1": "Sports", "2": "Business", "3": "Sci/Tech"}
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {k: names[k] for k in ["2", "0", "3", "1"]}}))
+    member = _model_member(tmp_path, 64)
+    assert member.label_names == LABELS and member.num_labels == 4 and member.task == "classification"
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}))
+    member = _model_member(tmp_path, 64)
+    assert member.label_names is None and member.num_labels == 3  # generic names: any student's names
+    (tmp_path / "config.json").write_text(json.dumps({"num_labels": 5}))
+    member = _model_member(tmp_path, 64)
+    assert member.num_labels == 5 and member.label_names is None
+    (tmp_path / "config.json").write_text(json.dumps({}))  # transformers' default: two labels
+    assert _model_member(tmp_path, 64).num_labels == 2
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="config.json is not readable JSON"):
+        _model_member(tmp_path, 64)
+
+
+def test_row_keys_are_texts_or_pairs_of_texts():
+    from lorafit.data import TextTable
+    from lorafit.teacher.logits import as_rows, row_keys
+
+    assert row_keys(TextTable(["a", "b"], None, "x")) == ["a", "b"]
+    assert row_keys(TextTable(["a", "b"], None, "x", ["c", "d"])) == [("a", "c"), ("b", "d")]
+    assert row_keys(as_rows(["a", "b"])) == ["a", "b"]
