@@ -81,8 +81,9 @@ def test_report_lists_every_run_with_settings_and_results(runs, tmp_path):
 
 def test_report_embeds_one_png_per_curve_overlay_and_confusion_matrix(runs, tmp_path):
     page = write_report(runs, tmp_path / "report.html").read_text()
-    # two overlays (validation accuracy, train loss) + one confusion matrix per evaluated run
-    assert page.count(IMG) == 2 + 2
+    # two overlays (validation accuracy, train loss), score against wall time, and one
+    # confusion matrix per evaluated run
+    assert page.count(IMG) == 2 + 1 + 2
     for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
         with Image.open(io.BytesIO(base64.b64decode(data))) as image:
             assert image.format == "PNG" and image.size[0] >= 600 and image.size[1] >= 400
@@ -305,3 +306,47 @@ def test_report_of_a_real_tiny_training_run(tiny_overrides, tmp_path):
     assert "summary.json is missing" not in text and "best " in text
     page = write_report([run], tmp_path / "report.html").read_text()
     assert page.count(IMG) >= 2
+
+
+def test_score_points_take_the_test_figure_else_the_best_validation_one(runs, tmp_path):
+    """What "Score against wall time" plots, read back from the run folders by hand."""
+    import json
+
+    from lorafit.plots import plot_score_vs_time, score_points
+
+    points = score_points(runs)
+    assert [p["label"] for p in points] == ["agnews-r4", "agnews-r8"]  # the unfinished run has no wall time
+    for p, run in zip(points, runs):
+        summary = json.loads((run / "summary.json").read_text())
+        assert p["minutes"] == pytest.approx(summary["wall_time_s"] / 60)
+        assert p["held_out"] and p["score"] == pytest.approx(summary["test"]["accuracy"])
+    # without a test figure: the best validation accuracy (the summary's best step's row)
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    summary.pop("test")
+    (runs[0] / "summary.json").write_text(json.dumps(summary))
+    rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    (runs[0] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("kind") != "test"))
+    best = next(r for r in rows if r.get("kind") == "eval" and r["step"] == summary["best_step"])
+    point = score_points(runs[:1])[0]
+    assert not point["held_out"] and point["score"] == pytest.approx(best["eval_accuracy"])
+    fig = plot_score_vs_time(score_points(runs))
+    ax = fig.axes[0]
+    offsets = [c.get_offsets().tolist() for c in ax.collections]
+    assert sorted(xy for o in offsets for xy in o) == sorted([p["minutes"], p["score"]] for p in score_points(runs))
+    assert [t.get_text() for t in ax.texts] == ["agnews-r4", "agnews-r8"]
+    assert plot_score_vs_time([]) is None
+
+
+def test_score_time_benchmark_prints_each_run_and_writes_the_plot(runs, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_time", Path(__file__).parents[1] / "benchmarks" / "score_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "time.png"
+    assert bench.main([str(r) for r in runs[:2]] + ["--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "agnews-r4" in printed and "agnews-r8" in printed and "test" in printed
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+    assert bench.main([str(runs[2])]) == 2  # an unfinished run: refused

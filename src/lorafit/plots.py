@@ -352,6 +352,67 @@ def plot_per_class(evaluation: dict, title: str) -> Figure | None:
     return fig
 
 
+def score_points(run_dirs: list[str | Path]) -> list[dict]:
+    """Each finished run's headline score and wall time, for `plot_score_vs_time`.
+
+    The score is the run's first score of its task (`SCORES`: accuracy, Pearson, macro-F1) on
+    its test split when it has one (a holdout nothing tuned on), else its best validation
+    figure (`held_out` False). Runs without `summary.json` or a wall time are left out.
+    """
+    points = []
+    for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
+        summary = read_json(Path(run_dir) / "summary.json")
+        if not summary or summary.get("wall_time_s") is None:
+            continue
+        rows, config = read_metrics(run_dir), read_config(run_dir)
+        task = task_of(summary, config)
+        eval_key, name, test_key, percent = SCORES[task][0]
+        test = final_test_metrics(rows, summary) or {}
+        best = best_eval_row(rows, summary, summary.get("metric") or eval_key) or {}
+        held_out = test.get(test_key) is not None
+        score = test.get(test_key) if held_out else best.get(eval_key)
+        if score is None:
+            continue
+        points.append({
+            "dir": Path(run_dir), "label": label, "task": task, "score": float(score), "score_name": name, "percent": percent,
+            "held_out": held_out, "minutes": float(summary["wall_time_s"]) / 60,
+            "model": summary.get("model_name") or config_value(config, "model.name") or "?",
+        })
+    return points
+
+
+def plot_score_vs_time(points: list[dict], title: str = "Score against wall time") -> Figure | None:
+    """Each run's score against its wall minutes (`score_points`), one colour per model, each
+    point named; filled markers for a held-out test score, hollow for a validation one. One
+    task's runs (the most common task's, when several are given); None without points."""
+    if not points:
+        return None
+    tasks = [p["task"] for p in points]
+    task = max(dict.fromkeys(tasks), key=tasks.count)
+    points = [p for p in points if p["task"] == task]
+    fig, ax = _new_figure()
+    models = list(dict.fromkeys(p["model"] for p in points))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for model in models:
+        for held_out in (True, False):
+            chosen = [p for p in points if p["model"] == model and p["held_out"] == held_out]
+            if not chosen:
+                continue
+            ax.scatter(
+                [p["minutes"] for p in chosen], [p["score"] for p in chosen], s=36, zorder=3,
+                color=colors[model] if held_out else "none", edgecolors=colors[model],
+                label=f"{Path(model).name} ({'test' if held_out else 'validation'})",
+            )
+    for p in points:
+        ax.annotate(p["label"], (p["minutes"], p["score"]), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.25")
+    first = points[0]
+    unit = "" if first["percent"] else " (correlation)"
+    _decorate(ax, title, "wall time (minutes)", f"{first['score_name']}{unit}", "eval_accuracy" if first["percent"] else None, step_axis=False)
+    ax.set_xlim(left=0, right=max(p["minutes"] for p in points) * 1.15 + 0.1)
+    ax.legend(loc="best", fontsize=8, title="model (split scored)", title_fontsize=8)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 

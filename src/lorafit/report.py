@@ -17,7 +17,15 @@ from datetime import datetime
 from pathlib import Path
 
 from lorafit.errors import UserError
-from lorafit.plots import figure_png, plot_confusion, plot_curves_overlay, plot_scatter, series
+from lorafit.plots import (
+    figure_png,
+    plot_confusion,
+    plot_curves_overlay,
+    plot_scatter,
+    plot_score_vs_time,
+    score_points,
+    series,
+)
 from lorafit.rundir import write_atomic
 from lorafit.runlog import (
     best_eval_row,
@@ -231,6 +239,7 @@ def render_report(runs: list[dict], board: list[dict] | None, board_path=None, s
         "<h2>Runs</h2>",
         _runs_table(runs),
         _curves_section(runs),
+        _time_section(runs),
         _confusion_section(runs),
     ]
     if board is not None:
@@ -289,6 +298,17 @@ def _curves_section(runs: list[dict]) -> str:
         else ('<p class="empty">No metrics rows yet.</p>')
     )
     return f"<h2>Learning curves</h2>\n{shown}"
+
+
+def _time_section(runs: list[dict]) -> str:
+    """Each finished run's score (held-out test, else best validation) against its wall time:
+    what a 2-core machine pays for a point of accuracy."""
+    points = score_points([run["dir"] for run in runs])
+    fig = plot_score_vs_time(points)
+    if fig is None:
+        return ""
+    caption = f"{points[0]['score_name']} against wall minutes (filled: test split; hollow: best validation)"
+    return f"<h2>Score against wall time</h2>\n{_figure(figure_png(fig), caption, caption)}"
 
 
 def _confusion_section(runs: list[dict]) -> str:
