@@ -141,6 +141,20 @@ def test_unlabelled_markers_by_task():
 # ---------------------------------------------------------------- the teacher's outputs
 
 
+def test_as_stored_keeps_values_and_log_odds_and_normalises_class_scores():
+    from lorafit.teacher.logits import as_stored
+
+    logits = np.array([[2.0, -1.0, 0.5], [30.0, 0.0, -30.0]], dtype=np.float32)
+    z = logits.astype(np.float64)
+    want = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    got = as_stored(logits, "classification")
+    assert got.dtype == np.float32 and np.allclose(got, want, atol=1e-6)
+    assert as_stored(logits) == pytest.approx(got)  # classification is the default
+    for task in ("multi_label", "regression"):
+        kept = as_stored(logits.astype(np.float64), task)
+        assert kept.dtype == np.float32 and np.array_equal(kept, logits)
+
+
 def test_members_combine_as_the_mean_of_probabilities_or_values():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0, 4, (7, 3)).astype(np.float32), rng.normal(0, 4, (7, 3)).astype(np.float32)
