@@ -596,6 +596,11 @@ def test_the_distill_benchmark_scores_an_ensemble_teacher_and_reuses_its_student
         ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
         ({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}, 1000, 512),  # no offset
         ({"model_type": "bert", "max_position_embeddings": 300}, 1000, 300),
+        ({"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
+        ({"model_type": "camembert", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
+        ({"model_type": "roberta", "max_position_embeddings": 514}, 1000, 512),  # transformers' default pad: 1
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 0}, 1000, 513),
+        ({"model_type": "bert", "max_position_embeddings": 9}, 64, 9),
         ({"model_type": "bert", "max_position_embeddings": 8}, 64, 64),  # no usable table: the student's
         ({"model_type": "bert"}, 64, 64),
     ],
@@ -616,6 +621,10 @@ def test_a_model_folders_labels_come_from_id2label_or_num_labels(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {k: names[k] for k in ["2", "0", "3", "1"]}}))
     member = _model_member(tmp_path, 64)
     assert member.label_names == LABELS and member.num_labels == 4 and member.task == "classification"
+    assert member.kind == "model" and member.path == tmp_path and member.base == str(tmp_path)
+    many = [f"topic{k}" for k in range(12)]  # ids past 9: ordered as numbers, not as strings
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {str(k): n for k, n in reversed(list(enumerate(many)))}}))
+    assert _model_member(tmp_path, 64).label_names == many
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}))
     member = _model_member(tmp_path, 64)
     assert member.label_names is None and member.num_labels == 3  # generic names: any student's names
@@ -627,6 +636,13 @@ def test_a_model_folders_labels_come_from_id2label_or_num_labels(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="config.json is not readable JSON"):
         _model_member(tmp_path, 64)
+
+
+def test_no_cross_fitted_member_means_no_out_of_fold_mask():
+    from lorafit.teacher.logits import Teacher, TeacherMember, out_of_fold
+
+    members = [TeacherMember("run", Path(f"m{k}"), LABELS, 4, 32, "base") for k in range(2)]
+    assert out_of_fold(Teacher(["t"], members), ["a", "b"]) is None
 
 
 def test_row_keys_are_texts_or_pairs_of_texts():

@@ -257,13 +257,19 @@ def _model_member(path: Path, student_max_length: int) -> TeacherMember:
     names = [str(id2label[k]) for k in sorted(id2label, key=int)] if id2label else []
     generic = all(re.fullmatch(r"LABEL_\d+", n) for n in names)
     positions = int(config.get("max_position_embeddings") or 0)
-    # RoBERTa-style models start positions after the padding index: leave room for it
-    limit = positions - (int(config.get("pad_token_id") or 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert") else 0)
+    # RoBERTa-style models start positions after the padding index (1 unless the config says
+    # otherwise, as transformers' defaults for these types): leave room for it
+    pad = config.get("pad_token_id")
+    offset = (1 if pad is None else int(pad)) + 1 if config.get("model_type") in OFFSET_POSITIONS else 0
+    limit = positions - offset
     max_length = min(student_max_length, limit) if limit > 8 else student_max_length
     member = TeacherMember("model", path, None if generic else names, num, max_length, str(path))
     member.task = MODEL_TASKS.get(config.get("problem_type"), "regression" if num == 1 else "classification")
     return member
 
+
+#: model types whose position ids start after the padding index (RoBERTa's layout)
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "mpnet", "camembert")
 
 #: a transformers config's `problem_type` -> the task its outputs serve (None: by num_labels,
 #: as transformers decides its loss: one output is a regression)
