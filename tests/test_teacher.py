@@ -645,6 +645,25 @@ def test_no_cross_fitted_member_means_no_out_of_fold_mask():
     assert out_of_fold(Teacher(["t"], members), ["a", "b"]) is None
 
 
+def test_check_shape_refuses_a_run_member_of_the_other_shape_only():
+    from lorafit.data import TextTable
+    from lorafit.teacher.logits import TeacherMember, check_shape
+
+    singles, pairs = TextTable(["a"], None, "x"), TextTable(["a"], None, "x", ["b"])
+    run = TeacherMember("run", Path("r"), LABELS, 4, 32, "base", text_columns=["text"])
+    check_shape(run, singles)
+    with pytest.raises(UserError, match="it was trained on single texts, the student reads sentence pairs"):
+        check_shape(run, pairs)
+    pair_run = TeacherMember("run", Path("p"), LABELS, 4, 32, "base", text_columns=["s1", "s2"])
+    check_shape(pair_run, pairs)
+    with pytest.raises(UserError, match="it was trained on sentence pairs, the student reads single texts"):
+        check_shape(pair_run, singles)
+    # a model folder reads whatever it is given (its tokenizer encodes a pair), and a run that
+    # did not record its columns is not judged
+    check_shape(TeacherMember("model", Path("m"), None, 4, 32, "m", text_columns=["text"]), pairs)
+    check_shape(TeacherMember("run", Path("old"), LABELS, 4, 32, "base"), pairs)
+
+
 def test_row_keys_are_texts_or_pairs_of_texts():
     from lorafit.data import TextTable
     from lorafit.teacher.logits import as_rows, row_keys
