@@ -248,9 +248,10 @@ def test_report_renders_in_headless_chromium(runs, leaderboard, tmp_path):
     assert _console_messages(result.stderr) == []
     body = _body_attributes(result.stdout)
     assert body["data-images-ok"] == "true", body
-    assert body["data-images-loaded"] == "4/4"
+    # two overlays, score against wall time, two confusion matrices
+    assert body["data-images-loaded"] == "5/5"
     assert body["data-visible-rows"] == str(len(runs))
-    assert result.stdout.count("<img ") == 4
+    assert result.stdout.count("<img ") == 5
 
 
 @pytest.mark.browser
