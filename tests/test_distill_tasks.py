@@ -287,30 +287,30 @@ def test_students_learn_from_a_teacher_of_their_task(task, task_teachers, tiny_m
     assert description["teacher"]["task"] == task and description["teacher"]["counts_against_budget"] is False
 
 
+def _unlabelled_report(task, task_teachers, tiny_model, tmp_path, unlabeled, *extra) -> dict:
+    """Train a tiny student of `task` with its teacher and `unlabeled`; what its run records of them."""
+    config, overrides = (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    runs = tmp_path / "runs"
+    args = overrides(
+        tiny_model, runs, f"train.teacher={task_teachers[task]}", f"data.unlabeled={unlabeled}",
+        f"train.cache_dir={tmp_path / 'cache'}", "run.name=u", *extra,
+    )
+    assert main(["train", "--config", str(config), *args]) == 0
+    return json.loads((_run(runs, "u") / "model_description.json").read_text())["teacher"]["unlabeled"]
+
+
 def test_a_multilabel_student_takes_unlabelled_texts_through_its_teacher(task_teachers, tiny_model, tmp_path, caplog):
     caplog.set_level("INFO", logger="lorafit")
     unlabeled = tmp_path / "unlabelled.tsv"  # GoEmotions' test texts, their label column ignored
     with open(GO / "test.tsv", encoding="utf-8") as f:
         unlabeled.write_text("".join(f.readlines()[:120]), encoding="utf-8")
-    runs = tmp_path / "runs"
-    args = go_overrides(
-        tiny_model, runs, f"train.teacher={task_teachers['multi_label']}", f"data.unlabeled={unlabeled}",
-        "data.unlabeled_min_confidence=0.55", f"train.cache_dir={tmp_path / 'cache'}", "run.name=u",
-    )
-    assert main(["train", "--config", str(GO_CONFIG), *args]) == 0
-    report = json.loads((_run(runs, "u") / "model_description.json").read_text())["teacher"]["unlabeled"]
+    report = _unlabelled_report("multi_label", task_teachers, tiny_model, tmp_path, unlabeled, "data.unlabeled_min_confidence=0.55")
     assert report["rows_read"] == 120 and report["joined"] + report["dropped_low_confidence"] == 120
     assert f"{report['joined']} unlabelled training rows learn from the teacher only" in caplog.text
 
 
 def test_a_regression_student_with_unlabelled_pairs_trains(task_teachers, tiny_model, tmp_path):
-    runs = tmp_path / "runs"
-    args = stsb_overrides(
-        tiny_model, runs, f"train.teacher={task_teachers['regression']}", f"data.unlabeled={STSB / 'test.tsv'}",
-        "data.unlabeled_share=0.25", f"train.cache_dir={tmp_path / 'cache'}", "run.name=u",
-    )
-    assert main(["train", "--config", str(STSB_CONFIG), *args]) == 0
-    report = json.loads((_run(runs, "u") / "model_description.json").read_text())["teacher"]["unlabeled"]
+    report = _unlabelled_report("regression", task_teachers, tiny_model, tmp_path, STSB / "test.tsv", "data.unlabeled_share=0.25")
     assert report["joined"] == 64  # 0.25 / 0.75 x 192 labelled rows, of GLUE's 1,379 unscored pairs
 
 

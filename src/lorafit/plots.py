@@ -362,23 +362,30 @@ def score_points(run_dirs: list[str | Path]) -> list[dict]:
     points = []
     for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
         summary = read_json(Path(run_dir) / "summary.json")
-        if not summary or summary.get("wall_time_s") is None:
-            continue
-        rows, config = read_metrics(run_dir), read_config(run_dir)
-        task = task_of(summary, config)
-        eval_key, name, test_key, percent = SCORES[task][0]
-        test = final_test_metrics(rows, summary) or {}
-        best = best_eval_row(rows, summary, summary.get("metric") or eval_key) or {}
-        held_out = test.get(test_key) is not None
-        score = test.get(test_key) if held_out else best.get(eval_key)
-        if score is None:
-            continue
-        points.append({
-            "dir": Path(run_dir), "label": label, "task": task, "score": float(score), "score_name": name, "percent": percent,
-            "held_out": held_out, "minutes": float(summary["wall_time_s"]) / 60,
-            "model": summary.get("model_name") or config_value(config, "model.name") or "?",
-        })
+        point = score_point(run_dir, label, summary, read_metrics(run_dir), read_config(run_dir)) if summary else None
+        if point is not None:
+            points.append(point)
     return points
+
+
+def score_point(run_dir: str | Path, label: str, summary: dict | None, rows: list[dict], config: dict) -> dict | None:
+    """One run's point of `score_points` from what was read of it (None: unfinished, no wall
+    time or no score); `lorafit report` passes what it has collected already."""
+    if not summary or summary.get("wall_time_s") is None:
+        return None
+    task = task_of(summary, config)
+    eval_key, name, test_key, percent = SCORES[task][0]
+    test = final_test_metrics(rows, summary) or {}
+    best = best_eval_row(rows, summary, summary.get("metric") or eval_key) or {}
+    held_out = test.get(test_key) is not None
+    score = test.get(test_key) if held_out else best.get(eval_key)
+    if score is None:
+        return None
+    return {
+        "dir": Path(run_dir), "label": label, "task": task, "score": float(score), "score_name": name, "percent": percent,
+        "held_out": held_out, "minutes": float(summary["wall_time_s"]) / 60,
+        "model": summary.get("model_name") or config_value(config, "model.name") or "?",
+    }
 
 
 def plot_score_vs_time(points: list[dict], title: str = "Score against wall time") -> Figure | None:

@@ -23,7 +23,7 @@ from lorafit.plots import (
     plot_curves_overlay,
     plot_scatter,
     plot_score_vs_time,
-    score_points,
+    score_point,
     series,
 )
 from lorafit.rundir import write_atomic
@@ -303,7 +303,8 @@ def _curves_section(runs: list[dict]) -> str:
 def _time_section(runs: list[dict]) -> str:
     """Each finished run's score (held-out test, else best validation) against its wall time:
     what a 2-core machine pays for a point of accuracy."""
-    points = score_points([run["dir"] for run in runs])
+    found = (score_point(r["dir"], r["label"], r["summary"], r["rows"], r["config"]) for r in runs)
+    points = [p for p in found if p is not None]
     fig = plot_score_vs_time(points)
     if fig is None:
         return ""
