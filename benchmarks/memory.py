@@ -49,6 +49,12 @@ def rss_anon_mb(pid: int) -> float | None:
     return None
 
 
+def cache_built(log: Path) -> bool:
+    """The cache's `activation cache: built` line: the build is over (the validation prefix and
+    the first evaluation come after it)."""
+    return log.exists() and "activation cache: built" in log.read_text(errors="replace")
+
+
 def training_started(log: Path) -> bool:
     """The first `step N:` line of the run's log: the cache is built, the loop runs."""
     return log.exists() and "step " in log.read_text(errors="replace")
@@ -92,7 +98,7 @@ def main() -> None:
             start = time.time()  # from the command's start
         while proc.poll() is None:
             time.sleep(args.every)
-            if args.build and training_started(out):
+            if args.build and cache_built(out):
                 proc.terminate()  # the build is over
                 break
             if start is None:

@@ -108,15 +108,17 @@ def test_the_disk_message_names_both_sizes(monkeypatch, tmp_path):
 
 
 def test_batches_hold_at_most_the_token_budget():
-    lengths = np.array([10, 50, 20, 0, 30])
+    """Rows x the batch's width padded to a multiple of 8 (the width the model computes on)."""
+    lengths = np.array([10, 50, 20, 0, 30])  # padded: 16, 56, 24, 8, 32
     order = np.array([1, 4, 2, 0, 3])  # longest first
     got = [b.tolist() for b in _token_batches(order, lengths, 100)]
-    assert got == [[1, 4], [2, 0, 3]]  # 2 x 50; then 20 wide: up to 5 rows
-    assert [b.tolist() for b in _token_batches(order, lengths, 40)] == [[1], [4], [2, 0], [3]]
-    assert [b.tolist() for b in _token_batches(np.array([3]), lengths, 1)] == [[3]]  # empty row: width 1
+    assert got == [[1], [4, 2, 0], [3]]  # 56 wide: one row; 32 wide: three; 8 wide: the rest
+    assert [b.tolist() for b in _token_batches(order, lengths, 40)] == [[1], [4], [2], [0, 3]]
+    assert [b.tolist() for b in _token_batches(np.array([3]), lengths, 1)] == [[3]]  # at least a row
     assert _token_batches(np.array([], dtype=int), lengths, 100) == []
-    empty = np.zeros(5, dtype=int)  # empty texts count as one token wide
-    assert [b.tolist() for b in _token_batches(np.arange(5), empty, 4)] == [[0, 1, 2, 3], [4]]
+    empty = np.zeros(5, dtype=int)  # empty texts are padded to 8 tokens like any other
+    assert [b.tolist() for b in _token_batches(np.arange(5), empty, 16)] == [[0, 1], [2, 3], [4]]
+    assert [b.tolist() for b in _token_batches(np.arange(5), np.full(5, 8), 16)] == [[0, 1], [2, 3], [4]]
 
 
 def test_one_process_keeps_its_own_dtype():

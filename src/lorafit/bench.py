@@ -24,7 +24,14 @@ import numpy as np
 import torch
 
 from lorafit.config import Config, as_config
-from lorafit.data import encode, epoch_batches, length_sorted_batches, load_splits, load_table
+from lorafit.data import (
+    encode,
+    epoch_batches,
+    length_sorted_batches,
+    load_splits,
+    load_table,
+    padded_width,
+)
 from lorafit.flops import encoder_flops, measure_matmul_flops, model_flops_utilisation
 from lorafit.rundir import read_jsonl
 
@@ -128,7 +135,7 @@ def training_workload(cfg: Config, n_steps: int, world: int = 1) -> dict:
             lengths, batch, cfg.train.seed, epochs_read, cfg.train.group_by_length
         ):
             rows.append(lengths[idx])
-            padded += len(idx) * int(lengths[idx].max())
+            padded += len(idx) * padded_width(int(lengths[idx].max()))
             steps += 1
             if steps >= n_steps * cfg.train.grad_accum:
                 break
@@ -226,7 +233,7 @@ def bench_predict(
         encoded = encode(tokenizer, table, cfg.model.max_length)
         logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, "cpu")
     lengths = encoded.lengths
-    padded = sum(len(b) * int(lengths[b].max()) for b in length_sorted_batches(lengths, batch_size))
+    padded = sum(len(b) * padded_width(int(lengths[b].max())) for b in length_sorted_batches(lengths, batch_size))
     flops = encoder_flops(model.config, lengths, backward=False)
     # a regression's run has no accuracy (its figures: `lorafit evaluate`)
     accuracy = None if table.labels is None or cfg.task == "regression" else float((logits.argmax(-1) == table.labels).mean())

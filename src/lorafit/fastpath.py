@@ -56,7 +56,7 @@ from torch import nn
 from lorafit.caches import cache_root, mark_used
 from lorafit.config import Config
 from lorafit.cores import tick
-from lorafit.data import Encoded, pad_batch
+from lorafit.data import Encoded, pad_batch, padded_width
 from lorafit.data.tokens import batch_inputs
 from lorafit.errors import UserError
 from lorafit.model import layer_settings, num_layers
@@ -345,7 +345,7 @@ class PrefixCache:
     def batch(self, rows, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(states [B, T, H] float32, attention mask [B, T]) for `rows`, right-padded."""
         lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in rows]
-        width = max(lengths)
+        width = padded_width(max(lengths))
         states = torch.zeros(len(rows), width, self.states.shape[1], dtype=self.dtype)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         for j, (i, n) in enumerate(zip(rows, lengths)):
@@ -495,10 +495,11 @@ _RAW_TORCH = {2: torch.int16, 4: torch.int32}
 
 
 def _token_batches(order: np.ndarray, lengths: np.ndarray, tokens: int) -> list[np.ndarray]:
-    """Consecutive runs of `order` (longest first) holding at most `tokens` padded tokens."""
+    """Consecutive runs of `order` (longest first) holding at most `tokens` padded tokens
+    (rows x `padded_width`: one batch shape per eight-token band, which the allocator reuses)."""
     batches, start = [], 0
     while start < len(order):
-        width = max(int(lengths[order[start]]), 1)
+        width = padded_width(int(lengths[order[start]]))
         stop = start + max(1, tokens // width)
         batches.append(order[start:stop])
         start = stop
@@ -738,7 +739,7 @@ class MemoryStates:
 
     def batch(self, rows, device) -> tuple[torch.Tensor, torch.Tensor]:
         picked = [self.rows[i] for i in rows]
-        width = max(len(r) for r in picked)
+        width = padded_width(max(len(r) for r in picked))
         states = torch.zeros(len(picked), width, picked[0].shape[-1])
         mask = torch.zeros(len(picked), width, dtype=torch.long)
         for j, r in enumerate(picked):

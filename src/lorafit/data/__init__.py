@@ -27,12 +27,13 @@ from lorafit.data.tokens import (
     epoch_batches,
     length_sorted_batches,
     pad_batch,
+    padded_width,
     special_tokens,
 )
 
 __all__ = [
     "SAMPLES", "TABULAR", "Encoded", "TextTable", "class_names", "encode", "epoch_batches",
-    "file_digest", "label_ids", "length_sorted_batches", "load_splits", "load_table", "pad_batch",
+    "file_digest", "label_ids", "length_sorted_batches", "load_splits", "load_table", "pad_batch", "padded_width",
     "read_frame", "resolve_source", "settle", "settle_classes", "special_tokens", "split_table", "stratified_subset",
     "to_table",
 ]

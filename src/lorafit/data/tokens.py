@@ -72,11 +72,25 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     raise UserError(f"cannot tell where {type(tokenizer).__name__} puts its special tokens")
 
 
-def pad_batch(rows: list[list[int]], pad_id: int):
-    """Right-pad token id lists to the longest row: (input_ids, attention_mask) tensors."""
+PAD_MULTIPLE = 8
+"""Batches are padded to a multiple of this many tokens. On a CPU, widths that change by one
+token every batch leave the C allocator's heap fragmented and the process's resident memory
+growing for the whole run (MiniLM, every layer adapted, batch 32: 1.7 GB -> 3.2 GB in 225
+steps); eight-token steps give it a few sizes it reuses (flat at 1.4 GB), for about 3.5 padded
+tokens a row. The widths also suit bf16 and fp16 matrix kernels (tensor cores, AMX)."""
+
+
+def padded_width(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """The width a batch whose longest row has `longest` tokens is padded to."""
+    return -(-max(longest, 1) // multiple) * multiple
+
+
+def pad_batch(rows: list[list[int]], pad_id: int, multiple: int = PAD_MULTIPLE):
+    """Right-pad token id lists to `padded_width` of the longest row: (input_ids,
+    attention_mask) tensors."""
     import torch
 
-    width = max(len(r) for r in rows)
+    width = padded_width(max(len(r) for r in rows), multiple)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
@@ -85,14 +99,14 @@ def pad_batch(rows: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def batch_inputs(encoded: Encoded, rows, pad_id: int, device) -> dict:
+def batch_inputs(encoded: Encoded, rows, pad_id: int, device, multiple: int = PAD_MULTIPLE) -> dict:
     """The model's keyword inputs for `rows` of `encoded`: input_ids, attention_mask and, for
-    pairs on a model with segment embeddings, token_type_ids."""
-    ids, mask = pad_batch([encoded.ids[i] for i in rows], pad_id)
+    pairs on a model with segment embeddings, token_type_ids; padded to a `multiple`."""
+    ids, mask = pad_batch([encoded.ids[i] for i in rows], pad_id, multiple)
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
     types = encoded.type_rows(rows)
     if types is not None:
-        inputs["token_type_ids"] = pad_batch(types, 0)[0].to(device)
+        inputs["token_type_ids"] = pad_batch(types, 0, multiple)[0].to(device)
     return inputs
 
 
