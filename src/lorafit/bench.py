@@ -233,7 +233,7 @@ def bench_predict(
         encoded = encode(tokenizer, table, cfg.model.max_length)
         logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, "cpu")
     lengths = encoded.lengths
-    padded = sum(len(b) * padded_width(int(lengths[b].max())) for b in length_sorted_batches(lengths, batch_size))
+    padded = sum(len(b) * int(lengths[b].max()) for b in length_sorted_batches(lengths, batch_size))
     flops = encoder_flops(model.config, lengths, backward=False)
     # a regression's run has no accuracy (its figures: `lorafit evaluate`)
     accuracy = None if table.labels is None or cfg.task == "regression" else float((logits.argmax(-1) == table.labels).mean())
