@@ -142,7 +142,8 @@ def layer_choices(depth: int, configured) -> dict[str, list[int]]:
     choices = {"all": list(range(depth))}
     for share in (2, 4):
         top = list(range(depth - math.ceil(depth / share), depth))
-        choices.setdefault(f"{top[0]}-{top[-1]}" if len(top) > 1 else str(top[0]), top)
+        if top not in choices.values():  # a one-layer model's top half is "all"
+            choices[f"{top[0]}-{top[-1]}" if len(top) > 1 else str(top[0])] = top
     own = parse_layers(configured, depth)
     if own is not None and own not in choices.values():
         choices[",".join(map(str, own))] = own
