@@ -35,7 +35,7 @@ from lorafit.plan import (
 
 from .conftest import AG_LABELS
 
-H, I = 32, 64  # the tiny RoBERTa's hidden and intermediate sizes
+H, FF = 32, 64  # the tiny RoBERTa's hidden and intermediate sizes
 
 
 def _roberta_config(layers=2, hidden=H):
@@ -70,8 +70,8 @@ def test_linear_shapes_lists_each_layers_linear_modules():
     assert len(shapes) == 2 * 6  # query, key, value, attention output, intermediate, output
     by_name = {name: (layer, i, o) for layer, name, i, o in shapes}
     assert by_name["roberta.encoder.layer.1.attention.self.query"] == (1, H, H)
-    assert by_name["roberta.encoder.layer.0.intermediate.dense"] == (0, H, I)
-    assert by_name["roberta.encoder.layer.0.output.dense"] == (0, I, H)
+    assert by_name["roberta.encoder.layer.0.intermediate.dense"] == (0, H, FF)
+    assert by_name["roberta.encoder.layer.0.output.dense"] == (0, FF, H)
     assert not any("classifier" in n or "embeddings" in n for n in by_name)
 
 
@@ -90,8 +90,8 @@ def test_unit_counts_rank_cost_dora_magnitudes_and_modules():
     # DoRA adds one magnitude per output feature of each adapted module
     assert _unit(shapes, [1, 2], ["query", "value"], True) == (4 * (H + H), 4 * H, 4)
     # output.dense matches the attention output (32 -> 32) and the feed-forward output (64 -> 32)
-    assert _unit(shapes, [0], ["output.dense"], True) == ((H + H) + (I + H), 2 * H, 2)
-    assert _unit(shapes, [0], ["intermediate.dense"], True) == (H + I, I, 1)
+    assert _unit(shapes, [0], ["output.dense"], True) == ((H + H) + (FF + H), 2 * H, 2)
+    assert _unit(shapes, [0], ["intermediate.dense"], True) == (H + FF, FF, 1)
     assert _unit(shapes, [5], ["query"], False) == (0, 0, 0)  # no such layer
 
 
@@ -174,7 +174,7 @@ def test_head_costs_per_kind_on_a_roberta_shape():
     costs = _head_costs(cfg, mc, [("full", None), ("linear", None), ("lowrank", 3), ("dense_lora", None)])
     # a layer: q, k, v, attention output, intermediate, output, and its two LayerNorms' biases;
     # then the embeddings' LayerNorm (a parameter named "bias", not its weight)
-    biases = 2 * (H + H + H + H + I + H + 2 * H) + H
+    biases = 2 * (H + H + H + H + FF + H + 2 * H) + H
     assert costs == {
         ("full", None): (H * H + H + H * 4 + 4, biases),
         ("linear", None): (H * 4 + 4, biases),
