@@ -233,6 +233,16 @@ def test_mean_pooling_hook_hands_the_mask_to_every_pool(build):
     assert all(p.mask is None for p in pools)
 
 
+def test_mean_pooling_hook_runs_on_an_encoder_without_a_pooler_attribute():
+    from lorafit.heads import _mask_to_pools
+
+    model, config = _roberta()
+    install_head(model, "linear", 4, config, pooling="mean")
+    mask = torch.ones(2, 3)
+    _mask_to_pools(model)(nn.Module(), (), {"attention_mask": mask})  # no `pooler` at all
+    assert model.classifier.pool.mask is mask
+
+
 def test_mean_pooling_hook_finds_a_head_installed_after_it():
     """PEFT copies the head after install_head; the hook must reach the copy."""
     model, config = _roberta()

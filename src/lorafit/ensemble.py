@@ -376,7 +376,8 @@ def _multilabel_ensemble(result, members, probs, table, out, label_format, batch
 
 def format_result(result: dict) -> str:
     """The members (weight, accuracy) and the ensemble, as printed by the CLI."""
-    width = max(len(m["run_dir"]) for m in result["members"])
+    label = f"ensemble ({result['method']})"
+    width = max(len(label), *(len(m["run_dir"]) for m in result["members"]))  # the columns line up
     # a regression's members: Pearson; a multi-label run's: macro-F1
     score = next((k for k in ("pearson", "macro_f1") if k in result or k in result["members"][0]), "accuracy")
     lines = [f"{'member':<{width}}  {'weight':>7}  {score:>8}"]
@@ -385,7 +386,7 @@ def format_result(result: dict) -> str:
         acc = f"{m[score]:.4f}" if score in m else "-"
         lines.append(f"{m['run_dir']:<{width}}  {weight:>7}  {acc:>8}")
     acc = f"{result[score]:.4f}" if score in result else "-"
-    lines.append(f"{'ensemble (' + result['method'] + ')':<{width}}  {'':>7}  {acc:>8}")
+    lines.append(f"{label:<{width}}  {'':>7}  {acc:>8}")
     if "thresholds" in result:
         shown = sorted(set(result["thresholds"]))
         v = result["validation"]
