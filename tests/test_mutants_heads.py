@@ -89,6 +89,10 @@ def test_head_module_builds_each_kind_with_its_shapes(kind, cls):
 def test_head_module_default_pooling_is_the_first_token():
     for kind in ("linear", "lowrank", "dense_lora"):
         assert head_module(kind, 8, 2, 0.0, 2).pool.kind == "first"
+    # each class's own default too (built here, not at import: mutants are tested on calls)
+    assert LinearHead(8, 2, 0.0).pool.kind == "first"
+    assert LowRankHead(8, 2, 0.0, 2).pool.kind == "first"
+    assert DenseLoraHead(8, 2, 0.0, 2).pool.kind == "first"
 
 
 def test_dense_lora_random_matrix_has_the_given_spread():
@@ -362,6 +366,14 @@ def test_init_output_bias_regression_mean_and_classification_untouched():
     assert torch.equal(model.classifier.out_proj.bias, before)
 
 
+def test_init_output_bias_finds_bert_own_classifier_outside_peft():
+    """BERT's own head is one nn.Linear named `classifier`: its bias is `classifier.bias`."""
+    model, _ = _bert(num_labels=2)
+    assert init_output_bias(model, "multi_label", [[1, 0], [0, 0]]) is not None
+    clipped = math.log(1e-4 / (1 - 1e-4))
+    assert model.classifier.bias.tolist() == pytest.approx([0.0, clipped], abs=1e-6)
+
+
 def test_init_output_bias_only_touches_a_trainable_head_output_of_the_right_size():
     model, config = _roberta(num_labels=2)
     install_head(model, "linear", 4, config)
@@ -372,3 +384,42 @@ def test_init_output_bias_only_touches_a_trainable_head_output_of_the_right_size
     model.classifier.out_proj.bias.requires_grad_(True)
     assert init_output_bias(model, "multi_label", [[1, 0, 1]]) is None  # three labels, two outputs
     assert torch.equal(model.classifier.out_proj.bias, before)
+
+
+# ------------------------------------------------------------------ configs and models of other shapes
+
+
+def test_head_dropout_falls_back_for_configs_without_the_keys():
+    from types import SimpleNamespace
+
+    from lorafit.heads import _dropout
+
+    assert _dropout(SimpleNamespace()) == 0.1  # neither key: the usual 0.1
+    assert _dropout(SimpleNamespace(hidden_dropout_prob=0.2)) == 0.2
+    assert _dropout(SimpleNamespace(classifier_dropout=None, hidden_dropout_prob=0.3)) == 0.3
+    assert _dropout(SimpleNamespace(classifier_dropout=0.05)) == 0.05
+
+
+def test_pooled_encoder_needs_a_linear_classifier_and_an_encoder_with_a_pooler():
+    from lorafit.heads import _pooled_encoder
+
+    class Bare(nn.Module):  # no base_model_prefix at all
+        def __init__(self):
+            super().__init__()
+            self.classifier = nn.Linear(4, 2)
+
+    bare = Bare()
+    assert _pooled_encoder(bare, bare.classifier) is None
+    bare.base_model_prefix = "encoder"  # names an attribute the model does not have
+    assert _pooled_encoder(bare, bare.classifier) is None
+    model, _ = _bert()
+    assert _pooled_encoder(model, model.classifier) is model.bert
+    assert _pooled_encoder(model, nn.Sequential(model.classifier)) is None
+    roberta, _ = _roberta()
+    assert _pooled_encoder(roberta, roberta.classifier) is None
+
+
+def test_install_head_on_a_model_without_a_classifier_is_a_user_error():
+    _, config = _roberta()
+    with pytest.raises(UserError, match=r"^model.head=linear: not available for Module "):
+        install_head(nn.Module(), "linear", 4, config)
