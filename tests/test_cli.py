@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -245,3 +246,24 @@ def test_api_prints_what_the_cli_prints_and_nothing_raw(small_csv, tmp_path):
     for raw in ["LOAD REPORT", "MISSING", "\x1b[", "FutureWarning", "UserWarning", "warnings.warn",
                 "log.warning(", "\r", "Loading weights", "Writing model shards", "it/s]"]:
         assert raw not in everything, (raw, everything)
+
+
+def test_version_is_the_installed_packages_and_names_the_libraries(capsys):
+    """One version number: pyproject.toml reads lorafit.__version__, the metadata pip wrote
+    agrees, and `lorafit --version` prints it with the libraries' versions on one line."""
+    from importlib.metadata import version
+
+    import lorafit
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert version("lorafit") == lorafit.__version__
+    assert out == (
+        f"lorafit {lorafit.__version__} (Python {platform.python_version()}, torch {version('torch')}, "
+        f"transformers {version('transformers')}, peft {version('peft')})\n"
+    )
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in text and 'attr = "lorafit.__version__"' in text
+    assert "\nversion = " not in text.split("[tool.")[0]  # no second number in [project]

@@ -411,12 +411,44 @@ def _cache(sub, fmt):
 COMMANDS = [_train, _check_data, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher, _cache]
 
 
+def version_text() -> str:
+    """`lorafit 0.1.0 (Python 3.12.3, torch 2.13.0, transformers 5.25.0, peft 0.21.0)`: read
+    from the installed packages' metadata, so nothing heavy is imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lorafit import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{n} {installed(n)}" for n in ("torch", "transformers", "peft"))
+    return f"lorafit {__version__} (Python {platform.python_version()}, {libraries})"
+
+
+class _Version(argparse.Action):
+    """`--version`: one unwrapped line, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorafit",
         description="Budgeted LoRA fine-tuning of text encoders for classification.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(
+        "--version", action=_Version, help="print lorafit's version and those of the libraries it runs on, then exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub, argparse.RawDescriptionHelpFormatter)
