@@ -316,18 +316,21 @@ def test_plan_refuses_bad_budget_and_sort_before_any_work():
 
 
 def test_plan_fields_and_text(tiny_model):
-    p = plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=2, heads="linear,lowrank:2", ranks="2,3")
-    assert (p["model"], p["budget"], p["sort"], p["shown"]) == (str(tiny_model), 20_000, "spend", 2)
+    base = [AG_LABELS, f"model.name={tiny_model}"]
+    budget = 19_997  # shares with more than six decimals: the rounding shows
+    p = plan(None, base, budget=budget, top=2, heads="linear,lowrank:2", ranks="2")
+    assert (p["model"], p["budget"], p["sort"], p["shown"]) == (str(tiny_model), budget, "spend", 2)
     assert p["fitting"] > p["best"] >= 1
     row = p["candidates"][0]
-    assert row["counted"] == "exact" and row["budget_used"] == round(row["trainable"] / 20_000, 6)
+    assert row["counted"] == "exact" and row["budget_used"] == round(row["trainable"] / budget, 6)
+    assert row["budget_used"] != round(row["trainable"] / budget, 7)
     assert row["encoder"] == row["lora"] + row["bias_params"]
     assert row["trainable"] == row["encoder"] + row["head_params"]
-    assert p["command"] == train_command(None, [AG_LABELS, f"model.name={tiny_model}"], load_config(None, [AG_LABELS, f"model.name={tiny_model}"]), 20_000, row["overrides"])
-    everything = plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=0, heads="linear,lowrank:2", ranks="2,3")
-    assert everything["shown"] == everything["fitting"] == p["fitting"]
-    assert everything["best"] == p["best"] == sum(r["best"] for r in everything["candidates"])
-    assert plan(None, [AG_LABELS, f"model.name={tiny_model}"], top=1)["budget"] == 1_000_000  # the config's
+    assert p["command"] == train_command(None, base, load_config(None, base), budget, row["overrides"])
+    everything = plan(None, base, budget=budget, top=0, heads="linear", ranks="2")
+    assert everything["shown"] == everything["fitting"]
+    assert everything["best"] == sum(r["best"] for r in everything["candidates"]) >= 1
+    assert plan(None, base, top=1)["budget"] == 1_000_000  # the config's
 
 
 def test_plan_text_layout():
