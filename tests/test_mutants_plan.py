@@ -36,6 +36,7 @@ from lorafit.plan import (
 from .conftest import AG_LABELS
 
 H, FF = 32, 64  # the tiny RoBERTa's hidden and intermediate sizes
+MINILM = "all-MiniLM-L6-v2"  # a real shape whose config is installed (no tokenizer training per test)
 
 
 def _roberta_config(layers=2, hidden=H):
@@ -200,22 +201,24 @@ def test_candidate_totals():
     assert (c.counted, c.best, c.overrides) == ("estimate", False, [])
 
 
-def test_enumerate_candidates_counts_and_budget_edge(tiny_model):
-    cfg = load_config(None, [AG_LABELS, f"model.name={tiny_model}"])
+def test_enumerate_candidates_counts_and_budget_edge():
+    # all-MiniLM-L6-v2's shape (its config ships with the package: offline): 6 BERT layers,
+    # 384 wide, feed-forward 1536; its pooler is replaced by the linear head's Pool
+    cfg = load_config(None, [AG_LABELS, f"model.name={MINILM}"])
     cands = enumerate_candidates(cfg, 10**9, [("linear", None)], [1, 3])
-    wide = 4 * H  # the toy RoBERTa's feed-forward width
-    rank_cost = {"qv": 2 * 2 * (H + H), "all-linear": 2 * (4 * (H + H) + (H + wide) + (wide + H))}
-    biases = 2 * (5 * H + wide + 2 * H) + H
+    h, wide = 384, 1536
+    rank_cost = {"qv": 6 * 2 * (h + h), "all-linear": 6 * (4 * (h + h) + (h + wide) + (wide + h))}
+    biases = 6 * (5 * h + wide + 2 * h) + h
     for c in cands:
         if c.layers == "all" and c.targets_name in rank_cost:
             assert c.lora == c.r * rank_cost[c.targets_name]
-        assert c.head_params == H * 4 + 4
+        assert c.head_params == h * 4 + 4
         assert c.bias_params == (biases if c.bias == "all" else 0)
     assert {c.bias for c in cands} == {"none", "all"} and {c.r for c in cands} == {1, 3}
-    # layers all and 1 (top half and quarter of two layers), four presets, two biases, two ranks
-    assert len(cands) == 2 * 4 * 2 * 2
+    # layers all, 3-5 and 4-5, four presets, two biases, two ranks
+    assert len(cands) == 3 * 4 * 2 * 2
     qv_all = next(c for c in cands if (c.layers, c.targets_name, c.bias) == ("all", "qv", "none") and c.r == 1)
-    assert qv_all.coverage == 4
+    assert qv_all.coverage == 12
     exact = qv_all.lora + qv_all.head_params  # a budget of exactly that still fits
     fitting = enumerate_candidates(cfg, exact, [("linear", None)], [1])
     assert any((c.layers, c.targets_name, c.bias) == ("all", "qv", "none") for c in fitting)
@@ -315,11 +318,11 @@ def test_plan_refuses_bad_budget_and_sort_before_any_work():
         plan(None, [AG_LABELS, "model.name=/no/such/model"], budget=10, sort="price")
 
 
-def test_plan_fields_and_text(tiny_model):
-    base = [AG_LABELS, f"model.name={tiny_model}"]
+def test_plan_fields_and_text():
+    base = [AG_LABELS, f"model.name={MINILM}"]
     budget = 19_997  # shares with more than six decimals: the rounding shows
     p = plan(None, base, budget=budget, top=2, heads="linear,lowrank:2", ranks="2")
-    assert (p["model"], p["budget"], p["sort"], p["shown"]) == (str(tiny_model), budget, "spend", 2)
+    assert (p["model"], p["budget"], p["sort"], p["shown"]) == (MINILM, budget, "spend", 2)
     assert p["fitting"] > p["best"] >= 1
     row = p["candidates"][0]
     assert row["counted"] == "exact" and row["budget_used"] == round(row["trainable"] / budget, 6)
