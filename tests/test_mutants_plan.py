@@ -287,6 +287,18 @@ def test_candidate_overrides():
     assert candidate_overrides(_cand(head="full"), mean)[-1] == "model.pooling=first"
     assert "model.pooling=first" not in candidate_overrides(_cand(head="linear"), mean)
     assert "model.pooling=first" not in candidate_overrides(_cand(head="full"), cfg)
+    assert "lora.mode=lora" not in candidate_overrides(_cand(), cfg)
+    full = load_config(None, [AG_LABELS, "lora.mode=full"])
+    assert candidate_overrides(_cand(), full)[-1] == "lora.mode=lora"
+
+
+def test_a_full_fine_tuning_config_is_planned_as_lora():
+    """Its rows count LoRA, not every weight, and their command trains LoRA."""
+    lora = plan(None, [AG_LABELS, f"model.name={MINILM}"], budget=300_000, top=2, heads="linear", ranks="2,4")
+    full = plan(None, [AG_LABELS, f"model.name={MINILM}", "lora.mode=full"], budget=300_000, top=2, heads="linear", ranks="2,4")
+    assert [r["trainable"] for r in full["candidates"]] == [r["trainable"] for r in lora["candidates"]]
+    assert all(r["overrides"][-1] == "lora.mode=lora" for r in full["candidates"])
+    assert full["command"].endswith(" lora.mode=lora") and full["candidates"][0]["trainable"] <= 300_000
 
 
 def test_train_command():

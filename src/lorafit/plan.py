@@ -6,7 +6,8 @@
 Candidates vary the adapted layers (all, top half, top quarter, the config's own), the target
 modules (named presets such as query+value or every linear layer), the rank, the head
 (`model.head`) and the biases (`lora.bias` none / all); everything else comes from the config
-(model, labels, DoRA...). Every candidate is first counted from the model's real module
+(model, labels, DoRA...); a config with another `lora.mode` (full, bias_only) is planned as
+LoRA, and its rows say `lora.mode=lora`. Every candidate is first counted from the model's real module
 shapes (fast: one weightless model per head kind), then every row that is shown is counted
 again by `params.describe_model`, the counting code that training's budget check uses, and
 that exact count is what is printed.
@@ -273,6 +274,8 @@ def candidate_overrides(c: Candidate, cfg: Config) -> list[str]:
     ]
     if c.head == "full" and cfg.model.pooling != "first":
         out.append("model.pooling=first")  # the model's own head reads the first token
+    if cfg.lora.mode != "lora":
+        out.append("lora.mode=lora")  # the rows are LoRA configurations, whatever the base trains
     return out + ([f"model.head_rank={c.head_rank}"] if c.head_rank else [])
 
 
