@@ -254,6 +254,13 @@ def test_sort_orders_and_their_tie_breaks():
     assert str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
 
 
+def test_sort_spend_prefers_more_encoder_parameters_at_equal_coverage():
+    small = _cand(lora=800, coverage=6)
+    large = _cand(lora=990, coverage=6)
+    small.best = large.best = True
+    assert sort_candidates([small, large], "spend") == [large, small]
+
+
 def test_sort_trainable_breaks_ties_by_coverage():
     a = _cand(lora=900, coverage=2)
     b = _cand(lora=900, coverage=6)
@@ -317,6 +324,9 @@ def test_train_command():
     from pathlib import Path
 
     assert train_command(Path("c.yaml"), [], cfg, 500_000, []).startswith("lorafit train --config c.yaml ")
+    # a key is what comes before the first "=": values may hold more of them
+    odd = train_command(None, ["model.name=org/m=v2", "x.y=old", "a.b=c=d"], cfg, 500_000, ["x.y=new=1"])
+    assert odd == "lorafit train model.name=all-MiniLM-L6-v2 a.b=c=d x.y=new=1"
 
 
 # ------------------------------------------------------------------ the whole plan and its text
