@@ -379,3 +379,23 @@ def test_plan_text_layout():
     ]
     p.update(candidates=[], command=None, shown=0)
     assert plan_text(p).splitlines()[-1] == "modules: "
+
+
+def test_plan_defaults_edges_and_the_configs_own_choices():
+    base = [AG_LABELS, f"model.name={MINILM}"]
+    assert plan(None, base, heads="linear", ranks="1-8")["shown"] == 15  # the default top
+    nothing = plan(None, base, budget=1)  # a budget of one parameter is a budget: nothing fits
+    assert (nothing["fitting"], nothing["candidates"], nothing["command"]) == (0, [], None)
+    with pytest.raises(UserError) as err:
+        plan(None, base, budget=10, sort="price")
+    assert str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
+    # a row that spends the budget exactly is shown: query+value of 6 layers at r=1 (6 x 2 x 768)
+    # and a linear head (384 x 4 + 4)
+    exact = 6 * 2 * 768 + 1540
+    rows = plan(None, base, budget=exact, top=0, heads="linear", ranks="1")["candidates"]
+    assert exact in [r["trainable"] for r in rows]
+    # the config's own layers are a choice, and its head_rank is the head's default rank
+    own = enumerate_candidates(load_config(None, [*base, "lora.layers=[1,3]"]), 50_000, [("linear", None)], [1])
+    assert "1,3" in {c.layers for c in own}
+    ranked = plan(None, [*base, "model.head_rank=5"], budget=50_000, top=1, heads="lowrank", ranks="1")
+    assert ranked["candidates"][0]["head_rank"] == 5
