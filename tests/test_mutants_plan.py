@@ -109,10 +109,31 @@ def test_unit_counts_rank_cost_dora_magnitudes_and_modules():
         (6, [1, 3], {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5], "1,3": [1, 3]}),
         (6, "4-5", {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5]}),  # already there
         (6, "0-5", {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5]}),
+        (5, "all", {"all": list(range(5)), "2-4": [2, 3, 4], "3-4": [3, 4]}),  # ceil(5/2), ceil(5/4)
     ],
 )
 def test_layer_choices(depth, configured, expected):
     assert layer_choices(depth, configured) == expected
+
+
+def test_the_configs_layers_beyond_the_model_are_a_user_error(capsys):
+    from lorafit.cli import main
+
+    with pytest.raises(UserError) as err:
+        layer_choices(6, "4-7")
+    assert str(err.value) == "lora.layers: layer 7 is out of range; the model has layers 0-5"
+    assert main(["plan", AG_LABELS, f"model.name={MINILM}", "lora.layers=7", "--top", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lorafit: error: lora.layers: layer 7 is out of range; the model has layers 0-5"
+    ]
+
+
+def test_enumerate_candidates_dora_and_head_rank():
+    base = [AG_LABELS, f"model.name={MINILM}", "lora.target_modules=[query,value]"]
+    dora = enumerate_candidates(load_config(None, [*base, "lora.use_dora=true"]), 10**9, [("lowrank", 3)], [1])
+    row = next(c for c in dora if (c.layers, c.targets_name, c.bias) == ("all", "qv", "none"))
+    assert row.lora == 6 * 2 * (384 + 384) + 6 * 2 * 384  # r x (in + out), plus a magnitude per output
+    assert row.head == "lowrank" and row.head_rank == 3
 
 
 def test_target_choices_offers_each_preset_that_fits_and_the_configs_own():

@@ -145,7 +145,10 @@ def layer_choices(depth: int, configured) -> dict[str, list[int]]:
         top = list(range(depth - math.ceil(depth / share), depth))
         if top not in choices.values():  # a one-layer model's top half is "all"
             choices[f"{top[0]}-{top[-1]}" if len(top) > 1 else str(top[0])] = top
-    own = parse_layers(configured, depth)
+    try:
+        own = parse_layers(configured, depth)
+    except ValueError as e:  # e.g. layer 7 of a 6-layer model: the config's key, in one line
+        raise UserError(str(e)) from None
     if own is not None and own not in choices.values():
         choices[",".join(map(str, own))] = own
     return choices
