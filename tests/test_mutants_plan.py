@@ -211,6 +211,8 @@ def test_head_costs_skip_a_head_the_architecture_lacks():
     mc = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, num_labels=2)
     costs = _head_costs(load_config(None, [AG_LABELS]), mc, [("full", None), ("linear", None)])
     assert list(costs) == [("full", None)]
+    costs = _head_costs(load_config(None, [AG_LABELS]), mc, [("linear", None), ("lowrank", 2), ("full", None)])
+    assert list(costs) == [("full", None)]  # the heads after a refused one are still costed
 
 
 # ------------------------------------------------------------------ candidates
