@@ -205,3 +205,35 @@ def test_format_result_without_labels_regression_and_multilabel():
     # the members' score decides the column when only they have one
     members_only = {"method": "mean", "rows": 1, "output": "o.csv", "members": [{"run_dir": "r", "pearson": 0.1}]}
     assert format_result(members_only).splitlines()[0].split()[-1] == "pearson"
+
+
+# ---------------------------------------------------------------- survivors of the first run
+
+
+def test_vote_of_one_member_is_its_own_top_class():
+    assert majority_vote([A]).tolist() == [0, 1]
+
+
+def test_fit_weights_a_row_no_member_gets_right_is_not_nan():
+    labels = np.array([0, 1, 1])
+    a = np.array([[0.9, 0.1], [0.5, 0.5], [1.0, 0.0]])  # row 2: both members give the label 0
+    b = np.array([[0.6, 0.4], [0.2, 0.8], [1.0, 0.0]])
+    w = fit_weights([a, b], labels)
+    assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_fit_weights_default_iterations_is_2000():
+    # an optimum on the simplex's edge is approached slowly: every EM step still moves it
+    labels = np.zeros(4, dtype=int)
+    p0 = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    p1 = np.full((4, 2), 0.5)
+    default = fit_weights([p0, p1], labels, tol=0)
+    assert np.array_equal(default, fit_weights([p0, p1], labels, iterations=2000, tol=0))
+    assert not np.array_equal(default, fit_weights([p0, p1], labels, iterations=2001, tol=0))
+
+
+def test_format_result_threshold_range_spans_lowest_to_highest():
+    multi = {"method": "mean", "rows": 2, "output": "o.csv", "macro_f1": 0.5,
+             "members": [{"run_dir": "r", "macro_f1": 0.4}],
+             "thresholds": [0.5, 0.3, 0.4, 0.3], "validation": {"rows": 10, "macro_f1": 0.55}}
+    assert format_result(multi).splitlines()[3].endswith(": 0.3-0.5, one per label")
