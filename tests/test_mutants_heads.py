@@ -29,26 +29,33 @@ from lorafit.heads import (
 )
 
 
-def _roberta(num_labels=3, **extra):
-    from transformers import RobertaConfig, RobertaForSequenceClassification
+def _tiny(kind: str, num_labels: int, extra: dict):
+    """A random one-layer, 16-wide classifier: RoBERTa-style (`roberta`) or BERT-style (`bert`)."""
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
-    config = RobertaConfig(
+    config_cls, model_cls = {
+        "roberta": (RobertaConfig, RobertaForSequenceClassification),
+        "bert": (BertConfig, BertForSequenceClassification),
+    }[kind]
+    config = config_cls(
         vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=40, num_labels=num_labels, **extra,
     )
     torch.manual_seed(0)
-    return RobertaForSequenceClassification(config), config
+    return model_cls(config), config
+
+
+def _roberta(num_labels=3, **extra):
+    return _tiny("roberta", num_labels, extra)
 
 
 def _bert(num_labels=3, **extra):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    config = BertConfig(
-        vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=40, num_labels=num_labels, **extra,
-    )
-    torch.manual_seed(0)
-    return BertForSequenceClassification(config), config
+    return _tiny("bert", num_labels, extra)
 
 
 def _randomise(module: nn.Module, seed: int = 1) -> None:

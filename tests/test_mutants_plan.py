@@ -18,7 +18,6 @@ from lorafit.plan import (
     Candidate,
     _head_costs,
     _linear_shapes,
-    _matches,
     _unit,
     candidate_overrides,
     enumerate_candidates,
@@ -74,14 +73,6 @@ def test_linear_shapes_lists_each_layers_linear_modules():
     assert by_name["roberta.encoder.layer.0.intermediate.dense"] == (0, H, FF)
     assert by_name["roberta.encoder.layer.0.output.dense"] == (0, FF, H)
     assert not any("classifier" in n or "embeddings" in n for n in by_name)
-
-
-def test_matches_whole_trailing_names_only():
-    assert _matches("query", "query")
-    assert _matches("roberta.encoder.layer.0.attention.self.query", "query")
-    assert _matches("layer.0.attention.output.dense", "output.dense")
-    assert not _matches("layer.0.attention.self.xquery", "query")
-    assert not _matches("layer.0.query.bias_thing", "query")
 
 
 def test_unit_counts_rank_cost_dora_magnitudes_and_modules():

@@ -101,15 +101,13 @@ def _linear_shapes(model: nn.Module) -> list[tuple[int, str, int, int]]:
     return rows
 
 
-def _matches(name: str, target: str) -> bool:
-    return name == target or name.endswith("." + target)
-
-
 def _unit(shapes, layers: list[int], targets: list[str], dora: bool) -> tuple[int, int, int]:
     """(parameters per unit of rank, fixed DoRA parameters, adapted modules) for a choice."""
+    from lorafit.model import _module_matches  # PEFT's matching rule, as training applies it
+
     per_rank = fixed = count = 0
     for layer, name, fan_in, fan_out in shapes:
-        if layer in layers and any(_matches(name, t) for t in targets):
+        if layer in layers and any(_module_matches(name, t) for t in targets):
             per_rank += fan_in + fan_out
             fixed += fan_out if dora else 0
             count += 1
