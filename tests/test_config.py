@@ -172,6 +172,8 @@ RULES = [
     (["train.layer_decay=1.1"], f"train.layer_decay: {IN} (0, 1]", ["train.layer_decay=0.01"]),
     (["train.label_smoothing=1.0"], f"train.label_smoothing: {IN} [0, 1)", ["train.label_smoothing=0.0"]),
     (["train.label_smoothing=-0.1"], f"train.label_smoothing: {IN} [0, 1)", ["train.label_smoothing=0.5"]),
+    (["train.ema_decay=1.0"], f"train.ema_decay: {IN} [0, 1)", ["train.ema_decay=0.9999"]),
+    (["train.ema_decay=-0.001"], f"train.ema_decay: {IN} [0, 1)", ["train.ema_decay=0"]),
     (["train.distill_weight=1.1"], f"train.distill_weight: {IN} [0, 1]", ["train.distill_weight=1.0"]),
     (["train.distill_weight=-0.1"], f"train.distill_weight: {IN} [0, 1]", ["train.distill_weight=0.0"]),
     (["train.distill_temperature=0"], "train.distill_temperature: must be > 0", ["train.distill_temperature=0.1"]),

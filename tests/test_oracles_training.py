@@ -135,6 +135,7 @@ class Reference:
     eval_losses: dict[int, float] = field(default_factory=dict)
     weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # trainable, per step
     adapters: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # PEFT's saved form
+    emas: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # the moving average, per step
     clipped_steps: int = 0
 
 
@@ -146,8 +147,12 @@ def _padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def reference_run(
-    model_dir: Path, data: tuple[Path, Path], layers: list[int] | None, group_by_length: bool
+    model_dir: Path, data: tuple[Path, Path], layers: list[int] | None, group_by_length: bool,
+    ema_decay: float = 0.0,
 ) -> Reference:
+    """The plain loop. With `ema_decay`, a moving average of the trainable weights starts at
+    their initial values, takes each step's weights at min(decay, (1 + step) / (10 + step)),
+    and is what each evaluation scores and what `adapters` holds; `weights` stay the raw ones."""
     from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -188,6 +193,7 @@ def reference_run(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup)
 
     out, step, epoch = Reference(), 0, 0
+    ema = {n: p.detach().clone() for n, p in trainable} if ema_decay else None
     model.train()
     while step < STEPS:
         for batch in reference_batches(lengths, epoch, group_by_length):
@@ -204,11 +210,23 @@ def reference_run(
             out.losses.append(loss.item())
             out.lrs.append(optimizer.param_groups[0]["lr"])
             out.weights[step] = {n: p.detach().clone() for n, p in trainable}
+            raw = out.weights[step]
+            if ema is not None:  # average in; evaluate and save the average
+                d = min(ema_decay, (1 + step) / (10 + step))
+                ema = {n: d * ema[n] + (1 - d) * raw[n] for n in ema}
+                out.emas[step] = ema
+                with torch.no_grad():
+                    for n, p in trainable:
+                        p.copy_(ema[n])
             out.adapters[step] = {
                 k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()
             }
             if step % EVAL_EVERY == 0 or step == STEPS:
                 out.eval_losses[step] = _eval_loss(model, val_ids, val_labels, pad)
+            if ema is not None:  # training goes on from the raw weights
+                with torch.no_grad():
+                    for n, p in trainable:
+                        p.copy_(raw[n])
             if step == STEPS:
                 break
         epoch += 1
@@ -326,3 +344,30 @@ def test_the_activation_cache_equals_a_plain_loop_with_lora_on_the_top_layer(
     assert "activation cache: built" in (run / "train.log").read_text()
     assert all(".layer.0." not in name for name in ref.weights[STEPS])  # only layer 1 adapted
     assert_matches_reference(run, ref)
+
+
+def test_the_moving_average_equals_a_plain_loop_that_averages(still_model, data_files, tmp_path, reference_all_layers):
+    """train.ema_decay=0.3: 0.3 binds from step 3 (the warm-up (1 + step) / (10 + step) before).
+    Training follows the raw weights (the same losses as without the average); evaluations, the
+    best checkpoint and the checkpoint's ema.safetensors hold the average; a run killed at step 5
+    and resumed from step 4 continues the average exactly."""
+    ref = reference_run(still_model, data_files, layers=None, group_by_length=True, ema_decay=0.3)
+    assert ref.losses == pytest.approx(reference_all_layers.losses, rel=1e-6)  # averaging does not train
+    assert ref.eval_losses != pytest.approx(reference_all_layers.eval_losses, rel=1e-3)  # but changes what is scored
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_five(step: int, row: dict) -> bool:
+        if step == 5:
+            raise Killed
+        return False
+
+    overrides = lorafit_overrides(still_model, data_files, tmp_path, "train.ema_decay=0.3", "train.checkpoint_every=4")
+    with pytest.raises(Killed):
+        train(None, overrides, on_eval=kill_at_five)
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name != "latest"]
+    _assert_same_tensors(load_file(run / "checkpoints" / "step-000004" / "ema.safetensors"), ref.emas[4])
+    assert train(resume=run) == run
+    assert_matches_reference(run, ref)
+    _assert_same_tensors(load_file(run / "checkpoints" / f"step-{STEPS:06d}" / "ema.safetensors"), ref.emas[STEPS])

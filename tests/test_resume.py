@@ -458,3 +458,25 @@ def test_resume_of_a_regression_or_multilabel_run_equals_the_uninterrupted_one(t
     if task == "multi_label":  # the best thresholds came back with the state
         assert (run / "checkpoint-best" / "thresholds.json").read_text() == (reference / "checkpoint-best" / "thresholds.json").read_text()
         assert json.loads((run / "summary.json").read_text())["test"]["thresholds"] == json.loads((reference / "summary.json").read_text())["test"]["thresholds"]
+
+
+def test_a_resume_without_the_moving_average_config_yaml_asks_for_is_refused():
+    """train.ema_decay in config.yaml but no ema.safetensors (or other names) in the checkpoint:
+    config.yaml was edited after the run started; one line, nothing resumed."""
+    from lorafit.errors import UserError
+    from lorafit.train import _saved_ema
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    for ema in (None, {"0.weight": torch.zeros(2, 2)}, {"1.weight": torch.zeros(1, 2)}):
+        with pytest.raises(UserError) as e:
+            _saved_ema(model, ema, Path("run/checkpoints/step-000004"))
+        assert str(e.value) == (
+            "run/checkpoints/step-000004: no moving average of these weights (ema.safetensors) although "
+            "config.yaml sets train.ema_decay; was config.yaml edited? Restore it or start a new run"
+        )
+    saved = {"1.weight": torch.ones(1, 2, dtype=torch.float64), "1.bias": torch.ones(1, dtype=torch.float64)}
+    restored = _saved_ema(model, saved, Path("x"))
+    assert {n: (t.dtype, t.tolist()) for n, t in restored.items()} == {
+        "1.weight": (torch.float32, [[1.0, 1.0]]), "1.bias": (torch.float32, [1.0])
+    }

@@ -61,6 +61,7 @@ def save_training_state(
     best: dict[str, torch.Tensor] | None,
     rng: list[dict],
     keep_last: int,
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `checkpoints/step-N/` through a temporary folder; keep the newest `keep_last`.
 
@@ -73,7 +74,7 @@ def save_training_state(
         final.parent.mkdir(exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, rng)
+        _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, rng, ema)
         if final.exists():  # a stale copy of this step from before a crash
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -89,11 +90,13 @@ def save_training_state(
     return final
 
 
-def _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, rng) -> None:
+def _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, rng, ema=None) -> None:
     """The checkpoint's files, `state.json` last: its presence means the rest is complete."""
     _save_tensors(tmp / "trainable.safetensors", trainable)
     if best is not None:
         _save_tensors(tmp / "best.safetensors", best)
+    if ema is not None:  # train.ema_decay: the moving average of the trainable weights
+        _save_tensors(tmp / "ema.safetensors", ema)
     tensors, meta = flatten_optimizer(optimizer_state)
     _save_tensors(tmp / "optimizer.safetensors", tensors)
     write_json(tmp / "optimizer.json", meta)
@@ -230,7 +233,8 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def load_training_state(path: Path) -> dict:
-    """`{state, trainable, best, optimizer, scheduler, rng}` from a checkpoint folder.
+    """`{state, trainable, best, ema, optimizer, scheduler, rng}` from a checkpoint folder
+    (`best` and `ema` are None when the checkpoint has none).
 
     Raises `UserError` naming the file if a part is missing or damaged.
     """
@@ -249,10 +253,12 @@ def load_training_state(path: Path) -> dict:
             if (path / "best.safetensors").exists()
             else None
         )
+        ema = load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None
         return {
             "state": state,
             "trainable": load_file(str(path / "trainable.safetensors")),
             "best": best,
+            "ema": ema,
             "optimizer": unflatten_optimizer(
                 load_file(str(path / "optimizer.safetensors")), optimizer_meta
             ),

@@ -335,6 +335,13 @@ class TrainConfig:
         1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
     )
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
+    ema_decay: float = _f(
+        0.0,
+        "exponential moving average of the trainable weights (LoRA + head), updated after every "
+        "optimizer step at decay min(ema_decay, (1 + step) / (10 + step)); evaluations, the best "
+        "checkpoint and the test score use the average (0 = off; 0.999 averages about the last "
+        "1,000 steps)",
+    )
     threshold: Any = _f(
         "global",
         "task: multi_label: the decision threshold on each label's probability: global (one, "
@@ -397,6 +404,7 @@ class TrainConfig:
         _check(self.lora_plus_ratio > 0, "train.lora_plus_ratio", "must be > 0")
         _check(0 < self.layer_decay <= 1, "train.layer_decay", "must be in (0, 1]")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(
             self.threshold in ("global", "per_label")
             or (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool) and 0 < self.threshold < 1),

@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class Run:
     started: float = 0.0  # time.time() at the start, less the training time before a resume
     clock: float = 0.0  # time.time() at the last train row
     eval_prefix: Any = None  # fastpath.EvalPrefix: evaluations on the stored prefix output
+    ema: dict | None = None  # train.ema_decay: the moving average of the trainable tensors (on the device)
     threads: Any = None  # cores.ThreadGovernor on a CPU: the thread count and its changes
 
     def count_batch(self, loss: torch.Tensor, samples: int, mask: torch.Tensor) -> None:
@@ -348,6 +350,33 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
+def update_ema(ema: dict[str, torch.Tensor], model, decay: float, step: int) -> None:
+    """One step of the moving average (train.ema_decay): ema <- d * ema + (1 - d) * weight, at
+    d = min(decay, (1 + step) / (10 + step)), so the first steps are not averaged with the
+    untrained start (the warm-up of TensorFlow's ExponentialMovingAverage and timm's ModelEmaV2)."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                ema[name].lerp_(p.detach(), 1.0 - d)
+
+
+@contextmanager
+def ema_weights(run: Run):
+    """Inside: the model holds the moving average (evaluate, keep and save it); then the training
+    weights again. Without train.ema_decay: the training weights throughout."""
+    if run.ema is None:
+        yield
+        return
+    model = run.accelerator.unwrap_model(run.model)
+    training = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.load_state_dict(run.ema, strict=False)
+    try:
+        yield
+    finally:
+        model.load_state_dict(training, strict=False)
+
+
 def require_trackers(cfg: Config) -> None:
     """Each of log.trackers needs its optional package: say so before writing anything."""
     import importlib
@@ -462,6 +491,8 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
     run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps, threads=threads)
     _start_state(run, resume_dir)
+    if cfg.train.ema_decay and run.ema is None:  # a new run: the average starts at the weights
+        run.ema = {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
     run.eval_prefix = eval_prefix_for(forward, encoded["validation"], accelerator)
     state, train_set = run.state, encoded["train"]
     run.metrics = MetricsLogger(run_dir, accelerator, cfg) if accelerator.is_main_process else None
@@ -497,6 +528,8 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
                 continue  # accumulating: the optimizer stepped only on the last micro-batch
             scheduler.step()
             state.step += 1
+            if run.ema is not None:
+                update_ema(run.ema, accelerator.unwrap_model(model), cfg.train.ema_decay, state.step)
             state.micro = micro + 1
             run.window["steps"] += 1
             epoch_f = state.epoch + (micro + 1) / len(batches)
@@ -654,6 +687,7 @@ def _save_resumable(run: Run) -> None:
             scheduler_state=run.scheduler.state_dict(),
             state={**asdict(state), "window": run.window},
             best=run.best_weights, rng=rng, keep_last=run.cfg.train.keep_last,
+            ema=None if run.ema is None else {n: t.to("cpu", copy=True) for n, t in run.ema.items()},
         )
     accelerator.wait_for_everyone()
 
@@ -678,6 +712,8 @@ def _start_state(run: Run, resume_dir: Path | None) -> None:
         run.state = TrainState(**{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__})
         run.best_weights = saved["best"]
         _load_trainable(accelerator.unwrap_model(run.model), saved["trainable"], path)
+        if run.cfg.train.ema_decay:
+            run.ema = _saved_ema(accelerator.unwrap_model(run.model), saved["ema"], path)
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
     if accelerator.is_main_process:
@@ -698,6 +734,17 @@ def _load_trainable(model, tensors: dict, path: Path) -> None:
             "names differ); was config.yaml edited? Restore it or start a new run"
         )
     model.load_state_dict(tensors, strict=False)
+
+
+def _saved_ema(model, ema: dict | None, path: Path) -> dict:
+    """The checkpoint's moving average, on the model's device (a resume continues it exactly)."""
+    expected = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if ema is None or set(ema) != set(expected):
+        raise UserError(
+            f"{path}: no moving average of these weights (ema.safetensors) although config.yaml sets "
+            "train.ema_decay; was config.yaml edited? Restore it or start a new run"
+        )
+    return {n: t.to(expected[n].device, expected[n].dtype) for n, t in ema.items()}
 
 
 def _restore_best_dir(run: Run) -> None:
@@ -839,15 +886,16 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     Returns the eval row written to metrics.jsonl.
     """
     cfg, state, accelerator = run.cfg, run.state, run.accelerator
-    m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
-    values = eval_values(m)
-    is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
-    if is_best:
-        state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
-        state.best_thresholds = m.get("thresholds")  # multi-label: saved with the checkpoint
-        run.best_weights = trainable_state(accelerator.unwrap_model(run.model))
-        save_checkpoint(run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator)
-    else:
+    with ema_weights(run):  # train.ema_decay: the average is what is evaluated and kept
+        m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
+        values = eval_values(m)
+        is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
+        if is_best:
+            state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
+            state.best_thresholds = m.get("thresholds")  # multi-label: saved with the checkpoint
+            run.best_weights = trainable_state(accelerator.unwrap_model(run.model))
+            save_checkpoint(run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator)
+    if not is_best:
         state.bad_evals += 1
         if cfg.train.patience and state.bad_evals >= cfg.train.patience:
             state.stopped_early = True

@@ -146,16 +146,26 @@ def _not_decodable(path: Path, data: bytes, start: int, encoding: str) -> str:
     )
 
 
-def _reading_problem(path: Path, kind: str, e: Exception) -> str:
-    """A one-line message for a file the parser rejected, naming the line where we can."""
+SEPARATOR_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "pipes"}
+
+
+def _reading_problem(path: Path, kind: str, e: Exception, sep: str = ",", header: bool = True, quoting: int = csv.QUOTE_MINIMAL) -> str:
+    """A one-line message for a file the parser rejected, naming the line where we can.
+
+    `sep`, `header` and `quoting`: how a delimited text file was being read (the advice for a
+    line with an extra field depends on them)."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", first)
     if fields:
         want, line, saw = fields.groups()
-        return (
-            f"{path}: line {line} has {saw} fields, the header {want}; put texts that contain "
-            'commas in double quotes ("a, b") or remove the extra field'
-        )
+        name = SEPARATOR_NAMES.get(sep, f"'{sep}'")
+        if quoting == csv.QUOTE_NONE:
+            fix = f"remove the extra field (with data.quoting: none, {name} inside a text split it)"
+        elif sep == ",":
+            fix = 'put texts that contain commas in double quotes ("a, b") or remove the extra field'
+        else:
+            fix = f"put texts that contain {name} in double quotes or remove the extra field"
+        return f"{path}: line {line} has {saw} fields, {'the header has' if header else 'line 1 has'} {want}; {fix}"
     quote = re.search(r"EOF inside string starting at row (\d+)", first)
     if quote:
         return (
@@ -222,10 +232,13 @@ def _parse(path: Path, text: str, sep: str, header: bool, quoting: int) -> pd.Da
         _check_quotes(path, text, sep, header)
     # Every line is a row, blank ones too: skipping a blank (or whitespace-only) text line
     # would shift every later row's ID in a submission. Trailing blank lines go.
-    frame = pd.read_csv(
-        io.StringIO(text), sep=sep, header=0 if header else None, dtype=str, keep_default_na=False,
-        skip_blank_lines=False, quoting=quoting, engine="c",
-    )
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, header=0 if header else None, dtype=str, keep_default_na=False,
+            skip_blank_lines=False, quoting=quoting, engine="c",
+        )
+    except pd.errors.ParserError as e:
+        raise UserError(_reading_problem(path, "text", e, sep, header, quoting)) from None
     if header and (None in frame.columns or any(str(c).startswith("Unnamed:") for c in frame.columns)):
         raise UserError(f"{path}: a header column is empty; name every column in row 1")
     frame = _drop_trailing_blank(frame)
@@ -420,9 +433,10 @@ def _name_columns(path: Path, frame: pd.DataFrame, names: list[str]) -> pd.DataF
 
 def _read_ag_original(path: Path, text: str, cfg: DataConfig) -> pd.DataFrame:
     """The original AG News CSV: class 1-4, title, description -> text, label 0-3."""
-    frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False, on_bad_lines="error")
-    if frame.shape[1] != 3:
-        raise UserError(f"{path}: original AG News rows need 3 fields, found {frame.shape[1]}")
+    try:  # the first row has 3 fields (`_is_ag_original`), so every row must
+        frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise UserError(_reading_problem(path, "text", e, ",", header=False)) from None
     bad = ~frame[0].str.strip().isin(AG_CLASSES)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
@@ -440,11 +454,20 @@ def _read_json(path: Path, cfg: DataConfig) -> pd.DataFrame:
     """A JSON array of objects, or JSON lines (one object a line)."""
     text = _decode(path, cfg.encoding)
     if text.lstrip().startswith("["):
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{path}: line {e.lineno} column {e.colno}: {e.msg}; a file that starts with [ is read as "
+                "one JSON array of objects: fix the JSON there (or write one JSON object per line)"
+            ) from None
         if not all(isinstance(r, dict) for r in rows):
             raise UserError(f"{path}: a JSON array must hold objects ({{\"text\": ..., \"label\": ...}})")
         return pd.DataFrame(rows)
-    return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    try:
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except TypeError as e:  # a line that is JSON but not an object (`[1, 2]`, `"text"`)
+        raise UserError(_reading_problem(path, "json", e)) from None
 
 
 def _read_saved_dataset(path: Path, split: str) -> pd.DataFrame:

@@ -294,6 +294,13 @@ def _read_search(plan: SweepPlan, search: dict, source: Path) -> None:
             raise UserError(f"{source}: search: {key}: give a positive number, not {value!r}")
     plan.n_trials, plan.timeout = search.get("n_trials"), search.get("timeout")
     plan.seed = int(search.get("seed") or 0)
+    # `sampler: {type: tpe, seed: 1}` is the same seed: worker i samples with seed + i (kept
+    # among the options, every worker had seed 1 and drew the same trials)
+    seed = plan.sampler_args.pop("seed", None)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UserError(f"{source}: search: sampler: seed: give a whole number >= 0, not {seed!r}")
+        plan.seed = seed
     if plan.sampler == "grid":
         numeric = [s.key for s in plan.spaces.values() if s.kind != "choice"]
         if numeric:

@@ -89,9 +89,11 @@ def _run_dirs(folder: Path, name: str) -> list[Path]:
 
 def _same_config(run_dir: Path, cfg: Config) -> bool:
     """Whether a run used this trial's config (run.dir aside: it may be relative)."""
+    import yaml
+
     try:
         done = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    except (OSError, OmegaConfBaseException):
+    except (OSError, OmegaConfBaseException, yaml.YAMLError):  # unreadable: not this config
         return False
     want = config_to_dict(cfg)
     for d in (done, want):
