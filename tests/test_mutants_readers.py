@@ -21,7 +21,10 @@ from lorafit.config import DataConfig
 from lorafit.data.readers import (
     QUOTE_FIX,
     _check_quotes,
+    _delimited_problem,
     _first_bad_json_line,
+    _is_header,
+    _kind,
     _literal_grid,
     _quote_problem,
     _read_hub,
@@ -29,6 +32,7 @@ from lorafit.data.readers import (
     _sniff_separator,
     hub_name,
     read_frame,
+    resolve_source,
 )
 from lorafit.errors import UserError
 
@@ -94,8 +98,16 @@ def test_reading_problem_other_parser_messages():
     assert _reading_problem(Path("f.parquet"), "parquet", OSError("  ")) == (
         "f.parquet: cannot read as parquet (OSError); check the file's format"
     )
-    name = _reading_problem(path, "text", pd.errors.ParserError("Expected 4 fields in line 9, saw 6"), "|", False)
+    import csv
+
+    name = _delimited_problem(path, pd.errors.ParserError("Expected 4 fields in line 9, saw 6"), "|", False, csv.QUOTE_MINIMAL)
     assert name == "f.csv: line 9 has 6 fields, line 1 has 4; put texts that contain pipes in double quotes or remove the extra field"
+    # any other parser message: as `_reading_problem` says it for text
+    assert _delimited_problem(path, eof, ",", True, csv.QUOTE_MINIMAL) == _reading_problem(path, "text", eof)
+    other = pd.errors.ParserError("Error tokenizing data. C error: out of memory")
+    assert _delimited_problem(path, other, "\t", True, csv.QUOTE_NONE) == (
+        "f.csv: cannot read as text (Error tokenizing data. C error: out of memory); check the file's format"
+    )
 
 
 # ---------------------------------------------------------------------- JSON
@@ -306,13 +318,122 @@ def test_hub_errors_after_the_check(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError) as e:
-        _read_hub("someorg/nothere", "train", DataConfig())
+        _read_hub("someorg/nothere", "train")
     assert str(e.value) == "cannot download hub dataset 'someorg/nothere' (Couldn't reach 'someorg/nothere' on the Hub (OfflineModeIsEnabled))"
     # a split the dataset does not have (a local folder of CSVs, loaded by `datasets` itself)
     folder = tmp_path / "csvs"
     folder.mkdir()
     (folder / "train.csv").write_text("text,label\na,1\n")
     with pytest.raises(UserError) as e:
-        _read_hub(str(folder), "nosuch", DataConfig())
+        _read_hub(str(folder), "nosuch")
     assert str(e.value).startswith(f"hub dataset '{folder}' split 'nosuch': Unknown split \"nosuch\". Should be one of ['train']")
     assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------- kinds, encodings, headers
+
+
+def test_the_ending_decides_the_kind_before_the_first_bytes(tmp_path):
+    import pickle
+
+    def kind(name: str, data: bytes) -> str:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return _kind(path)
+
+    assert kind("a.csv", b'{"looks": "like JSON"},1\n') == "text"  # a CSV whose first text starts with {
+    assert kind("a.CSV", b"[1] first,1\n") == "text"
+    assert kind("a.txt", b"PAR1 a text that starts so") == "text"
+    assert kind("a.json", b"not json at all") == "json"  # the error then speaks of JSON
+    assert kind("a.JSON", b"x") == "json"
+    assert kind("a.parquet", b"PAR0 not parquet") == "parquet"
+    assert kind("a.Parquet", b"x") == "parquet"
+    protocol0 = pickle.dumps({"text": ["a"]}, protocol=0)  # Python 2's format: no \x80 opcode
+    assert not protocol0.startswith(b"\x80")
+    assert kind("a.pkl", protocol0) == kind("a.PICKLE", protocol0) == kind("b.pickle", protocol0) == "pickle"
+    # without an ending that says it: the first bytes
+    assert kind("SMSSpamCollection", b"ham\tOk lar...\n") == "text"
+    assert kind("rows", b"\xef\xbb\xbf \n\t[{}]") == "json"
+    assert kind("rows2", b"X{not json}") == "text"
+    assert kind("data", b"PAR1....") == "parquet"
+    assert kind("data2", b"\x80\x05....") == "pickle"
+
+
+def test_utf8_spelled_any_way_drops_the_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nhello,1\n")
+    for encoding in ("utf-8", "UTF-8", "utf8", "UTF8", "utf_8"):
+        assert read_frame(str(path), DataConfig(encoding=encoding)).columns.tolist() == ["text", "label"], encoding
+    assert refused(str(path), encoding="klingon") == "data.encoding 'klingon': unknown encoding; use e.g. utf-8, latin-1 or cp1252"
+
+
+def test_blank_files_and_blank_rows(tmp_path):
+    for name, data in (("bom.csv", b"\xef\xbb\xbf"), ("blank.tsv", b" \n\n\t\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"
+    # a blank line inside is a row (row numbers stay the file's); blank lines at the end are not
+    frame = read_frame(write(tmp_path, "rows.csv", "text,label\na,1\n\nb,2\n\n\n"), DataConfig())
+    assert frame.fillna("").values.tolist() == [["a", "1"], ["", ""], ["b", "2"]]
+    frame = read_frame(write(tmp_path, "short.csv", "text,label,note\na,1\nb,2,x\n,\n"), DataConfig())
+    assert frame.values.tolist() == [["a", "1", ""], ["b", "2", "x"]]  # missing fields are empty texts
+    assert read_frame(write(tmp_path, "none.csv", "text,label\n\n\n"), DataConfig()).shape == (0, 2)
+
+
+def test_texts_that_look_like_numbers_stay_texts(tmp_path):
+    frame = read_frame(write(tmp_path, "n.csv", "text,label\n007,01\n1e3,2\nNA,3\n"), DataConfig())
+    assert frame.values.tolist() == [["007", "01"], ["1e3", "2"], ["NA", "3"]]
+
+
+def test_the_ending_sets_the_separator_before_sniffing(tmp_path):
+    # a one-column .tsv of texts with commas: tab-separated (one column), not comma-sniffed
+    frame = read_frame(write(tmp_path, "texts.tsv", "text\nhello, world\nbye, now\n"), DataConfig())
+    assert frame.columns.tolist() == ["text"] and frame["text"].tolist() == ["hello, world", "bye, now"]
+    frame = read_frame(write(tmp_path, "texts.TSV", "text\nhello, world\nbye, now\n"), DataConfig())
+    assert frame.columns.tolist() == ["text"]
+
+
+def test_quote_errors_name_the_file(tmp_path):
+    path = write(tmp_path, "said.csv", 'text,label\nok,1\n"Yes," he said,2\n')
+    assert refused(path).startswith(f"{path}: row 2 (line 3): a \" closes a quoted field and text follows it")
+    # a TSV re-read with quotes as characters still names the file in its own errors
+    tsv = write(tmp_path, "grid.tsv", 'text\t\n"a\tb\n"c\td\n')
+    assert refused(tsv) == f"{tsv}: a header column is empty; name every column in row 1"
+
+
+def test_header_decisions():
+    long = "x" * 41
+    # a header that names the configured columns is one, however it looks
+    assert _is_header([[long, "label"], ["a", "1"]], DataConfig(text_column=long))
+    assert _is_header([[long, "label"], ["a", "1"]], DataConfig(text_column=long, label_column="label"))
+    assert _is_header([["body", long], ["a", "1"]], DataConfig(text_column="body", label_column=long))
+    assert not _is_header([[long, "label"], ["a", "1"]], DataConfig())  # too long for a name
+    assert _is_header([["x" * 40, "label"], ["a", "1"]], DataConfig())  # 40 characters are a name
+    assert not _is_header([["ham", "Ok lar"], ["ham", "hi"]], DataConfig())  # a label found again
+    assert _is_header([["text", "label"], ["a", "1"]], DataConfig(columns=["text", "label"]))
+    assert not _is_header([], DataConfig())
+
+
+def test_paths_samples_and_saved_splits(tmp_path):
+    import datasets
+
+    assert refused("./nowhere/rows") == f"./nowhere/rows: file not found; check the path (relative to {Path.cwd()})"
+    sample = Path(resolve_source("sample"))
+    assert sample.name == "sample_news_train.csv" and sample.parent.name == "assets" and sample.is_file()
+    assert resolve_source("sample-test").endswith("assets/sample_news_test.csv")
+    assert resolve_source("my.csv") == "my.csv"
+    assert len(read_frame("sample", DataConfig())) == len(pd.read_csv(sample))
+    folder = tmp_path / "dd"
+    datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}),
+        test=datasets.Dataset.from_dict({"text": ["c"], "label": [1]}),
+    ).save_to_disk(str(folder))
+    assert read_frame(str(folder), DataConfig())["text"].tolist() == ["a", "b"]  # the train split by default
+    assert read_frame(str(folder), DataConfig(), split="test")["text"].tolist() == ["c"]
+
+
+def test_a_garbage_parquet_file_says_what_pyarrow_said(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1 this is not parquet at all PAR0")
+    message = refused(str(path))
+    assert message.startswith(f"{path}: cannot read as parquet (") and "Parquet magic bytes not found" in message

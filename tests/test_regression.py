@@ -198,6 +198,8 @@ def test_stsb_trains_evaluates_predicts_and_reports(tiny_model, tmp_path, capsys
     test = next(r for r in rows if r["kind"] == "test")
     assert set(test) >= {"test_pearson", "test_spearman", "test_loss"}
     assert (run / "plots" / "scatter_test-heldout.png").is_file()
+    held_out = json.loads((run / "evaluations" / "test-heldout.json").read_text())
+    assert held_out["rows"] == 100 and held_out["input"] == f"100 rows held out of {STSB / 'train.tsv'} (data.test_size=100)"
     assert (run / "plots" / "correlation.png").is_file()
     assert "Pearson" in (run / "training_log.txt").read_text()
 

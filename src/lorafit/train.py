@@ -925,7 +925,7 @@ def _final_test(run: Run) -> dict | None:
     if run.best_weights:
         accelerator.unwrap_model(run.model).load_state_dict(run.best_weights, strict=False)
     m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator, thresholds=state.best_thresholds)
-    m["input"] = cfg.data.test or f"data.test_size={cfg.data.test_size} rows held out of {cfg.data.train}"
+    m["input"] = cfg.data.test or f"{len(test.ids)} rows held out of {cfg.data.train} (data.test_size={cfg.data.test_size:g})"
     if accelerator.is_main_process:
         (run.run_dir / "evaluations").mkdir(exist_ok=True)
         stem = Path(cfg.data.test).stem if cfg.data.test else "heldout"

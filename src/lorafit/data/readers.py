@@ -75,7 +75,7 @@ def read_frame(source: str, cfg: DataConfig, split: str = "train") -> pd.DataFra
         return _read_path(Path(source), cfg, split)
     if Path(source).suffix.lower() in TABULAR or os.sep in source and source.startswith("."):
         raise UserError(f"{source}: file not found; check the path (relative to {os.getcwd()})")
-    return _read_hub(source, split, cfg)
+    return _read_hub(source, split)
 
 
 SAMPLES = {"sample": "sample_news_train.csv", "sample-test": "sample_news_test.csv"}
@@ -149,23 +149,9 @@ def _not_decodable(path: Path, data: bytes, start: int, encoding: str) -> str:
 SEPARATOR_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "pipes"}
 
 
-def _reading_problem(path: Path, kind: str, e: Exception, sep: str = ",", header: bool = True, quoting: int = csv.QUOTE_MINIMAL) -> str:
-    """A one-line message for a file the parser rejected, naming the line where we can.
-
-    `sep`, `header` and `quoting`: how a delimited text file was being read (the advice for a
-    line with an extra field depends on them)."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", first)
-    if fields:
-        want, line, saw = fields.groups()
-        name = SEPARATOR_NAMES.get(sep, f"'{sep}'")
-        if quoting == csv.QUOTE_NONE:
-            fix = f"remove the extra field (with data.quoting: none, {name} inside a text split it)"
-        elif sep == ",":
-            fix = 'put texts that contain commas in double quotes ("a, b") or remove the extra field'
-        else:
-            fix = f"put texts that contain {name} in double quotes or remove the extra field"
-        return f"{path}: line {line} has {saw} fields, {'the header has' if header else 'line 1 has'} {want}; {fix}"
+def _reading_problem(path: Path, kind: str, e: Exception) -> str:
+    """A one-line message for a file the parser rejected, naming the line where we can."""
+    first = _first_line(e)
     quote = re.search(r"EOF inside string starting at row (\d+)", first)
     if quote:
         return (
@@ -177,6 +163,27 @@ def _reading_problem(path: Path, kind: str, e: Exception, sep: str = ",", header
         if line:
             return f"{path}: line {line} is not a JSON object; write one JSON object per line"
     return f"{path}: cannot read as {kind} ({first}); check the file's format"
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _delimited_problem(path: Path, e: Exception, sep: str, header: bool, quoting: int) -> str:
+    """`_reading_problem` for pandas' parser on delimited text read with `sep`, `header` and
+    `quoting`: a line with an extra field gets advice for that separator and quoting."""
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", _first_line(e))
+    if not fields:
+        return _reading_problem(path, "text", e)
+    want, line, saw = fields.groups()
+    name = SEPARATOR_NAMES[sep]
+    if quoting == csv.QUOTE_NONE:
+        fix = f"remove the extra field (with data.quoting: none, {name} inside a text split it)"
+    elif sep == ",":
+        fix = 'put texts that contain commas in double quotes ("a, b") or remove the extra field'
+    else:
+        fix = f"put texts that contain {name} in double quotes or remove the extra field"
+    return f"{path}: line {line} has {saw} fields, {'the header has' if header else 'line 1 has'} {want}; {fix}"
 
 
 def _first_bad_json_line(path: Path) -> int | None:
@@ -198,6 +205,8 @@ def _first_bad_json_line(path: Path) -> int | None:
 def _read_delimited(path: Path, cfg: DataConfig) -> pd.DataFrame:
     """A delimited text file: separator, header and quoting as the module docstring says."""
     text = _decode(path, cfg.encoding)
+    if not text.strip():  # blank, or only a byte order mark (a spreadsheet's empty "CSV UTF-8")
+        raise UserError(f"{path}: the file is empty; give a file with a header and rows")
     sep = SEPARATORS.get(path.suffix.lower()) or _sniff_separator(text, path)
     quoting = csv.QUOTE_NONE if cfg.quoting == "none" else csv.QUOTE_MINIMAL
     sample = _first_rows(text, sep, quoting)
@@ -238,7 +247,7 @@ def _parse(path: Path, text: str, sep: str, header: bool, quoting: int) -> pd.Da
             skip_blank_lines=False, quoting=quoting, engine="c",
         )
     except pd.errors.ParserError as e:
-        raise UserError(_reading_problem(path, "text", e, sep, header, quoting)) from None
+        raise UserError(_delimited_problem(path, e, sep, header, quoting)) from None
     if header and (None in frame.columns or any(str(c).startswith("Unnamed:") for c in frame.columns)):
         raise UserError(f"{path}: a header column is empty; name every column in row 1")
     frame = _drop_trailing_blank(frame)
@@ -436,7 +445,7 @@ def _read_ag_original(path: Path, text: str, cfg: DataConfig) -> pd.DataFrame:
     try:  # the first row has 3 fields (`_is_ag_original`), so every row must
         frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
     except pd.errors.ParserError as e:
-        raise UserError(_reading_problem(path, "text", e, ",", header=False)) from None
+        raise UserError(_delimited_problem(path, e, ",", False, csv.QUOTE_MINIMAL)) from None
     bad = ~frame[0].str.strip().isin(AG_CLASSES)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
@@ -499,7 +508,7 @@ def hub_name(source: str) -> tuple[str, str | None]:
     return (name, subset) if sep and subset else (name, None)
 
 
-def _read_hub(source: str, split: str, cfg: DataConfig) -> pd.DataFrame:
+def _read_hub(source: str, split: str) -> pd.DataFrame:
     dataset_id, subset = hub_name(source)
     ensure_hub_reachable(
         f"dataset '{dataset_id}'",
