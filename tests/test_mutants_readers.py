@@ -437,3 +437,10 @@ def test_a_garbage_parquet_file_says_what_pyarrow_said(tmp_path):
     path.write_bytes(b"PAR1 this is not parquet at all PAR0")
     message = refused(str(path))
     assert message.startswith(f"{path}: cannot read as parquet (") and "Parquet magic bytes not found" in message
+
+
+def test_an_empty_file_of_any_kind_is_said_to_be_empty(tmp_path):
+    for name in ("a.parquet", "a.jsonl", "a.pkl", "a.csv", "noext"):
+        path = tmp_path / name
+        path.write_bytes(b"")
+        assert refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"

@@ -422,6 +422,9 @@ def test_read_sweep_file_refuses_with_one_line(tmp_path):
     assert str(e.value) == f"sweep file {tmp_path / 'none.yaml'} not found; give an existing YAML file"
     assert message("grid: [1\nx") .startswith("P: line ")
     assert message("a: b: c") == "P: line 1 not valid YAML (mapping values are not allowed here); fix the file"
+    assert message('grid: {a: [1]}\nb: "\x07"') == (  # a reader error: no line, one line of text
+        "P: not valid YAML (unacceptable character #x0007: special characters are not allowed); fix the file"
+    )
     assert message("- 1\n- 2") == "P: a sweep file is a mapping with base:, grid:, runs: and/or search:"
     assert message("") == (
         "P: nothing to sweep; add grid: (key: [values]), runs: (a list of overrides) or search: space: (key: {int: [lo, hi]})"
@@ -586,12 +589,13 @@ def test_expand_grid_names_configs_and_budget(tmp_path):
 
 
 def test_expand_grid_keeps_a_trial_whose_data_fail_and_refuses_clashing_names(tmp_path):
-    plan = grid_plan(tmp_path, grid={"lora.r": [2]},
+    plan = grid_plan(tmp_path, grid={"lora.r": [2, 1]},
                      runs=[{"name": "x", "data.label_names": [], "data.train": str(tmp_path / "no.csv")}, {"name": "y"}])
-    assert [(t.name, t.params, t.skip) for t in plan.trials] == [("x_r2", None, None), ("y_r2", minilm(2, 6), None)]
+    assert [(t.name, t.params, t.skip) for t in plan.trials] == [
+        ("x_r2", None, None), ("x_r1", None, None), ("y_r2", minilm(2, 6), None), ("y_r1", minilm(1, 6), None)]
     assert plan.trials[0].error == f"{tmp_path / 'no.csv'}: file not found; check the path (relative to {os.getcwd()})"
-    assert plan.trials[1].error is None
-    assert plan.trials[0].config.data.train == str(tmp_path / "no.csv")
+    assert plan.trials[1].error == plan.trials[0].error and plan.trials[2].error is None
+    assert plan.trials[0].config.data.train == str(tmp_path / "no.csv") and plan.trials[1].config.lora.r == 1
     clash = "two trials are named {!r} (or it is reserved); give runs: entries distinct name: values"
     path = write(tmp_path / "c.yaml", grid={"lora.r": [2]}, runs=[{}, {"lora.alpha": 4}])
     assert refused(path) == f"{path}: " + clash.format("r2")
@@ -658,6 +662,10 @@ def test_sample_names_trials_and_merges_the_runs_overrides(tmp_path):
     study = memory_study()
     study.enqueue_trial({"lora.r": 8})
     assert sample(only_grid, study.ask()) == ("r8", {"lora.r": 8})
+    only_runs = grid_plan(tmp_path, runs=[{"lora.r": 2}, {"lora.r": 4}])  # unnamed: named by their overrides
+    study = memory_study()
+    study.enqueue_trial({"run": "#2"})
+    assert sample(only_runs, study.ask()) == ("r4", {"lora.r": 4})
 
 
 # ================================================================ samplers.py
@@ -700,6 +708,8 @@ def test_storage_url_and_storages(tmp_path):
     assert (storage.heartbeat_interval, storage.grace_period) == (60, 180)
     assert storage.engine_kwargs == {"connect_args": {"timeout": 60}}
     assert storage.heartbeat_stale_trial_callback._max_retry == 3
+    assert isinstance(storage_from_url(f"sqlite:///{tmp_path}/named.log", "W"), RDBStorage)  # a URL: a database
+    assert (tmp_path / "named.log").is_file()
     with pytest.raises(UserError) as e:
         storage_from_url("nosuchdb://h/x", "W")
     assert str(e.value).startswith("W: cannot open nosuchdb://h/x (NoSuchModuleError: Can't load plugin")
@@ -709,6 +719,19 @@ def test_storage_url_and_storages(tmp_path):
     plan.storage = "study.db"
     with pytest.raises(UserError, match=r"^f.yaml: storage: 'study.db': give a database URL"):
         open_storage(plan)
+
+
+def test_a_server_database_gets_no_sqlite_options(monkeypatch):
+    from lorafit.search.samplers import storage_from_url
+
+    made = []
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **kwargs: made.append((url, kwargs)) or "rdb")
+    assert storage_from_url("postgresql://u@h/db", "W") == "rdb"
+    ((url, kwargs),) = made
+    assert url == "postgresql://u@h/db" and kwargs["engine_kwargs"] == {}
+    assert (kwargs["heartbeat_interval"], kwargs["grace_period"]) == (60, 180)
+    storage_from_url("sqlite:///x.db", "W")
+    assert made[1][1]["engine_kwargs"] == {"connect_args": {"timeout": 60}}
 
 
 def test_constraints_are_the_budget_excess():
@@ -742,8 +765,6 @@ def test_make_sampler_types_seeds_and_constraints(tmp_path):
     assert _draws(make_sampler(plan, 7)) == _draws(s.RandomSampler(seed=7))
     assert _draws(make_sampler(plan, 7)) != _draws(make_sampler(plan, 8))
     assert _draws(make_sampler(plan, None)) != _draws(make_sampler(plan, None))  # no seed: fresh draws
-    plan.sampler_args = {"seed": 3}
-    assert _draws(make_sampler(plan, 7)) == _draws(s.RandomSampler(seed=3))  # given as an option
     plan.sampler, plan.sampler_args = "qmc", {"scramble": True}
     qmc = make_sampler(plan, 1)
     assert type(qmc) is s.QMCSampler and qmc._scramble is True and qmc._seed == 1
@@ -1252,15 +1273,46 @@ def test_open_study_seeds_each_worker_and_keeps_the_direction(tmp_path):
     assert not journal.folder.exists()  # the study lives in the journal
 
 
+def test_run_worker_stops_at_its_timeout(tmp_path, monkeypatch):
+    from lorafit.search.study import open_study, run_worker
+
+    patch_train(monkeypatch, FakeTrain())
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+    plan = search_plan(tmp_path, n_trials=5, timeout=1, space={"lora.r": {"int": [2, 4]}})
+    plan.base.lora.layers = "5"
+    plan.storage = f"journal:{tmp_path / 'study.log'}"
+    plan.timeout = 1e-6  # over before the first trial
+    study = open_study(plan, 0)
+    for r in (2, 2, 2):
+        study.enqueue_trial({"lora.r": r})
+    run_worker(plan, 0)
+    assert [t.state.name for t in study.get_trials()] == ["WAITING", "WAITING", "WAITING"]
+
+
+def test_open_study_names_the_file_when_optuna_refuses(tmp_path, monkeypatch):
+    from lorafit.search.study import open_study
+
+    plan = search_plan(tmp_path)
+
+    def refuse(**kwargs):
+        raise ValueError("no such thing")
+
+    monkeypatch.setattr(optuna, "create_study", refuse)
+    with pytest.raises(UserError) as e:
+        open_study(plan)
+    assert str(e.value) == f"{plan.source}: study s: no such thing"
+
+
 def test_run_dirs_oldest_first(tmp_path):
     from lorafit.search.study import _run_dirs
 
-    for name in ("r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10", "r2-20261206-235959",
+    for name in ("r2-19991231-235959", "r2-20261207-101011", "r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10", "r2-20261206-235959",
                  "r2-x", "r2b-20261201-000000", "r2-20261207-101010-2-3", "r2-2026120-101010", "x-20261207-101010"):
         (tmp_path / name).mkdir()
     (tmp_path / "r2-20261208-000000").write_text("a file")
     assert [p.name for p in _run_dirs(tmp_path, "r2")] == [
-        "r2-20261206-235959", "r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10"]
+        "r2-19991231-235959", "r2-20261206-235959", "r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10",
+        "r2-20261207-101011"]
     assert _run_dirs(tmp_path, "r3") == []
     (tmp_path / "a.b-20261207-101010").mkdir()
     (tmp_path / "aXb-20261207-101010").mkdir()
@@ -1316,12 +1368,15 @@ class FakeTrain:
 
     def __init__(self, fail=None):
         self.calls, self.fail, self.no_metric, self.fail_late, self.fail_at = [], fail, False, None, None
+        self.fail_resume = None
 
     def __call__(self, cfg=None, *, resume=None, on_eval=None):
         from lorafit.rundir import create_run_dir
 
         if resume is not None:
             self.calls.append(("resume", Path(resume).name))
+            if self.fail_resume:
+                raise self.fail_resume
             run_dir = Path(resume)
             cfg_dict = yaml.safe_load((run_dir / "config.yaml").read_text())
             r = cfg_dict["lora"]["r"]
@@ -1401,12 +1456,13 @@ def test_objective_trains_skips_over_budget_and_fails_one_trial(tmp_path, monkey
     with pytest.raises(TrialFailed):
         objective(plan, t)
     assert t.user_attrs["reason"] == ""
-    fake.fail, fake.fail_late = None, RuntimeError("late")  # its run directory is recorded
+    fake.fail, fake.fail_late = None, RuntimeError("late")  # its (newest) run directory is recorded
+    (plan.folder / "t0006-20000101-000000").mkdir()
     study.enqueue_trial({"lora.r": 4})
     t = study.ask()
     with pytest.raises(TrialFailed, match="^late$"):
         objective(plan, t)
-    (late,) = list(plan.folder.glob("t0006-*"))
+    (late,) = [p for p in plan.folder.glob("t0006-*") if not p.name.startswith("t0006-2000")]
     assert t.user_attrs["run_dir"] == str(late) and t.user_attrs["reason"] == "RuntimeError: late"
     fake.fail_late = KeyboardInterrupt()  # Ctrl-C: interrupted, its run directory recorded, raised on
     study.enqueue_trial({"lora.r": 4})
@@ -1443,7 +1499,7 @@ def test_objective_fails_a_trial_whose_data_cannot_be_counted(tmp_path, monkeypa
     assert "trainable_params" not in t.user_attrs and fake.calls == []
 
 
-def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch):
+def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch, caplog):
     from lorafit.search.study import TrialFailed, objective, open_study
 
     fake = FakeTrain()
@@ -1452,6 +1508,7 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch):
     plan.base.lora.layers = "5"
     plan.storage = f"journal:{tmp_path / 'study.log'}"
     study = open_study(plan, 0)
+    caplog.set_level(logging.INFO, logger="lorafit")
     study.enqueue_trial({"lora.r": 2})
     t = study.ask()
     study.tell(t, objective(plan, t))
@@ -1461,6 +1518,7 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch):
     assert objective(plan, t) == 0.9
     (first,) = list(plan.folder.glob("t0000-*"))
     assert fake.calls == [("train", "t0000"), ("resume", first.name)] and t.user_attrs["run_dir"] == str(first)
+    assert f"trial t0000 (#1): resuming {first}" in [r.getMessage() for r in caplog.records]
     study.tell(t, 0.9)
     # a worse trial is pruned by the median pruner at its first report
     study.enqueue_trial({"lora.r": 3})
@@ -1470,6 +1528,7 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch):
     study.tell(t, state=TrialState.PRUNED)
     assert study.get_trials()[-1].intermediate_values == {2: 0.1}
     assert study.get_trials()[-1].user_attrs["run_dir"].startswith(str(plan.folder / "t0002-"))
+    assert caplog.records[-1].getMessage() == "trial t0002: pruned at step 2"
     # a run whose summary lacks the metric fails the trial with the reason
     fake.no_metric = True
     study.enqueue_trial({"lora.r": 2})
@@ -1478,6 +1537,16 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch):
         objective(plan, t)
     (last,) = list(plan.folder.glob("t0003-*"))
     assert str(e.value) == t.user_attrs["reason"] == f"{last}/summary.json has no eval_accuracy"
+    # a resumed run that fails keeps the directory it resumed, not the trial's newest one
+    other = plan.folder / "t0000-20991231-235959"
+    other.mkdir()
+    (other / "config.yaml").write_text(yaml.safe_dump({"lora": {"r": 9}}))
+    fake.fail_resume = RuntimeError("resume broke")
+    study.enqueue_trial({"lora.r": 2}, user_attrs={"name": "t0000"})
+    t = study.ask()
+    with pytest.raises(TrialFailed):
+        objective(plan, t)
+    assert t.user_attrs["run_dir"] == str(first) and t.user_attrs["reason"] == "RuntimeError: resume broke"
 
 
 def test_objective_grid_duplicate_and_surplus(tmp_path, monkeypatch):
@@ -1519,7 +1588,8 @@ def test_run_worker_stops_at_n_trials_counting_pruned_and_not_over_budget(tmp_pa
                        pruner={"type": "median", "n_startup_trials": 1})
     plan.base.lora.layers = "5"
     plan.storage = f"journal:{tmp_path / 'study.log'}"
-    monkeypatch.setattr(gc, "collect", lambda *args: 0)  # gc_after_trial: a second a trial here
+    collected = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collected.append(1) or 0)  # gc_after_trial: 1 s a trial here
     study = open_study(plan, 0)
     fake.fail_at = 5
     for r in (2, 20, 5, 3, 20, 3):  # done, over, failed, pruned, over, pruned: 3 counted
@@ -1530,6 +1600,7 @@ def test_run_worker_stops_at_n_trials_counting_pruned_and_not_over_budget(tmp_pa
     assert states == [(2, "COMPLETE", False), (20, "PRUNED", True), (5, "FAIL", False), (3, "PRUNED", False),
                       (20, "PRUNED", True), (3, "PRUNED", False)]
     assert (plan.folder / "leaderboard.md").read_text().count("| pruned |") == 2
+    assert len(collected) >= 6  # after every trial (the memory of the last one freed)
     caplog.set_level(logging.INFO, logger="lorafit")
     run_worker(plan, 0)  # nothing left: no trial taken
     assert len(optuna.load_study(study_name="s", storage=open_storage(plan)).trials) == 6

@@ -66,11 +66,10 @@ def _constraints(trial) -> list[float]:
 def make_sampler(plan: SweepPlan, seed: int | None):
     import optuna.samplers as s
 
-    args = dict(plan.sampler_args)
-    args.setdefault("seed", seed)
+    args = dict(plan.sampler_args)  # a seed among them is plan.seed already (space._read_search)
     if plan.sampler == "grid":  # one shuffle of the grid for every worker: same seed everywhere
-        args["seed"] = plan.sampler_args.get("seed", plan.seed)
-        return _checked(s.GridSampler, {p.key: p.labels for p in plan.spaces.values()}, **args)
+        return _checked(s.GridSampler, {p.key: p.labels for p in plan.spaces.values()}, seed=plan.seed, **args)
+    args["seed"] = seed  # worker i: seed + i
     if plan.sampler in ("tpe", "gp"):
         args.setdefault("constraints_func", _constraints)
     cls = {"tpe": s.TPESampler, "random": s.RandomSampler, "qmc": s.QMCSampler, "gp": s.GPSampler}

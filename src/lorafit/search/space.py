@@ -147,9 +147,8 @@ def read_sweep_file(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(
-            f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)}); fix the file"
-        ) from None
+        problem = str(getattr(e, "problem", e)).splitlines()[0]  # one line (a ReaderError has two)
+        raise UserError(f"{path}:{where} not valid YAML ({problem}); fix the file") from None
     if not isinstance(spec, dict):
         raise UserError(f"{path}: a sweep file is a mapping with base:, grid:, runs: and/or search:")
     unknown = [k for k in spec if k not in SWEEP_KEYS]
