@@ -298,14 +298,12 @@ def test_lorafit_training_equals_a_plain_pytorch_loop(
     assert_matches_reference(run, reference_all_layers)
 
 
-def test_a_killed_and_resumed_run_equals_the_plain_loop(
-    still_model, data_files, tmp_path, reference_all_layers
-):
-    """Killed at step 5 (an exception out of the evaluation callback; the newest checkpoint is
-    step 4), then `train(resume=...)`: steps 5-10 are trained again from the checkpoint."""
+class Killed(Exception):
+    pass
 
-    class Killed(Exception):
-        pass
+
+def killed_at_step_five(overrides: list[str], tmp_path: Path) -> Path:
+    """Train until the evaluation at step 5 raises; return the unfinished run's folder."""
 
     def kill_at_five(step: int, row: dict) -> bool:
         if step == 5:
@@ -313,12 +311,17 @@ def test_a_killed_and_resumed_run_equals_the_plain_loop(
         return False
 
     with pytest.raises(Killed):
-        train(
-            None,
-            lorafit_overrides(still_model, data_files, tmp_path, "train.checkpoint_every=4"),
-            on_eval=kill_at_five,
-        )
+        train(None, overrides, on_eval=kill_at_five)
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name != "latest"]
+    return run
+
+
+def test_a_killed_and_resumed_run_equals_the_plain_loop(
+    still_model, data_files, tmp_path, reference_all_layers
+):
+    """Killed at step 5 (an exception out of the evaluation callback; the newest checkpoint is
+    step 4), then `train(resume=...)`: steps 5-10 are trained again from the checkpoint."""
+    run = killed_at_step_five(lorafit_overrides(still_model, data_files, tmp_path, "train.checkpoint_every=4"), tmp_path)
     assert not (run / "summary.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000004"]
     assert train(resume=run) == run
@@ -354,19 +357,8 @@ def test_the_moving_average_equals_a_plain_loop_that_averages(still_model, data_
     ref = reference_run(still_model, data_files, layers=None, group_by_length=True, ema_decay=0.3)
     assert ref.losses == pytest.approx(reference_all_layers.losses, rel=1e-6)  # averaging does not train
     assert ref.eval_losses != pytest.approx(reference_all_layers.eval_losses, rel=1e-3)  # but changes what is scored
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_five(step: int, row: dict) -> bool:
-        if step == 5:
-            raise Killed
-        return False
-
     overrides = lorafit_overrides(still_model, data_files, tmp_path, "train.ema_decay=0.3", "train.checkpoint_every=4")
-    with pytest.raises(Killed):
-        train(None, overrides, on_eval=kill_at_five)
-    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name != "latest"]
+    run = killed_at_step_five(overrides, tmp_path)
     _assert_same_tensors(load_file(run / "checkpoints" / "step-000004" / "ema.safetensors"), ref.emas[4])
     assert train(resume=run) == run
     assert_matches_reference(run, ref)
