@@ -39,7 +39,12 @@ def split_digests(path: Path = DATA) -> dict:
 
     cfg = load_config(None, [f"data.train={path}", *(f"{k}={v}" for k, v in OVERRIDES.items())])
     splits = load_splits(cfg.data, seed=cfg.train.seed)
-    out = {"file": path.name, "file_sha256": file_digest(path), "overrides": OVERRIDES, "splits": {}}
+    out = {
+        "file": path.name,
+        "file_sha256": file_digest(path),
+        "overrides": OVERRIDES,
+        "splits": {},
+    }
     for name in ("train", "validation", "test"):
         table = splits[name]
         rows = sorted(f"{label}\t{text}" for label, text in zip(table.labels.tolist(), table.texts))

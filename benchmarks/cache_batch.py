@@ -27,12 +27,23 @@ MPNET = Path("~/.cache/lorafit-models/all-mpnet-base-v2").expanduser()
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(MPNET), help="a local encoder folder (default: get-mpnet's)")
-    p.add_argument("--layers", type=int, default=9, help="layers below the first adapted one (9: LoRA on 9-11)")
+    p.add_argument(
+        "--model", default=str(MPNET), help="a local encoder folder (default: get-mpnet's)"
+    )
+    p.add_argument(
+        "--layers", type=int, default=9, help="layers below the first adapted one (9: LoRA on 9-11)"
+    )
     p.add_argument("--rows", type=int, default=640)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--tokens", default="1024,2048,4096,8192,16384", help="padded tokens per batch, comma list")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "no"], help="autocast, as train.mixed_precision")
+    p.add_argument(
+        "--tokens", default="1024,2048,4096,8192,16384", help="padded tokens per batch, comma list"
+    )
+    p.add_argument(
+        "--precision",
+        default="bf16",
+        choices=["bf16", "no"],
+        help="autocast, as train.mixed_precision",
+    )
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--data", default=str(DATA))
     return p.parse_args(argv)
@@ -49,7 +60,9 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     if not Path(args.model).is_dir():
-        raise SystemExit(f"cache_batch: {args.model}: no such folder; run ../shared/tools/get-mpnet or pass --model")
+        raise SystemExit(
+            f"cache_batch: {args.model}: no such folder; run ../shared/tools/get-mpnet or pass --model"
+        )
     rate = lambda: round(measure_matmul_flops(torch.bfloat16, n=2048, seconds=3.0) / 1e12, 3)  # noqa: E731
     before = rate()
     model = AutoModel.from_pretrained(args.model, attn_implementation="eager").eval()
@@ -61,18 +74,24 @@ def main(argv=None) -> None:
     accelerator = Accelerator(cpu=True, mixed_precision=args.precision)
     order = np.argsort(-lengths, kind="stable")
     sizes = [int(t) for t in args.tokens.split(",")]
-    fastpath.compute_prefix(trunk, args.layers, [ids[i] for i in order[:8]], tok.pad_token_id, accelerator)  # warm-up
+    fastpath.compute_prefix(
+        trunk, args.layers, [ids[i] for i in order[:8]], tok.pad_token_id, accelerator
+    )  # warm-up
     rows_per_s: dict[int, list[float]] = {t: [] for t in sizes}
     for _ in range(args.repeat):
         for tokens in sizes:
             started = time.perf_counter()
             for batch in fastpath._token_batches(order, lengths, tokens):
-                fastpath.compute_prefix(trunk, args.layers, [ids[i] for i in batch], tok.pad_token_id, accelerator)
+                fastpath.compute_prefix(
+                    trunk, args.layers, [ids[i] for i in batch], tok.pad_token_id, accelerator
+                )
             rows_per_s[tokens].append(len(ids) / (time.perf_counter() - started))
     after = rate()
-    print(f"{Path(args.model).name}, layers 0-{args.layers - 1}, {len(ids)} rows (mean {lengths.mean():.0f} tokens), "
-          f"{args.precision}; bf16 matmul {before} TFLOP/s before, {after} after; "
-          f"BUILD_TOKENS now {fastpath.BUILD_TOKENS:,}")
+    print(
+        f"{Path(args.model).name}, layers 0-{args.layers - 1}, {len(ids)} rows (mean {lengths.mean():.0f} tokens), "
+        f"{args.precision}; bf16 matmul {before} TFLOP/s before, {after} after; "
+        f"BUILD_TOKENS now {fastpath.BUILD_TOKENS:,}"
+    )
     print("| tokens per batch | rows/s (best) | rows/s (worst) |\n|---:|---:|---:|")
     for tokens in sizes:
         print(f"| {tokens:,} | {max(rows_per_s[tokens]):.1f} | {min(rows_per_s[tokens]):.1f} |")

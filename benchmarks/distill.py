@@ -74,14 +74,27 @@ def write_data(args) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     if args.teacher_split:  # the existing teacher's own split: holdout = its validation rows
         teacher_splits = _run_splits(Path(args.teacher))
-        holdout = pd.DataFrame({"text": teacher_splits["validation"].texts, "label": teacher_splits["validation"].labels})
-        labelled = pd.DataFrame({"text": teacher_splits["train"].texts, "label": teacher_splits["train"].labels})
+        holdout = pd.DataFrame(
+            {
+                "text": teacher_splits["validation"].texts,
+                "label": teacher_splits["validation"].labels,
+            }
+        )
+        labelled = pd.DataFrame(
+            {"text": teacher_splits["train"].texts, "label": teacher_splits["train"].labels}
+        )
         unlabelled = holdout.iloc[:0]
     else:
         frame = pd.read_csv(args.data)[["text", "label"]]
-        rest, holdout = train_test_split(frame, test_size=args.holdout_rows, random_state=0, stratify=frame.label)
-        labelled, unlabelled = train_test_split(rest, test_size=args.unlabeled_rows, random_state=0, stratify=rest.label)
-    labelled, validation = train_test_split(labelled, test_size=args.val_rows, random_state=0, stratify=labelled.label)
+        rest, holdout = train_test_split(
+            frame, test_size=args.holdout_rows, random_state=0, stratify=frame.label
+        )
+        labelled, unlabelled = train_test_split(
+            rest, test_size=args.unlabeled_rows, random_state=0, stratify=rest.label
+        )
+    labelled, validation = train_test_split(
+        labelled, test_size=args.val_rows, random_state=0, stratify=labelled.label
+    )
     holdout.to_csv(paths["holdout"], index=False)
     validation.to_csv(paths["validation"], index=False)
     unlabelled[["text"]].to_csv(paths["unlabelled"], index=False)
@@ -101,9 +114,16 @@ def _run_splits(run_dir: Path) -> dict:
 def shared_overrides(args, data: dict[str, Path], seed: int, name: str) -> list[str]:
     rows = [f"data.max_train_rows={args.train_rows}"] if args.train_rows else []
     return [
-        f"data.train={data['labelled']}", f"data.validation={data['validation']}", "data.test=null", *rows,
-        f"model.max_length={args.max_length}", f"train.seed={seed}", f"train.mixed_precision={args.precision}",
-        "log.progress=false", f"run.dir={args.out}", f"run.name={name}",
+        f"data.train={data['labelled']}",
+        f"data.validation={data['validation']}",
+        "data.test=null",
+        *rows,
+        f"model.max_length={args.max_length}",
+        f"train.seed={seed}",
+        f"train.mixed_precision={args.precision}",
+        "log.progress=false",
+        f"run.dir={args.out}",
+        f"run.name={name}",
     ]
 
 
@@ -114,16 +134,31 @@ def score(run_dir: Path, holdout: Path, args) -> dict:
     members = ensemble_members(run_dir)
     if members:
         return score_ensemble(members, holdout, args)
-    r = evaluate_perturbed(run_dir, str(holdout), args.perturb, rate=args.rate, seed=0, batch_size=128, dtype=args.score_dtype)
+    r = evaluate_perturbed(
+        run_dir,
+        str(holdout),
+        args.perturb,
+        rate=args.rate,
+        seed=0,
+        batch_size=128,
+        dtype=args.score_dtype,
+    )
     kind = args.perturb.split(",")[0]
-    return {"accuracy": r["clean"]["accuracy"], "perturbed_accuracy": r["perturbed"][kind]["accuracy"]}
+    return {
+        "accuracy": r["clean"]["accuracy"],
+        "perturbed_accuracy": r["perturbed"][kind]["accuracy"],
+    }
 
 
 def ensemble_members(teacher: Path) -> list[Path] | None:
     """The member runs of a `lorafit teacher --ensemble` folder, as train.teacher reads them (None for a single run)."""
     from lorafit.teacher.logits import _ensemble_members
 
-    return [Path(m) for m in _ensemble_members(teacher)[0]] if (teacher / "teacher.json").is_file() else None
+    return (
+        [Path(m) for m in _ensemble_members(teacher)[0]]
+        if (teacher / "teacher.json").is_file()
+        else None
+    )
 
 
 def score_ensemble(members: list[Path], holdout: Path, args) -> dict:
@@ -136,10 +171,22 @@ def score_ensemble(members: list[Path], holdout: Path, args) -> dict:
     kind = args.perturb.split(",")[0]
     frame = pd.read_csv(holdout)
     perturbed = holdout.with_name(f"{holdout.stem}-{kind}-r{args.rate:g}-s0.csv")
-    frame.assign(text=perturbed_texts(frame.text.tolist(), kind, args.rate, 0)).to_csv(perturbed, index=False)
+    frame.assign(text=perturbed_texts(frame.text.tolist(), kind, args.rate, 0)).to_csv(
+        perturbed, index=False
+    )
     out = Path(args.out) / "teacher-ensemble-predictions.csv"
-    acc = {name: ensemble(members, str(path), str(out), "mean", batch_size=128, overwrite=True, dtype=args.score_dtype)["accuracy"]
-           for name, path in (("accuracy", holdout), ("perturbed_accuracy", perturbed))}
+    acc = {
+        name: ensemble(
+            members,
+            str(path),
+            str(out),
+            "mean",
+            batch_size=128,
+            overwrite=True,
+            dtype=args.score_dtype,
+        )["accuracy"]
+        for name, path in (("accuracy", holdout), ("perturbed_accuracy", perturbed))
+    }
     out.unlink()
     return acc
 
@@ -154,14 +201,22 @@ def build_teacher_run(args, data) -> dict:
         from lorafit.teacher import build_teacher
 
         seed = int(args.seeds.split(",")[0])
-        run_dir = build_teacher(args.teacher_config, [*shared_overrides(args, data, seed, "bench-teacher-model"), *args.teacher_overrides])
+        run_dir = build_teacher(
+            args.teacher_config,
+            [*shared_overrides(args, data, seed, "bench-teacher-model"), *args.teacher_overrides],
+        )
     train_s = time.time() - started
     runs = ensemble_members(run_dir) or [run_dir]
     summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
     if args.teacher:
         train_s = float(sum(s.get("wall_time_s", float("nan")) for s in summaries))
-    return {"run_dir": str(run_dir), "trainable": sum(s["params"]["trainable"] for s in summaries), "members": len(runs),
-            "train_s": train_s, **score(run_dir, data["holdout"], args)}
+    return {
+        "run_dir": str(run_dir),
+        "trainable": sum(s["params"]["trainable"] for s in summaries),
+        "members": len(runs),
+        "train_s": train_s,
+        **score(run_dir, data["holdout"], args),
+    }
 
 
 def student_config(args, data, seed: int, recipe: str, teacher: Path | None):
@@ -174,7 +229,10 @@ def student_config(args, data, seed: int, recipe: str, teacher: Path | None):
         "teacher+unlabeled": [f"train.teacher={teacher}", f"data.unlabeled={data[args.unlabeled]}"],
     }[recipe]
     name = "bench-" + recipe.replace("+", "-")
-    return as_config(args.student_config, [*shared_overrides(args, data, seed, name), *args.student_overrides, *extra])
+    return as_config(
+        args.student_config,
+        [*shared_overrides(args, data, seed, name), *args.student_overrides, *extra],
+    )
 
 
 def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
@@ -192,8 +250,13 @@ def run_student(args, data, seed: int, recipe: str, teacher: Path) -> dict:
     run_dir = train(cfg)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {
-        "recipe": recipe, "seed": seed, "run_dir": str(run_dir), "trainable": summary["params"]["trainable"],
-        "steps": summary["final_step"], "student_s": summary["wall_time_s"], "teacher_inference_s": round(teacher_s, 1),
+        "recipe": recipe,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "trainable": summary["params"]["trainable"],
+        "steps": summary["final_step"],
+        "student_s": summary["wall_time_s"],
+        "teacher_inference_s": round(teacher_s, 1),
         "val_accuracy": (summary.get("best_eval") or {}).get("eval_accuracy"),
         "unlabeled": (summary.get("teacher") or {}).get("unlabeled"),
         **score(run_dir, data["holdout"], args),
@@ -216,7 +279,11 @@ def reused_student(args, data, seed: int) -> dict | None:
     wanted.pop("run")
     for line in results.read_text().splitlines():
         row = json.loads(line)
-        if row.get("recipe") != "student" or row.get("seed") != seed or not Path(row["run_dir"], "summary.json").exists():
+        if (
+            row.get("recipe") != "student"
+            or row.get("seed") != seed
+            or not Path(row["run_dir"], "summary.json").exists()
+        ):
             continue
         had = config_to_dict(load_config(Path(row["run_dir"]) / "config.yaml"))
         had.pop("run")
@@ -251,7 +318,12 @@ def markdown(rows: list[dict], teacher: dict | None) -> str:
         paired = [r for r in mine if r["seed"] in base]
         if recipe != "student" and paired:
             g, g_se = mean_se([100 * (r["accuracy"] - base[r["seed"]]["accuracy"]) for r in paired])
-            p, p_se = mean_se([100 * (r["perturbed_accuracy"] - base[r["seed"]]["perturbed_accuracy"]) for r in paired])
+            p, p_se = mean_se(
+                [
+                    100 * (r["perturbed_accuracy"] - base[r["seed"]]["perturbed_accuracy"])
+                    for r in paired
+                ]
+            )
             gain = f"{g:+.2f} ± {g_se:.2f} / {p:+.2f} ± {p_se:.2f}"
         lines.append(
             f"| {recipe} | {len(mine)} | {mine[0]['trainable']:,} | {np.mean([r['student_s'] for r in mine]):.0f} | "
@@ -261,29 +333,63 @@ def markdown(rows: list[dict], teacher: dict | None) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="42,43,44", help="student seeds (the teacher trains once, with the first)")
-    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--seeds",
+        default="42,43,44",
+        help="student seeds (the teacher trains once, with the first)",
+    )
+    p.add_argument(
+        "--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}"
+    )
     p.add_argument("--student-config", default=str(REPO / "configs" / "agnews_distill.yaml"))
     p.add_argument("--student-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--teacher-config", default=str(REPO / "configs" / "agnews_teacher.yaml"))
     p.add_argument("--teacher-overrides", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--teacher", help="an existing teacher run (skips training one; its time is its summary's wall time)")
-    p.add_argument("--teacher-split", action="store_true",
-                   help="with --teacher: the holdout is the teacher run's own validation rows, the labelled rows its "
-                        "training rows, and the unlabelled texts the holdout's (transductive; --unlabeled holdout)")
-    p.add_argument("--reuse-students", action="store_true",
-                   help="take each seed's `student` row from --out/results.jsonl when its run has the same config "
-                        "(e.g. a second teacher on the same data) instead of training it again")
-    p.add_argument("--unlabeled", choices=["unlabelled", "holdout"], default="unlabelled",
-                   help="unlabelled texts: the pool split off the data (default) or the holdout itself (transductive)")
+    p.add_argument(
+        "--teacher",
+        help="an existing teacher run (skips training one; its time is its summary's wall time)",
+    )
+    p.add_argument(
+        "--teacher-split",
+        action="store_true",
+        help="with --teacher: the holdout is the teacher run's own validation rows, the labelled rows its "
+        "training rows, and the unlabelled texts the holdout's (transductive; --unlabeled holdout)",
+    )
+    p.add_argument(
+        "--reuse-students",
+        action="store_true",
+        help="take each seed's `student` row from --out/results.jsonl when its run has the same config "
+        "(e.g. a second teacher on the same data) instead of training it again",
+    )
+    p.add_argument(
+        "--unlabeled",
+        choices=["unlabelled", "holdout"],
+        default="unlabelled",
+        help="unlabelled texts: the pool split off the data (default) or the holdout itself (transductive)",
+    )
     p.add_argument("--holdout-rows", type=int, default=3_000)
     p.add_argument("--unlabeled-rows", type=int, default=4_000)
-    p.add_argument("--val-rows", type=int, default=2_000, help="validation rows (checkpoint choice), the same for every seed")
-    p.add_argument("--train-rows", type=int, help="cap on the training rows (data.max_train_rows); default all")
+    p.add_argument(
+        "--val-rows",
+        type=int,
+        default=2_000,
+        help="validation rows (checkpoint choice), the same for every seed",
+    )
+    p.add_argument(
+        "--train-rows", type=int, help="cap on the training rows (data.max_train_rows); default all"
+    )
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--precision", default="auto", help="train.mixed_precision of every run (no = fp32)")
-    p.add_argument("--score-dtype", default="auto", help="weights' dtype when scoring the holdout: fp32, bf16 or auto")
+    p.add_argument(
+        "--precision", default="auto", help="train.mixed_precision of every run (no = fp32)"
+    )
+    p.add_argument(
+        "--score-dtype",
+        default="auto",
+        help="weights' dtype when scoring the holdout: fp32, bf16 or auto",
+    )
     p.add_argument("--perturb", default="mixed")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--data", default=str(DATA))
@@ -307,10 +413,17 @@ def main(argv=None) -> None:
         print(json.dumps({"teacher": teacher}), flush=True)
     rows = []
     with open(Path(args.out) / "results.jsonl", "a") as f:
-        f.write(json.dumps({"teacher": teacher, "omp_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+        f.write(
+            json.dumps({"teacher": teacher, "omp_threads": os.environ.get("OMP_NUM_THREADS")})
+            + "\n"
+        )
         for seed in [int(s) for s in args.seeds.split(",")]:
             for recipe in args.recipes.split(","):
-                row = reused_student(args, data, seed) if recipe == "student" and args.reuse_students else None
+                row = (
+                    reused_student(args, data, seed)
+                    if recipe == "student" and args.reuse_students
+                    else None
+                )
                 if row is not None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)

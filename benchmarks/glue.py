@@ -51,7 +51,9 @@ def trec_tsv(folder: Path) -> tuple[Path, Path]:
         raw = (SHARED / "trec" / name).read_bytes().decode("latin-1")
         rows = [line.split(" ", 1) for line in raw.splitlines() if line.strip()]
         path = folder / f"trec-{name.split('.')[0].lower()}.tsv"
-        path.write_text("".join(f"{head.split(':')[0]}\t{text}\n" for head, text in rows), encoding="utf-8")
+        path.write_text(
+            "".join(f"{head.split(':')[0]}\t{text}\n" for head, text in rows), encoding="utf-8"
+        )
         out.append(path)
     return out[0], out[1]
 
@@ -65,7 +67,11 @@ def run_task(task: str, model: str | None, runs: Path, extra: list[str]) -> dict
         train, test = trec_tsv(runs)
         overrides += [f"data.train={train}", f"data.test={test}", "data.encoding=utf-8"]
     start = time.time()
-    subprocess.run([sys.executable, "-m", "lorafit", "train", "--config", config, *overrides], cwd=REPO, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "lorafit", "train", "--config", config, *overrides],
+        cwd=REPO,
+        check=True,
+    )
     wall = time.time() - start
     run = (runs / "latest").resolve()
     summary = json.loads((run / "summary.json").read_text())
@@ -86,29 +92,43 @@ def run_task(task: str, model: str | None, runs: Path, extra: list[str]) -> dict
 def _best_eval(summary: dict) -> dict:
     """The best checkpoint's scores on the validation split (GLUE's dev set here)."""
     best = summary["best_eval"]
-    return {"accuracy": best["eval_accuracy"], "macro_f1": best["eval_f1"], "mcc": best.get("eval_mcc")}
+    return {
+        "accuracy": best["eval_accuracy"],
+        "macro_f1": best["eval_f1"],
+        "mcc": best.get("eval_mcc"),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'task':<6} {'model':<34} {'split':<17} {'metric':<20} {'lorafit':>8} {'paper':>7} {'trainable':>10} {'wall':>8}")
+    print(
+        f"\n{'task':<6} {'model':<34} {'split':<17} {'metric':<20} {'lorafit':>8} {'paper':>7} {'trainable':>10} {'wall':>8}"
+    )
     for r in rows:
         paper = f"{r['paper']:.1f}" if r["paper"] is not None else "-"
         model = Path(r["model"]).name if os.sep in r["model"] else r["model"]
         trainable = f"{r['trainable']:,}" if isinstance(r["trainable"], int) else "?"
-        print(f"{r['task']:<6} {model:<34} {r['split']:<17} {r['metric']:<20} {r['value']:>8.1f} {paper:>7} {trainable:>10} {r['wall_s']:>7.0f}s")
-    print("paper: LoRA (Hu et al. 2021, Table 2), roberta-base, 0.3M trainable parameters, GLUE dev sets")
+        print(
+            f"{r['task']:<6} {model:<34} {r['split']:<17} {r['metric']:<20} {r['value']:>8.1f} {paper:>7} {trainable:>10} {r['wall_s']:>7.0f}s"
+        )
+    print(
+        "paper: LoRA (Hu et al. 2021, Table 2), roberta-base, 0.3M trainable parameters, GLUE dev sets"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--model", help="model.name for every task (default: each config's, MiniLM)")
+    parser.add_argument(
+        "--model", help="model.name for every task (default: each config's, MiniLM)"
+    )
     parser.add_argument("--runs", help="where the runs go (default: a temporary folder)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every task")
     args = parser.parse_args()
     runs_root = Path(args.runs or tempfile.mkdtemp(prefix="lorafit-glue-"))
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (torch default)')}; runs in {runs_root}")
+    print(
+        f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (torch default)')}; runs in {runs_root}"
+    )
     rows = []
     for task in args.tasks:
         rows.append(run_task(task, args.model, runs_root / task, args.overrides))

@@ -66,29 +66,70 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the run")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the run",
+    )
     parser.add_argument("--json", help="also write the samples to this file")
-    parser.add_argument("--build", action="store_true", help="sample the activation cache's build (a fresh cache folder) instead of training")
-    parser.add_argument("--predict", metavar="RUN_DIR", help="sample `lorafit predict RUN_DIR --input DATA` instead of training")
+    parser.add_argument(
+        "--build",
+        action="store_true",
+        help="sample the activation cache's build (a fresh cache folder) instead of training",
+    )
+    parser.add_argument(
+        "--predict",
+        metavar="RUN_DIR",
+        help="sample `lorafit predict RUN_DIR --input DATA` instead of training",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides for lorafit train")
     args = parser.parse_args()
 
     runs = Path(tempfile.mkdtemp(prefix="lorafit-memory-"))
     out = runs / "stdout.log"
     command = [
-        sys.executable, "-m", "lorafit", "train", f"model.name={args.model}", f"data.train={args.data}",
-        "data.label_names=[World,Sports,Business,Sci/Tech]", "data.val_size=2000", "model.max_length=128",
-        "lora.layers=3-5", "lora.r=8", "train.cache_activations=true", "train.batch_size=32", f"train.max_steps={args.steps}",
-        f"train.eval_every={max(1, args.steps // 4)}", "train.log_every=50", "train.patience=null",
-        "log.progress=false", f"run.dir={runs}", *args.overrides,
+        sys.executable,
+        "-m",
+        "lorafit",
+        "train",
+        f"model.name={args.model}",
+        f"data.train={args.data}",
+        "data.label_names=[World,Sports,Business,Sci/Tech]",
+        "data.val_size=2000",
+        "model.max_length=128",
+        "lora.layers=3-5",
+        "lora.r=8",
+        "train.cache_activations=true",
+        "train.batch_size=32",
+        f"train.max_steps={args.steps}",
+        f"train.eval_every={max(1, args.steps // 4)}",
+        "train.log_every=50",
+        "train.patience=null",
+        "log.progress=false",
+        f"run.dir={runs}",
+        *args.overrides,
     ]
     if args.build:
         command.append(f"train.cache_dir={runs / 'cache'}")
     if args.predict:
-        command = [sys.executable, "-m", "lorafit", "predict", args.predict, "--input", args.data, "--output", str(runs / "out.csv")]
+        command = [
+            sys.executable,
+            "-m",
+            "lorafit",
+            "predict",
+            args.predict,
+            "--input",
+            args.data,
+            "--output",
+            str(runs / "out.csv"),
+        ]
     phase = "the cache build" if args.build else "prediction" if args.predict else "training"
     env = {**os.environ, **dict(e.split("=", 1) for e in args.env)}
-    print(f"threads: OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset (lorafit/torch default)')}; extra env: {args.env or 'none'}")
+    print(
+        f"threads: OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset (lorafit/torch default)')}; extra env: {args.env or 'none'}"
+    )
     print(" ".join(command[2:]))
     with open(out, "w") as sink:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -114,14 +155,21 @@ def main() -> None:
         raise SystemExit(f"lorafit train failed ({proc.returncode})")
     if len(samples) < 4:
         raise SystemExit("too few samples: train longer (--steps) or sample more often (--every)")
-    marks = {q: samples[min(len(samples) - 1, round(q * (len(samples) - 1)))] for q in (0.25, 0.5, 0.75, 1.0)}
+    marks = {
+        q: samples[min(len(samples) - 1, round(q * (len(samples) - 1)))]
+        for q in (0.25, 0.5, 0.75, 1.0)
+    }
     for q, (t, mb) in marks.items():
         print(f"{int(q * 100):>3}% of {phase} ({t:6.0f} s): RssAnon {mb:8.0f} MB")
     growth = marks[1.0][1] / marks[0.25][1] - 1
     peak = max(mb for _, mb in samples)
-    print(f"{phase}: growth from 25% to the end: {100 * growth:+.1f}% (goal: within 10%); peak {peak:.0f} MB; {len(samples)} samples")
+    print(
+        f"{phase}: growth from 25% to the end: {100 * growth:+.1f}% (goal: within 10%); peak {peak:.0f} MB; {len(samples)} samples"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "env": args.env, "samples": samples, "growth": growth}))
+        Path(args.json).write_text(
+            json.dumps({"command": command, "env": args.env, "samples": samples, "growth": growth})
+        )
 
 
 if __name__ == "__main__":

@@ -95,9 +95,14 @@ def labels_of(path: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--input", help="a CSV with the run's text column (default: the 7,600-row workload of common.py)")
+    parser.add_argument(
+        "--input",
+        help="a CSV with the run's text column (default: the 7,600-row workload of common.py)",
+    )
     parser.add_argument("--dtypes", nargs="+", default=["auto", "fp32", "int8"])
-    parser.add_argument("--skip-usual", action="store_true", help="leave out the usual recipe (minutes)")
+    parser.add_argument(
+        "--skip-usual", action="store_true", help="leave out the usual recipe (minutes)"
+    )
     parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -106,17 +111,38 @@ def main(argv: list[str] | None = None) -> dict:
 
         data = load_benchmark_data()
         args.input = str(Path(tempfile.gettempdir()) / "lorafit-prediction-workload.csv")
-        pd.DataFrame({"text": data.predict_texts, "label": data.predict_labels}).to_csv(args.input, index=False)
+        pd.DataFrame({"text": data.predict_texts, "label": data.predict_labels}).to_csv(
+            args.input, index=False
+        )
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     rows, labels = [], {}
     with tempfile.TemporaryDirectory(prefix="lorafit-prediction-") as tmp:
         tmp = Path(tmp)
         if not args.skip_usual:
             out = tmp / "usual.csv"
-            seconds, err = timed([sys.executable, "-c", USUAL, args.run_dir, args.input, str(out), str(Path(__file__).resolve().parent)], env)
+            seconds, err = timed(
+                [
+                    sys.executable,
+                    "-c",
+                    USUAL,
+                    args.run_dir,
+                    args.input,
+                    str(out),
+                    str(Path(__file__).resolve().parent),
+                ],
+                env,
+            )
             labels["usual"] = labels_of(out)
-            threads = re.findall(r"threads (\d+)", err)[-1]  # torch's default unless OMP_NUM_THREADS is set
-            rows.append({"recipe": "usual recipe (PEFT unmerged, map padding, batch 8, fp32)", "seconds": seconds, "threads": threads})
+            threads = re.findall(r"threads (\d+)", err)[
+                -1
+            ]  # torch's default unless OMP_NUM_THREADS is set
+            rows.append(
+                {
+                    "recipe": "usual recipe (PEFT unmerged, map padding, batch 8, fp32)",
+                    "seconds": seconds,
+                    "threads": threads,
+                }
+            )
             print(f"usual recipe: {seconds:.1f} s", flush=True)
         for dtype in args.dtypes:
             # a name of its own: `predict` reuses the probabilities it saved for a file of
@@ -124,13 +150,32 @@ def main(argv: list[str] | None = None) -> dict:
             copy = tmp / f"bench-{os.getpid()}-{time.time_ns()}-{dtype}{Path(args.input).suffix}"
             shutil.copyfile(args.input, copy)
             out = tmp / f"lorafit-{dtype}.csv"
-            cmd = [sys.executable, "-m", "lorafit", "predict", args.run_dir, "--input", str(copy), "--output", str(out),
-                   "--dtype", dtype, "--label-format", "ids"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "lorafit",
+                "predict",
+                args.run_dir,
+                "--input",
+                str(copy),
+                "--output",
+                str(out),
+                "--dtype",
+                dtype,
+                "--label-format",
+                "ids",
+            ]
             seconds, err = timed(cmd, env)
             for saved in (Path(args.run_dir) / "predictions").glob(f"{copy.stem}-*.csv"):
                 saved.unlink()
             labels[dtype] = labels_of(out)
-            rows.append({"recipe": f"lorafit predict --dtype {dtype}", "seconds": seconds, "threads": threads_of(err)})
+            rows.append(
+                {
+                    "recipe": f"lorafit predict --dtype {dtype}",
+                    "seconds": seconds,
+                    "threads": threads_of(err),
+                }
+            )
             print(f"lorafit predict --dtype {dtype}: {seconds:.1f} s", flush=True)
 
     reference = labels.get("fp32")
@@ -138,10 +183,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{'recipe':<58} {'threads':>7} {'seconds':>8} {'vs usual':>9} {'labels = fp32':>14}")
     for row, key in zip(rows, labels):
         row["vs_usual"] = usual / row["seconds"] if usual else None
-        row["agreement_with_fp32"] = float((labels[key] == reference).mean()) if reference is not None else None
+        row["agreement_with_fp32"] = (
+            float((labels[key] == reference).mean()) if reference is not None else None
+        )
         ratio = f"{row['vs_usual']:.1f}x" if usual else "-"
         agree = f"{row['agreement_with_fp32']:.2%}" if reference is not None else "-"
-        print(f"{row['recipe']:<58} {row['threads']:>7} {row['seconds']:>8.1f} {ratio:>9} {agree:>14}")
+        print(
+            f"{row['recipe']:<58} {row['threads']:>7} {row['seconds']:>8.1f} {ratio:>9} {agree:>14}"
+        )
     result = {"input": args.input, "rows": len(next(iter(labels.values()))), "results": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -28,10 +28,15 @@ def main(argv=None) -> int:
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not (r / "summary.json").is_file()]
     if missing:
-        print(f"score_time: not finished runs (no summary.json): {', '.join(missing)}", file=sys.stderr)
+        print(
+            f"score_time: not finished runs (no summary.json): {', '.join(missing)}",
+            file=sys.stderr,
+        )
         return 2
     points = score_points(runs)
-    print(f"{'run':<28} {'model':<22} {'train rows':>10} {'steps':>6} {'minutes':>8} {'score':>8}  split    threads")
+    print(
+        f"{'run':<28} {'model':<22} {'train rows':>10} {'steps':>6} {'minutes':>8} {'score':>8}  split    threads"
+    )
     for p in points:
         summary = json.loads((p["dir"] / "summary.json").read_text())
         rows = _train_rows(p["dir"])

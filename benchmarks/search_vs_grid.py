@@ -33,11 +33,18 @@ def sweep_file(source: Path, out: Path, args, **search) -> Path:
     spec["dir"] = str(out)
     spec["name"] = source.stem
     base = spec["base"]
-    base["data"].update(max_train_rows=args.train_rows, val_size=args.val_rows,
-                        train=str(ROOT.parent / "shared/data/ag_news/train_subset.csv"))
+    base["data"].update(
+        max_train_rows=args.train_rows,
+        val_size=args.val_rows,
+        train=str(ROOT.parent / "shared/data/ag_news/train_subset.csv"),
+    )
     base["model"]["max_length"] = args.max_length
-    base["train"].update(max_steps=args.steps, eval_every=args.eval_every,
-                         warmup_steps=max(1, args.steps // 10), log_every=args.eval_every)
+    base["train"].update(
+        max_steps=args.steps,
+        eval_every=args.eval_every,
+        warmup_steps=max(1, args.steps // 10),
+        log_every=args.eval_every,
+    )
     if search:
         spec["search"].update(search)
     path = out / f"{source.stem}.yaml"
@@ -70,16 +77,26 @@ def main() -> None:
     grid = sweep(sweep_file(SWEEPS / "minilm_layer_ranges.yaml", out, args))
     grid_s = time.time() - start
     start = time.time()
-    search = sweep(sweep_file(SWEEPS / "minilm_search.yaml", out, args, n_trials=None, timeout=grid_s))
+    search = sweep(
+        sweep_file(SWEEPS / "minilm_search.yaml", out, args, n_trials=None, timeout=grid_s)
+    )
     search_s = time.time() - start
 
     print(f"\nsettings: {vars(args)}")
-    for label, result, seconds in [("grid (4 points)", grid, grid_s), ("TPE + median pruner", search, search_s)]:
+    for label, result, seconds in [
+        ("grid (4 points)", grid, grid_s),
+        ("TPE + median pruner", search, search_s),
+    ]:
         row = best(result)
-        counts = {s: list(result["status"].values()).count(s) for s in ("done", "pruned", "skipped", "failed")}
+        counts = {
+            s: list(result["status"].values()).count(s)
+            for s in ("done", "pruned", "skipped", "failed")
+        }
         keys = [k for k in result["plan"].keys if row.get(k)]
-        print(f"{label:>20}: wall {seconds:6.0f} s, trials {counts}, best val accuracy "
-              f"{float(row.get('val_accuracy') or 'nan'):.4f} ({', '.join(f'{k}={row[k]}' for k in keys)})")
+        print(
+            f"{label:>20}: wall {seconds:6.0f} s, trials {counts}, best val accuracy "
+            f"{float(row.get('val_accuracy') or 'nan'):.4f} ({', '.join(f'{k}={row[k]}' for k in keys)})"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 BATCH = 16
 
 # the loads beside lorafit
-TORCH_JOB = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
+TORCH_JOB = (
+    "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
+)
 PINNED_JOB = "import os\nos.sched_setaffinity(0, {%d})\nwhile True:\n    pass\n"
 
 
@@ -45,7 +47,9 @@ def start_load(case: str) -> subprocess.Popen | None:
     if case in ("nice", "twin", "late"):
         return subprocess.Popen([sys.executable, "-c", TORCH_JOB])
     if case == "pinned":
-        return subprocess.Popen([sys.executable, "-c", PINNED_JOB % sorted(os.sched_getaffinity(0))[0]])
+        return subprocess.Popen(
+            [sys.executable, "-c", PINNED_JOB % sorted(os.sched_getaffinity(0))[0]]
+        )
     return None
 
 
@@ -59,17 +63,32 @@ def train_once(case: str, threads: str, steps: int, late_after: float, timeout: 
     """One `lorafit train` of the quickstart under `case` with `--threads threads`."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "lorafit", "train", "--config", str(REPO / "configs" / "quickstart.yaml"),
-            f"train.max_steps={steps}", f"train.eval_every={steps}", "train.patience=null",
-            "data.test=null", "log.progress=false", f"run.dir={tmp}", "--threads", threads,
+            sys.executable,
+            "-m",
+            "lorafit",
+            "train",
+            "--config",
+            str(REPO / "configs" / "quickstart.yaml"),
+            f"train.max_steps={steps}",
+            f"train.eval_every={steps}",
+            "train.patience=null",
+            "data.test=null",
+            "log.progress=false",
+            f"run.dir={tmp}",
+            "--threads",
+            threads,
         ]
         if case == "nice":
             cmd = ["nice", "-n", "19", *cmd]
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        }
         load = None if case == "late" else start_load(case)
         time.sleep(1.0 if load else 0.0)  # the load is running before lorafit starts
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         try:
             if case == "late":
                 time.sleep(late_after)
@@ -88,8 +107,12 @@ def train_once(case: str, threads: str, steps: int, late_after: float, timeout: 
         (run,) = [p for p in Path(tmp).iterdir() if p.name != "latest"]
         summary = json.loads((run / "summary.json").read_text())
         return {
-            "case": case, "threads": threads, "samples_per_s": steps * BATCH / summary["wall_time_s"],
-            "train_s": summary["wall_time_s"], "whole_s": whole, "chosen": summary.get("threads"),
+            "case": case,
+            "threads": threads,
+            "samples_per_s": steps * BATCH / summary["wall_time_s"],
+            "train_s": summary["wall_time_s"],
+            "whole_s": whole,
+            "chosen": summary.get("threads"),
             "changes": summary.get("threads_changes", []),
         }
 
@@ -102,16 +125,39 @@ def verdict(rows: list[dict]) -> str:
     best = max(r["samples_per_s"] for r in fixed)
     ratio = best / auto["samples_per_s"]
     goal = 1.05 if rows[0]["case"] == "idle" else 1.5
-    return f"best fixed / auto = {ratio:.2f} ({'ok' if ratio <= goal else 'MISSED'}, goal <= {goal})"
+    return (
+        f"best fixed / auto = {ratio:.2f} ({'ok' if ratio <= goal else 'MISSED'}, goal <= {goal})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["idle", "nice", "pinned", "twin"], choices=["idle", "nice", "pinned", "twin", "late"])
-    parser.add_argument("--steps", type=int, default=24, help="optimizer steps of 16 rows per run (default 24)")
-    parser.add_argument("--late", action="store_true", help="add the late case (the load starts during a 96-step run)")
-    parser.add_argument("--late-after", type=float, default=12.0, help="seconds into the late case's run when the load starts")
-    parser.add_argument("--timeout", type=float, default=600.0, help="a run slower than this is stopped and shown as such")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["idle", "nice", "pinned", "twin"],
+        choices=["idle", "nice", "pinned", "twin", "late"],
+    )
+    parser.add_argument(
+        "--steps", type=int, default=24, help="optimizer steps of 16 rows per run (default 24)"
+    )
+    parser.add_argument(
+        "--late",
+        action="store_true",
+        help="add the late case (the load starts during a 96-step run)",
+    )
+    parser.add_argument(
+        "--late-after",
+        type=float,
+        default=12.0,
+        help="seconds into the late case's run when the load starts",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="a run slower than this is stopped and shown as such",
+    )
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -128,12 +174,19 @@ def main() -> None:
             row = train_once(case, threads, steps, args.late_after, args.timeout)
             rows.append(row)
             if "timeout" in row:
-                print(f"| {case} | {threads} | stopped after {args.timeout:.0f} s | | | |", flush=True)
+                print(
+                    f"| {case} | {threads} | stopped after {args.timeout:.0f} s | | | |", flush=True
+                )
                 continue
             chose = ""
             if threads == "auto":
-                chose = f"{row['chosen']}" + "".join(f", {t} at {s:.0f} s" for s, t in row["changes"])
-            print(f"| {case} | {threads} | {row['samples_per_s']:.1f} | {row['train_s']:.1f} | {row['whole_s']:.1f} | {chose} |", flush=True)
+                chose = f"{row['chosen']}" + "".join(
+                    f", {t} at {s:.0f} s" for s, t in row["changes"]
+                )
+            print(
+                f"| {case} | {threads} | {row['samples_per_s']:.1f} | {row['train_s']:.1f} | {row['whole_s']:.1f} | {chose} |",
+                flush=True,
+            )
         print(f"  {case}: {verdict(rows)}", flush=True)
         results += rows
     if args.out:

@@ -84,7 +84,10 @@ DATA_FILES = {
     "label not a class": (
         "word.csv",
         "text,label\nhello,Politics\n",
-        ["word.csv", "row 1: label 'Politics' is not one of the classes (World, Sports, Business, Sci/Tech)"],
+        [
+            "word.csv",
+            "row 1: label 'Politics' is not one of the classes (World, Sports, Business, Sci/Tech)",
+        ],
     ),
     "fractional label": (
         "frac.csv",
@@ -111,7 +114,11 @@ DATA_FILES = {
         '{"text": null, "label": 1}\n',
         ["null.jsonl", "row 1: the text is empty"],
     ),
-    "not UTF-8": ("latin1.csv", LATIN1, ["latin1.csv", "line 2 (byte offset 14): byte 0xe9 is not utf-8 text", "data.encoding"]),
+    "not UTF-8": (
+        "latin1.csv",
+        LATIN1,
+        ["latin1.csv", "line 2 (byte offset 14): byte 0xe9 is not utf-8 text", "data.encoding"],
+    ),
     "binary junk": ("junk.csv", BINARY, ["junk.csv", "is not utf-8 text"]),
     "empty file": ("empty.csv", "", ["empty.csv", "the file is empty"]),
     "header only": ("header.csv", "text,label\n", ["header.csv", "has no rows"]),
@@ -442,7 +449,9 @@ def test_predict_ignores_labels_it_cannot_read(finished_run, tmp_path, caplog):
     result = lorafit.predict(finished_run, str(bad_label), str(out))
     assert result["rows"] == 2 and "metrics" not in result
     assert pd.read_csv(out).shape == (2, 2)
-    assert any("row 1" in r.message and "label column is ignored" in r.message for r in caplog.records)
+    assert any(
+        "row 1" in r.message and "label column is ignored" in r.message for r in caplog.records
+    )
 
 
 def test_bad_output_paths(finished_run, small_csv, tmp_path, capsys):

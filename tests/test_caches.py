@@ -20,7 +20,13 @@ DAY = 86400
 
 
 def _train_on_cache(tiny_overrides, cache: Path, *extra) -> None:
-    args = [*tiny_overrides, "lora.layers=1", "train.cache_activations=true", f"train.cache_dir={cache}", *extra]
+    args = [
+        *tiny_overrides,
+        "lora.layers=1",
+        "train.cache_activations=true",
+        f"train.cache_dir={cache}",
+        *extra,
+    ]
     assert main(["train", *args]) == 0
 
 
@@ -35,7 +41,9 @@ def _listing(cache: Path, capsys) -> list[dict]:
     return json.loads(capsys.readouterr().out)
 
 
-def test_a_runs_cache_is_listed_and_a_reuse_counts_as_a_use(tiny_overrides, tiny_model, tmp_path, capsys):
+def test_a_runs_cache_is_listed_and_a_reuse_counts_as_a_use(
+    tiny_overrides, tiny_model, tmp_path, capsys
+):
     cache = tmp_path / "c"
     _train_on_cache(tiny_overrides, cache)
     (row,) = _listing(cache, capsys)
@@ -63,8 +71,14 @@ def real_store(tiny_model, small_csv, tmp_path_factory) -> Path:
     """An activation cache a real run built (copied by each test that changes it)."""
     root = tmp_path_factory.mktemp("caches")
     overrides = [
-        f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "model.max_length=64",
-        "train.max_steps=2", "train.eval_every=2", "train.batch_size=16", "log.progress=false",
+        f"model.name={tiny_model}",
+        f"data.train={small_csv}",
+        "data.val_size=40",
+        "model.max_length=64",
+        "train.max_steps=2",
+        "train.eval_every=2",
+        "train.batch_size=16",
+        "log.progress=false",
         f"run.dir={root / 'runs'}",
     ]
     _train_on_cache(overrides, root / "c")
@@ -87,13 +101,19 @@ def test_removal_by_age_or_key_leaves_every_other_store(real_store, tmp_path, ca
     teacher.mkdir(parents=True)
     (teacher / "meta.json").write_text(json.dumps({"rows": 5, "teacher": ["runs/t", "runs/u"]}))
     kinds = {r["key"]: (r["kind"], r["what"]) for r in _listing(cache, capsys)}
-    assert kinds[broken.name][0] == "incomplete" and kinds[teacher.name] == ("teacher", "runs/t, runs/u")
+    assert kinds[broken.name][0] == "incomplete" and kinds[teacher.name] == (
+        "teacher",
+        "runs/t, runs/u",
+    )
     assert kinds[old.name][0] == kinds[new.name][0] == "activations" and len(kinds) == 4
 
     capsys.readouterr()
     assert main(["cache", "--dir", str(cache), "--older-than", "30", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"would remove activations {old.name}" in out and f"would remove incomplete {broken.name}" in out
+    assert (
+        f"would remove activations {old.name}" in out
+        and f"would remove incomplete {broken.name}" in out
+    )
     assert out.count("would remove") == 2 and "2 stores" in out and "(dry run)" in out
     assert old.is_dir() and broken.is_dir()
     gone = remove_caches(cache, older_than_days=30)
@@ -133,7 +153,11 @@ def test_nothing_to_remove_said_is_refused_and_a_missing_folder_lists_nothing(tm
 def test_odd_stores_are_listed_not_fatal(real_store, tmp_path):
     """A damaged meta.json, a store set aside as damaged (meta.json intact) and an old
     format's meta.json without the listing's keys."""
-    damaged, aside, old = tmp_path / ("d" * 64), tmp_path / f".{'e' * 64}.bad-host-7", tmp_path / ("f" * 64)
+    damaged, aside, old = (
+        tmp_path / ("d" * 64),
+        tmp_path / f".{'e' * 64}.bad-host-7",
+        tmp_path / ("f" * 64),
+    )
     for store in (damaged, aside):
         shutil.copytree(real_store, store)
     (damaged / "meta.json").write_text("{not json")
@@ -149,7 +173,11 @@ def test_odd_stores_are_listed_not_fatal(real_store, tmp_path):
     assert stores[damaged.name].kind == stores[aside.name].kind == "incomplete"
     assert stores[damaged.name].rows is None and stores[aside.name].rows is None
     assert stores[aside.name].what == "an interrupted build or a damaged store"
-    assert (stores[old.name].kind, stores[old.name].what, stores[old.name].rows) == ("activations", "?, layers 0-?, ?", None)
+    assert (stores[old.name].kind, stores[old.name].what, stores[old.name].rows) == (
+        "activations",
+        "?, layers 0-?, ?",
+        None,
+    )
     table = format_table(list(stores.values()))
     lines = table.splitlines()
     assert lines[0].split() == ["kind", "size", "last", "used", "rows", "key:", "what"]
@@ -158,16 +186,28 @@ def test_odd_stores_are_listed_not_fatal(real_store, tmp_path):
     assert line.split()[:3] == ["activations", *format_size(blocks).split()]
     assert line.split()[5] == f"{old.name}:"  # no rows: an empty column, the key next
     assert lines[-1].startswith("3 stores, ")
-    real = next(x for x in format_table(list_caches(real_store.parent)).splitlines() if real_store.name in x)
+    real = next(
+        x for x in format_table(list_caches(real_store.parent)).splitlines() if real_store.name in x
+    )
     assert real.split()[5] == "200"  # the rows column
     row = stores[old.name].row()
-    assert row["last_used"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(stores[old.name].last_used))
+    assert row["last_used"] == time.strftime(
+        "%Y-%m-%d %H:%M", time.localtime(stores[old.name].last_used)
+    )
     assert len(row["last_used"]) == 16
 
 
 @pytest.mark.parametrize(
-    "n, shown", [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (1_000_000, "1.0 MB"), (1_500_000, "1.5 MB"),
-             (1_000_000_000, "1.0 GB"), (2_000_000_000, "2.0 GB")]
+    "n, shown",
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (1_000_000, "1.0 MB"),
+        (1_500_000, "1.5 MB"),
+        (1_000_000_000, "1.0 GB"),
+        (2_000_000_000, "2.0 GB"),
+    ],
 )
 def test_sizes_read_in_decimal_units(n, shown):
     assert format_size(n) == shown
@@ -178,16 +218,26 @@ def test_keys_and_an_age_together_and_age_zero(real_store, tmp_path, capsys):
         shutil.copytree(real_store, tmp_path / name)
     _age(tmp_path / "k2", 5 + 3 / DAY)  # 3 s past the age
     gone = remove_caches(tmp_path, keys=["k1"], older_than_days=5)  # both asks, each store once
-    assert sorted(s.key for s in gone) == ["k1", "k2"] and [s.key for s in list_caches(tmp_path)] == ["k3"]
+    assert sorted(s.key for s in gone) == ["k1", "k2"] and [
+        s.key for s in list_caches(tmp_path)
+    ] == ["k3"]
     assert [s.key for s in remove_caches(tmp_path, older_than_days=0)] == ["k3"]  # 0: everything
     assert main(["cache", "--dir", str(tmp_path), "--older-than", "-1"]) == 2
-    assert capsys.readouterr().err == "lorafit: error: --older-than -1.0: give a number of days >= 0\n"
+    assert (
+        capsys.readouterr().err == "lorafit: error: --older-than -1.0: give a number of days >= 0\n"
+    )
     with pytest.raises(UserError) as e:
         remove_caches(tmp_path)
-    assert str(e.value) == "lorafit cache: say what to remove: KEY... (from the listing) or --older-than DAYS"
+    assert (
+        str(e.value)
+        == "lorafit cache: say what to remove: KEY... (from the listing) or --older-than DAYS"
+    )
     with pytest.raises(UserError) as e:
         remove_caches(tmp_path, keys=["k9"])
-    assert str(e.value) == f"lorafit cache: no store named k9 in {tmp_path}; `lorafit cache` lists them"
+    assert (
+        str(e.value)
+        == f"lorafit cache: no store named k9 in {tmp_path}; `lorafit cache` lists them"
+    )
 
 
 def test_without_a_folder_the_default_cache_folder_is_listed(real_store, tmp_path, monkeypatch):

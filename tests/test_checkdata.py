@@ -16,7 +16,13 @@ from lorafit.config import load_config
 
 from .conftest import ROOT
 
-SMS = Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared") / "data" / "foreign" / "sms_spam" / "SMSSpamCollection"
+SMS = (
+    Path(os.environ.get("LORAFIT_SHARED_DATA") or ROOT.parent / "shared")
+    / "data"
+    / "foreign"
+    / "sms_spam"
+    / "SMSSpamCollection"
+)
 
 
 @pytest.fixture
@@ -27,7 +33,15 @@ def sms() -> Path:
 
 
 def sms_frame() -> pd.DataFrame:
-    return pd.read_csv(SMS, sep="\t", header=None, quoting=3, names=["label", "text"], dtype=str, keep_default_na=False)
+    return pd.read_csv(
+        SMS,
+        sep="\t",
+        header=None,
+        quoting=3,
+        names=["label", "text"],
+        dtype=str,
+        keep_default_na=False,
+    )
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -36,29 +50,59 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_sms_counts_match_pandas_and_the_guess_is_said(sms, tiny_model, tmp_path, capsys, caplog, monkeypatch):
+def test_sms_counts_match_pandas_and_the_guess_is_said(
+    sms, tiny_model, tmp_path, capsys, caplog, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    argv = ["check-data", f"data.train={sms}", f"model.name={tiny_model}", "model.max_length=32", f"run.dir={tmp_path / 'runs'}"]
+    argv = [
+        "check-data",
+        f"data.train={sms}",
+        f"model.name={tiny_model}",
+        "model.max_length=32",
+        f"run.dir={tmp_path / 'runs'}",
+    ]
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0
     r = json.loads(out)
     truth = sms_frame().label.value_counts()
     assert (truth["ham"], truth["spam"]) == (4827, 747)
-    assert {n: s["rows"] for n, s in r["splits"].items()} == {"train": 5574 - 1115, "validation": 1115}
+    assert {n: s["rows"] for n, s in r["splits"].items()} == {
+        "train": 5574 - 1115,
+        "validation": 1115,
+    }
     assert r["splits"]["validation"]["from"] == "split from data.train (data.val_size=0.2)"
-    assert r["columns"] == {"text": "1", "label": "0", "pairs": False, "guessed": ["text_column", "label_column"]}
+    assert r["columns"] == {
+        "text": "1",
+        "label": "0",
+        "pairs": False,
+        "guessed": ["text_column", "label_column"],
+    }
     assert [c["name"] for c in r["classes"]] == ["ham", "spam"]
     for c in r["classes"]:
         assert c["rows"]["train"] + c["rows"]["validation"] == truth[c["name"]]
     train = {c["name"]: c["rows"]["train"] for c in r["classes"]}
     assert r["imbalance_ratio"] == pytest.approx(train["ham"] / train["spam"])
-    assert r["metric"] == {"setting": "auto", "selected": "eval_f1", "name": "macro-F1"}  # 6.5 > 1.5
-    assert "text column '1', label column '0' (guessed" in caplog.text and "checkpoint selection: eval_f1" in caplog.text
-    assert "row 283 (line 283): a \" is a character here, not a CSV quote" in caplog.text  # read as published
+    assert r["metric"] == {
+        "setting": "auto",
+        "selected": "eval_f1",
+        "name": "macro-F1",
+    }  # 6.5 > 1.5
+    assert (
+        "text column '1', label column '0' (guessed" in caplog.text
+        and "checkpoint selection: eval_f1" in caplog.text
+    )
+    assert (
+        'row 283 (line 283): a " is a character here, not a CSV quote' in caplog.text
+    )  # read as published
     # tokens with the model's tokenizer, untruncated, counted independently over the whole file
     from transformers import AutoTokenizer
 
-    lengths = [len(x) for x in AutoTokenizer.from_pretrained(str(tiny_model))(sms_frame().text.tolist())["input_ids"]]
+    lengths = [
+        len(x)
+        for x in AutoTokenizer.from_pretrained(str(tiny_model))(sms_frame().text.tolist())[
+            "input_ids"
+        ]
+    ]
     lens = r["lengths"]
     assert (lens["unit"], lens["max_length"]) == ("tokens", 32)
     assert sum(s["truncated"] for s in lens["splits"].values()) == sum(n > 32 for n in lengths)
@@ -74,17 +118,25 @@ def test_sms_counts_match_pandas_and_the_guess_is_said(sms, tiny_model, tmp_path
     assert list(tmp_path.iterdir()) == []  # no run folder, nothing written
 
 
-def test_tiny_model_rows_and_train_dry_run_print_the_same(tiny_overrides, small_csv, tmp_path, capsys):
+def test_tiny_model_rows_and_train_dry_run_print_the_same(
+    tiny_overrides, small_csv, tmp_path, capsys
+):
     code, out, _ = run(capsys, "check-data", *tiny_overrides)
     assert code == 0
     truth = pd.read_csv(small_csv).label.value_counts().sort_index()
     assert truth.tolist() == [60, 60, 60, 60]
     assert re.search(rf"train\s+200 rows  {re.escape(str(small_csv))}", out)
-    assert re.search(rf"validation\s+40 rows  split from data.train \(data.val_size=40\): {re.escape(str(small_csv))}", out)
+    assert re.search(
+        rf"validation\s+40 rows  split from data.train \(data.val_size=40\): {re.escape(str(small_csv))}",
+        out,
+    )
     for label, rows in truth.items():
         match = re.search(rf"\n\s+{label}  {label}\s+(\d+)\s+(\d+)\n", out)
         assert match and int(match[1]) + int(match[2]) == rows
-    assert "largest/smallest class 1.00 in train; train.metric=auto selects eval_accuracy (accuracy)" in out
+    assert (
+        "largest/smallest class 1.00 in train; train.metric=auto selects eval_accuracy (accuracy)"
+        in out
+    )
     assert "text lengths in tokens" in out and "model.max_length=64" in out
     code, dry, _ = run(capsys, "train", "--dry-run", *tiny_overrides)
     assert code == 0 and dry == out
@@ -92,21 +144,42 @@ def test_tiny_model_rows_and_train_dry_run_print_the_same(tiny_overrides, small_
 
 
 def test_pairs_are_shown_and_lengths_fall_back_to_characters(tmp_path, capsys):
-    rows = pd.DataFrame({
-        "premise": [f"a premise sentence number {i} with some words" for i in range(30)],
-        "hypothesis": [f"hypothesis {i}" for i in range(30)],
-        "label": ["yes", "no", "no"] * 10,
-    })
+    rows = pd.DataFrame(
+        {
+            "premise": [f"a premise sentence number {i} with some words" for i in range(30)],
+            "hypothesis": [f"hypothesis {i}" for i in range(30)],
+            "label": ["yes", "no", "no"] * 10,
+        }
+    )
     path = tmp_path / "pairs.csv"
     rows.to_csv(path, index=False)
     import lorafit
 
-    cfg = load_config(None, [f"data.train={path}", "data.text_column=[premise,hypothesis]", "data.val_size=6", "model.name=nobody/not-cached", "train.metric=eval_f1"])
+    cfg = load_config(
+        None,
+        [
+            f"data.train={path}",
+            "data.text_column=[premise,hypothesis]",
+            "data.val_size=6",
+            "model.name=nobody/not-cached",
+            "train.metric=eval_f1",
+        ],
+    )
     r = lorafit.check_data(cfg)
-    assert cfg.data.label_names == [] and cfg.data.label_column is None  # the caller's config is not settled
-    assert r["columns"] == {"text": ["premise", "hypothesis"], "label": "label", "pairs": True, "guessed": []}  # by its name
+    assert (
+        cfg.data.label_names == [] and cfg.data.label_column is None
+    )  # the caller's config is not settled
+    assert r["columns"] == {
+        "text": ["premise", "hypothesis"],
+        "label": "label",
+        "pairs": True,
+        "guessed": [],
+    }  # by its name
     assert r["metric"]["setting"] == "eval_f1" and r["metric"]["selected"] == "eval_f1"
-    assert [(c["name"], c["rows"]["train"] + c["rows"]["validation"]) for c in r["classes"]] == [("no", 20), ("yes", 10)]
+    assert [(c["name"], c["rows"]["train"] + c["rows"]["validation"]) for c in r["classes"]] == [
+        ("no", 20),
+        ("yes", 10),
+    ]
     lens = r["lengths"]
     assert lens["unit"] == "characters" and "nobody/not-cached" in lens["note"]
     both = (rows.premise + " " + rows.hypothesis).str.len()
@@ -115,17 +188,22 @@ def test_pairs_are_shown_and_lengths_fall_back_to_characters(tmp_path, capsys):
 
     text = check_text(r)
     assert "columns: text pair 'premise' + 'hypothesis', label 'label'\n" in text
-    assert "train.metric is set to eval_f1 (macro-F1)" in text and "text lengths in characters" in text
+    assert (
+        "train.metric is set to eval_f1 (macro-F1)" in text and "text lengths in characters" in text
+    )
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["check-data", "data.train={bad}"], "bad.csv: row 1 (line 2): a \" closes a quoted field"),
+        (["check-data", "data.train={bad}"], 'bad.csv: row 1 (line 2): a " closes a quoted field'),
         (["train", "--dry-run", "data.train={bad}"], "set data.quoting: none"),
         (["check-data"], "data.train: no training file"),
         (["check-data", "data.train={sms}", "data.label_column=nope"], "no label column 'nope'"),
-        (["check-data", "data.train={sms}", "data.label_names=[ham,eggs]"], "label 'spam' is not one of the classes (ham, eggs)"),
+        (
+            ["check-data", "data.train={sms}", "data.label_names=[ham,eggs]"],
+            "label 'spam' is not one of the classes (ham, eggs)",
+        ),
         (["train", "--dry-run", "--resume", "runs/x"], "drop --resume"),
     ],
 )
@@ -139,7 +217,10 @@ def test_bad_data_is_one_line_and_exit_2(sms, argv, message, tmp_path, capsys, m
     assert list(tmp_path.iterdir()) == [bad]
 
 
-@pytest.mark.parametrize("argv, shown", [(["check-data", "--help"], "usage: lorafit check-data"), (["train", "--help"], "--dry-run")])
+@pytest.mark.parametrize(
+    "argv, shown",
+    [(["check-data", "--help"], "usage: lorafit check-data"), (["train", "--help"], "--dry-run")],
+)
 def test_help(argv, shown, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)

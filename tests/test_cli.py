@@ -25,7 +25,14 @@ def trained(tiny_overrides, tmp_path):
 
 
 def test_train_writes_the_run_directory(trained, tmp_path):
-    for name in ["config.yaml", "metrics.jsonl", "summary.json", "train.log", "model_description.json", "model_description.txt"]:
+    for name in [
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "train.log",
+        "model_description.json",
+        "model_description.txt",
+    ]:
         assert (trained / name).stat().st_size > 0, name
     assert (tmp_path / "runs" / "latest").resolve() == trained.resolve()
     ckpt = trained / "checkpoint-best"
@@ -35,16 +42,38 @@ def test_train_writes_the_run_directory(trained, tmp_path):
     eval_rows = [r for r in rows if r["kind"] == "eval"]
     assert [r["step"] for r in train_rows] == [2, 4, 6, 8, 10, 12]
     assert [r["step"] for r in eval_rows] == [4, 8, 12]
-    for key in ["epoch", "lr", "train_loss", "samples_per_s", "tokens_per_s", "padding_share", "memory_mb", "memory_now_mb"]:
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "samples_per_s",
+        "tokens_per_s",
+        "padding_share",
+        "memory_mb",
+        "memory_now_mb",
+    ]:
         assert key in train_rows[0]
     for key in ["eval_loss", "eval_accuracy", "eval_f1"]:
         assert 0 <= eval_rows[0][key] <= 10
     summary = json.loads((trained / "summary.json").read_text())
     best = max(eval_rows, key=lambda r: r["eval_accuracy"])
     assert summary["best_value"] == best["eval_accuracy"]
-    assert summary["best_step"] == min(r["step"] for r in eval_rows if r["eval_accuracy"] == best["eval_accuracy"])
-    assert summary["params"]["trainable"] == json.loads((trained / "model_description.json").read_text())["params"]["trainable"]
-    for key in ["wall_time_s", "git_commit", "versions", "device", "mixed_precision", "seed", "command"]:
+    assert summary["best_step"] == min(
+        r["step"] for r in eval_rows if r["eval_accuracy"] == best["eval_accuracy"]
+    )
+    assert (
+        summary["params"]["trainable"]
+        == json.loads((trained / "model_description.json").read_text())["params"]["trainable"]
+    )
+    for key in [
+        "wall_time_s",
+        "git_commit",
+        "versions",
+        "device",
+        "mixed_precision",
+        "seed",
+        "command",
+    ]:
         assert key in summary
     assert summary["versions"]["peft"] and summary["seed"] == 42
 
@@ -79,14 +108,18 @@ def test_predict_and_evaluate(trained, tmp_path, capsys):
     # the default name never overwrites either
     assert main(["predict", str(trained), "--input", str(AG_HEAD)]) == 0
     assert main(["predict", str(trained), "--input", str(AG_HEAD)]) == 0
-    assert (trained / "submission-train_head2000.csv").exists() and (trained / "submission-train_head2000-2.csv").exists()
+    assert (trained / "submission-train_head2000.csv").exists() and (
+        trained / "submission-train_head2000-2.csv"
+    ).exists()
     capsys.readouterr()
 
     assert main(["evaluate", str(trained), "--input", str(AG_HEAD), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["rows"] == 2000 and len(m["confusion_matrix"]) == 4
     assert sum(map(sum, m["confusion_matrix"])) == 2000
-    assert m["accuracy"] == pytest.approx((sub.Label == pd.read_csv(AG_HEAD, header=None)[0] - 1).mean())
+    assert m["accuracy"] == pytest.approx(
+        (sub.Label == pd.read_csv(AG_HEAD, header=None)[0] - 1).mean()
+    )
     (saved,) = (trained / "evaluations").glob("train_head2000-*.json")
     assert json.loads(saved.read_text())["macro_f1"] == m["macro_f1"]
 
@@ -144,12 +177,21 @@ def test_train_help_lists_config_keys(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     out = capsys.readouterr().out
-    for key in ["model.name", "lora.layers", "lora.sections", "train.patience", "budget", "run.name"]:
+    for key in [
+        "model.name",
+        "lora.layers",
+        "lora.sections",
+        "train.patience",
+        "budget",
+        "run.name",
+    ]:
         assert key in out
 
 
 def test_python_dash_m_entry_point():
-    done = subprocess.run([sys.executable, "-m", "lorafit", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "lorafit", "--help"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "describe" in done.stdout
 
 
@@ -192,9 +234,12 @@ def test_help_and_argument_errors_load_no_heavy_library():
             assert code == 0 and printed.startswith("usage: lorafit"), (argv, printed)
         elif argv != "import lorafit":
             assert code == 2 and "usage: lorafit" in printed, (argv, printed)
-    assert "lora.r " in subprocess.run(
-        [sys.executable, "-m", "lorafit", "train", "--help"], capture_output=True, text=True
-    ).stdout  # the epilog still lists the config keys
+    assert (
+        "lora.r "
+        in subprocess.run(
+            [sys.executable, "-m", "lorafit", "train", "--help"], capture_output=True, text=True
+        ).stdout
+    )  # the epilog still lists the config keys
 
 
 def test_package_functions_stay_functions_after_their_modules_load():
@@ -235,16 +280,38 @@ def test_api_prints_what_the_cli_prints_and_nothing_raw(small_csv, tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", _API_SCRIPT, str(tmp_path / "runs"), str(small_csv), str(empty)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     err, everything = done.stderr, done.stdout + done.stderr
-    for line in ["new run directory", "train: 200 rows", "step 2: loss", "step 4: eval loss",
-                 "best eval_accuracy", "already finished (summary.json exists); nothing to resume",
-                 "warning: ", "1 rows have empty text; they still get a prediction"]:
+    for line in [
+        "new run directory",
+        "train: 200 rows",
+        "step 2: loss",
+        "step 4: eval loss",
+        "best eval_accuracy",
+        "already finished (summary.json exists); nothing to resume",
+        "warning: ",
+        "1 rows have empty text; they still get a prediction",
+    ]:
         assert line in err, (line, err)
-    for raw in ["LOAD REPORT", "MISSING", "\x1b[", "FutureWarning", "UserWarning", "warnings.warn",
-                "log.warning(", "\r", "Loading weights", "Writing model shards", "it/s]"]:
+    for raw in [
+        "LOAD REPORT",
+        "MISSING",
+        "\x1b[",
+        "FutureWarning",
+        "UserWarning",
+        "warnings.warn",
+        "log.warning(",
+        "\r",
+        "Loading weights",
+        "Writing model shards",
+        "it/s]",
+    ]:
         assert raw not in everything, (raw, everything)
 
 

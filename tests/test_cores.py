@@ -37,7 +37,10 @@ def _keep_threads(monkeypatch):
     [
         ({"cpu.max": "150000 100000\n"}, 1.5),  # docker --cpus 1.5 (cgroup v2)
         ({"cpu.max": "max 100000\n"}, None),  # no quota
-        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # cgroup v1
+        (
+            {"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            2.0,
+        ),  # cgroup v1
         ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
         ({}, None),
     ],
@@ -85,7 +88,17 @@ def test_others_busy_subtracts_this_process_own_time():
 
 @pytest.mark.parametrize(
     ("n", "busy", "threads"),
-    [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 2.0, 1), (2, None, 2), (4, 1.0, 3), (8, 2.6, 5), (1, 0.9, 1)],
+    [
+        (2, 0.0, 2),
+        (2, 0.4, 2),
+        (2, 0.6, 1),
+        (2, 1.0, 1),
+        (2, 2.0, 1),
+        (2, None, 2),
+        (4, 1.0, 3),
+        (8, 2.6, 5),
+        (1, 0.9, 1),
+    ],
 )
 def test_threads_are_the_free_cores_rounded(n, busy, threads):
     assert cores.threads_for(n, busy) == threads
@@ -94,7 +107,9 @@ def test_threads_are_the_free_cores_rounded(n, busy, threads):
 def test_a_busy_process_on_our_cores_is_measured():
     """A real CPU-bound process beside us: /proc/stat, our own time subtracted, says ~1 core."""
     cpu = sorted(os.sched_getaffinity(0))[0]
-    burner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    burner = subprocess.Popen(
+        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
+    )
     try:
         time.sleep(0.5)  # started and pinned
         before = cores.snapshot()
@@ -150,7 +165,9 @@ def test_each_rule_gives_its_whole_choice(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cores.choose_threads(1) == cores.ThreadChoice(3, "3 (OMP_NUM_THREADS=3)", False, n, True)
     monkeypatch.setenv("OMP_NUM_THREADS", "0")  # 0: the variable is set but asks for nothing
-    assert cores.choose_threads(1) == cores.ThreadChoice(n, f"{n} (OMP_NUM_THREADS=0)", False, n, True)
+    assert cores.choose_threads(1) == cores.ThreadChoice(
+        n, f"{n} (OMP_NUM_THREADS=0)", False, n, True
+    )
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("MKL_NUM_THREADS", "x")
     with pytest.raises(UserError, match="^MKL_NUM_THREADS: 'x' is not a thread count"):
@@ -158,16 +175,22 @@ def test_each_rule_gives_its_whole_choice(monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS")
     with pytest.raises(UserError, match="^--threads / train.threads: '-2' is not a thread count"):
         cores.choose_threads("-2")
-    assert cores.choose_threads(1) == cores.ThreadChoice(1, f"1 (asked for; {n} usable cores)", False, n, True)
+    assert cores.choose_threads(1) == cores.ThreadChoice(
+        1, f"1 (asked for; {n} usable cores)", False, n, True
+    )
     cores.mark_start()  # a moment ago: auto, the governor takes its first look soon
-    want = cores.ThreadChoice(n, f"{n} ({n} usable cores; their load is measured as it runs)", True, n, False)
+    want = cores.ThreadChoice(
+        n, f"{n} ({n} usable cores; their load is measured as it runs)", True, n, False
+    )
     assert cores.choose_threads(None) == want
 
 
 def test_auto_without_a_measurable_load_takes_the_usable_cores(monkeypatch):
     monkeypatch.setattr(cores, "snapshot", lambda *a, **k: None)  # not Linux: no /proc/stat
     n = cores.usable_cores()
-    want = cores.ThreadChoice(n, f"{n} ({n} usable cores; their load is not measurable here)", False, n, True)
+    want = cores.ThreadChoice(
+        n, f"{n} ({n} usable cores; their load is not measurable here)", False, n, True
+    )
     assert cores.choose_threads("auto") == want
 
 
@@ -175,7 +198,9 @@ def test_auto_without_a_measurable_load_takes_the_usable_cores(monkeypatch):
 def test_a_quota_below_the_visible_cpus_makes_the_load_unmeasurable(monkeypatch, quota, measurable):
     """Under a quota smaller than the CPUs we see, /proc/stat also counts other containers."""
     monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda *a, **k: quota)
-    monkeypatch.setattr(cores, "snapshot", lambda cpus=None, **k: cores.Snapshot(time.monotonic(), 0.0, 0.0))
+    monkeypatch.setattr(
+        cores, "snapshot", lambda cpus=None, **k: cores.Snapshot(time.monotonic(), 0.0, 0.0)
+    )
     monkeypatch.setattr(cores, "allowed_cpus", lambda: [0, 1, 2, 3])
     # others keep a whole core busy: counted only where it can be measured
     monkeypatch.setattr(cores, "measure_busy", lambda cpus=None, since=None: 1.0)
@@ -189,7 +214,13 @@ def test_auto_counts_a_busy_core_out():
     n = cores.usable_cores()
     cpu = sorted(os.sched_getaffinity(0))[0]
     burners = [
-        subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass",
+            ]
+        )
         for _ in range(2)  # two on one core: that core is busy even if the scheduler is generous
     ]
     try:
@@ -234,8 +265,12 @@ def test_the_governor_follows_the_load_and_records_each_change(monkeypatch, capl
 
 
 def test_a_fixed_count_is_never_moved_by_the_governor(monkeypatch):
-    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: pytest.fail("a fixed count looked at the machine"))
-    governor = cores.ThreadGovernor(cores.ThreadChoice(1, "1 (asked for)", auto=False, cores=2), every=0.0)
+    monkeypatch.setattr(
+        cores, "snapshot", lambda *a, **k: pytest.fail("a fixed count looked at the machine")
+    )
+    governor = cores.ThreadGovernor(
+        cores.ThreadChoice(1, "1 (asked for)", auto=False, cores=2), every=0.0
+    )
     assert [governor.tick() for _ in range(3)] == [1, 1, 1]
 
 
@@ -303,10 +338,39 @@ def test_predict_takes_threads(tiny_overrides, tmp_path, small_csv, caplog):
     assert main(["train", *tiny_overrides, "train.max_steps=2"]) == 0
     caplog.set_level("INFO", logger="lorafit")
     out = tmp_path / "out.csv"
-    assert main(["predict", str(tmp_path / "runs" / "latest"), "--input", str(small_csv), "--output", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "runs" / "latest"),
+                "--input",
+                str(small_csv),
+                "--output",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert torch.get_num_threads() == 1
     assert any("threads for prediction: 1 (asked for" in r.message for r in caplog.records)
-    assert main(["predict", str(tmp_path / "runs" / "latest"), "--input", str(small_csv), "--output", str(out), "--overwrite", "--threads", "x"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "runs" / "latest"),
+                "--input",
+                str(small_csv),
+                "--output",
+                str(out),
+                "--overwrite",
+                "--threads",
+                "x",
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many"])
@@ -338,8 +402,11 @@ def test_pin_worker_pins_to_its_share_or_says_in_one_line_why_not(monkeypatch, c
     cores.pin_worker()
     assert calls == [(0, {0, 3})]
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "LORAFIT_WORKER_CPUS=0,x: could not pin this worker to those CPUs "
-         "(invalid literal for int() with base 10: 'x'); it shares all of them")
+        (
+            "WARNING",
+            "LORAFIT_WORKER_CPUS=0,x: could not pin this worker to those CPUs "
+            "(invalid literal for int() with base 10: 'x'); it shares all of them",
+        )
     ]
 
     def refuse(pid, cpus):
@@ -362,8 +429,12 @@ def test_use_threads_sets_logs_and_installs_its_governor(monkeypatch, caplog):
     n = cores.usable_cores()
     governor = cores.use_threads(1, "prediction")
     assert set_to == [1] and governor is cores._GOVERNOR
-    assert governor.choice == cores.ThreadChoice(1, f"1 (asked for; {n} usable cores)", False, n, True)
-    assert [r.getMessage() for r in caplog.records] == [f"threads for prediction: 1 (asked for; {n} usable cores)"]
+    assert governor.choice == cores.ThreadChoice(
+        1, f"1 (asked for; {n} usable cores)", False, n, True
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"threads for prediction: 1 (asked for; {n} usable cores)"
+    ]
     # auto just after the command started: the governor's first look is at mark_start's snapshot
     cores.mark_start()
     governor = cores.use_threads(None, "training")
@@ -397,7 +468,9 @@ def test_usable_cores_without_an_affinity_fall_back_to_the_cpu_count(monkeypatch
 
 
 def test_allowed_cpus_are_this_process_affinity(monkeypatch):
-    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {3, 1} if pid == 0 else {0, 1, 2, 3, 4, 5})
+    monkeypatch.setattr(
+        cores.os, "sched_getaffinity", lambda pid: {3, 1} if pid == 0 else {0, 1, 2, 3, 4, 5}
+    )
     assert cores.allowed_cpus() == [1, 3]
 
 
@@ -468,7 +541,9 @@ def test_the_governor_waits_its_interval_and_records_when_it_changed(monkeypatch
     monkeypatch.setattr(cores, "snapshot", lambda *a, **k: now)
     choice = cores.ThreadChoice(2, "2 of 2", auto=True, cores=2)
     waiting = cores.ThreadGovernor(choice, every=1000.0)
-    monkeypatch.setattr(cores, "snapshot", lambda *a, **k: pytest.fail("looked before its interval"))
+    monkeypatch.setattr(
+        cores, "snapshot", lambda *a, **k: pytest.fail("looked before its interval")
+    )
     assert waiting.tick() == 2  # not due: no look at the machine
 
     own = [0.0]
@@ -489,7 +564,11 @@ def test_the_governor_waits_its_interval_and_records_when_it_changed(monkeypatch
         "threads: 2 -> 1 (other processes now keep 1.8 of 2 cores busy)",
         "threads: 1 -> 2 (other processes now keep 0.0 of 2 cores busy)",
     ]
-    assert governor.record() == {"threads": 2, "threads_reason": "2 of 2", "threads_changes": [(1.8, 1), (3.8, 2)]}
+    assert governor.record() == {
+        "threads": 2,
+        "threads_reason": "2 of 2",
+        "threads_changes": [(1.8, 1), (3.8, 2)],
+    }
 
 
 def test_defaults_the_callers_rely_on(monkeypatch, caplog):

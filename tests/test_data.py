@@ -33,8 +33,11 @@ def test_original_ag_csv(ag_subset):
 def test_tabular_formats_agree(ag_subset, tmp_path, suffix):
     rows = ag_subset.head(50)[["text", "label"]].rename(columns={"text": "body", "label": "y"})
     path = tmp_path / f"rows{suffix}"
-    {".csv": lambda: rows.to_csv(path, index=False), ".parquet": lambda: rows.to_parquet(path),
-     ".jsonl": lambda: rows.to_json(path, orient="records", lines=True)}[suffix]()
+    {
+        ".csv": lambda: rows.to_csv(path, index=False),
+        ".parquet": lambda: rows.to_parquet(path),
+        ".jsonl": lambda: rows.to_json(path, orient="records", lines=True),
+    }[suffix]()
     table = load_table(str(path), DataConfig(text_column="body", label_column="y"))
     assert table.texts == rows.body.tolist()
     assert table.labels.tolist() == rows.y.tolist()
@@ -78,9 +81,15 @@ def test_pickle_of_wrong_content(tmp_path):
     "content, message",
     [
         ("", "the file is empty"),
-        ("body,label\nhello,1\n", r"cannot tell the text column \(no text-like column among \['body', 'label'\]\); set data.text_column"),
+        (
+            "body,label\nhello,1\n",
+            r"cannot tell the text column \(no text-like column among \['body', 'label'\]\); set data.text_column",
+        ),
         ("text,label\nhello,7\n", "row 1: label '7' is out of range 0-3"),
-        ("text,label\nhello,1\nworld,x\n", "row 2: label 'x' is not one of the classes \\(World, Sports, Business, Sci/Tech\\)"),
+        (
+            "text,label\nhello,1\nworld,x\n",
+            "row 2: label 'x' is not one of the classes \\(World, Sports, Business, Sci/Tech\\)",
+        ),
         ("text,label\nhello,1\n  ,2\n", "row 2: the text is empty"),
         ("text\nhello\n", "cannot tell the label column \\(no label-like column"),
         ('"5","title","desc"\n', "class '5' is not 1-4"),
@@ -97,7 +106,10 @@ def test_bad_files_name_file_row_and_fix(tmp_path, content, message):
 def test_non_utf8_and_missing_file(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("text,label\ncaf\xe9 news,1\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"latin1.csv: line 2 \(byte offset 14\): byte 0xe9 is not utf-8 text; set data.encoding"):
+    with pytest.raises(
+        UserError,
+        match=r"latin1.csv: line 2 \(byte offset 14\): byte 0xe9 is not utf-8 text; set data.encoding",
+    ):
         load_table(str(path), CFG)
     with pytest.raises(UserError, match="nope.csv: file not found"):
         load_table(str(tmp_path / "nope.csv"), CFG)
@@ -117,7 +129,12 @@ def test_stratified_seeded_split(small_csv):
 
 
 def test_separate_validation_file_and_subset(small_csv):
-    splits = load_splits(DataConfig(train=str(small_csv), validation=str(AG_HEAD), max_train_rows=100, label_names=AG_NAMES), seed=0)
+    splits = load_splits(
+        DataConfig(
+            train=str(small_csv), validation=str(AG_HEAD), max_train_rows=100, label_names=AG_NAMES
+        ),
+        seed=0,
+    )
     assert len(splits["validation"]) == 2000
     assert len(splits["train"]) == 100
     assert np.bincount(splits["train"].labels).tolist() == [25, 25, 25, 25]
@@ -144,7 +161,11 @@ def test_hub_id_with_configuration(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    table = load_table("nyu-mll/glue:cola", DataConfig(text_column="sentence", label_names=["no", "yes"]), split="validation")
+    table = load_table(
+        "nyu-mll/glue:cola",
+        DataConfig(text_column="sentence", label_names=["no", "yes"]),
+        split="validation",
+    )
     assert calls == [("nyu-mll/glue", "cola", "validation")]
     assert list(table.texts) == ["a b", "c d"]
 
@@ -177,11 +198,19 @@ def test_length_grouped_batches_cover_each_row_once():
 
 def test_split_seed_fixes_the_held_out_rows_across_training_seeds(small_csv):
     def held_out(seed, split_seed=None):
-        cfg = DataConfig(train=str(small_csv), val_size=20, test_size=20, split_seed=split_seed, max_train_rows=50)
+        cfg = DataConfig(
+            train=str(small_csv),
+            val_size=20,
+            test_size=20,
+            split_seed=split_seed,
+            max_train_rows=50,
+        )
         splits = load_splits(cfg, seed=seed)
         return {name: sorted(t.texts) for name, t in splits.items()}
 
-    assert held_out(1, split_seed=7) == held_out(2, split_seed=7) == held_out(7)  # the split's own seed
+    assert (
+        held_out(1, split_seed=7) == held_out(2, split_seed=7) == held_out(7)
+    )  # the split's own seed
     assert held_out(1) != held_out(2)  # unset: train.seed decides, as before
     from lorafit.config import load_config
 

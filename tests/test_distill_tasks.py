@@ -46,7 +46,9 @@ def test_regression_distillation_loss_by_hand():
     want = (1 - w) * ((s[lab] - y[lab]) ** 2).mean() + w * ((s - t) ** 2).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     # T has no meaning for values: any temperature gives the same loss
-    assert distillation_loss(student, labels, teacher, w, 1.0, task="regression").item() == pytest.approx(got.item(), rel=1e-7)
+    assert distillation_loss(
+        student, labels, teacher, w, 1.0, task="regression"
+    ).item() == pytest.approx(got.item(), rel=1e-7)
     got.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
 
@@ -78,7 +80,9 @@ def test_multilabel_distillation_loss_by_hand():
 def test_multilabel_soft_term_is_zero_at_the_teacher_and_stable_at_large_logits():
     teacher = torch.tensor([[40.0, -40.0, 0.0, 3.0]])
     unlabelled = torch.full((1, 4), NAN)
-    at_teacher = distillation_loss(teacher.clone(), unlabelled, teacher, 1.0, 2.0, task="multi_label")
+    at_teacher = distillation_loss(
+        teacher.clone(), unlabelled, teacher, 1.0, 2.0, task="multi_label"
+    )
     assert at_teacher.item() == pytest.approx(0.0, abs=1e-7)
     student = torch.tensor([[-40.0, 40.0, 0.0, 3.0]], requires_grad=True)
     far = distillation_loss(student, unlabelled, teacher, 1.0, 2.0, task="multi_label")
@@ -97,7 +101,9 @@ def test_weight_zero_with_every_row_labelled_is_the_plain_task_loss(task):
     else:
         s, y = torch.randn(6, 3), (torch.rand(6, 3) > 0.6).float()
     t = torch.randn(*s.shape)
-    assert distillation_loss(s, y, t, 0.0, 2.0, task=task).item() == pytest.approx(task_loss(cfg, s, y, None).item(), rel=1e-6)
+    assert distillation_loss(s, y, t, 0.0, 2.0, task=task).item() == pytest.approx(
+        task_loss(cfg, s, y, None).item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("task", ["classification", "regression", "multi_label"])
@@ -106,7 +112,11 @@ def test_a_batch_without_labels_is_the_soft_term_alone(task):
     torch.manual_seed(4)
     s = torch.randn(5, 1 if task == "regression" else 3, requires_grad=True)
     t = torch.randn(*s.shape) * 2
-    none = {"classification": torch.full((5,), -100), "regression": torch.full((5,), NAN), "multi_label": torch.full((5, 3), NAN)}[task]
+    none = {
+        "classification": torch.full((5,), -100),
+        "regression": torch.full((5,), NAN),
+        "multi_label": torch.full((5, 3), NAN),
+    }[task]
     w, T = 0.3, 1.5
     got = distillation_loss(s, none, t, w, T, task=task)
     sd, td = s.detach().double(), t.double()
@@ -129,11 +139,17 @@ def test_unlabelled_markers_by_task():
     assert classes.tolist() == [-100, -100] and classes.dtype == np.int64
     assert values.shape == (2,) and np.isnan(values).all() and values.dtype == np.float32
     assert sets.shape == (2, 4) and np.isnan(sets).all()
-    rows = np.array([[1, 0], [NAN, NAN], [0, 0], [1, NAN]], dtype=np.float32)  # any NaN: no label set
+    rows = np.array(
+        [[1, 0], [NAN, NAN], [0, 0], [1, NAN]], dtype=np.float32
+    )  # any NaN: no label set
     assert labelled_rows(rows).tolist() == [True, False, True, False]
     assert labelled_rows(torch.from_numpy(rows)).tolist() == [True, False, True, False]
     assert labelled_rows(np.array([0.0, NAN, 3.0])).tolist() == [True, False, True]
-    assert labelled_rows(torch.tensor([0.0, NAN, 3.0])).tolist() == [True, False, True]  # a regression batch
+    assert labelled_rows(torch.tensor([0.0, NAN, 3.0])).tolist() == [
+        True,
+        False,
+        True,
+    ]  # a regression batch
     assert labelled_rows(torch.tensor([2, -100, 0])).tolist() == [True, False, True]
     assert labelled_rows(np.array([2, -100, 0])).tolist() == [True, False, True]
 
@@ -146,7 +162,11 @@ def test_as_stored_keeps_values_and_log_odds_and_normalises_class_scores():
 
     logits = np.array([[2.0, -1.0, 0.5], [30.0, 0.0, -30.0]], dtype=np.float32)
     z = logits.astype(np.float64)
-    want = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    want = (
+        z
+        - z.max(1, keepdims=True)
+        - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    )
     got = as_stored(logits, "classification")
     assert got.dtype == np.float32 and np.allclose(got, want, atol=1e-6)
     assert as_stored(logits) == pytest.approx(got)  # classification is the default
@@ -179,12 +199,24 @@ def test_confidence_of_a_multilabel_teacher_is_its_least_decided_label():
     log_odds = np.array([[4.0, -4.0, 0.1], [3.0, -2.0, -5.0]])
     p = 1 / (1 + np.exp(-log_odds))
     assert teacher_confidence(log_odds, "multi_label") == pytest.approx(np.maximum(p, 1 - p).min(1))
-    cfg = load_config(None, ["task=multi_label", "train.teacher=t", "data.unlabeled=u", "data.unlabeled_min_confidence=0.8"])
+    cfg = load_config(
+        None,
+        [
+            "task=multi_label",
+            "train.teacher=t",
+            "data.unlabeled=u",
+            "data.unlabeled_min_confidence=0.8",
+        ],
+    )
     keep, report = select_unlabeled(log_odds, 10, cfg.data, 0, {}, "multi_label")
-    assert keep.tolist() == [1] and report["dropped_low_confidence"] == 1  # row 0's third label: p 0.52
+    assert (
+        keep.tolist() == [1] and report["dropped_low_confidence"] == 1
+    )  # row 0's third label: p 0.52
     values = np.array([[0.1], [4.9]])
     assert teacher_confidence(values, "regression").tolist() == [1.0, 1.0]
-    keep, _ = select_unlabeled(values, 10, load_config(None, ["task=regression"]).data, 0, {}, "regression")
+    keep, _ = select_unlabeled(
+        values, 10, load_config(None, ["task=regression"]).data, 0, {}, "regression"
+    )
     assert keep.tolist() == [0, 1]  # values have no confidence: every row may join
 
 
@@ -192,9 +224,32 @@ def test_confidence_of_a_multilabel_teacher_is_its_least_decided_label():
 def task_teachers(tiny_model, tmp_path_factory):
     """A regression teacher on STS-B and a multi-label teacher on GoEmotions (tiny, 6 steps)."""
     runs = tmp_path_factory.mktemp("task-teachers") / "runs"
-    assert main(["teacher", "--config", str(STSB_CONFIG), *stsb_overrides(tiny_model, runs, "run.name=stsb-teacher")]) == 0
-    assert main(["teacher", "--config", str(GO_CONFIG), *go_overrides(tiny_model, runs, "run.name=go-teacher")]) == 0
-    return {"regression": (runs / "stsb-teacher").resolve(), "multi_label": (runs / "go-teacher").resolve()}
+    assert (
+        main(
+            [
+                "teacher",
+                "--config",
+                str(STSB_CONFIG),
+                *stsb_overrides(tiny_model, runs, "run.name=stsb-teacher"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "teacher",
+                "--config",
+                str(GO_CONFIG),
+                *go_overrides(tiny_model, runs, "run.name=go-teacher"),
+            ]
+        )
+        == 0
+    )
+    return {
+        "regression": (runs / "stsb-teacher").resolve(),
+        "multi_label": (runs / "go-teacher").resolve(),
+    }
 
 
 @pytest.mark.parametrize("task", ["regression", "multi_label"])
@@ -203,17 +258,32 @@ def test_the_store_holds_a_direct_forward_of_the_teacher(task, task_teachers, ti
     from lorafit.predict import load_run_model
 
     run = task_teachers[task]
-    config, overrides = (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    config, overrides = (
+        (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    )
     cfg = load_config(config, overrides(tiny_model, tmp_path / "runs", f"train.teacher={run}"))
     rows = load_splits(cfg.data, 0)["validation"].subset(np.arange(40))
-    teacher = resolve_teacher(cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, task)
+    teacher = resolve_teacher(
+        cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, task
+    )
     stored = teacher_log_probs(teacher, rows, tmp_path / "cache")
 
     model, tokenizer, run_cfg = load_run_model(run)
     with torch.no_grad():
-        batch = tokenizer(rows.texts, rows.pairs, padding=True, truncation=True, max_length=run_cfg.model.max_length, return_tensors="pt")
+        batch = tokenizer(
+            rows.texts,
+            rows.pairs,
+            padding=True,
+            truncation=True,
+            max_length=run_cfg.model.max_length,
+            return_tensors="pt",
+        )
         direct = model(**batch).logits.numpy()
-    assert stored.shape == direct.shape == ((40, 1) if task == "regression" else (40, len(cfg.data.label_names)))
+    assert (
+        stored.shape
+        == direct.shape
+        == ((40, 1) if task == "regression" else (40, len(cfg.data.label_names)))
+    )
     assert np.allclose(stored, direct, atol=1e-4)  # values and log-odds as they are: no softmax
     meta = json.loads(next((tmp_path / "cache" / "teacher").glob("*/meta.json")).read_text())
     assert meta["task"] == task
@@ -236,23 +306,36 @@ def test_a_teacher_of_another_task_is_refused_in_one_line(student, teacher, mess
 def test_model_folders_say_their_task_by_problem_type(tiny_model, tmp_path):
     from transformers import AutoConfig
 
-    for problem, labels, task in [("regression", 1, "regression"), ("multi_label_classification", 3, "multi_label"), (None, 1, "regression")]:
+    for problem, labels, task in [
+        ("regression", 1, "regression"),
+        ("multi_label_classification", 3, "multi_label"),
+        (None, 1, "regression"),
+    ]:
         folder = tmp_path / f"{problem}-{labels}"
         config = AutoConfig.from_pretrained(tiny_model, num_labels=labels, problem_type=problem)
         folder.mkdir()
         config.save_pretrained(folder)
-        member = resolve_teacher([str(folder)], ["x", "y", "z"][:labels] if task == "multi_label" else ["score"], 32, task).members[0]
+        member = resolve_teacher(
+            [str(folder)],
+            ["x", "y", "z"][:labels] if task == "multi_label" else ["score"],
+            32,
+            task,
+        ).members[0]
         assert member.task == task
         with pytest.raises(UserError, match="the student a classification"):
             resolve_teacher([str(folder)], ["x", "y", "z"][:labels], 32, "classification")
 
 
-def test_a_regression_teacher_with_another_value_name_is_accepted_and_two_outputs_refused(task_teachers, tiny_model, tmp_path):
+def test_a_regression_teacher_with_another_value_name_is_accepted_and_two_outputs_refused(
+    task_teachers, tiny_model, tmp_path
+):
     from transformers import AutoConfig
 
     teacher = resolve_teacher([str(task_teachers["regression"])], ["similarity"], 32, "regression")
     assert teacher.task == "regression" and teacher.describe()["task"] == "regression"
-    AutoConfig.from_pretrained(tiny_model, num_labels=2, problem_type="regression").save_pretrained(tmp_path / "two")
+    AutoConfig.from_pretrained(tiny_model, num_labels=2, problem_type="regression").save_pretrained(
+        tmp_path / "two"
+    )
     with pytest.raises(UserError, match="it has 2 outputs; a regression teacher has one"):
         resolve_teacher([str(tmp_path / "two")], ["similarity"], 32, "regression")
 
@@ -272,45 +355,82 @@ def _run(parent, name):
 
 @pytest.mark.parametrize("task", ["regression", "multi_label"])
 def test_students_learn_from_a_teacher_of_their_task(task, task_teachers, tiny_model, tmp_path):
-    config, overrides = (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    config, overrides = (
+        (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    )
     runs = tmp_path / "runs"
-    base = ["train", "--config", str(config), *overrides(tiny_model, runs, f"train.cache_dir={tmp_path / 'cache'}")]
+    base = [
+        "train",
+        "--config",
+        str(config),
+        *overrides(tiny_model, runs, f"train.cache_dir={tmp_path / 'cache'}"),
+    ]
     teacher = f"train.teacher={task_teachers[task]}"
     assert main([*base, "run.name=plain"]) == 0
     assert main([*base, teacher, "train.distill_weight=0", "run.name=zero"]) == 0
     assert main([*base, teacher, "train.distill_weight=0.9", "run.name=heavy"]) == 0
-    assert _losses(_run(runs, "zero")) == _losses(_run(runs, "plain"))  # the teacher moves no random stream
+    assert _losses(_run(runs, "zero")) == _losses(
+        _run(runs, "plain")
+    )  # the teacher moves no random stream
     assert _losses(_run(runs, "heavy")) != _losses(_run(runs, "plain"))
     summary = json.loads((_run(runs, "heavy") / "summary.json").read_text())
     assert summary["task"] == task
     description = json.loads((_run(runs, "heavy") / "model_description.json").read_text())
-    assert description["teacher"]["task"] == task and description["teacher"]["counts_against_budget"] is False
+    assert (
+        description["teacher"]["task"] == task
+        and description["teacher"]["counts_against_budget"] is False
+    )
 
 
 def _unlabelled_report(task, task_teachers, tiny_model, tmp_path, unlabeled, *extra) -> dict:
     """Train a tiny student of `task` with its teacher and `unlabeled`; what its run records of them."""
-    config, overrides = (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    config, overrides = (
+        (STSB_CONFIG, stsb_overrides) if task == "regression" else (GO_CONFIG, go_overrides)
+    )
     runs = tmp_path / "runs"
     args = overrides(
-        tiny_model, runs, f"train.teacher={task_teachers[task]}", f"data.unlabeled={unlabeled}",
-        f"train.cache_dir={tmp_path / 'cache'}", "run.name=u", *extra,
+        tiny_model,
+        runs,
+        f"train.teacher={task_teachers[task]}",
+        f"data.unlabeled={unlabeled}",
+        f"train.cache_dir={tmp_path / 'cache'}",
+        "run.name=u",
+        *extra,
     )
     assert main(["train", "--config", str(config), *args]) == 0
-    return json.loads((_run(runs, "u") / "model_description.json").read_text())["teacher"]["unlabeled"]
+    return json.loads((_run(runs, "u") / "model_description.json").read_text())["teacher"][
+        "unlabeled"
+    ]
 
 
-def test_a_multilabel_student_takes_unlabelled_texts_through_its_teacher(task_teachers, tiny_model, tmp_path, caplog):
+def test_a_multilabel_student_takes_unlabelled_texts_through_its_teacher(
+    task_teachers, tiny_model, tmp_path, caplog
+):
     caplog.set_level("INFO", logger="lorafit")
     unlabeled = tmp_path / "unlabelled.tsv"  # GoEmotions' test texts, their label column ignored
     with open(GO / "test.tsv", encoding="utf-8") as f:
         unlabeled.write_text("".join(f.readlines()[:120]), encoding="utf-8")
-    report = _unlabelled_report("multi_label", task_teachers, tiny_model, tmp_path, unlabeled, "data.unlabeled_min_confidence=0.55")
+    report = _unlabelled_report(
+        "multi_label",
+        task_teachers,
+        tiny_model,
+        tmp_path,
+        unlabeled,
+        "data.unlabeled_min_confidence=0.55",
+    )
     assert report["rows_read"] == 120 and report["joined"] + report["dropped_low_confidence"] == 120
     assert f"{report['joined']} unlabelled training rows learn from the teacher only" in caplog.text
 
 
 def test_a_regression_student_with_unlabelled_pairs_trains(task_teachers, tiny_model, tmp_path):
-    report = _unlabelled_report("regression", task_teachers, tiny_model, tmp_path, STSB / "test.tsv", "data.unlabeled_share=0.25")
+    report = _unlabelled_report(
+        "regression",
+        task_teachers,
+        tiny_model,
+        tmp_path,
+        STSB / "test.tsv",
+        "data.unlabeled_share=0.25",
+    )
     assert report["joined"] == 64  # 0.25 / 0.75 x 192 labelled rows, of GLUE's 1,379 unscored pairs
 
 
@@ -327,23 +447,33 @@ def test_a_members_file_reads_back_the_labels_it_was_written_from(task, tiny_mod
     if task == "regression":
         cfg = load_config(STSB_CONFIG, stsb_overrides(tiny_model, tmp_path))
     else:  # Google's raw layout: one 0/1 column per emotion
-        raw = pd.read_csv(GO / "train.tsv", sep="\t", header=None, names=["text", "labels", "id"], nrows=400)
+        raw = pd.read_csv(
+            GO / "train.tsv", sep="\t", header=None, names=["text", "labels", "id"], nrows=400
+        )
         names = (GO / "labels.txt").read_text().split()
         table = pd.DataFrame({"text": raw.text})
         for k, n in enumerate(names):
             table[n] = [int(str(k) in s.split(",")) for s in raw.labels.astype(str)]
         path = tmp_path / "raw.csv"
         table.to_csv(path, index=False)
-        cfg = load_config(None, [
-            "task=multi_label", f"data.train={path}", "data.label_column=null", f"data.label_columns=[{','.join(names)}]",
-            f"model.name={tiny_model}",
-        ])
+        cfg = load_config(
+            None,
+            [
+                "task=multi_label",
+                f"data.train={path}",
+                "data.label_column=null",
+                f"data.label_columns=[{','.join(names)}]",
+                f"model.name={tiny_model}",
+            ],
+        )
     settled = as_config(cfg, ["data.test=null"]).data
     rows = load_splits(settled, 0)["train"]
     strata = fold_strata(rows.labels, task, 3)
     assert len(strata) == len(rows) and len(np.unique(strata)) >= 2
     written = tmp_path / "member.jsonl"
-    written.write_text(_rows_frame(rows, settled).to_json(orient="records", lines=True, force_ascii=False))
+    written.write_text(
+        _rows_frame(rows, settled).to_json(orient="records", lines=True, force_ascii=False)
+    )
     member = _read_as_written(load_config(None, [f"task={task}"]).data, settled)
     back = load_table(str(written), member, split="train")
     assert back.texts == rows.texts and back.pairs == rows.pairs
@@ -356,15 +486,22 @@ def test_a_cross_fitted_regression_teacher_labels_training_rows_out_of_fold(tiny
     runs = tmp_path / "runs"
     args = stsb_overrides(tiny_model, runs, "train.max_steps=3", "data.max_train_rows=96")
     out = tmp_path / "folds"
-    assert main(["teacher", "--config", str(STSB_CONFIG), *args, "--folds", "2", "--output", str(out)]) == 0
+    assert (
+        main(["teacher", "--config", str(STSB_CONFIG), *args, "--folds", "2", "--output", str(out)])
+        == 0
+    )
     spec = json.loads((out / "teacher.json").read_text())
     assert spec["task"] == "regression" and "mean of the values" in spec["combine"]
     members, files = _ensemble_members(out)
     written = [pd.read_json(f, lines=True) for f in files]
-    assert sum(len(w) for w in written) == 96  # each training row in exactly one member's held-out fold
+    assert (
+        sum(len(w) for w in written) == 96
+    )  # each training row in exactly one member's held-out fold
     cfg = load_config(STSB_CONFIG, [*args, f"train.teacher={out}"])
     rows = load_splits(cfg.data, cfg.train.seed)["train"]
-    teacher = resolve_teacher(cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, "regression")
+    teacher = resolve_teacher(
+        cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, "regression"
+    )
     stored = teacher_log_probs(teacher, rows, tmp_path / "cache")
     from lorafit.teacher.logits import member_log_probs
 

@@ -39,6 +39,7 @@ def test_readme_config_table_shows_the_real_defaults():
     shown = [tuple(cell.strip().strip("`") for cell in row.split(" | ")[:2]) for row in table]
     shown = [(key.lstrip("| `"), default) for key, default in shown]
     assert shown == [(key, default) for key, default, _ in config_reference()]
+
     # and each key's meaning as config.py (and `lorafit train --help`) gives it; the README
     # may go on after it (log.trackers: where each tracker writes)
     def plain(text):
@@ -59,10 +60,21 @@ def test_every_subcommand_is_in_the_readme():
 
 # the Python function behind each subcommand (the CLI only parses and calls it)
 FUNCTIONS = {
-    "train": "train", "describe": "describe", "predict": "predict", "evaluate": "evaluate",
-    "plots": "write_plots", "log": "write_training_log", "report": "write_report",
-    "sweep": "sweep", "ensemble": "ensemble", "export": "export_merged", "plan": "plan",
-    "bench": "run_bench", "teacher": "build_teacher", "cache": "list_caches", "check-data": "check_data",
+    "train": "train",
+    "describe": "describe",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "plots": "write_plots",
+    "log": "write_training_log",
+    "report": "write_report",
+    "sweep": "sweep",
+    "ensemble": "ensemble",
+    "export": "export_merged",
+    "plan": "plan",
+    "bench": "run_bench",
+    "teacher": "build_teacher",
+    "cache": "list_caches",
+    "check-data": "check_data",
 }
 
 
@@ -140,8 +152,10 @@ def compare(shown: str, printed: str, tolerance: float = 0.0) -> None:
     )
     assert same, (
         "README example output differs from what the tool prints; fix the README (the tool "
-        "is the reference) or the tool.\n--- README\n" + "\n".join(shown_lines)
-        + "\n--- printed\n" + "\n".join(printed_lines)
+        "is the reference) or the tool.\n--- README\n"
+        + "\n".join(shown_lines)
+        + "\n--- printed\n"
+        + "\n".join(printed_lines)
     )
 
 
@@ -155,7 +169,9 @@ def run_example(command: str, cwd=ROOT) -> str:
 
 def test_every_readme_example_is_run_or_explained():
     examples = readme_examples()
-    assert set(RUN) <= set(examples), f"RUN lists examples the README no longer has: {set(RUN) - set(examples)}"
+    assert set(RUN) <= set(examples), (
+        f"RUN lists examples the README no longer has: {set(RUN) - set(examples)}"
+    )
     assert set(NOT_RUN) <= set(examples), set(NOT_RUN) - set(examples)
     unexplained = set(examples) - set(RUN) - set(NOT_RUN)
     assert not unexplained, f"README examples neither run nor listed in NOT_RUN: {unexplained}"
@@ -235,7 +251,9 @@ def test_readme_python_snippets_compile_and_name_real_functions():
         tree = ast.parse(snippet)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "lorafit":
-                assert hasattr(lorafit, node.attr), f"README uses lorafit.{node.attr}, which does not exist"
+                assert hasattr(lorafit, node.attr), (
+                    f"README uses lorafit.{node.attr}, which does not exist"
+                )
 
 
 @pytest.mark.slow

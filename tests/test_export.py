@@ -203,7 +203,10 @@ def test_export_folds_a_lowrank_head_into_minilm_pooler(small_csv, tmp_path):
 
 @pytest.mark.parametrize(
     "head, extra, reason",
-    [("linear", [], "model.head=linear"), ("lowrank", ["model.pooling=mean"], "model.pooling=mean")],
+    [
+        ("linear", [], "model.head=linear"),
+        ("lowrank", ["model.pooling=mean"], "model.pooling=mean"),
+    ],
 )
 def test_export_refuses_what_transformers_cannot_load_before_any_work(
     head, extra, reason, tiny_model, small_csv, tmp_path, capsys

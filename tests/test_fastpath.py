@@ -511,7 +511,11 @@ def test_killed_cached_run_resumes_to_the_uninterrupted_run(learning_runs, small
     moments = tmp / "moments"
     moments.mkdir()
     (moments / "hold-step-12").write_text("")
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "LORAFIT_TEST_HOOKS": str(moments)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "LORAFIT_TEST_HOOKS": str(moments),
+    }
     with open(tmp / "killed.out", "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lorafit", "train", *args],
@@ -784,9 +788,15 @@ def test_evaluations_reuse_the_validation_prefix(tiny_model, small_csv, tmp_path
     train_module = importlib.import_module("lorafit.train")  # `lorafit.train` is also the function
     builds, whole = [], []
     real_build = fastpath.EvalPrefix._build
-    monkeypatch.setattr(fastpath.EvalPrefix, "_build", lambda self, enc: builds.append(len(enc.ids)) or real_build(self, enc))
+    monkeypatch.setattr(
+        fastpath.EvalPrefix,
+        "_build",
+        lambda self, enc: builds.append(len(enc.ids)) or real_build(self, enc),
+    )
     real_infer = train_module.infer_logits
-    monkeypatch.setattr(train_module, "infer_logits", lambda *a, **k: whole.append(1) or real_infer(*a, **k))
+    monkeypatch.setattr(
+        train_module, "infer_logits", lambda *a, **k: whole.append(1) or real_infer(*a, **k)
+    )
     evals = {}
     for setting in ("true", "false"):
         cfg = _config(
@@ -802,11 +812,22 @@ def test_evaluations_reuse_the_validation_prefix(tiny_model, small_csv, tmp_path
     np.testing.assert_allclose(evals["true"], evals["false"], rtol=1e-5)
 
 
-def test_validation_prefix_too_big_for_memory_evaluates_whole(tiny_model, small_csv, tmp_path, monkeypatch, caplog):
+def test_validation_prefix_too_big_for_memory_evaluates_whole(
+    tiny_model, small_csv, tmp_path, monkeypatch, caplog
+):
     from lorafit.train import train
 
     monkeypatch.setattr(fastpath, "EVAL_PREFIX_LIMIT", 1000)
-    cfg = _config(tiny_model, small_csv, tmp_path, "lora.layers=1", "train.max_steps=2", "train.cache_activations=true")
+    cfg = _config(
+        tiny_model,
+        small_csv,
+        tmp_path,
+        "lora.layers=1",
+        "train.max_steps=2",
+        "train.cache_activations=true",
+    )
     with caplog.at_level("INFO", logger="lorafit"):
         train(cfg)
-    assert "validation: evaluating the whole model (its prefix output would not fit in" in caplog.text
+    assert (
+        "validation: evaluating the whole model (its prefix output would not fit in" in caplog.text
+    )

@@ -25,7 +25,9 @@ TREC_LINE = r"s/^([A-Z]+):[^ ]+ /\1\t/"  # README, Data: "Tasks as published"
 def trec_tsv(source, target):
     """The README's conversion, as a user runs it."""
     with open(target, "wb") as out:
-        subprocess.run(["sed", "-E", TREC_LINE, str(source)], stdout=out, check=True, env={"LC_ALL": "C"})
+        subprocess.run(
+            ["sed", "-E", TREC_LINE, str(source)], stdout=out, check=True, env={"LC_ALL": "C"}
+        )
     return target
 
 
@@ -34,14 +36,32 @@ def tasks(tmp_path):
     trec_train = trec_tsv(FOREIGN / "trec" / "train_5500.label.txt", tmp_path / "trec_train.tsv")
     trec_test = trec_tsv(FOREIGN / "trec" / "TREC_10.label", tmp_path / "trec_test.tsv")
     return {
-        "sms": ("configs/sms_spam.yaml", [], FOREIGN / "sms_spam" / "SMSSpamCollection", 5574, ["ham", "spam"]),
-        "rte": ("configs/glue/rte.yaml", [], FOREIGN / "glue_rte" / "dev.tsv", 277, ["entailment", "not_entailment"]),
+        "sms": (
+            "configs/sms_spam.yaml",
+            [],
+            FOREIGN / "sms_spam" / "SMSSpamCollection",
+            5574,
+            ["ham", "spam"],
+        ),
+        "rte": (
+            "configs/glue/rte.yaml",
+            [],
+            FOREIGN / "glue_rte" / "dev.tsv",
+            277,
+            ["entailment", "not_entailment"],
+        ),
         "cola": (
-            "configs/glue/cola.yaml", [], FOREIGN / "glue_cola" / "amrnag_glue_copy" / "dev.tsv", 1043,
+            "configs/glue/cola.yaml",
+            [],
+            FOREIGN / "glue_cola" / "amrnag_glue_copy" / "dev.tsv",
+            1043,
             ["unacceptable", "acceptable"],
         ),
         "trec": (
-            "configs/trec.yaml", [f"data.train={trec_train}", f"data.test={trec_test}"], trec_test, 500,
+            "configs/trec.yaml",
+            [f"data.train={trec_train}", f"data.test={trec_test}"],
+            trec_test,
+            500,
             ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"],
         ),
     }
@@ -52,9 +72,19 @@ def test_published_files_train_evaluate_predict_and_report(task, tiny_model, tmp
     config, extra, evaluation, rows, classes = tasks(tmp_path)[task]
     runs = tmp_path / "runs"
     args = [
-        "train", "--config", str(ROOT / config), f"model.name={tiny_model}", "model.max_length=48",
-        "data.max_train_rows=160", "train.max_steps=4", "train.eval_every=2", "train.batch_size=16",
-        "train.warmup_steps=0", "log.progress=false", f"run.dir={runs}", *extra,
+        "train",
+        "--config",
+        str(ROOT / config),
+        f"model.name={tiny_model}",
+        "model.max_length=48",
+        "data.max_train_rows=160",
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.batch_size=16",
+        "train.warmup_steps=0",
+        "log.progress=false",
+        f"run.dir={runs}",
+        *extra,
     ]
     assert main(args) == 0
     run = (runs / "latest").resolve()

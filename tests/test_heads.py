@@ -61,7 +61,8 @@ def test_freed_budget_goes_to_adapters():
 
 def test_dense_lora_keeps_its_random_matrix_frozen():
     model = build_model(
-        load_config(None, [AG_LABELS, "model.name=roberta-base", "model.head=dense_lora"]), weights=False
+        load_config(None, [AG_LABELS, "model.name=roberta-base", "model.head=dense_lora"]),
+        weights=False,
     )
     names = {n for n, _ in model.named_buffers()}
     assert any(n.endswith("fixed_weight") for n in names)
@@ -83,7 +84,9 @@ def test_minilm_heads_replace_the_pooler():
     pooler = model.get_base_model().bert.pooler
     assert isinstance(pooler, Pool) and pooler.kind == "first"
     assert not any("pooler" in n for n, _ in model.named_parameters())  # its dense + tanh are gone
-    full_model = build_model(load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2"]), weights=False)
+    full_model = build_model(
+        load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2"]), weights=False
+    )
     pooler_params = {n: p for n, p in full_model.named_parameters() if "pooler" in n}
     assert sum(p.numel() for p in pooler_params.values()) == 384 * 384 + 384
     assert not any(
@@ -199,12 +202,22 @@ def test_mean_pooling_ignores_padding_and_reads_every_token(model_name, head, ti
 
     name = tiny_model if model_name == "tiny" else model_name
     cfg = load_config(
-        None, [AG_LABELS, f"model.name={name}", f"model.head={head}", "model.pooling=mean", "lora.layers=0"]
+        None,
+        [
+            AG_LABELS,
+            f"model.name={name}",
+            f"model.head={head}",
+            "model.pooling=mean",
+            "lora.layers=0",
+        ],
     )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     tokenizer = load_tokenizer(cfg)
-    short, long = "Stocks rally on rate hopes", "Rain delays the final day of the cricket test in Leeds again"
+    short, long = (
+        "Stocks rally on rate hopes",
+        "Rain delays the final day of the cricket test in Leeds again",
+    )
     with torch.no_grad():
         alone = model(**tokenizer([short], return_tensors="pt")).logits
         padded = model(**tokenizer([short, long], padding=True, return_tensors="pt")).logits

@@ -14,7 +14,9 @@ from lorafit.hooks import reached, wait_for
 def _waiter(moments, moment: str) -> subprocess.Popen:
     code = f"from lorafit.hooks import reached; reached({moment!r}); print('past')"
     env = {**os.environ, "LORAFIT_TEST_HOOKS": str(moments)}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_without_the_variable_nothing_is_recorded_or_held(tmp_path, monkeypatch):

@@ -99,12 +99,20 @@ def test_the_graph_sees_lazy_imports():
 
 def test_no_module_imports_itself_through_others():
     graph = import_graph()
-    circles = [" -> ".join(_cycle_through(graph, m)) for m in sorted(graph) if m in _reachable(graph, m)]
+    circles = [
+        " -> ".join(_cycle_through(graph, m)) for m in sorted(graph) if m in _reachable(graph, m)
+    ]
     assert not circles, "import circles (move the room that points back up):\n" + "\n".join(circles)
 
 
 def test_data_does_not_reach_prediction():
     below = _reachable(import_graph(), "lorafit.data")
     assert below.isdisjoint(
-        {"lorafit.predict", "lorafit.robustness", "lorafit.ensemble", "lorafit.train", "lorafit.model"}
+        {
+            "lorafit.predict",
+            "lorafit.robustness",
+            "lorafit.ensemble",
+            "lorafit.train",
+            "lorafit.model",
+        }
     ), sorted(below)

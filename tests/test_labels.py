@@ -31,7 +31,9 @@ def test_given_names_fix_the_order_and_add_absent_classes():
 
 
 def test_one_class_and_empty_label_are_refused_with_the_row():
-    with pytest.raises(UserError, match="every row has the label 'ham'; a classifier needs at least 2"):
+    with pytest.raises(
+        UserError, match="every row has the label 'ham'; a classifier needs at least 2"
+    ):
         class_names(["ham", "ham"], "f")
     with pytest.raises(UserError, match="f: row 3: the label is empty"):
         class_names(["ham", "spam", " "], "f")
@@ -51,13 +53,20 @@ def test_integer_names_map_by_value_never_by_position():
 def test_integer_labels_compare_as_numbers():
     """'07', '+10' and '7.0' (a float column written as text) are the classes 7 and 10."""
     assert label_ids(["07", "+10", "7.0", 10], "f.csv", ["7", "10"]).tolist() == [0, 1, 0, 1]
-    assert label_ids(["7", "10"], "f.csv", ["07", "10"]).tolist() == [0, 1]  # names given as written
+    assert label_ids(["7", "10"], "f.csv", ["07", "10"]).tolist() == [
+        0,
+        1,
+    ]  # names given as written
 
 
 def test_load_splits_settles_columns_classes_and_format(tmp_path):
     path = tmp_path / "mail.csv"
-    pd.DataFrame({"body": [f"message number {i} with some words" for i in range(40)],
-                  "kind": ["spam" if i % 4 == 0 else "ham" for i in range(40)]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "body": [f"message number {i} with some words" for i in range(40)],
+            "kind": ["spam" if i % 4 == 0 else "ham" for i in range(40)],
+        }
+    ).to_csv(path, index=False)
     cfg = DataConfig(train=str(path), val_size=8)
     splits = load_splits(cfg, seed=0)
     assert (cfg.text_column, cfg.label_column) == ("body", "kind")
@@ -92,9 +101,13 @@ def test_two_integer_classes_make_a_two_class_model(tmp_path, ag_subset):
 
 def test_evaluation_file_with_an_unseen_label_names_it_and_the_row(tmp_path):
     path = tmp_path / "dev.csv"
-    pd.DataFrame({"text": ["a text here", "another text", "third one"], "label": ["ham", "spam", "eggs"]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"text": ["a text here", "another text", "third one"], "label": ["ham", "spam", "eggs"]}
+    ).to_csv(path, index=False)
     cfg = DataConfig(text_column="text", label_column="label", label_names=["ham", "spam"])
-    with pytest.raises(UserError, match=r"dev.csv: row 3: label 'eggs' is not one of the classes \(ham, spam\)"):
+    with pytest.raises(
+        UserError, match=r"dev.csv: row 3: label 'eggs' is not one of the classes \(ham, spam\)"
+    ):
         load_table(str(path), cfg)
     # predict needs no labels: a label it cannot read is ignored, not refused
     assert load_table(str(path), cfg, need_labels=False).labels is None
@@ -113,13 +126,22 @@ def string_label_run(tiny_model, ag_subset, tmp_path_factory):
     """A tiny run trained on string labels (the AG News topics written as words)."""
     root = tmp_path_factory.mktemp("strings")
     rows = ag_subset.groupby("label").head(50).sample(frac=1, random_state=1)
-    frame = pd.DataFrame({"headline": rows.text.to_numpy(), "topic": [NAMES[i].lower() for i in rows.label]})
+    frame = pd.DataFrame(
+        {"headline": rows.text.to_numpy(), "topic": [NAMES[i].lower() for i in rows.label]}
+    )
     train = root / "news.csv"
     frame.to_csv(train, index=False)
     args = [
-        "train", f"model.name={tiny_model}", f"data.train={train}", "data.val_size=40",
-        "model.max_length=48", "train.max_steps=6", "train.eval_every=3", "train.batch_size=16",
-        "log.progress=false", f"run.dir={root / 'runs'}",
+        "train",
+        f"model.name={tiny_model}",
+        f"data.train={train}",
+        "data.val_size=40",
+        "model.max_length=48",
+        "train.max_steps=6",
+        "train.eval_every=3",
+        "train.batch_size=16",
+        "log.progress=false",
+        f"run.dir={root / 'runs'}",
     ]
     assert main(args) == 0
     (run,) = [p for p in (root / "runs").iterdir() if p.name != "latest"]
@@ -130,10 +152,19 @@ def test_run_speaks_the_users_labels(string_label_run, capsys):
     run, frame, root = string_label_run
     saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert saved["label_names"] == ["business", "sci/tech", "sports", "world"]  # sorted
-    assert (saved["text_column"], saved["label_column"], saved["label_format"]) == ("headline", "topic", "names")
+    assert (saved["text_column"], saved["label_column"], saved["label_format"]) == (
+        "headline",
+        "topic",
+        "names",
+    )
     assert main(["export", str(run), "--merged", str(root / "merged")]) == 0
     model_config = json.loads((root / "merged" / "config.json").read_text())
-    assert model_config["id2label"] == {"0": "business", "1": "sci/tech", "2": "sports", "3": "world"}
+    assert model_config["id2label"] == {
+        "0": "business",
+        "1": "sci/tech",
+        "2": "sports",
+        "3": "world",
+    }
     summary = json.loads((run / "summary.json").read_text())
     assert summary["label_names"] == saved["label_names"]
 
@@ -145,14 +176,32 @@ def test_run_speaks_the_users_labels(string_label_run, capsys):
     assert list(metrics["per_class"]) == saved["label_names"]
     assert sum(c["support"] for c in metrics["per_class"].values()) == 30
     truth = frame.head(30).topic.value_counts()
-    assert {k: v["support"] for k, v in metrics["per_class"].items() if v["support"]} == truth.to_dict()
+    assert {
+        k: v["support"] for k, v in metrics["per_class"].items() if v["support"]
+    } == truth.to_dict()
 
     out = root / "pred.csv"
     assert main(["predict", str(run), "--input", str(dev), "--output", str(out)]) == 0
     written = pd.read_csv(out)
-    assert list(written.columns) == ["ID", "Label"] and set(written.Label) <= set(saved["label_names"])
+    assert list(written.columns) == ["ID", "Label"] and set(written.Label) <= set(
+        saved["label_names"]
+    )
     ids = root / "pred-ids.csv"
-    assert main(["predict", str(run), "--input", str(dev), "--output", str(ids), "--label-format", "ids"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                str(dev),
+                "--output",
+                str(ids),
+                "--label-format",
+                "ids",
+            ]
+        )
+        == 0
+    )
     as_ids = pd.read_csv(ids)
     assert [saved["label_names"][i] for i in as_ids.Label] == written.Label.tolist()
 
@@ -163,7 +212,10 @@ def test_predict_passes_an_id_column_and_needs_no_labels(string_label_run):
     part = frame.head(12).assign(topic="", key=[f"row-{i:03d}" for i in range(12)])
     part[["key", "headline", "topic"]].to_csv(src, sep="\t", index=False)
     out = root / "with-ids.csv"
-    assert main(["predict", str(run), "--input", str(src), "--output", str(out), "--id-column", "key"]) == 0
+    assert (
+        main(["predict", str(run), "--input", str(src), "--output", str(out), "--id-column", "key"])
+        == 0
+    )
     written = pd.read_csv(out)
     assert list(written.columns) == ["key", "Label"] and written.key.tolist() == part.key.tolist()
 
@@ -180,12 +232,44 @@ def test_ensemble_speaks_the_users_labels_and_passes_ids(string_label_run):
     single = root / "ens-single.csv"
     assert main(["predict", str(run), "--input", str(src), "--output", str(single)]) == 0
     out = root / "ens.csv"
-    assert main(["ensemble", str(run), str(twin), "--input", str(src), "--output", str(out), "--id-column", "key"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(run),
+                str(twin),
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+                "--id-column",
+                "key",
+            ]
+        )
+        == 0
+    )
     written = pd.read_csv(out)
-    assert list(written.columns) == ["key", "Label"] and written.key.tolist() == [f"k{i}" for i in range(12)]
+    assert list(written.columns) == ["key", "Label"] and written.key.tolist() == [
+        f"k{i}" for i in range(12)
+    ]
     assert written.Label.tolist() == pd.read_csv(single).Label.tolist()
     ids = root / "ens-ids.csv"
-    assert main(["ensemble", str(run), str(twin), "--input", str(src), "--output", str(ids), "--label-format", "ids"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(run),
+                str(twin),
+                "--input",
+                str(src),
+                "--output",
+                str(ids),
+                "--label-format",
+                "ids",
+            ]
+        )
+        == 0
+    )
     names = yaml.safe_load((run / "config.yaml").read_text())["data"]["label_names"]
     assert [names[i] for i in pd.read_csv(ids).Label] == written.Label.tolist()
 
@@ -219,5 +303,19 @@ def test_competition_format_keeps_integer_ids(tiny_overrides, tmp_path):
     assert list(sub.columns) == ["ID", "Label"] and sub.Label.dtype.kind == "i"
     assert sub.ID.tolist() == list(range(len(sub))) and set(sub.Label) <= {0, 1, 2, 3}
     named = tmp_path / "named.csv"
-    assert main(["predict", str(run), "--input", "sample-test", "--output", str(named), "--label-format", "names"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                "sample-test",
+                "--output",
+                str(named),
+                "--label-format",
+                "names",
+            ]
+        )
+        == 0
+    )
     assert [NAMES[i] for i in sub.Label] == pd.read_csv(named).Label.tolist()

@@ -68,23 +68,31 @@ def test_training_batches_reach_the_model_padded_to_a_multiple_of_eight(
 
     lengths = pd.read_csv(small_csv).text.str.split().str.len()
     assert lengths.nunique() > 20  # real rows of many lengths
-    extra = ["lora.layers=1", "train.cache_activations=true"] if cached else ["train.cache_activations=false"]
+    extra = (
+        ["lora.layers=1", "train.cache_activations=true"]
+        if cached
+        else ["train.cache_activations=false"]
+    )
     run = train(None, [*tiny_overrides, *extra, f"train.cache_dir={tmp_path / 'cache'}"])
     trained = list(widths)
     assert all(w % 8 == 0 for w in trained), sorted(set(trained))
     assert 1 < len(set(trained)) <= 64 // 8  # max_length 64; the widths follow the batches
     short = tmp_path / "short.csv"  # rows under max_length, of many lengths (the texts cut)
     texts = pd.read_csv(small_csv).text.head(150)
-    pd.DataFrame({"text": [" ".join(t.split()[: 2 + i % 20]) for i, t in enumerate(texts)]}).to_csv(short, index=False)
+    pd.DataFrame({"text": [" ".join(t.split()[: 2 + i % 20]) for i, t in enumerate(texts)]}).to_csv(
+        short, index=False
+    )
     out = tmp_path / "predictions.csv"
     predict(run, str(short), str(out))
-    predicted = widths[len(trained):]
+    predicted = widths[len(trained) :]
     assert out.exists() and predicted
     assert predicted == sorted(predicted, reverse=True)  # longest first, then only shorter
     assert any(w % 8 for w in predicted), predicted  # each batch as wide as its longest row
 
 
-def test_padding_to_a_multiple_of_eight_leaves_each_rows_logits_as_the_model_gives_them(tiny_model, small_csv):
+def test_padding_to_a_multiple_of_eight_leaves_each_rows_logits_as_the_model_gives_them(
+    tiny_model, small_csv
+):
     """lorafit's batched, padded inference against transformers' own forward of each row alone,
     unpadded (fp32, eval mode)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -100,7 +108,9 @@ def test_padding_to_a_multiple_of_eight_leaves_each_rows_logits_as_the_model_giv
         for text in texts:
             one = tokenizer(text, truncation=True, max_length=64, return_tensors="pt")
             expected.append(model(**one).logits[0].numpy())
-    encoded = Encoded([tokenizer(t, truncation=True, max_length=64)["input_ids"] for t in texts], None, 0)
+    encoded = Encoded(
+        [tokenizer(t, truncation=True, max_length=64)["input_ids"] for t in texts], None, 0
+    )
     assert len({len(r) % 8 for r in encoded.ids}) > 1  # rows that padding to 8 widens
     got = infer_logits(model, encoded, 16, tokenizer.pad_token_id, "cpu")
     np.testing.assert_allclose(got, np.array(expected), rtol=1e-4, atol=1e-5)

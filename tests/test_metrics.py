@@ -24,7 +24,9 @@ def hand_metrics(labels: np.ndarray, preds: np.ndarray, k: int) -> dict:
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (labels, preds), 1)
     true, predicted, correct, n = cm.sum(1), cm.sum(0), np.trace(cm), cm.sum()
-    mcc = (correct * n - true @ predicted) / np.sqrt((n**2 - predicted @ predicted) * (n**2 - true @ true))
+    mcc = (correct * n - true @ predicted) / np.sqrt(
+        (n**2 - predicted @ predicted) * (n**2 - true @ true)
+    )
     diag = np.diag(cm)
     precision = np.divide(diag, predicted, out=np.zeros(k), where=predicted > 0)
     recall = np.divide(diag, true, out=np.zeros(k), where=true > 0)
@@ -65,13 +67,17 @@ def test_balanced_weights_are_rows_over_classes_times_class_rows():
     labels = np.array([0] * 6 + [1] * 2 + [2] * 4)
     weights = balanced_class_weights(labels, 3)
     assert weights == pytest.approx([12 / 18, 12 / 6, 12 / 12])
-    assert weights == pytest.approx(compute_class_weight("balanced", classes=np.arange(3), y=labels))
+    assert weights == pytest.approx(
+        compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    )
     # a class the training rows lack: weight 0 (never a target), the others unchanged
     assert balanced_class_weights(labels, 4) == pytest.approx([12 / 24, 12 / 8, 12 / 16, 0.0])
 
 
 def test_class_weights_refuse_a_teacher_naming_both_keys(tmp_path):
-    with pytest.raises(UserError, match=r"train\.class_weights: balanced is not used with train\.teacher"):
+    with pytest.raises(
+        UserError, match=r"train\.class_weights: balanced is not used with train\.teacher"
+    ):
         load_config(None, ["train.class_weights=balanced", f"train.teacher={tmp_path}"])
     with pytest.raises(UserError, match="train.class_weights: must be none or balanced"):
         load_config(None, ["train.class_weights=inverse"])
@@ -111,7 +117,10 @@ def test_auto_selects_by_accuracy_on_balanced_classes(tiny_overrides, tmp_path):
     run, evals, config, summary = _run(tmp_path)
     assert config["train"]["metric"] == "eval_accuracy" and summary["metric"] == "eval_accuracy"
     log = (run / "train.log").read_text()
-    assert "checkpoint selection: eval_accuracy (accuracy): classes balanced, largest/smallest 1.00 <= 1.5 (train.metric=auto)" in log
+    assert (
+        "checkpoint selection: eval_accuracy (accuracy): classes balanced, largest/smallest 1.00 <= 1.5 (train.metric=auto)"
+        in log
+    )
     assert "class weights" not in log  # train.class_weights defaults to none
     for key in ("eval_mcc", "eval_precision", "eval_recall", "eval_f1", "eval_accuracy"):
         assert all(-1 <= r[key] <= 1 for r in evals), key
@@ -131,16 +140,24 @@ def test_auto_selects_macro_f1_on_imbalanced_classes_and_balanced_weights_weigh_
         return loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording)
-    assert main(["train", *_on(tiny_overrides, imbalanced_csv), "train.class_weights=balanced"]) == 0
+    assert (
+        main(["train", *_on(tiny_overrides, imbalanced_csv), "train.class_weights=balanced"]) == 0
+    )
     run, evals, config, summary = _run(tmp_path)
     assert config["train"]["metric"] == "eval_f1" and summary["metric"] == "eval_f1"
     assert config["data"]["label_names"] == ["0", "1", "2", "3"]
     log = (run / "train.log").read_text()
     # 40 validation rows split off (stratified): 125, 25, 25 and 25 training rows are left
-    assert "checkpoint selection: eval_f1 (macro-F1): classes imbalanced, largest/smallest 5.00 > 1.5 (train.metric=auto)" in log
+    assert (
+        "checkpoint selection: eval_f1 (macro-F1): classes imbalanced, largest/smallest 5.00 > 1.5 (train.metric=auto)"
+        in log
+    )
     w = np.array([200 / (4 * 125), 200 / (4 * 25), 200 / (4 * 25), 200 / (4 * 25)])  # 0.4, 2, 2, 2
     shown = "0 125 rows x 0.400, 1 25 rows x 2.000, 2 25 rows x 2.000, 3 25 rows x 2.000"
-    assert f"class weights (train.class_weights=balanced, rows / (classes x class rows)): {shown}" in log
+    assert (
+        f"class weights (train.class_weights=balanced, rows / (classes x class rows)): {shown}"
+        in log
+    )
     assert len(calls) == 12  # train.max_steps
     for logits, labels, loss in calls:
         per_row = torch.logsumexp(logits, -1) - logits.gather(1, labels[:, None])[:, 0]
@@ -163,7 +180,9 @@ def scripted_logits(labels: np.ndarray, i: int) -> np.ndarray:
     return 4.0 * np.eye(4)[preds]
 
 
-def test_eval_mcc_selects_the_checkpoint_with_the_best_mcc(tiny_overrides, imbalanced_csv, tmp_path, monkeypatch):
+def test_eval_mcc_selects_the_checkpoint_with_the_best_mcc(
+    tiny_overrides, imbalanced_csv, tmp_path, monkeypatch
+):
     """The tiny random model predicts one class throughout (MCC 0 at every evaluation), so its
     evaluations are scripted: the real metrics of predictions on the real validation labels;
     selection, checkpoint, metrics.jsonl and summary.json are training's own."""
@@ -176,14 +195,29 @@ def test_eval_mcc_selects_the_checkpoint_with_the_best_mcc(tiny_overrides, imbal
         return classification_metrics(logits, encoded.labels, cfg.data.label_names)
 
     monkeypatch.setattr(module, "evaluate_split", evaluate_split)
-    assert main(["train", *_on(tiny_overrides, imbalanced_csv), "train.metric=eval_mcc", "train.patience=null"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *_on(tiny_overrides, imbalanced_csv),
+                "train.metric=eval_mcc",
+                "train.patience=null",
+            ]
+        )
+        == 0
+    )
     run, evals, config, summary = _run(tmp_path)
     assert config["train"]["metric"] == "eval_mcc" and summary["metric"] == "eval_mcc"
-    assert "checkpoint selection: eval_mcc (MCC): set by train.metric=eval_mcc" in (run / "train.log").read_text()
+    assert (
+        "checkpoint selection: eval_mcc (MCC): set by train.metric=eval_mcc"
+        in (run / "train.log").read_text()
+    )
     assert [r["step"] for r in evals] == [4, 8, 12]
     best = max(evals, key=lambda r: r["eval_mcc"])
     assert best["step"] == 8 != max(evals, key=lambda r: r["eval_accuracy"])["step"]
-    assert summary["best_step"] == 8 and summary["best_value"] == best["eval_mcc"] == pytest.approx(5 / 9)
+    assert summary["best_step"] == 8 and summary["best_value"] == best["eval_mcc"] == pytest.approx(
+        5 / 9
+    )
     assert [r["is_best"] for r in evals] == [True, True, False]
     assert summary["best_eval"]["eval_precision"] == best["eval_precision"]
 
@@ -199,7 +233,13 @@ def test_a_sweep_trains_its_trials_by_its_metric(tiny_model, small_csv, tmp_path
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     base = tiny_base(tiny_model, small_csv)
     base["train"].update(max_steps=4, metric="eval_accuracy")  # the sweep's metric wins
-    path = write_sweep(tmp_path / "f1.yaml", base=base, dir=str(tmp_path / "sweeps"), metric="eval_f1", grid={"lora.r": [2]})
+    path = write_sweep(
+        tmp_path / "f1.yaml",
+        base=base,
+        dir=str(tmp_path / "sweeps"),
+        metric="eval_f1",
+        grid={"lora.r": [2]},
+    )
     result = sweep(path)
     with open(result["leaderboard_csv"]) as f:
         (row,) = list(csv.DictReader(f))
@@ -209,6 +249,12 @@ def test_a_sweep_trains_its_trials_by_its_metric(tiny_model, small_csv, tmp_path
     assert float(row["val_f1"]) == summary["best_eval"]["eval_f1"]
     assert float(row["val_mcc"]) == summary["best_eval"]["eval_mcc"]
     # the new metrics rank sweeps too; test_accuracy keeps checkpoints by eval_accuracy
-    for metric, kept in [("eval_mcc", "eval_mcc"), ("eval_recall", "eval_recall"), ("test_accuracy", "eval_accuracy")]:
-        plan = load_sweep(write_sweep(tmp_path / "m.yaml", base=base, metric=metric, grid={"lora.r": [2]}))
+    for metric, kept in [
+        ("eval_mcc", "eval_mcc"),
+        ("eval_recall", "eval_recall"),
+        ("test_accuracy", "eval_accuracy"),
+    ]:
+        plan = load_sweep(
+            write_sweep(tmp_path / "m.yaml", base=base, metric=metric, grid={"lora.r": [2]})
+        )
         assert plan.trials[0].config.train.metric == kept, metric

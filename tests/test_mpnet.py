@@ -98,7 +98,10 @@ def test_auto_attention_is_eager_on_mpnet_and_sdpa_on_roberta():
 
 
 def test_explicit_sdpa_on_mpnet_is_one_line(tiny_mpnet, capsys):
-    assert main(["describe", AG_LABELS, f"model.name={tiny_mpnet}", "model.attn_implementation=sdpa"]) == 2
+    assert (
+        main(["describe", AG_LABELS, f"model.name={tiny_mpnet}", "model.attn_implementation=sdpa"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use model.attn_implementation=auto" in err
 
@@ -107,7 +110,16 @@ def test_bert_names_on_mpnet_list_its_names(tiny_mpnet, capsys):
     """The issue's command: the seed recipe (query, value) with model.name set to MPNet."""
     config = ROOT / "configs" / "agnews_roberta_latent.yaml"
     assert (
-        main(["describe", "--config", str(config), AG_LABELS, f"model.name={tiny_mpnet}", "lora.layers=all"])
+        main(
+            [
+                "describe",
+                "--config",
+                str(config),
+                AG_LABELS,
+                f"model.name={tiny_mpnet}",
+                "lora.layers=all",
+            ]
+        )
         == 2
     )
     err = capsys.readouterr().err
@@ -133,7 +145,8 @@ MPNET_ENCODER = 108_895_872  # all-mpnet-base-v2 without a head
 )
 def test_head_counts_on_mpnet_base(head, pooling, head_params):
     cfg = load_config(
-        None, [AG_LABELS, f"model.name={MPNET_SHAPE}", f"model.head={head}", f"model.pooling={pooling}"]
+        None,
+        [AG_LABELS, f"model.name={MPNET_SHAPE}", f"model.head={head}", f"model.pooling={pooling}"],
     )
     d = describe_model(cfg)
     assert (d["model_type"], d["num_layers"], d["hidden_size"]) == ("mpnet", 12, 768)
@@ -191,7 +204,10 @@ def test_describe_and_plan_cli(tiny_mpnet, capsys):
     assert main(["describe", AG_LABELS, f"model.name={tiny_mpnet}"]) == 0
     out = capsys.readouterr().out
     assert "(mpnet, 2 layers, hidden 32)" in out and "target modules  attn.q, attn.v" in out
-    assert main(["plan", AG_LABELS, f"model.name={tiny_mpnet}", "--budget", "20000", "--top", "3"]) == 0
+    assert (
+        main(["plan", AG_LABELS, f"model.name={tiny_mpnet}", "--budget", "20000", "--top", "3"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "configurations fit a budget of 20,000" in out and "attn.q" in out
     assert f"first row: lorafit train model.name={tiny_mpnet} " in out
@@ -342,7 +358,9 @@ def test_bench(tiny_mpnet, small_csv, tmp_path, capsys):
 
 
 def test_mean_pooling_ignores_padding_on_mpnet(tiny_mpnet):
-    cfg = load_config(None, [AG_LABELS, f"model.name={tiny_mpnet}", "model.head=linear", "model.pooling=mean"])
+    cfg = load_config(
+        None, [AG_LABELS, f"model.name={tiny_mpnet}", "model.head=linear", "model.pooling=mean"]
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     tokenizer = load_tokenizer(cfg)

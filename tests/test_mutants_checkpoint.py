@@ -33,25 +33,53 @@ from lorafit.checkpoint import (
 )
 from lorafit.errors import UserError
 
-FILES = {"trainable.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json",
-         "rng.safetensors", "state.json"}
+FILES = {
+    "trainable.safetensors",
+    "optimizer.safetensors",
+    "optimizer.json",
+    "scheduler.json",
+    "rng.safetensors",
+    "state.json",
+}
 
 
 def _optimizer() -> dict:
     """An AdamW state dict as torch writes one (built by hand: creating an optimizer costs
     seconds of imports in every mutant's worker)."""
-    group = {"lr": 0.01, "betas": (0.8, 0.95), "eps": 1e-08, "weight_decay": 0.01, "amsgrad": False,
-             "foreach": None, "maximize": False, "capturable": False, "differentiable": False, "fused": None}
+    group = {
+        "lr": 0.01,
+        "betas": (0.8, 0.95),
+        "eps": 1e-08,
+        "weight_decay": 0.01,
+        "amsgrad": False,
+        "foreach": None,
+        "maximize": False,
+        "capturable": False,
+        "differentiable": False,
+        "fused": None,
+    }
     torch.manual_seed(0)
-    state = {i: {"step": torch.tensor(2.0), "exp_avg": torch.randn(*shape), "exp_avg_sq": torch.rand(*shape)}
-             for i, shape in enumerate([(3, 4), (4,)])}
-    return {"state": state, "param_groups": [{**group, "params": [0]}, {**group, "weight_decay": 0.0, "params": [1]}]}
+    state = {
+        i: {
+            "step": torch.tensor(2.0),
+            "exp_avg": torch.randn(*shape),
+            "exp_avg_sq": torch.rand(*shape),
+        }
+        for i, shape in enumerate([(3, 4), (4,)])
+    }
+    return {
+        "state": state,
+        "param_groups": [{**group, "params": [0]}, {**group, "weight_decay": 0.0, "params": [1]}],
+    }
 
 
 def _parts(step: int = 7, best: bool = True) -> dict:
     weights = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     return {
-        "trainable": {"lora_A": weights.t(), "head": torch.ones(2, requires_grad=True)},  # non-contiguous, grad
+        "trainable": {
+            "lora_A": weights.t(),
+            "head": torch.ones(2, requires_grad=True),
+        },  # non-contiguous, grad
         "optimizer_state": _optimizer(),
         "scheduler_state": {"last_epoch": step, "_last_lr": [0.01, 0.005]},
         "state": {"step": step, "epoch": 1, "batch": 3, "bad_evals": 0, "window": [0, 240]},
@@ -81,11 +109,17 @@ def test_a_checkpoint_round_trips_exactly(tmp_path):
         assert torch.equal(saved["trainable"][k], v.detach())
     assert torch.equal(saved["best"]["lora_A"], parts["best"]["lora_A"])
     want, got = parts["optimizer_state"], saved["optimizer"]
-    assert got["param_groups"] == want["param_groups"] and got["param_groups"][0]["betas"] == (0.8, 0.95)
+    assert got["param_groups"] == want["param_groups"] and got["param_groups"][0]["betas"] == (
+        0.8,
+        0.95,
+    )
     assert got["state"].keys() == want["state"].keys()
     for i, entry in want["state"].items():
         assert got["state"][i].keys() == entry.keys()
-        assert all(torch.equal(torch.as_tensor(got["state"][i][k]), torch.as_tensor(v)) for k, v in entry.items())
+        assert all(
+            torch.equal(torch.as_tensor(got["state"][i][k]), torch.as_tensor(v))
+            for k, v in entry.items()
+        )
     assert len(saved["rng"]) == 2
     for a, b in zip(saved["rng"], parts["rng"]):
         assert torch.equal(a["torch"], b["torch"]) and a["cuda"] == b["cuda"] == []
@@ -101,19 +135,31 @@ def test_without_best_weights_there_is_no_best_file(tmp_path):
 
 
 def test_optimizer_values_that_are_not_tensors_survive(tmp_path):
-    opt = {"state": {0: {"step": 3, "exp_avg": torch.ones(2), "ema.slow": torch.zeros(1)}, 1: {"step": 4}},
-           "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}]}
+    opt = {
+        "state": {
+            0: {"step": 3, "exp_avg": torch.ones(2), "ema.slow": torch.zeros(1)},
+            1: {"step": 4},
+        },
+        "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}],
+    }
     saved = load_training_state(_save(tmp_path, 1, optimizer_state=opt))["optimizer"]
-    assert saved["state"][0]["step"] == 3 and torch.equal(saved["state"][0]["exp_avg"], torch.ones(2))
+    assert saved["state"][0]["step"] == 3 and torch.equal(
+        saved["state"][0]["exp_avg"], torch.ones(2)
+    )
     assert torch.equal(saved["state"][0]["ema.slow"], torch.zeros(1))  # a dotted key stays whole
     assert saved["state"][1] == {"step": 4}
-    assert saved["param_groups"] == [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}]
+    assert saved["param_groups"] == [
+        {"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}
+    ]
 
 
 def test_restored_generators_repeat_their_draws():
     saved = capture_rng()
     first = (torch.rand(3), random.random(), np.random.rand(3), random.gauss(0, 1))
-    restore_rng(json.loads(json.dumps({k: v for k, v in saved.items() if k != "torch"})) | {"torch": saved["torch"]})
+    restore_rng(
+        json.loads(json.dumps({k: v for k, v in saved.items() if k != "torch"}))
+        | {"torch": saved["torch"]}
+    )
     again = (torch.rand(3), random.random(), np.random.rand(3), random.gauss(0, 1))
     assert torch.equal(first[0], again[0]) and first[1] == again[1] and first[3] == again[3]
     assert np.array_equal(first[2], again[2])
@@ -151,7 +197,10 @@ def test_which_folders_are_complete_and_in_what_order(tmp_path):
     names = [p.name for p in complete_checkpoints(tmp_path)]
     assert names == ["step-000003", "step-000020", "step-999999", "step-1000000"]
     assert latest_checkpoint(tmp_path) == root / "step-1000000"
-    assert latest_checkpoint(tmp_path / "elsewhere") is None and complete_checkpoints(tmp_path / "elsewhere") == []
+    assert (
+        latest_checkpoint(tmp_path / "elsewhere") is None
+        and complete_checkpoints(tmp_path / "elsewhere") == []
+    )
 
 
 def test_saving_keeps_the_newest_and_removes_leftovers(tmp_path):
@@ -173,10 +222,14 @@ def test_saving_keeps_the_newest_and_removes_leftovers(tmp_path):
 def test_a_failed_save_says_why_and_leaves_the_earlier_checkpoints(tmp_path, monkeypatch):
     _save(tmp_path, 1)
     final = checkpoint_path(tmp_path, 2)
-    for error, reason in [(OSError(28, "No space left on device"), "No space left on device"),
-                          (RuntimeError("Io error: disk full"), "Io error: disk full")]:
+    for error, reason in [
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (RuntimeError("Io error: disk full"), "Io error: disk full"),
+    ]:
+
         def fail(*args, error=error, **kwargs):
             raise error
+
         monkeypatch.setattr(ckpt, "save_file", fail)
         with pytest.raises(UserError) as e:
             _save(tmp_path, 2)
@@ -196,7 +249,9 @@ def test_a_missing_or_damaged_part_is_named(tmp_path):
         load_training_state(path)
     message = str(e.value)
     assert message.startswith(f"{path}: damaged checkpoint (FileNotFoundError: ")
-    assert message.endswith(f"); delete {path} to resume from the one before") and "\n" not in message
+    assert (
+        message.endswith(f"); delete {path} to resume from the one before") and "\n" not in message
+    )
     path = _save(tmp_path, 5)
     data = (path / "trainable.safetensors").read_bytes()
     (path / "trainable.safetensors").write_bytes(data[: len(data) // 2])
@@ -209,7 +264,10 @@ def test_a_missing_or_damaged_part_is_named(tmp_path):
     (path / "state.json").unlink()
     with pytest.raises(UserError) as e:
         load_training_state(path)
-    assert str(e.value) == f"{path / 'state.json'}: missing or damaged; delete {path} to resume from the one before"
+    assert (
+        str(e.value)
+        == f"{path / 'state.json'}: missing or damaged; delete {path} to resume from the one before"
+    )
 
 
 def test_tensors_are_saved_as_they_are(tmp_path):
@@ -223,9 +281,15 @@ def test_trim_metrics_keeps_train_and_eval_rows_up_to_the_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
     assert trim_metrics(path, 3) == 0 and not path.exists()
     rows = [
-        {"kind": "train", "step": 1}, {"kind": "eval", "step": 2}, {"kind": "train", "step": 3},
-        {"kind": "train", "step": 4}, {"kind": "eval", "step": 4}, {"kind": "test", "step": 1},
-        {"kind": "note"}, {"kind": "train"}, [1, 2],
+        {"kind": "train", "step": 1},
+        {"kind": "eval", "step": 2},
+        {"kind": "train", "step": 3},
+        {"kind": "train", "step": 4},
+        {"kind": "eval", "step": 4},
+        {"kind": "test", "step": 1},
+        {"kind": "note"},
+        {"kind": "train"},
+        [1, 2],
     ]
     lines = [json.dumps(r) for r in rows]
     path.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n" + '{"kind": "tr')
@@ -235,20 +299,30 @@ def test_trim_metrics_keeps_train_and_eval_rows_up_to_the_step(tmp_path):
 
 def test_a_damaged_checkpoint_message_is_one_line_even_for_odd_errors(tmp_path, monkeypatch):
     path = _save(tmp_path, 9)
-    for error, shown in [(RuntimeError(), "RuntimeError: "), (RuntimeError("first\nsecond"), "RuntimeError: first")]:
+    for error, shown in [
+        (RuntimeError(), "RuntimeError: "),
+        (RuntimeError("first\nsecond"), "RuntimeError: first"),
+    ]:
+
         def fail(*args, error=error, **kwargs):
             raise error
+
         monkeypatch.setattr(ckpt, "load_file", fail)
         with pytest.raises(UserError) as e:
             load_training_state(path)
-        assert str(e.value) == f"{path}: damaged checkpoint ({shown}); delete {path} to resume from the one before"
+        assert (
+            str(e.value)
+            == f"{path}: damaged checkpoint ({shown}); delete {path} to resume from the one before"
+        )
 
 
 class _Killed(BaseException):
     """Stands for SIGKILL in the middle of a save (not an Exception: nothing cleans up)."""
 
 
-def test_a_save_killed_midway_leaves_a_tmp_folder_that_is_ignored_then_removed(tmp_path, monkeypatch):
+def test_a_save_killed_midway_leaves_a_tmp_folder_that_is_ignored_then_removed(
+    tmp_path, monkeypatch
+):
     _save(tmp_path, 1)
     write = ckpt._write_parts
 

@@ -62,11 +62,16 @@ def test_vote_counts_each_member_once_and_breaks_ties_by_mean():
 def test_log_likelihood_by_hand():
     labels = np.array([2, 0])
     w = np.array([0.5, 0.25, 0.25])
-    expected = (math.log(0.5 * 0.1 + 0.25 * 0.3 + 0.25 * 0.7) + math.log(0.5 * 0.2 + 0.25 * 0.3 + 0.25 * 0.7)) / 2
+    expected = (
+        math.log(0.5 * 0.1 + 0.25 * 0.3 + 0.25 * 0.7)
+        + math.log(0.5 * 0.2 + 0.25 * 0.3 + 0.25 * 0.7)
+    ) / 2
     assert log_likelihood([A, B, C], labels, w) == pytest.approx(expected, rel=1e-12)
     # a zero probability is clipped at 1e-12, not -inf
     zero = np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert log_likelihood([zero], np.array([1, 1]), np.array([1.0])) == pytest.approx(math.log(1e-12) / 2)
+    assert log_likelihood([zero], np.array([1, 1]), np.array([1.0])) == pytest.approx(
+        math.log(1e-12) / 2
+    )
     assert isinstance(log_likelihood([A], np.array([0, 1]), np.array([1.0])), float)
 
 
@@ -122,13 +127,21 @@ def test_rows_digest_single_texts_and_pairs():
     h = hashlib.sha256(b"1\ta b\n0\tc\n").hexdigest()[:12]
     assert rows_digest(single) == h and len(h) == 12
     pairs = SimpleNamespace(texts=["a", "b"], pairs=["x", "y\tz"], labels=[0, 1])
-    lines = b"pairs\n" + "".join(f"{y}\t{json.dumps([t, p])}\n" for t, p, y in zip(["a", "b"], ["x", "y\tz"], [0, 1])).encode()
+    lines = (
+        b"pairs\n"
+        + "".join(
+            f"{y}\t{json.dumps([t, p])}\n" for t, p, y in zip(["a", "b"], ["x", "y\tz"], [0, 1])
+        ).encode()
+    )
     assert rows_digest(pairs) == hashlib.sha256(lines).hexdigest()[:12]
     # a text edited to the same length, or a label changed, is a different digest
     assert rows_digest(SimpleNamespace(texts=["a c", "c"], labels=[1, 0], pairs=None)) != h
     assert rows_digest(SimpleNamespace(texts=["a b", "c"], labels=[1, 1], pairs=None)) != h
     # non-ASCII text is hashed as UTF-8
-    assert rows_digest(SimpleNamespace(texts=["é"], labels=[0], pairs=None)) == hashlib.sha256("0\té\n".encode()).hexdigest()[:12]
+    assert (
+        rows_digest(SimpleNamespace(texts=["é"], labels=[0], pairs=None))
+        == hashlib.sha256("0\té\n".encode()).hexdigest()[:12]
+    )
 
 
 # ---------------------------------------------------------------- output names
@@ -137,11 +150,15 @@ def test_rows_digest_single_texts_and_pairs():
 def test_output_path_rules(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inp = tmp_path / "data" / "test_unlabelled.pkl"
-    assert _output_path(inp, None, "mean", False) == tmp_path.joinpath("ensemble-mean-test_unlabelled.csv").relative_to(tmp_path)
+    assert _output_path(inp, None, "mean", False) == tmp_path.joinpath(
+        "ensemble-mean-test_unlabelled.csv"
+    ).relative_to(tmp_path)
     (tmp_path / "ensemble-vote-test_unlabelled.csv").write_text("x")
     assert str(_output_path(inp, None, "vote", False)) == "ensemble-vote-test_unlabelled-2.csv"
     (tmp_path / "ensemble-vote-test_unlabelled-2.csv").write_text("x")
-    assert str(_output_path(inp, None, "vote", True)) == "ensemble-vote-test_unlabelled-3.csv"  # never replaced
+    assert (
+        str(_output_path(inp, None, "vote", True)) == "ensemble-vote-test_unlabelled-3.csv"
+    )  # never replaced
     mine = tmp_path / "sub.csv"
     assert _output_path(inp, str(mine), "mean", False) == mine
     mine.write_text("kept")
@@ -152,7 +169,10 @@ def test_output_path_rules(tmp_path, monkeypatch):
     missing = tmp_path / "nope" / "sub.csv"
     with pytest.raises(UserError) as err:
         _output_path(inp, str(missing), "mean", True)
-    assert str(err.value) == f"{missing}: folder {missing.parent} does not exist; create it or choose another --output"
+    assert (
+        str(err.value)
+        == f"{missing}: folder {missing.parent} does not exist; create it or choose another --output"
+    )
 
 
 # ---------------------------------------------------------------- the printed table
@@ -160,12 +180,20 @@ def test_output_path_rules(tmp_path, monkeypatch):
 
 def test_format_result_weighted_classification():
     result = {
-        "method": "weighted", "rows": 7600, "output": "sub.csv", "accuracy": 0.93456,
+        "method": "weighted",
+        "rows": 7600,
+        "output": "sub.csv",
+        "accuracy": 0.93456,
         "members": [
             {"run_dir": "runs/a", "weight": 0.61234, "accuracy": 0.921},
             {"run_dir": "runs/long-name", "weight": 0.38766, "accuracy": 0.9},
         ],
-        "validation": {"rows": 2000, "log_likelihood": -0.2, "log_likelihood_uniform": -0.25, "accuracy": 0.935},
+        "validation": {
+            "rows": 2000,
+            "log_likelihood": -0.2,
+            "log_likelihood_uniform": -0.25,
+            "accuracy": 0.935,
+        },
     }
     assert format_result(result).splitlines() == [
         "member                weight  accuracy",
@@ -178,8 +206,12 @@ def test_format_result_weighted_classification():
 
 
 def test_format_result_without_labels_regression_and_multilabel():
-    plain = {"method": "mean", "rows": 3, "output": "o.csv",
-             "members": [{"run_dir": "r1"}, {"run_dir": "runs/a-much-longer-name"}]}
+    plain = {
+        "method": "mean",
+        "rows": 3,
+        "output": "o.csv",
+        "members": [{"run_dir": "r1"}, {"run_dir": "runs/a-much-longer-name"}],
+    }
     assert format_result(plain).splitlines() == [
         "member                    weight  accuracy",
         "r1                             -         -",
@@ -187,23 +219,45 @@ def test_format_result_without_labels_regression_and_multilabel():
         "ensemble (mean)                          -",
         "wrote 3 labels to o.csv",
     ]
-    regression = {"method": "mean", "rows": 2, "output": "o.csv", "pearson": 0.8,
-                  "members": [{"run_dir": "runs/x", "pearson": 0.75}]}
+    regression = {
+        "method": "mean",
+        "rows": 2,
+        "output": "o.csv",
+        "pearson": 0.8,
+        "members": [{"run_dir": "runs/x", "pearson": 0.75}],
+    }
     assert format_result(regression).splitlines()[:3] == [
         "member            weight   pearson",
         "runs/x                 -    0.7500",
         "ensemble (mean)             0.8000",
     ]
-    multi = {"method": "mean", "rows": 2, "output": "o.csv", "macro_f1": 0.5,
-             "members": [{"run_dir": "r", "macro_f1": 0.4}],
-             "thresholds": [0.3, 0.5, 0.3], "validation": {"rows": 10, "macro_f1": 0.55}}
+    multi = {
+        "method": "mean",
+        "rows": 2,
+        "output": "o.csv",
+        "macro_f1": 0.5,
+        "members": [{"run_dir": "r", "macro_f1": 0.4}],
+        "thresholds": [0.3, 0.5, 0.3],
+        "validation": {"rows": 10, "macro_f1": 0.55},
+    }
     lines = format_result(multi).splitlines()
     assert lines[0] == "member            weight  macro_f1"
-    assert lines[3] == "thresholds tuned on 10 validation rows (macro-F1 0.5500): 0.3-0.5, one per label"
+    assert (
+        lines[3]
+        == "thresholds tuned on 10 validation rows (macro-F1 0.5500): 0.3-0.5, one per label"
+    )
     multi["thresholds"] = [0.4, 0.4]
-    assert format_result(multi).splitlines()[3] == "thresholds tuned on 10 validation rows (macro-F1 0.5500): 0.4"
+    assert (
+        format_result(multi).splitlines()[3]
+        == "thresholds tuned on 10 validation rows (macro-F1 0.5500): 0.4"
+    )
     # the members' score decides the column when only they have one
-    members_only = {"method": "mean", "rows": 1, "output": "o.csv", "members": [{"run_dir": "r", "pearson": 0.1}]}
+    members_only = {
+        "method": "mean",
+        "rows": 1,
+        "output": "o.csv",
+        "members": [{"run_dir": "r", "pearson": 0.1}],
+    }
     assert format_result(members_only).splitlines()[0].split()[-1] == "pearson"
 
 
@@ -233,7 +287,13 @@ def test_fit_weights_default_iterations_is_2000():
 
 
 def test_format_result_threshold_range_spans_lowest_to_highest():
-    multi = {"method": "mean", "rows": 2, "output": "o.csv", "macro_f1": 0.5,
-             "members": [{"run_dir": "r", "macro_f1": 0.4}],
-             "thresholds": [0.5, 0.3, 0.4, 0.3], "validation": {"rows": 10, "macro_f1": 0.55}}
+    multi = {
+        "method": "mean",
+        "rows": 2,
+        "output": "o.csv",
+        "macro_f1": 0.5,
+        "members": [{"run_dir": "r", "macro_f1": 0.4}],
+        "thresholds": [0.5, 0.3, 0.4, 0.3],
+        "validation": {"rows": 10, "macro_f1": 0.55},
+    }
     assert format_result(multi).splitlines()[3].endswith(": 0.3-0.5, one per label")

@@ -47,10 +47,17 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_storage_and_the_first_adapted_layer():
-    assert storage_for("no") == "fp32" and storage_for("bf16") == "fp16" and storage_for("fp16") == "fp16"
+    assert (
+        storage_for("no") == "fp32"
+        and storage_for("bf16") == "fp16"
+        and storage_for("fp16") == "fp16"
+    )
     cfg = load_config(None, ["model.name=roberta-base", "lora.layers=[4,9,11]"])
     assert first_adapted_layer(cfg, 12) == 4
-    assert first_adapted_layer(load_config(None, ["model.name=roberta-base", "lora.layers=all"]), 12) == 0
+    assert (
+        first_adapted_layer(load_config(None, ["model.name=roberta-base", "lora.layers=all"]), 12)
+        == 0
+    )
 
 
 def _train(**kw):
@@ -60,10 +67,14 @@ def _train(**kw):
 
 def test_auto_caches_only_when_every_row_is_read():
     assert _not_worth_it(_train(epochs=1.0), 1000, 1) is None
-    assert _not_worth_it(_train(epochs=0.5), 1000, 1) == "the run reads 500 rows, fewer than the 1000 a cache would hold"
+    assert (
+        _not_worth_it(_train(epochs=0.5), 1000, 1)
+        == "the run reads 500 rows, fewer than the 1000 a cache would hold"
+    )
     assert _not_worth_it(_train(max_steps=10, batch_size=10), 100, 1) is None  # exactly every row
     assert _not_worth_it(_train(max_steps=9, batch_size=10), 100, 1) == (
-        "the run reads 90 rows, fewer than the 100 a cache would hold")
+        "the run reads 90 rows, fewer than the 100 a cache would hold"
+    )
     assert _not_worth_it(_train(max_steps=5, batch_size=10), 100, 2) is None  # 5 x 10 x 2 processes
     assert _not_worth_it(_train(max_steps=5, batch_size=5, grad_accum=2), 100, 2) is None
     assert _not_worth_it(_train(max_steps=5, batch_size=5, grad_accum=2), 101, 2) is not None
@@ -85,7 +96,9 @@ def test_the_disk_check_keeps_ten_percent_headroom(monkeypatch, tmp_path):
     assert seen == [tmp_path]  # the nearest folder that exists
     with pytest.raises(UserError) as e:
         check_disk(target, 1_001)
-    assert str(e.value).startswith(f"train.cache_dir {target}: the activation cache needs about 0.0 MB")
+    assert str(e.value).startswith(
+        f"train.cache_dir {target}: the activation cache needs about 0.0 MB"
+    )
     assert not target.exists()
 
 
@@ -114,11 +127,17 @@ def test_batches_hold_at_most_the_token_budget():
     got = [b.tolist() for b in _token_batches(order, lengths, 100)]
     assert got == [[1], [4, 2, 0], [3]]  # 56 wide: one row; 32 wide: three; 8 wide: the rest
     assert [b.tolist() for b in _token_batches(order, lengths, 40)] == [[1], [4], [2], [0, 3]]
-    assert [b.tolist() for b in _token_batches(np.array([3]), lengths, 1)] == [[3]]  # at least a row
+    assert [b.tolist() for b in _token_batches(np.array([3]), lengths, 1)] == [
+        [3]
+    ]  # at least a row
     assert _token_batches(np.array([], dtype=int), lengths, 100) == []
     empty = np.zeros(5, dtype=int)  # empty texts are padded to 8 tokens like any other
     assert [b.tolist() for b in _token_batches(np.arange(5), empty, 16)] == [[0, 1], [2, 3], [4]]
-    assert [b.tolist() for b in _token_batches(np.arange(5), np.full(5, 8), 16)] == [[0, 1], [2, 3], [4]]
+    assert [b.tolist() for b in _token_batches(np.arange(5), np.full(5, 8), 16)] == [
+        [0, 1],
+        [2, 3],
+        [4],
+    ]
 
 
 def test_one_process_keeps_its_own_dtype():
@@ -143,11 +162,18 @@ class _TwoProcesses:
 
 
 def test_any_process_overflowing_makes_every_process_bf16():
-    for mine, other, want in [("fp16", "fp16", "fp16"), ("fp16", "bf16", "bf16"),
-                              ("bf16", "fp16", "bf16"), ("fp32", "fp32", "fp32")]:
+    for mine, other, want in [
+        ("fp16", "fp16", "fp16"),
+        ("fp16", "bf16", "bf16"),
+        ("bf16", "fp16", "bf16"),
+        ("fp32", "fp32", "fp32"),
+    ]:
         accelerator = _TwoProcesses(other)
         assert _agree_on_dtype(mine, accelerator) == want, (mine, other)
-        assert (accelerator.sent > 0) == (mine == "bf16"), (mine, accelerator.sent)  # tells the others
+        assert (accelerator.sent > 0) == (mine == "bf16"), (
+            mine,
+            accelerator.sent,
+        )  # tells the others
     assert _agree_on_dtype("fp16", _TwoProcesses("fp16", device="meta")) == "fp16"
 
 
@@ -172,7 +198,13 @@ def test_only_dead_processes_half_built_folders_are_removed(tmp_path):
             folder.mkdir()
         assert _alive(alive.pid) and not _alive(dead.pid)
         _remove_dead_partials(path, folders["mine"])
-        assert {k for k, f in folders.items() if f.exists()} == {"mine", "alive", "other host", "other key", "odd"}
+        assert {k for k, f in folders.items() if f.exists()} == {
+            "mine",
+            "alive",
+            "other host",
+            "other key",
+            "odd",
+        }
         assert alive.poll() is None  # looked at, not signalled
     finally:
         alive.kill()

@@ -43,8 +43,14 @@ def _tiny(kind: str, num_labels: int, extra: dict):
         "bert": (BertConfig, BertForSequenceClassification),
     }[kind]
     config = config_cls(
-        vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=40, num_labels=num_labels, **extra,
+        vocab_size=60,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        num_labels=num_labels,
+        **extra,
     )
     torch.manual_seed(0)
     return model_cls(config), config
@@ -73,7 +79,9 @@ def _batch():
 # ------------------------------------------------------------------ building heads
 
 
-@pytest.mark.parametrize("kind, cls", [("linear", LinearHead), ("lowrank", LowRankHead), ("dense_lora", DenseLoraHead)])
+@pytest.mark.parametrize(
+    "kind, cls", [("linear", LinearHead), ("lowrank", LowRankHead), ("dense_lora", DenseLoraHead)]
+)
 def test_head_module_builds_each_kind_with_its_shapes(kind, cls):
     head = head_module(kind, hidden=12, num_labels=5, dropout=0.25, rank=3, pooling="mean")
     assert type(head) is cls
@@ -107,7 +115,9 @@ def test_dense_lora_random_matrix_has_the_given_spread():
     head = DenseLoraHead(256, 2, 0.0, 2)
     assert head.fixed_weight.std().item() == pytest.approx(0.02, rel=0.05)
     torch.manual_seed(0)
-    assert DenseLoraHead(256, 2, 0.0, 2, std=0.1).fixed_weight.std().item() == pytest.approx(0.1, rel=0.05)
+    assert DenseLoraHead(256, 2, 0.0, 2, std=0.1).fixed_weight.std().item() == pytest.approx(
+        0.1, rel=0.05
+    )
 
 
 def test_dense_lora_forward_is_dense_tanh_projection():
@@ -161,7 +171,10 @@ def test_pool_mean_without_a_mask_averages_every_token_and_empty_rows_do_not_div
 def test_pool_mask_shape_error_names_both_shapes():
     pool = Pool("mean")
     pool.mask = torch.ones(2, 5)
-    with pytest.raises(RuntimeError, match=r"^Pool: attention mask \(2, 5\) does not match the hidden states \(2, 3\)$"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Pool: attention mask \(2, 5\) does not match the hidden states \(2, 3\)$",
+    ):
         pool(torch.zeros(2, 3, 4))
 
 
@@ -172,7 +185,9 @@ def test_is_head_parameter_names():
     assert is_head_parameter("base_model.model.classifier.original_module.dense.weight")
     assert not is_head_parameter("roberta.encoder.layer.0.attention.self.query.weight")
     assert not is_head_parameter("classifier_weight")  # a prefix, not a module
-    assert not is_head_parameter("roberta.scores.weight") and not is_head_parameter("myclassifier.x")
+    assert not is_head_parameter("roberta.scores.weight") and not is_head_parameter(
+        "myclassifier.x"
+    )
 
 
 # ------------------------------------------------------------------ installing heads
@@ -268,7 +283,9 @@ def test_mean_pooling_hook_finds_a_head_installed_after_it():
 def test_install_head_error_names_the_model_and_the_way_out():
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    config = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, num_labels=2)
+    config = DistilBertConfig(
+        vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, num_labels=2
+    )
     with pytest.raises(UserError) as err:
         install_head(DistilBertForSequenceClassification(config), "lowrank", 4, config)
     assert str(err.value) == (
@@ -354,9 +371,13 @@ def test_init_output_bias_multi_label_log_odds_clipped():
     said = init_output_bias(model, "multi_label", labels)
     assert said == "head's output bias starts at each label's log-odds in the training rows"
     clipped = math.log(1e-4 / (1 - 1e-4))
-    assert model.classifier.out_proj.bias.tolist() == pytest.approx([math.log(3), -math.log(3), clipped], rel=1e-6)
+    assert model.classifier.out_proj.bias.tolist() == pytest.approx(
+        [math.log(3), -math.log(3), clipped], rel=1e-6
+    )
     init_output_bias(model, "multi_label", [[1, 1, 0]] * 4)  # a share of 1 is clipped too
-    assert model.classifier.out_proj.bias.tolist()[:2] == pytest.approx([-clipped, -clipped], rel=1e-6)
+    assert model.classifier.out_proj.bias.tolist()[:2] == pytest.approx(
+        [-clipped, -clipped], rel=1e-6
+    )
 
 
 def test_init_output_bias_regression_mean_and_classification_untouched():

@@ -69,8 +69,15 @@ def test_counts_by_kind_and_by_layer():
 
 
 def test_a_model_without_lora_counts_only_what_trains():
-    c = count_parameters(_module({"encoder.layer.0.dense.bias": (4, True), "encoder.layer.0.dense.weight": (12, False),
-                                  "score.weight": (8, True)}))
+    c = count_parameters(
+        _module(
+            {
+                "encoder.layer.0.dense.bias": (4, True),
+                "encoder.layer.0.dense.weight": (12, False),
+                "score.weight": (8, True),
+            }
+        )
+    )
     assert c["breakdown"] == {"lora": 0, "head": 8, "bias": 4, "other": 0}
     assert c["lora_per_layer"] == {} and (c["total"], c["trainable"], c["frozen"]) == (24, 12, 12)
     assert (c["trainable_pct"], c["frozen_pct"]) == (50.0, 50.0)
@@ -81,22 +88,46 @@ def _description(*overrides) -> dict:
 
 
 def test_the_description_of_roberta_sections_is_exact():
-    d = _description("lora.layers=10-11", "lora.sections=[{layers: 11, r: 4, alpha: 8, dropout: 0.0}]",
-                     "lora.bias=lora_only")
+    d = _description(
+        "lora.layers=10-11",
+        "lora.sections=[{layers: 11, r: 4, alpha: 8, dropout: 0.0}]",
+        "lora.bias=lora_only",
+    )
     assert {k: v for k, v in d.items() if k != "lora"} == {
-        "model": "roberta-base", "model_type": "roberta", "num_layers": 12, "hidden_size": 768,
-        "num_labels": 4, "head": "full", "head_rank": None, "pooling": "first", "mode": "lora",
-        "budget": 1_000_000, "fits_budget": True,
-        "params": {"total": 125_279_240, "trainable": 633_604, "frozen": 124_645_636,
-                   "trainable_pct": 0.5058, "frozen_pct": 99.4942},
+        "model": "roberta-base",
+        "model_type": "roberta",
+        "num_layers": 12,
+        "hidden_size": 768,
+        "num_labels": 4,
+        "head": "full",
+        "head_rank": None,
+        "pooling": "first",
+        "mode": "lora",
+        "budget": 1_000_000,
+        "fits_budget": True,
+        "params": {
+            "total": 125_279_240,
+            "trainable": 633_604,
+            "frozen": 124_645_636,
+            "trainable_pct": 0.5058,
+            "frozen_pct": 99.4942,
+        },
         "breakdown": {"lora": 36_864, "head": 593_668, "bias": 3_072, "other": 0},
-        "lora_per_layer": {"10": {"query": 12_288, "value": 12_288}, "11": {"query": 6_144, "value": 6_144}},
+        "lora_per_layer": {
+            "10": {"query": 12_288, "value": 12_288},
+            "11": {"query": 6_144, "value": 6_144},
+        },
     }
     lora = d["lora"]
     assert lora["target_modules"] == ["query", "value"] and lora["bias"] == "lora_only"
-    assert lora["layers"] == {"10": {"r": 8, "alpha": 16.0, "dropout": 0.1}, "11": {"r": 4, "alpha": 8.0, "dropout": 0.0}}
+    assert lora["layers"] == {
+        "10": {"r": 8, "alpha": 16.0, "dropout": 0.1},
+        "11": {"r": 4, "alpha": 8.0, "dropout": 0.0},
+    }
     assert lora["config"]["layers"] == "10-11" and lora["config"]["r"] == 8
-    assert description_text(d) == """\
+    assert (
+        description_text(d)
+        == """\
 model        roberta-base (roberta, 12 layers, hidden 768)
 labels       4   head: full   pooling: first
 total         125,279,240
@@ -117,35 +148,69 @@ LoRA per layer  (module: parameters; r / alpha / dropout)
 target modules  query, value
 bias            lora_only
 """
+    )
 
 
 def test_an_over_budget_low_rank_head_description():
-    d = _description("model.head=lowrank", "model.head_rank=8", "model.pooling=mean", "lora.layers=11", "lora.r=64",
-                     "lora.target_modules=[query,key,value,dense]", "budget=100000")
+    d = _description(
+        "model.head=lowrank",
+        "model.head_rank=8",
+        "model.pooling=mean",
+        "lora.layers=11",
+        "lora.r=64",
+        "lora.target_modules=[query,key,value,dense]",
+        "budget=100000",
+    )
     assert d["head_rank"] == 8 and not d["fits_budget"]
-    assert d["params"]["trainable"] == 16_132 + 64 * (3 * 1536 + 1536 + 2 * (768 + 3072))  # dense: 3 of them
+    assert d["params"]["trainable"] == 16_132 + 64 * (
+        3 * 1536 + 1536 + 2 * (768 + 3072)
+    )  # dense: 3 of them
     text = description_text(d)
     assert "labels       4   head: lowrank   pooling: mean\n" in text
-    assert f"budget            100,000  -> OVER BUDGET ({100_000 - d['params']['trainable']:+,} left)\n" in text
-    assert "  layer  11  query: 98,304, key: 98,304, value: 98,304, dense: 589,824   (r=64, alpha=16.0, dropout=0.1)\n" in text
+    assert (
+        f"budget            100,000  -> OVER BUDGET ({100_000 - d['params']['trainable']:+,} left)\n"
+        in text
+    )
+    assert (
+        "  layer  11  query: 98,304, key: 98,304, value: 98,304, dense: 589,824   (r=64, alpha=16.0, dropout=0.1)\n"
+        in text
+    )
     assert text.endswith("target modules  dense, key, query, value\nbias            none\n")
 
 
 def test_without_adapters_there_are_no_targets_or_layers():
     d = _description("lora.mode=bias_only")
-    assert d["mode"] == "bias_only" and d["lora"]["target_modules"] == [] and d["lora_per_layer"] == {}
+    assert (
+        d["mode"] == "bias_only" and d["lora"]["target_modules"] == [] and d["lora_per_layer"] == {}
+    )
     assert d["breakdown"] == {"lora": 0, "head": 593_668, "bias": 102_144, "other": 0}
     assert "target modules  \nbias            none\n" in description_text(d)
 
 
 def test_text_for_a_module_outside_the_layers_and_a_missing_pooling_key():
     d = {
-        "model": "m", "model_type": "bert", "num_layers": 6, "hidden_size": 384, "num_labels": 4,
-        "head": "full", "budget": 10, "fits_budget": True,
-        "params": {"total": 20, "trainable": 10, "frozen": 10, "trainable_pct": 50.0, "frozen_pct": 50.0},
+        "model": "m",
+        "model_type": "bert",
+        "num_layers": 6,
+        "hidden_size": 384,
+        "num_labels": 4,
+        "head": "full",
+        "budget": 10,
+        "fits_budget": True,
+        "params": {
+            "total": 20,
+            "trainable": 10,
+            "frozen": 10,
+            "trainable_pct": 50.0,
+            "frozen_pct": 50.0,
+        },
         "breakdown": {"lora": 6, "head": 4, "bias": 0, "other": 0},
         "lora_per_layer": {"0": {"query": 2}, "other": {"dense": 4}},
-        "lora": {"layers": {"0": {"r": 1, "alpha": 2, "dropout": 0.0}}, "target_modules": ["query", "pooler.dense"], "bias": "none"},
+        "lora": {
+            "layers": {"0": {"r": 1, "alpha": 2, "dropout": 0.0}},
+            "target_modules": ["query", "pooler.dense"],
+            "bias": "none",
+        },
     }
     lines = description_text(d).splitlines()
     assert lines[1] == "labels       4   head: full   pooling: first"
@@ -160,8 +225,11 @@ def test_text_for_a_module_outside_the_layers_and_a_missing_pooling_key():
 
 
 def _budget(trainable: int, budget: int) -> dict:
-    return {"params": {"trainable": trainable}, "budget": budget,
-            "breakdown": {"lora": 1_000, "head": 2_000, "bias": 30, "other": 4}}
+    return {
+        "params": {"trainable": trainable},
+        "budget": budget,
+        "breakdown": {"lora": 1_000, "head": 2_000, "bias": 30, "other": 4},
+    }
 
 
 def test_the_budget_check_at_and_over_the_limit():
@@ -183,7 +251,9 @@ def test_describe_from_a_yaml_file_writes_both_files(tmp_path):
     from lorafit.params import describe
 
     config = tmp_path / "run.yaml"
-    config.write_text("model:\n  name: roberta-base\ndata:\n  label_names: [a, b, c, d]\nlora:\n  layers: '11'\n")
+    config.write_text(
+        "model:\n  name: roberta-base\ndata:\n  label_names: [a, b, c, d]\nlora:\n  layers: '11'\n"
+    )
     out = tmp_path / "out" / "nested"
     d = describe(str(config), ["lora.r=4"], output_dir=out)
     assert d["lora"]["layers"] == {"11": {"r": 4, "alpha": 16.0, "dropout": 0.1}}
@@ -192,7 +262,10 @@ def test_describe_from_a_yaml_file_writes_both_files(tmp_path):
     assert (out / "model_description.txt").read_text() == description_text(d)
     again = describe(config, ["lora.r=2"], output_dir=out)  # the folder exists: rewritten
     assert json.loads((out / "model_description.json").read_text()) == again != d
-    assert describe(load_config(str(config))) == describe(config) and not (tmp_path / "model_description.json").exists()
+    assert (
+        describe(load_config(str(config))) == describe(config)
+        and not (tmp_path / "model_description.json").exists()
+    )
 
 
 def test_the_head_rank_is_shown_for_the_heads_that_have_one():

@@ -35,15 +35,22 @@ from lorafit.plan import (
 from .conftest import AG_LABELS
 
 H, FF = 32, 64  # the tiny RoBERTa's hidden and intermediate sizes
-MINILM = "all-MiniLM-L6-v2"  # a real shape whose config is installed (no tokenizer training per test)
+MINILM = (
+    "all-MiniLM-L6-v2"  # a real shape whose config is installed (no tokenizer training per test)
+)
 
 
 def _roberta_config(layers=2, hidden=H):
     from transformers import RobertaConfig
 
     return RobertaConfig(
-        vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden, max_position_embeddings=40, num_labels=4,
+        vocab_size=100,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=40,
+        num_labels=4,
     )
 
 
@@ -56,8 +63,19 @@ def _shapes(model_config):
 
 
 def _cand(**kw) -> Candidate:
-    base = dict(layers="all", targets_name="qv", targets=["query", "value"], r=4, head="linear",
-                head_rank=None, bias="none", lora=1000, head_params=100, bias_params=0, coverage=4)
+    base = dict(
+        layers="all",
+        targets_name="qv",
+        targets=["query", "value"],
+        r=4,
+        head="linear",
+        head_rank=None,
+        bias="none",
+        lora=1000,
+        head_params=100,
+        bias_params=0,
+        coverage=4,
+    )
     base.update(kw)
     return Candidate(**base)
 
@@ -100,7 +118,11 @@ def test_unit_counts_rank_cost_dora_magnitudes_and_modules():
         (6, [1, 3], {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5], "1,3": [1, 3]}),
         (6, "4-5", {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5]}),  # already there
         (6, "0-5", {"all": list(range(6)), "3-5": [3, 4, 5], "4-5": [4, 5]}),
-        (5, "all", {"all": list(range(5)), "2-4": [2, 3, 4], "3-4": [3, 4]}),  # ceil(5/2), ceil(5/4)
+        (
+            5,
+            "all",
+            {"all": list(range(5)), "2-4": [2, 3, 4], "3-4": [3, 4]},
+        ),  # ceil(5/2), ceil(5/4)
     ],
 )
 def test_layer_choices(depth, configured, expected):
@@ -121,9 +143,13 @@ def test_the_configs_layers_beyond_the_model_are_a_user_error(capsys):
 
 def test_enumerate_candidates_dora_and_head_rank():
     base = [AG_LABELS, f"model.name={MINILM}", "lora.target_modules=[query,value]"]
-    dora = enumerate_candidates(load_config(None, [*base, "lora.use_dora=true"]), 10**9, [("lowrank", 3)], [1])
+    dora = enumerate_candidates(
+        load_config(None, [*base, "lora.use_dora=true"]), 10**9, [("lowrank", 3)], [1]
+    )
     row = next(c for c in dora if (c.layers, c.targets_name, c.bias) == ("all", "qv", "none"))
-    assert row.lora == 6 * 2 * (384 + 384) + 6 * 2 * 384  # r x (in + out), plus a magnitude per output
+    assert (
+        row.lora == 6 * 2 * (384 + 384) + 6 * 2 * 384
+    )  # r x (in + out), plus a magnitude per output
     assert row.head == "lowrank" and row.head_rank == 3
 
 
@@ -153,14 +179,23 @@ def test_target_choices_skip_a_preset_one_layer_lacks():
 
 
 def test_parse_heads():
-    assert parse_heads("full,linear,lowrank:16", 8) == [("full", None), ("linear", None), ("lowrank", 16)]
+    assert parse_heads("full,linear,lowrank:16", 8) == [
+        ("full", None),
+        ("linear", None),
+        ("lowrank", 16),
+    ]
     assert parse_heads(" lowrank , dense_lora:4,, linear:7 ", 12) == [
-        ("lowrank", 12), ("dense_lora", 4), ("linear", None)
+        ("lowrank", 12),
+        ("dense_lora", 4),
+        ("linear", None),
     ]
     assert parse_heads("dense_lora:x", 5) == [("dense_lora", 5)]  # not a number: the default
     with pytest.raises(UserError) as err:
         parse_heads("mlp", 8)
-    assert str(err.value) == "--heads: unknown head 'mlp'; use full, linear, lowrank, dense_lora (lowrank:K for a rank)"
+    assert (
+        str(err.value)
+        == "--heads: unknown head 'mlp'; use full, linear, lowrank, dense_lora (lowrank:K for a rank)"
+    )
     with pytest.raises(UserError) as err:
         parse_heads(" , ", 8)
     assert str(err.value) == "--heads: give at least one head, e.g. full,linear,lowrank:16"
@@ -184,7 +219,9 @@ def test_parse_ranks():
 def test_head_costs_per_kind_on_a_roberta_shape():
     mc = _roberta_config()
     cfg = load_config(None, [AG_LABELS, "model.head_rank=5"])
-    costs = _head_costs(cfg, mc, [("full", None), ("linear", None), ("lowrank", 3), ("dense_lora", None)])
+    costs = _head_costs(
+        cfg, mc, [("full", None), ("linear", None), ("lowrank", 3), ("dense_lora", None)]
+    )
     # a layer: q, k, v, attention output, intermediate, output, and its two LayerNorms' biases;
     # then the embeddings' LayerNorm (a parameter named "bias", not its weight)
     biases = 2 * (H + H + H + H + FF + H + 2 * H) + H
@@ -202,7 +239,9 @@ def test_head_costs_skip_a_head_the_architecture_lacks():
     mc = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, num_labels=2)
     costs = _head_costs(load_config(None, [AG_LABELS]), mc, [("full", None), ("linear", None)])
     assert list(costs) == [("full", None)]
-    costs = _head_costs(load_config(None, [AG_LABELS]), mc, [("linear", None), ("lowrank", 2), ("full", None)])
+    costs = _head_costs(
+        load_config(None, [AG_LABELS]), mc, [("linear", None), ("lowrank", 2), ("full", None)]
+    )
     assert list(costs) == [("full", None)]  # the heads after a refused one are still costed
 
 
@@ -231,7 +270,9 @@ def test_enumerate_candidates_counts_and_budget_edge():
     assert {c.bias for c in cands} == {"none", "all"} and {c.r for c in cands} == {1, 3}
     # layers all, 3-5 and 4-5, four presets, two biases, two ranks
     assert len(cands) == 3 * 4 * 2 * 2
-    qv_all = next(c for c in cands if (c.layers, c.targets_name, c.bias) == ("all", "qv", "none") and c.r == 1)
+    qv_all = next(
+        c for c in cands if (c.layers, c.targets_name, c.bias) == ("all", "qv", "none") and c.r == 1
+    )
     assert qv_all.coverage == 12
     exact = qv_all.lora + qv_all.head_params  # a budget of exactly that still fits
     fitting = enumerate_candidates(cfg, exact, [("linear", None)], [1])
@@ -257,7 +298,12 @@ def test_sort_orders_and_their_tie_breaks():
     d = _cand(r=8, lora=500, head_params=400, coverage=8)
     for x in (a, b, c):
         x.best = True
-    assert sort_candidates([d, c, a, b], "spend") == [b, a, c, d]  # best, coverage, encoder, smaller head
+    assert sort_candidates([d, c, a, b], "spend") == [
+        b,
+        a,
+        c,
+        d,
+    ]  # best, coverage, encoder, smaller head
     assert [x.trainable for x in sort_candidates([a, b, c, d], "trainable")] == [960, 950, 910, 900]
     assert sort_candidates([a, c, d], "encoder") == [c, a, d]
     assert sort_candidates([c, d, a], "coverage") == [a, d, c]  # coverage, then encoder
@@ -265,7 +311,9 @@ def test_sort_orders_and_their_tie_breaks():
     assert sort_candidates([d, b, c], "head") == [c, b, d]  # smallest head, then most encoder
     with pytest.raises(UserError) as err:
         sort_candidates([a], "price")
-    assert str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
+    assert (
+        str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
+    )
 
 
 def test_sort_spend_prefers_more_encoder_parameters_at_equal_coverage():
@@ -288,7 +336,9 @@ def test_sort_trainable_breaks_ties_by_coverage():
 
 def test_candidate_overrides():
     cfg = load_config(None, [AG_LABELS, "lora.r=8", "lora.alpha=12"])
-    c = _cand(layers="1,3", targets=["query", "value"], r=6, head="lowrank", head_rank=4, bias="all")
+    c = _cand(
+        layers="1,3", targets=["query", "value"], r=6, head="lowrank", head_rank=4, bias="all"
+    )
     assert candidate_overrides(c, cfg) == [
         "lora.layers=[1,3]",
         "lora.target_modules=[query,value]",
@@ -301,7 +351,10 @@ def test_candidate_overrides():
     ]
     assert candidate_overrides(_cand(layers="9-11", r=3), cfg)[0] == "lora.layers=9-11"
     assert candidate_overrides(_cand(layers="all", r=3), cfg)[:4] == [
-        "lora.layers=all", "lora.target_modules=[query,value]", "lora.r=3", "lora.alpha=4.5",
+        "lora.layers=all",
+        "lora.target_modules=[query,value]",
+        "lora.r=3",
+        "lora.alpha=4.5",
     ]
     assert candidate_overrides(_cand(layers="4"), cfg)[0] == "lora.layers=4"
     mean = load_config(None, [AG_LABELS, "model.head=linear", "model.pooling=mean"])
@@ -315,11 +368,30 @@ def test_candidate_overrides():
 
 def test_a_full_fine_tuning_config_is_planned_as_lora():
     """Its rows count LoRA, not every weight, and their command trains LoRA."""
-    lora = plan(None, [AG_LABELS, f"model.name={MINILM}"], budget=300_000, top=2, heads="linear", ranks="2,4")
-    full = plan(None, [AG_LABELS, f"model.name={MINILM}", "lora.mode=full"], budget=300_000, top=2, heads="linear", ranks="2,4")
-    assert [r["trainable"] for r in full["candidates"]] == [r["trainable"] for r in lora["candidates"]]
+    lora = plan(
+        None,
+        [AG_LABELS, f"model.name={MINILM}"],
+        budget=300_000,
+        top=2,
+        heads="linear",
+        ranks="2,4",
+    )
+    full = plan(
+        None,
+        [AG_LABELS, f"model.name={MINILM}", "lora.mode=full"],
+        budget=300_000,
+        top=2,
+        heads="linear",
+        ranks="2,4",
+    )
+    assert [r["trainable"] for r in full["candidates"]] == [
+        r["trainable"] for r in lora["candidates"]
+    ]
     assert all(r["overrides"][-1] == "lora.mode=lora" for r in full["candidates"])
-    assert full["command"].endswith(" lora.mode=lora") and full["candidates"][0]["trainable"] <= 300_000
+    assert (
+        full["command"].endswith(" lora.mode=lora")
+        and full["candidates"][0]["trainable"] <= 300_000
+    )
 
 
 def test_train_command():
@@ -330,16 +402,22 @@ def test_train_command():
         + shlex.quote(AG_LABELS)
         + " train.lr=1e-3 lora.r=4 model.head=linear"
     )
-    with_path = train_command("my configs/x.yaml", ["budget = 9", " model.name=x"], cfg, 700_000, rows)
+    with_path = train_command(
+        "my configs/x.yaml", ["budget = 9", " model.name=x"], cfg, 700_000, rows
+    )
     assert with_path == (
         "lorafit train --config 'my configs/x.yaml' model.name=all-MiniLM-L6-v2 budget=700000 "
         "lora.r=4 model.head=linear"
     )
     from pathlib import Path
 
-    assert train_command(Path("c.yaml"), [], cfg, 500_000, []).startswith("lorafit train --config c.yaml ")
+    assert train_command(Path("c.yaml"), [], cfg, 500_000, []).startswith(
+        "lorafit train --config c.yaml "
+    )
     # a key is what comes before the first "=": values may hold more of them
-    odd = train_command(None, ["model.name=org/m=v2", "x.y=old", "a.b=c=d"], cfg, 500_000, ["x.y=new=1"])
+    odd = train_command(
+        None, ["model.name=org/m=v2", "x.y=old", "a.b=c=d"], cfg, 500_000, ["x.y=new=1"]
+    )
     assert odd == "lorafit train model.name=all-MiniLM-L6-v2 a.b=c=d x.y=new=1"
 
 
@@ -365,7 +443,9 @@ def test_plan_fields_and_text():
     assert row["budget_used"] != round(row["trainable"] / budget, 7)
     assert row["encoder"] == row["lora"] + row["bias_params"]
     assert row["trainable"] == row["encoder"] + row["head_params"]
-    assert p["command"] == train_command(None, base, load_config(None, base), budget, row["overrides"])
+    assert p["command"] == train_command(
+        None, base, load_config(None, base), budget, row["overrides"]
+    )
     everything = plan(None, base, budget=budget, top=0, heads="linear", ranks="2")
     assert everything["shown"] == everything["fitting"]
     assert everything["best"] == sum(r["best"] for r in everything["candidates"]) >= 1
@@ -374,13 +454,47 @@ def test_plan_fields_and_text():
 
 def test_plan_text_layout():
     rows = [
-        dict(best=True, layers="all", targets_name="qv", targets=["query", "value"], r=4, head="lowrank",
-             head_rank=8, bias="none", trainable=12_345, budget_used=0.61725, lora=10_000, head_params=2_345, bias_params=0),
-        dict(best=False, layers="1", targets_name="qkv", targets=["query", "key", "value"], r=12, head="linear",
-             head_rank=None, bias="all", trainable=9_000, budget_used=0.45, lora=8_000, head_params=132, bias_params=868),
+        dict(
+            best=True,
+            layers="all",
+            targets_name="qv",
+            targets=["query", "value"],
+            r=4,
+            head="lowrank",
+            head_rank=8,
+            bias="none",
+            trainable=12_345,
+            budget_used=0.61725,
+            lora=10_000,
+            head_params=2_345,
+            bias_params=0,
+        ),
+        dict(
+            best=False,
+            layers="1",
+            targets_name="qkv",
+            targets=["query", "key", "value"],
+            r=12,
+            head="linear",
+            head_rank=None,
+            bias="all",
+            trainable=9_000,
+            budget_used=0.45,
+            lora=8_000,
+            head_params=132,
+            bias_params=868,
+        ),
     ]
-    p = {"model": "m", "fitting": 1_234, "budget": 20_000, "best": 3, "shown": 2, "sort": "rank",
-         "candidates": rows, "command": "lorafit train x"}
+    p = {
+        "model": "m",
+        "fitting": 1_234,
+        "budget": 20_000,
+        "best": 3,
+        "shown": 2,
+        "sort": "rank",
+        "candidates": rows,
+        "command": "lorafit train x",
+    }
     assert plan_text(p).splitlines() == [
         "m: 1,234 configurations fit a budget of 20,000; 3 spend it best (*); showing 2 by rank",
         "",
@@ -402,14 +516,20 @@ def test_plan_defaults_edges_and_the_configs_own_choices():
     assert (nothing["fitting"], nothing["candidates"], nothing["command"]) == (0, [], None)
     with pytest.raises(UserError) as err:
         plan(None, base, budget=10, sort="price")
-    assert str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
+    assert (
+        str(err.value) == "--sort price: use one of spend, trainable, encoder, coverage, rank, head"
+    )
     # a row that spends the budget exactly is shown: query+value of 6 layers at r=1 (6 x 2 x 768)
     # and a linear head (384 x 4 + 4)
     exact = 6 * 2 * 768 + 1540
     rows = plan(None, base, budget=exact, top=0, heads="linear", ranks="1")["candidates"]
     assert exact in [r["trainable"] for r in rows]
     # the config's own layers are a choice, and its head_rank is the head's default rank
-    own = enumerate_candidates(load_config(None, [*base, "lora.layers=[1,3]"]), 50_000, [("linear", None)], [1])
+    own = enumerate_candidates(
+        load_config(None, [*base, "lora.layers=[1,3]"]), 50_000, [("linear", None)], [1]
+    )
     assert "1,3" in {c.layers for c in own}
-    ranked = plan(None, [*base, "model.head_rank=5"], budget=50_000, top=1, heads="lowrank", ranks="1")
+    ranked = plan(
+        None, [*base, "model.head_rank=5"], budget=50_000, top=1, heads="lowrank", ranks="1"
+    )
     assert ranked["candidates"][0]["head_rank"] == 5

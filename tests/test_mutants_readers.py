@@ -86,7 +86,9 @@ def test_original_ag_news_row_with_an_extra_field_has_no_header(tmp_path):
 
 def test_reading_problem_other_parser_messages():
     path = Path("f.csv")
-    eof = pd.errors.ParserError("Error tokenizing data. C error: EOF inside string starting at row 7")
+    eof = pd.errors.ParserError(
+        "Error tokenizing data. C error: EOF inside string starting at row 7"
+    )
     assert _reading_problem(path, "text", eof) == (
         'f.csv: a quote opened in row 7 is never closed; write a quote inside a quoted text as two (""), '
         'or set data.quoting: none if a " is only a character here'
@@ -100,10 +102,21 @@ def test_reading_problem_other_parser_messages():
     )
     import csv
 
-    name = _delimited_problem(path, pd.errors.ParserError("Expected 4 fields in line 9, saw 6"), "|", False, csv.QUOTE_MINIMAL)
-    assert name == "f.csv: line 9 has 6 fields, line 1 has 4; put texts that contain pipes in double quotes or remove the extra field"
+    name = _delimited_problem(
+        path,
+        pd.errors.ParserError("Expected 4 fields in line 9, saw 6"),
+        "|",
+        False,
+        csv.QUOTE_MINIMAL,
+    )
+    assert (
+        name
+        == "f.csv: line 9 has 6 fields, line 1 has 4; put texts that contain pipes in double quotes or remove the extra field"
+    )
     # any other parser message: as `_reading_problem` says it for text
-    assert _delimited_problem(path, eof, ",", True, csv.QUOTE_MINIMAL) == _reading_problem(path, "text", eof)
+    assert _delimited_problem(path, eof, ",", True, csv.QUOTE_MINIMAL) == _reading_problem(
+        path, "text", eof
+    )
     other = pd.errors.ParserError("Error tokenizing data. C error: out of memory")
     assert _delimited_problem(path, other, "\t", True, csv.QUOTE_NONE) == (
         "f.csv: cannot read as text (Error tokenizing data. C error: out of memory); check the file's format"
@@ -119,13 +132,21 @@ def test_json_lines_name_the_first_line_that_is_not_an_object(tmp_path):
     assert refused(broken) == f"{broken}: line 2 {fix}"
     # a line that is JSON but not an object (an array, a string, a number): no traceback
     for n, line in enumerate(("[1, 2]", '"just text"', "5")):
-        path = write(tmp_path, f"not_object{n}.jsonl", '\n{"text": "a", "label": 1}\n\n' + line + "\n")
+        path = write(
+            tmp_path, f"not_object{n}.jsonl", '\n{"text": "a", "label": 1}\n\n' + line + "\n"
+        )
         assert refused(path) == f"{path}: line 4 {fix}"  # blank lines count, and are skipped
 
 
 def test_first_bad_json_line_directly(tmp_path):
-    assert _first_bad_json_line(Path(write(tmp_path, "ok.jsonl", '\ufeff{"a": 1}\n\n  \n{"b": 2}\n'))) is None
-    assert _first_bad_json_line(Path(write(tmp_path, "bom.jsonl", '\ufeff{"a": 1}\n{"b": 2} x\n'))) == 2
+    assert (
+        _first_bad_json_line(Path(write(tmp_path, "ok.jsonl", '\ufeff{"a": 1}\n\n  \n{"b": 2}\n')))
+        is None
+    )
+    assert (
+        _first_bad_json_line(Path(write(tmp_path, "bom.jsonl", '\ufeff{"a": 1}\n{"b": 2} x\n')))
+        == 2
+    )
     assert _first_bad_json_line(Path(write(tmp_path, "first.jsonl", "[]\n"))) == 1
 
 
@@ -140,12 +161,18 @@ def test_json_array_files(tmp_path):
         "array of objects: fix the JSON there (or write one JSON object per line)"
     )
     mixed = write(tmp_path, "mixed.json", '[{"text": "a", "label": 1}, 3]')
-    assert refused(mixed) == f'{mixed}: a JSON array must hold objects ({{"text": ..., "label": ...}})'
+    assert (
+        refused(mixed) == f'{mixed}: a JSON array must hold objects ({{"text": ..., "label": ...}})'
+    )
 
 
 def test_json_lines_keep_texts_and_labels_as_written(tmp_path):
     # texts that look like numbers or dates stay the strings they are (no dtype guessing)
-    lines = ['{"text": "007", "label": "01"}', '{"text": "2024-01-02", "label": "2"}', '{"text": "1e3", "label": 3}']
+    lines = [
+        '{"text": "007", "label": "01"}',
+        '{"text": "2024-01-02", "label": "2"}',
+        '{"text": "1e3", "label": 3}',
+    ]
     frame = read_frame(write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n"), DataConfig())
     assert frame["text"].tolist() == ["007", "2024-01-02", "1e3"]
     assert frame["label"].tolist() == ["01", "2", 3]
@@ -159,7 +186,10 @@ def test_text_after_a_closing_quote_names_row_and_line(tmp_path):
     text = 'text,label\nok,1\n"Yes," he said,2\n'
     with pytest.raises(UserError) as e:
         _check_quotes(path, text, ",", True)
-    assert str(e.value) == f"x.csv: row 2 (line 3): a \" closes a quoted field and text follows it ('\"Yes,\" he said,2'); {QUOTE_FIX}"
+    assert (
+        str(e.value)
+        == f'x.csv: row 2 (line 3): a " closes a quoted field and text follows it (\'"Yes," he said,2\'); {QUOTE_FIX}'
+    )
     assert e.value.where == "row 2 (line 3)"
     with pytest.raises(UserError) as e:  # without a header, the first line is row 1
         _check_quotes(path, '"Yes," he said,2\nok,1\n', ",", False)
@@ -167,7 +197,7 @@ def test_text_after_a_closing_quote_names_row_and_line(tmp_path):
     with pytest.raises(UserError) as e:  # in the header itself
         _check_quotes(path, '"te"xt,label\nok,1\n', ",", True)
     assert e.value.where == "the header (line 1)"
-    assert str(e.value).startswith("x.csv: the header (line 1): a \" closes a quoted field")
+    assert str(e.value).startswith('x.csv: the header (line 1): a " closes a quoted field')
 
 
 def test_quote_that_runs_over_lines_and_one_never_closed(tmp_path):
@@ -189,14 +219,20 @@ def test_quote_problem_shows_at_most_60_characters():
         text = f"head\n{line}\nnext\n"
         expected = repr(line if shown is None else line[:shown] + "...")
         assert _quote_problem("'\"' expected after '\"'", 2, 2, text) == (
-            f"a \" closes a quoted field and text follows it ({expected})"
+            f'a " closes a quoted field and text follows it ({expected})'
         )
 
 
 def test_quote_problem_other_errors():
     text = "a\nb\nc\nd\ne\nf\ng\n"
-    assert _quote_problem("field larger than field limit (131072)", 3, 7, text) == 'a " opened here runs over 5 lines'
-    assert _quote_problem("line contains NUL", 1, 1, text) == "not readable as delimited text (line contains NUL); check the file"
+    assert (
+        _quote_problem("field larger than field limit (131072)", 3, 7, text)
+        == 'a " opened here runs over 5 lines'
+    )
+    assert (
+        _quote_problem("line contains NUL", 1, 1, text)
+        == "not readable as delimited text (line contains NUL); check the file"
+    )
 
 
 def test_literal_grid_decisions():
@@ -218,11 +254,19 @@ def test_swallowed_lines_are_refused_and_multiline_texts_logged(tmp_path, caplog
         f"of 2 fields each); {QUOTE_FIX}"
     )
     # a TSV written by a CSV writer (a doubled quote) whose last field is empty: still refused
-    tsv = write(tmp_path, "swallow.tsv", 'text\tlabel\tnote\n"he said ""hi""\t1\tx\nworld"\t2\t\nlast\t3\t\n')
+    tsv = write(
+        tmp_path,
+        "swallow.tsv",
+        'text\tlabel\tnote\n"he said ""hi""\t1\tx\nworld"\t2\t\nlast\t3\t\n',
+    )
     message = refused(tsv)
-    assert message.startswith(f"{tsv}: row 1: a quote opens a field that swallows whole lines (2 rows read from 3 lines of 3 fields each)")
+    assert message.startswith(
+        f"{tsv}: row 1: a quote opens a field that swallows whole lines (2 rows read from 3 lines of 3 fields each)"
+    )
     # real multi-line texts (the lines have different fields): read, and said in the log
-    multi = write(tmp_path, "multi.csv", 'text,label\n"two\nlines",1\n"three\nmore, lines\nhere",2\n')
+    multi = write(
+        tmp_path, "multi.csv", 'text,label\n"two\nlines",1\n"three\nmore, lines\nhere",2\n'
+    )
     with caplog.at_level(logging.INFO, logger="lorafit"):
         frame = read_frame(multi, DataConfig())
     assert frame["text"].tolist() == ["two\nlines", "three\nmore, lines\nhere"]
@@ -305,7 +349,9 @@ def test_hub_unreachable_names_the_dataset_and_local_files(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
     message = refused("someorg/news:sub")
-    assert message.startswith("cannot reach the Hugging Face hub at http://127.0.0.1:9 for dataset 'someorg/news' (")
+    assert message.startswith(
+        "cannot reach the Hugging Face hub at http://127.0.0.1:9 for dataset 'someorg/news' ("
+    )
     assert message.endswith(
         "); point data.train / data.test at local files instead, e.g. "
         "data.train=../shared/data/ag_news/train_subset.csv (or set HF_HUB_OFFLINE=1 to use files cached earlier)"
@@ -319,14 +365,19 @@ def test_hub_errors_after_the_check(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError) as e:
         _read_hub("someorg/nothere", "train")
-    assert str(e.value) == "cannot download hub dataset 'someorg/nothere' (Couldn't reach 'someorg/nothere' on the Hub (OfflineModeIsEnabled))"
+    assert (
+        str(e.value)
+        == "cannot download hub dataset 'someorg/nothere' (Couldn't reach 'someorg/nothere' on the Hub (OfflineModeIsEnabled))"
+    )
     # a split the dataset does not have (a local folder of CSVs, loaded by `datasets` itself)
     folder = tmp_path / "csvs"
     folder.mkdir()
     (folder / "train.csv").write_text("text,label\na,1\n")
     with pytest.raises(UserError) as e:
         _read_hub(str(folder), "nosuch")
-    assert str(e.value).startswith(f"hub dataset '{folder}' split 'nosuch': Unknown split \"nosuch\". Should be one of ['train']")
+    assert str(e.value).startswith(
+        f"hub dataset '{folder}' split 'nosuch': Unknown split \"nosuch\". Should be one of ['train']"
+    )
     assert "\n" not in str(e.value)
 
 
@@ -341,7 +392,9 @@ def test_the_ending_decides_the_kind_before_the_first_bytes(tmp_path):
         path.write_bytes(data)
         return _kind(path)
 
-    assert kind("a.csv", b'{"looks": "like JSON"},1\n') == "text"  # a CSV whose first text starts with {
+    assert (
+        kind("a.csv", b'{"looks": "like JSON"},1\n') == "text"
+    )  # a CSV whose first text starts with {
     assert kind("a.CSV", b"[1] first,1\n") == "text"
     assert kind("a.txt", b"PAR1 a text that starts so") == "text"
     assert kind("a.json", b"not json at all") == "json"  # the error then speaks of JSON
@@ -350,7 +403,12 @@ def test_the_ending_decides_the_kind_before_the_first_bytes(tmp_path):
     assert kind("a.Parquet", b"x") == "parquet"
     protocol0 = pickle.dumps({"text": ["a"]}, protocol=0)  # Python 2's format: no \x80 opcode
     assert not protocol0.startswith(b"\x80")
-    assert kind("a.pkl", protocol0) == kind("a.PICKLE", protocol0) == kind("b.pickle", protocol0) == "pickle"
+    assert (
+        kind("a.pkl", protocol0)
+        == kind("a.PICKLE", protocol0)
+        == kind("b.pickle", protocol0)
+        == "pickle"
+    )
     # without an ending that says it: the first bytes
     assert kind("SMSSpamCollection", b"ham\tOk lar...\n") == "text"
     assert kind("rows", b"\xef\xbb\xbf \n\t[{}]") == "json"
@@ -363,20 +421,33 @@ def test_utf8_spelled_any_way_drops_the_byte_order_mark(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbftext,label\nhello,1\n")
     for encoding in ("utf-8", "UTF-8", "utf8", "UTF8", "utf_8"):
-        assert read_frame(str(path), DataConfig(encoding=encoding)).columns.tolist() == ["text", "label"], encoding
-    assert refused(str(path), encoding="klingon") == "data.encoding 'klingon': unknown encoding; use e.g. utf-8, latin-1 or cp1252"
+        assert read_frame(str(path), DataConfig(encoding=encoding)).columns.tolist() == [
+            "text",
+            "label",
+        ], encoding
+    assert (
+        refused(str(path), encoding="klingon")
+        == "data.encoding 'klingon': unknown encoding; use e.g. utf-8, latin-1 or cp1252"
+    )
 
 
 def test_blank_files_and_blank_rows(tmp_path):
     for name, data in (("bom.csv", b"\xef\xbb\xbf"), ("blank.tsv", b" \n\n\t\n")):
         path = tmp_path / name
         path.write_bytes(data)
-        assert refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"
+        assert (
+            refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"
+        )
     # a blank line inside is a row (row numbers stay the file's); blank lines at the end are not
     frame = read_frame(write(tmp_path, "rows.csv", "text,label\na,1\n\nb,2\n\n\n"), DataConfig())
     assert frame.fillna("").values.tolist() == [["a", "1"], ["", ""], ["b", "2"]]
-    frame = read_frame(write(tmp_path, "short.csv", "text,label,note\na,1\nb,2,x\n,\n"), DataConfig())
-    assert frame.values.tolist() == [["a", "1", ""], ["b", "2", "x"]]  # missing fields are empty texts
+    frame = read_frame(
+        write(tmp_path, "short.csv", "text,label,note\na,1\nb,2,x\n,\n"), DataConfig()
+    )
+    assert frame.values.tolist() == [
+        ["a", "1", ""],
+        ["b", "2", "x"],
+    ]  # missing fields are empty texts
     assert read_frame(write(tmp_path, "none.csv", "text,label\n\n\n"), DataConfig()).shape == (0, 2)
 
 
@@ -388,14 +459,19 @@ def test_texts_that_look_like_numbers_stay_texts(tmp_path):
 def test_the_ending_sets_the_separator_before_sniffing(tmp_path):
     # a one-column .tsv of texts with commas: tab-separated (one column), not comma-sniffed
     frame = read_frame(write(tmp_path, "texts.tsv", "text\nhello, world\nbye, now\n"), DataConfig())
-    assert frame.columns.tolist() == ["text"] and frame["text"].tolist() == ["hello, world", "bye, now"]
+    assert frame.columns.tolist() == ["text"] and frame["text"].tolist() == [
+        "hello, world",
+        "bye, now",
+    ]
     frame = read_frame(write(tmp_path, "texts.TSV", "text\nhello, world\nbye, now\n"), DataConfig())
     assert frame.columns.tolist() == ["text"]
 
 
 def test_quote_errors_name_the_file(tmp_path):
     path = write(tmp_path, "said.csv", 'text,label\nok,1\n"Yes," he said,2\n')
-    assert refused(path).startswith(f"{path}: row 2 (line 3): a \" closes a quoted field and text follows it")
+    assert refused(path).startswith(
+        f'{path}: row 2 (line 3): a " closes a quoted field and text follows it'
+    )
     # a TSV re-read with quotes as characters still names the file in its own errors
     tsv = write(tmp_path, "grid.tsv", 'text\t\n"a\tb\n"c\td\n')
     assert refused(tsv) == f"{tsv}: a header column is empty; name every column in row 1"
@@ -405,8 +481,12 @@ def test_header_decisions():
     long = "x" * 41
     # a header that names the configured columns is one, however it looks
     assert _is_header([[long, "label"], ["a", "1"]], DataConfig(text_column=long))
-    assert _is_header([[long, "label"], ["a", "1"]], DataConfig(text_column=long, label_column="label"))
-    assert _is_header([["body", long], ["a", "1"]], DataConfig(text_column="body", label_column=long))
+    assert _is_header(
+        [[long, "label"], ["a", "1"]], DataConfig(text_column=long, label_column="label")
+    )
+    assert _is_header(
+        [["body", long], ["a", "1"]], DataConfig(text_column="body", label_column=long)
+    )
     assert not _is_header([[long, "label"], ["a", "1"]], DataConfig())  # too long for a name
     assert _is_header([["x" * 40, "label"], ["a", "1"]], DataConfig())  # 40 characters are a name
     assert not _is_header([["ham", "Ok lar"], ["ham", "hi"]], DataConfig())  # a label found again
@@ -417,9 +497,16 @@ def test_header_decisions():
 def test_paths_samples_and_saved_splits(tmp_path):
     import datasets
 
-    assert refused("./nowhere/rows") == f"./nowhere/rows: file not found; check the path (relative to {Path.cwd()})"
+    assert (
+        refused("./nowhere/rows")
+        == f"./nowhere/rows: file not found; check the path (relative to {Path.cwd()})"
+    )
     sample = Path(resolve_source("sample"))
-    assert sample.name == "sample_news_train.csv" and sample.parent.name == "assets" and sample.is_file()
+    assert (
+        sample.name == "sample_news_train.csv"
+        and sample.parent.name == "assets"
+        and sample.is_file()
+    )
     assert resolve_source("sample-test").endswith("assets/sample_news_test.csv")
     assert resolve_source("my.csv") == "my.csv"
     assert len(read_frame("sample", DataConfig())) == len(pd.read_csv(sample))
@@ -428,7 +515,10 @@ def test_paths_samples_and_saved_splits(tmp_path):
         train=datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}),
         test=datasets.Dataset.from_dict({"text": ["c"], "label": [1]}),
     ).save_to_disk(str(folder))
-    assert read_frame(str(folder), DataConfig())["text"].tolist() == ["a", "b"]  # the train split by default
+    assert read_frame(str(folder), DataConfig())["text"].tolist() == [
+        "a",
+        "b",
+    ]  # the train split by default
     assert read_frame(str(folder), DataConfig(), split="test")["text"].tolist() == ["c"]
 
 
@@ -436,11 +526,16 @@ def test_a_garbage_parquet_file_says_what_pyarrow_said(tmp_path):
     path = tmp_path / "bad.parquet"
     path.write_bytes(b"PAR1 this is not parquet at all PAR0")
     message = refused(str(path))
-    assert message.startswith(f"{path}: cannot read as parquet (") and "Parquet magic bytes not found" in message
+    assert (
+        message.startswith(f"{path}: cannot read as parquet (")
+        and "Parquet magic bytes not found" in message
+    )
 
 
 def test_an_empty_file_of_any_kind_is_said_to_be_empty(tmp_path):
     for name in ("a.parquet", "a.jsonl", "a.pkl", "a.csv", "noext"):
         path = tmp_path / name
         path.write_bytes(b"")
-        assert refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"
+        assert (
+            refused(str(path)) == f"{path}: the file is empty; give a file with a header and rows"
+        )

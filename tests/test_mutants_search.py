@@ -49,7 +49,11 @@ def minilm(r: int, layers: int) -> int:
 
 
 def base(**extra) -> dict:
-    out = {"model": {"name": "all-MiniLM-L6-v2"}, "data": {"label_names": list(LABELS)}, "budget": 20000}
+    out = {
+        "model": {"name": "all-MiniLM-L6-v2"},
+        "data": {"label_names": list(LABELS)},
+        "budget": 20000,
+    }
     out.update(extra)
     return out
 
@@ -72,7 +76,16 @@ def memory_study(direction: str = "maximize"):
     return optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction=direction)
 
 
-def add(study, state=TrialState.COMPLETE, value=None, name=None, params=None, dists=None, inter=None, **attrs):
+def add(
+    study,
+    state=TrialState.COMPLETE,
+    value=None,
+    name=None,
+    params=None,
+    dists=None,
+    inter=None,
+    **attrs,
+):
     """A finished (or running / waiting) trial with these user attributes."""
     if name is not None:
         attrs["name"] = name
@@ -80,8 +93,12 @@ def add(study, state=TrialState.COMPLETE, value=None, name=None, params=None, di
         value = 0.5
     study.add_trial(
         create_trial(
-            state=state, value=value if state == TrialState.COMPLETE else None, params=params or {},
-            distributions=dists or {}, user_attrs=attrs, intermediate_values=inter or {},
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            params=params or {},
+            distributions=dists or {},
+            user_attrs=attrs,
+            intermediate_values=inter or {},
         )
     )
     return study.trials[-1]
@@ -121,14 +138,21 @@ def test_parse_space_reads_int_float_and_choice(tmp_path):
     assert type(s.low) is float and type(s.high) is float
     s = parse_space("lora.dropout", {"float": [0, 0.2], "step": 0.05}, src)
     assert (s.low, s.high, s.step, s.log) == (0.0, 0.2, 0.05, False)
-    s = parse_space("lora.dropout", {"float": [0.0, 0.2], "step": 1}, src)  # an int step for a float
+    s = parse_space(
+        "lora.dropout", {"float": [0.0, 0.2], "step": 1}, src
+    )  # an int step for a float
     assert s.step == 1
     s = parse_space("train.lr", {"float": [1e-4, 1e-2], "log": True}, src)
     assert s.log is True and s.low == 1e-4
     s = parse_space("train.lr", {"float": [1, 2], "log": True}, src)  # low 1: above 0
     assert s.log is True
     s = parse_space("t", {"choice": ["a", "b"]}, src)
-    assert (s.kind, s.choices, s.labels, s.where) == ("choice", ["a", "b"], ["a", "b"], "search: space")
+    assert (s.kind, s.choices, s.labels, s.where) == (
+        "choice",
+        ["a", "b"],
+        ["a", "b"],
+        "search: space",
+    )
     # an int space's type stays int (Optuna's suggest_int)
     s = parse_space("lora.r", {"int": [2, 8], "log": False}, src)
     assert type(s.low) is int and s.log is False
@@ -138,7 +162,10 @@ def test_parse_space_reads_int_float_and_choice(tmp_path):
     "value, message",
     [
         (5, "give one of {int: [lo, hi]}, {float: [lo, hi], log: true} or {choice: [a, b]}"),
-        ({"int": [1, 2], "float": [1, 2]}, "give one of {int: [lo, hi]}, {float: [lo, hi], log: true} or {choice: [a, b]}"),
+        (
+            {"int": [1, 2], "float": [1, 2]},
+            "give one of {int: [lo, hi]}, {float: [lo, hi], log: true} or {choice: [a, b]}",
+        ),
         ({}, "give one of {int: [lo, hi]}, {float: [lo, hi], log: true} or {choice: [a, b]}"),
         ({"int": [1, 2], "lg": True}, "unknown key 'lg'; a space has int, log and step"),
         ({"float": [1, 2], "steps": 1}, "unknown key 'steps'; a space has float, log and step"),
@@ -207,7 +234,14 @@ def _tag(value) -> str:
 def test_value_tags_by_hand():
     from lorafit.search.space import _value_tag
 
-    assert [_value_tag(v) for v in (True, False, None, 3, 0.5, 2e-05)] == ["true", "false", "none", "3", "0.5", "2e-05"]
+    assert [_value_tag(v) for v in (True, False, None, 3, 0.5, 2e-05)] == [
+        "true",
+        "false",
+        "none",
+        "3",
+        "0.5",
+        "2e-05",
+    ]
     assert _value_tag("a b/c") == "a-b-c"
     assert _value_tag("--x__y--") == "x-y"
     assert _value_tag("a.b+c-d") == "a.b+c-d"
@@ -235,14 +269,19 @@ def test_trial_names_by_hand():
     v80 = "a" * 74  # "layers" + 74 = 80
     assert trial_name({"lora.layers": v80}) == "layers" + v80
     long = "layers" + "a" * 75
-    assert trial_name({"lora.layers": "a" * 75}) == long[:70] + "-" + hashlib.sha256(long.encode()).hexdigest()[:8]
+    assert (
+        trial_name({"lora.layers": "a" * 75})
+        == long[:70] + "-" + hashlib.sha256(long.encode()).hexdigest()[:8]
+    )
     assert len(trial_name({"lora.layers": "a" * 75})) == 79
 
 
 def test_grid_trial_names_from_runs_and_points():
     from lorafit.search.space import SweepPlan, grid_trial_name
 
-    plan = SweepPlan(Path("f.yaml"), "n", Path("d"), "eval_accuracy", [], runs={"#1": {"lora.r": 4}, "lion": {}})
+    plan = SweepPlan(
+        Path("f.yaml"), "n", Path("d"), "eval_accuracy", [], runs={"#1": {"lora.r": 4}, "lion": {}}
+    )
     assert grid_trial_name(plan, "lion", {"lora.r": 2}) == "lion_r2"
     assert grid_trial_name(plan, "lion", {}) == "lion"
     assert grid_trial_name(plan, "#1", {"lora.alpha": 8}) == "alpha8"  # an unnamed run: the point
@@ -274,17 +313,42 @@ def test_read_search_defaults_and_settings():
 
     r = Space("lora.r", "int", 2, 8)
     plan = read({"n_trials": 2, "space": {"lora.r": {}}}, {"lora.r": r})
-    assert (plan.sampler, plan.sampler_args, plan.pruner, plan.pruner_args) == ("tpe", {}, "median", {})
+    assert (plan.sampler, plan.sampler_args, plan.pruner, plan.pruner_args) == (
+        "tpe",
+        {},
+        "median",
+        {},
+    )
     assert (plan.n_trials, plan.timeout, plan.seed) == (2, None, 0)
     plan = read({})  # no space: a grid, pruner off
     assert (plan.sampler, plan.pruner, plan.n_trials) == ("grid", "none", None)
     plan = read({"sampler": "random", "timeout": 60, "seed": 7})
-    assert (plan.sampler, plan.pruner, plan.timeout, plan.n_trials, plan.seed) == ("random", "median", 60, None, 7)
-    plan = read({"sampler": {"type": "qmc", "scramble": True}, "pruner": {"type": "hyperband", "min_resource": 2},
-                 "n_trials": 1, "seed": 0})
-    assert (plan.sampler, plan.sampler_args, plan.pruner, plan.pruner_args) == ("qmc", {"scramble": True}, "hyperband", {"min_resource": 2})
+    assert (plan.sampler, plan.pruner, plan.timeout, plan.n_trials, plan.seed) == (
+        "random",
+        "median",
+        60,
+        None,
+        7,
+    )
+    plan = read(
+        {
+            "sampler": {"type": "qmc", "scramble": True},
+            "pruner": {"type": "hyperband", "min_resource": 2},
+            "n_trials": 1,
+            "seed": 0,
+        }
+    )
+    assert (plan.sampler, plan.sampler_args, plan.pruner, plan.pruner_args) == (
+        "qmc",
+        {"scramble": True},
+        "hyperband",
+        {"min_resource": 2},
+    )
     assert plan.seed == 0 and plan.n_trials == 1
-    plan = read({"sampler": "grid", "space": {"k": {}}}, {"k": Space("k", "choice", choices=[1], labels=[1])})
+    plan = read(
+        {"sampler": "grid", "space": {"k": {}}},
+        {"k": Space("k", "choice", choices=[1], labels=[1])},
+    )
     assert (plan.sampler, plan.pruner) == ("grid", "none")
     plan = read({"sampler": "grid", "pruner": "median"})
     assert plan.pruner == "median"
@@ -294,10 +358,22 @@ def test_read_search_defaults_and_settings():
 @pytest.mark.parametrize(
     "search, message",
     [
-        ({"trials": 3}, "search: unknown key 'trials'; search has sampler, n_trials, timeout, pruner, seed, space"),
-        ({"sampler": "cma"}, "search: sampler: 'cma' is not one of tpe, random, grid, qmc, gp (or {type: NAME, option: value})"),
-        ({"sampler": {"seed": 1}}, "search: sampler: None is not one of tpe, random, grid, qmc, gp (or {type: NAME, option: value})"),
-        ({"pruner": "early"}, "search: pruner: 'early' is not one of median, successive_halving, hyperband, none (or {type: NAME, option: value})"),
+        (
+            {"trials": 3},
+            "search: unknown key 'trials'; search has sampler, n_trials, timeout, pruner, seed, space",
+        ),
+        (
+            {"sampler": "cma"},
+            "search: sampler: 'cma' is not one of tpe, random, grid, qmc, gp (or {type: NAME, option: value})",
+        ),
+        (
+            {"sampler": {"seed": 1}},
+            "search: sampler: None is not one of tpe, random, grid, qmc, gp (or {type: NAME, option: value})",
+        ),
+        (
+            {"pruner": "early"},
+            "search: pruner: 'early' is not one of median, successive_halving, hyperband, none (or {type: NAME, option: value})",
+        ),
         ({"n_trials": 0}, "search: n_trials: give a positive number, not 0"),
         ({"n_trials": True}, "search: n_trials: give a positive number, not True"),
         ({"n_trials": "3"}, "search: n_trials: give a positive number, not '3'"),
@@ -306,7 +382,10 @@ def test_read_search_defaults_and_settings():
         ({"seed": -1}, "search: seed: give a positive number, not -1"),
         ({"seed": False}, "search: seed: give a positive number, not False"),
         ({"sampler": "tpe"}, "search: sampler tpe needs n_trials: and/or timeout: (seconds)"),
-        ({"sampler": "random", "seed": 3}, "search: sampler random needs n_trials: and/or timeout: (seconds)"),
+        (
+            {"sampler": "random", "seed": 3},
+            "search: sampler random needs n_trials: and/or timeout: (seconds)",
+        ),
     ],
 )
 def test_read_search_refuses(search, message):
@@ -321,8 +400,11 @@ def test_read_search_refuses(search, message):
 def test_read_search_grid_takes_choices_only():
     from lorafit.search.space import Space, SweepPlan, _read_search
 
-    spaces = {"k": Space("k", "choice", choices=[1], labels=[1]), "lora.r": Space("lora.r", "int", 2, 8),
-              "train.lr": Space("train.lr", "float", 0.1, 0.2)}
+    spaces = {
+        "k": Space("k", "choice", choices=[1], labels=[1]),
+        "lora.r": Space("lora.r", "int", 2, 8),
+        "train.lr": Space("train.lr", "float", 0.1, 0.2),
+    }
     plan = SweepPlan(Path("f.yaml"), "n", Path("d"), "eval_accuracy", [], spaces=spaces)
     with pytest.raises(UserError) as e:
         _read_search(plan, {"sampler": "grid"}, Path("f.yaml"))
@@ -337,7 +419,11 @@ def test_a_seed_among_the_sampler_options_still_differs_by_worker(tmp_path):
     seed + i like `search: seed:` (the same seed everywhere drew the same trials in every worker)."""
     from lorafit.search.samplers import make_sampler
 
-    plan = search_plan(tmp_path, sampler={"type": "random", "seed": 5}, space={"lora.dropout": {"float": [0.0, 0.5]}})
+    plan = search_plan(
+        tmp_path,
+        sampler={"type": "random", "seed": 5},
+        space={"lora.dropout": {"float": [0.0, 0.5]}},
+    )
     assert plan.seed == 5
 
     def first_draw(sampler) -> float:
@@ -347,15 +433,21 @@ def test_a_seed_among_the_sampler_options_still_differs_by_worker(tmp_path):
     mine = [first_draw(make_sampler(plan, plan.seed + i)) for i in range(2)]
     assert mine == [first_draw(optuna.samplers.RandomSampler(seed=5 + i)) for i in range(2)]
     assert mine[0] != mine[1]
-    with pytest.raises(UserError, match=r"s.yaml: search: sampler: seed: give a whole number >= 0, not -1$"):
+    with pytest.raises(
+        UserError, match=r"s.yaml: search: sampler: seed: give a whole number >= 0, not -1$"
+    ):
         search_plan(tmp_path, sampler={"type": "tpe", "seed": -1})
     with pytest.raises(UserError, match=r"seed: give a whole number >= 0, not 1.5$"):
         search_plan(tmp_path, sampler={"type": "tpe", "seed": 1.5})
     with pytest.raises(UserError, match=r"seed: give a whole number >= 0, not True$"):
         search_plan(tmp_path, sampler={"type": "tpe", "seed": True})
-    assert search_plan(tmp_path, sampler={"type": "tpe", "seed": 0}, seed=4).seed == 0  # the sampler's own wins
+    assert (
+        search_plan(tmp_path, sampler={"type": "tpe", "seed": 0}, seed=4).seed == 0
+    )  # the sampler's own wins
     assert search_plan(tmp_path, sampler={"type": "tpe", "seed": None}, seed=4).seed == 4
-    grid = grid_plan(tmp_path, grid={"lora.r": [2, 4]}, search={"sampler": {"type": "grid", "seed": 9}})
+    grid = grid_plan(
+        tmp_path, grid={"lora.r": [2, 4]}, search={"sampler": {"type": "grid", "seed": 9}}
+    )
     assert grid.seed == 9 and grid.sampler_args == {}
 
 
@@ -368,8 +460,11 @@ def test_sweep_plan_direction_and_grid_size():
     assert plan.direction == "maximize"
     plan.metric = "test_pearson"
     assert plan.direction == "maximize"
-    plan.spaces = {"a": Space("a", "choice", labels=[1, 2, 3]), "b": Space("b", "choice", labels=[1, 2]),
-                   "c": Space("c", "choice", labels=["x"])}
+    plan.spaces = {
+        "a": Space("a", "choice", labels=[1, 2, 3]),
+        "b": Space("b", "choice", labels=[1, 2]),
+        "c": Space("c", "choice", labels=["x"]),
+    }
     assert plan.grid_size == 6
 
 
@@ -388,7 +483,10 @@ def test_space_suggest_gives_optuna_the_declared_distribution():
     assert 0.1 <= Space("d", "float", 0.1, 0.9, log=True).suggest(trial) <= 0.9
     assert Space("e", "float", 0.0, 1.0, step=0.25).suggest(trial) in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert Space("f", "float", 0.0, 1.0).suggest(trial) <= 1.0
-    assert _choice("g", [["q", "v"], ["q", "k", "v"]]).suggest(trial) in (["q", "v"], ["q", "k", "v"])
+    assert _choice("g", [["q", "v"], ["q", "k", "v"]]).suggest(trial) in (
+        ["q", "v"],
+        ["q", "k", "v"],
+    )
     study.tell(trial, 0.0)
     assert _distributions(study) == {
         "a": IntDistribution(2, 64, log=True, step=1),
@@ -419,23 +517,41 @@ def test_read_sweep_file_refuses_with_one_line(tmp_path):
 
     with pytest.raises(UserError) as e:
         read_sweep_file(tmp_path / "none.yaml")
-    assert str(e.value) == f"sweep file {tmp_path / 'none.yaml'} not found; give an existing YAML file"
-    assert message("grid: [1\nx") .startswith("P: line ")
-    assert message("a: b: c") == "P: line 1 not valid YAML (mapping values are not allowed here); fix the file"
+    assert (
+        str(e.value) == f"sweep file {tmp_path / 'none.yaml'} not found; give an existing YAML file"
+    )
+    assert message("grid: [1\nx").startswith("P: line ")
+    assert (
+        message("a: b: c")
+        == "P: line 1 not valid YAML (mapping values are not allowed here); fix the file"
+    )
     assert message('grid: {a: [1]}\nb: "\x07"') == (  # a reader error: no line, one line of text
         "P: not valid YAML (unacceptable character #x0007: special characters are not allowed); fix the file"
     )
-    assert message("- 1\n- 2") == "P: a sweep file is a mapping with base:, grid:, runs: and/or search:"
+    assert (
+        message("- 1\n- 2")
+        == "P: a sweep file is a mapping with base:, grid:, runs: and/or search:"
+    )
     assert message("") == (
         "P: nothing to sweep; add grid: (key: [values]), runs: (a list of overrides) or search: space: (key: {int: [lo, hi]})"
     )
     assert message("seeds: 3\ngrid: {a: [1]}") == (
         "P: unknown key 'seeds'; a sweep file has name, dir, base, overrides, metric, grid, runs, search, storage"
     )
-    assert message("search: 3\ngrid: {a: [1]}") == "P: search: give a mapping (sampler, n_trials, timeout, pruner, space)"
-    assert message("grid: {a: [1]}\nmetric: speed").startswith("P: metric 'speed' is not one of eval_accuracy, eval_f1")
+    assert (
+        message("search: 3\ngrid: {a: [1]}")
+        == "P: search: give a mapping (sampler, n_trials, timeout, pruner, space)"
+    )
+    assert message("grid: {a: [1]}\nmetric: speed").startswith(
+        "P: metric 'speed' is not one of eval_accuracy, eval_f1"
+    )
     assert message("grid: {}\nruns: []\nsearch: {space: {}}").startswith("P: nothing to sweep")
-    for ok in ("grid: {a: [1]}", "runs: [{}]", "search: {space: {a: 1}}", "grid: {a: [1]}\nmetric: eval_loss"):
+    for ok in (
+        "grid: {a: [1]}",
+        "runs: [{}]",
+        "search: {space: {a: 1}}",
+        "grid: {a: [1]}\nmetric: eval_loss",
+    ):
         path = tmp_path / "ok.yaml"
         path.write_text(ok)
         assert read_sweep_file(path) == yaml.safe_load(ok)
@@ -448,13 +564,25 @@ def test_runs_and_grid_sections(tmp_path):
     assert _runs({}, src) == {}
     spec = {"runs": [{"lora.r": 2}, {"name": "lion", "train.optimizer": "lion"}, {"name": 7}]}
     assert _runs(spec, src) == {"#1": {"lora.r": 2}, "lion": {"train.optimizer": "lion"}, "7": {}}
-    assert spec["runs"][1] == {"name": "lion", "train.optimizer": "lion"}  # the file's entry untouched
+    assert spec["runs"][1] == {
+        "name": "lion",
+        "train.optimizer": "lion",
+    }  # the file's entry untouched
     for bad, message in [
         ({"runs": {"a": 1}}, "f.yaml: runs: must be a list of mappings (config key: value)"),
         ({"runs": [{}, 3]}, "f.yaml: runs: must be a list of mappings (config key: value)"),
-        ({"runs": [{"name": "a b"}]}, "f.yaml: runs: name 'a b': use letters, digits and . _ + - only"),
-        ({"runs": [{"name": "a"}, {"name": "a"}]}, "f.yaml: two trials are named 'a'; give runs: entries distinct name: values"),
-        ({"runs": [{}, {"name": "#1"}]}, "f.yaml: runs: name '#1': use letters, digits and . _ + - only"),
+        (
+            {"runs": [{"name": "a b"}]},
+            "f.yaml: runs: name 'a b': use letters, digits and . _ + - only",
+        ),
+        (
+            {"runs": [{"name": "a"}, {"name": "a"}]},
+            "f.yaml: two trials are named 'a'; give runs: entries distinct name: values",
+        ),
+        (
+            {"runs": [{}, {"name": "#1"}]},
+            "f.yaml: runs: name '#1': use letters, digits and . _ + - only",
+        ),
     ]:
         with pytest.raises(UserError) as e:
             _runs(bad, src)
@@ -465,8 +593,14 @@ def test_runs_and_grid_sections(tmp_path):
     assert _grid_spaces({}, src) == {}
     for bad, message in [
         ({"grid": [1]}, "f.yaml: grid: must map config keys to lists of values"),
-        ({"grid": {"lora.r": []}}, "f.yaml: grid: lora.r: give a non-empty list of values, e.g. [4, 8]"),
-        ({"grid": {"lora.r": 4}}, "f.yaml: grid: lora.r: give a non-empty list of values, e.g. [4, 8]"),
+        (
+            {"grid": {"lora.r": []}},
+            "f.yaml: grid: lora.r: give a non-empty list of values, e.g. [4, 8]",
+        ),
+        (
+            {"grid": {"lora.r": 4}},
+            "f.yaml: grid: lora.r: give a non-empty list of values, e.g. [4, 8]",
+        ),
     ]:
         with pytest.raises(UserError) as e:
             _grid_spaces(bad, src)
@@ -476,12 +610,17 @@ def test_runs_and_grid_sections(tmp_path):
 def test_search_spaces_section():
     from lorafit.search.space import _search_spaces
 
-    spaces = _search_spaces({"space": {"lora.r": {"int": [2, 4]}, 5: {"choice": [1]}}}, Path("f.yaml"))
+    spaces = _search_spaces(
+        {"space": {"lora.r": {"int": [2, 4]}, 5: {"choice": [1]}}}, Path("f.yaml")
+    )
     assert list(spaces) == ["lora.r", "5"] and spaces["5"].key == "5"
     assert _search_spaces({}, Path("f.yaml")) == {}
     with pytest.raises(UserError) as e:
         _search_spaces({"space": [1]}, Path("f.yaml"))
-    assert str(e.value) == "f.yaml: search: space: map config keys to {int: ...}, {float: ...} or {choice: ...}"
+    assert (
+        str(e.value)
+        == "f.yaml: search: space: map config keys to {int: ...}, {float: ...} or {choice: ...}"
+    )
 
 
 def test_base_config_from_a_file_a_mapping_overrides_and_the_command_line(tmp_path):
@@ -491,12 +630,20 @@ def test_base_config_from_a_file_a_mapping_overrides_and_the_command_line(tmp_pa
     (tmp_path / "conf" / "b.yaml").write_text(yaml.safe_dump(base(budget=123)))
     src = tmp_path / "conf" / "s.yaml"
     conf = _base_config("b.yaml", {"lora.r": 3}, src, ["train.lr=0.5"])
-    assert (conf.budget, conf.lora.r, conf.train.lr, conf.model.name) == (123, 3, 0.5, "all-MiniLM-L6-v2")
+    assert (conf.budget, conf.lora.r, conf.train.lr, conf.model.name) == (
+        123,
+        3,
+        0.5,
+        "all-MiniLM-L6-v2",
+    )
     conf = _base_config({"lora.alpha": 7, "budget": 9}, None, src, ())
     assert (conf.lora.alpha, conf.budget) == (7, 9)
     assert _base_config(None, None, src, ()).budget == _base_config({}, {}, src, []).budget
     for args, message in [
-        (("c.yaml", None, src, ()), f"{src}: base: {tmp_path / 'conf' / 'c.yaml'} not found; give a config path relative to the sweep file"),
+        (
+            ("c.yaml", None, src, ()),
+            f"{src}: base: {tmp_path / 'conf' / 'c.yaml'} not found; give a config path relative to the sweep file",
+        ),
         ((3, None, src, ()), f"{src}: base: give a config file path or a mapping of config keys"),
         ((None, [1], src, ()), f"{src}: overrides: give a mapping of config keys to values"),
         (({"lora.r": 0}, None, src, ()), f"{src}: base: lora.r: must be >= 1"),
@@ -514,12 +661,25 @@ def test_base_config_from_a_file_a_mapping_overrides_and_the_command_line(tmp_pa
 def test_trial_config_names_the_run_and_keeps_by_the_sweeps_metric(tmp_path):
     from lorafit.search.space import load_sweep, trial_config
 
-    path = write(tmp_path / "s.yaml", dir=str(tmp_path / "out"), metric="test_accuracy",
-                 search={"n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}})
+    path = write(
+        tmp_path / "s.yaml",
+        dir=str(tmp_path / "out"),
+        metric="test_accuracy",
+        search={"n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}},
+    )
     plan = load_sweep(path)
     cfg = trial_config(plan, {"lora.r": 3, "train.lr": 0.25}, "t0007")
-    assert (cfg.run.name, cfg.run.dir, cfg.log.progress) == ("t0007", str(tmp_path / "out" / "s"), False)
-    assert (cfg.train.metric, cfg.lora.r, cfg.train.lr, cfg.budget) == ("eval_accuracy", 3, 0.25, 20000)
+    assert (cfg.run.name, cfg.run.dir, cfg.log.progress) == (
+        "t0007",
+        str(tmp_path / "out" / "s"),
+        False,
+    )
+    assert (cfg.train.metric, cfg.lora.r, cfg.train.lr, cfg.budget) == (
+        "eval_accuracy",
+        3,
+        0.25,
+        20000,
+    )
     plan.metric = "eval_loss"
     assert trial_config(plan, {}, "x").train.metric == "eval_loss"
     with pytest.raises(UserError) as e:
@@ -535,12 +695,22 @@ def test_check_budget_counts_and_refuses_above_the_budget_only(tmp_path):
     from lorafit.search.space import check_budget
 
     def cfg(r, layers, budget):
-        return load_config(None, [f"data.label_names=[{','.join(LABELS)}]", "model.name=all-MiniLM-L6-v2",
-                                  f"lora.r={r}", f"lora.layers={layers}", f"budget={budget}"])
+        return load_config(
+            None,
+            [
+                f"data.label_names=[{','.join(LABELS)}]",
+                "model.name=all-MiniLM-L6-v2",
+                f"lora.r={r}",
+                f"lora.layers={layers}",
+                f"budget={budget}",
+            ],
+        )
 
     assert check_budget(cfg(2, "4-5", 7684)) == (minilm(2, 2), None)  # exactly at the budget fits
     n, over = check_budget(cfg(2, "4-5", 7683))
-    assert n == 7684 and over.startswith("budget: 7,684 trainable parameters exceed the budget of 7,683 by 1 ")
+    assert n == 7684 and over.startswith(
+        "budget: 7,684 trainable parameters exceed the budget of 7,683 by 1 "
+    )
     assert check_budget(cfg(8, "5", 20000)) == (minilm(8, 1), None)
 
 
@@ -550,7 +720,10 @@ def test_check_space_values_names_the_bad_value(tmp_path):
 
     assert msg(grid={"lora.r": [2, 0]}) == "P: grid (value 0): lora.r: must be >= 1"
     assert msg(grid={"lora.dropout": [0.5, "x"]}).startswith("P: grid (value 'x'): ")
-    assert msg(runs=[{"name": "ok"}, {"name": "bad", "lora.r": 0}]) == "P: runs (run bad): lora.r: must be >= 1"
+    assert (
+        msg(runs=[{"name": "ok"}, {"name": "bad", "lora.r": 0}])
+        == "P: runs (run bad): lora.r: must be >= 1"
+    )
     assert msg(runs=[{"lora.r": 0}]) == "P: runs (run #1): lora.r: must be >= 1"
     search = {"n_trials": 2}
     assert msg(search={**search, "space": {"lora.dropout": {"float": [0.0, 1.5]}}}) == (
@@ -559,44 +732,80 @@ def test_check_space_values_names_the_bad_value(tmp_path):
     assert msg(search={**search, "space": {"lora.dropout": {"float": [-0.5, 0.5]}}}) == (
         "P: search: space (bound -0.5): lora.dropout: must be in [0, 1)"
     )
-    assert msg(search={**search, "space": {"lora.r": {"int": [2, 4]}, "lora.alpha": {"choice": [1, -1, 2]}}}).startswith(
-        "P: search: space (value -1): "
-    )
+    assert msg(
+        search={
+            **search,
+            "space": {"lora.r": {"int": [2, 4]}, "lora.alpha": {"choice": [1, -1, 2]}},
+        }
+    ).startswith("P: search: space (value -1): ")
     assert msg(search={**search, "space": {"lora.rr": {"int": [2, 4]}}}).startswith(
         "P: search: space (bound 2): unknown key 'lora.rr'"
     )
 
 
 def test_expand_grid_names_configs_and_budget(tmp_path):
-    plan = grid_plan(tmp_path, overrides={"lora.alpha": 4}, grid={"lora.r": [2, 8], "lora.layers": ["4-5", "5"]},
-                     runs=[{}, {"name": "lion", "train.optimizer": "lion"}])
+    plan = grid_plan(
+        tmp_path,
+        overrides={"lora.alpha": 4},
+        grid={"lora.r": [2, 8], "lora.layers": ["4-5", "5"]},
+        runs=[{}, {"name": "lion", "train.optimizer": "lion"}],
+    )
     names = ["r2_layers4-5", "r2_layers5", "r8_layers4-5", "r8_layers5"]
     assert [t.name for t in plan.trials] == names + ["lion_" + n for n in names]
     counts = [minilm(2, 2), minilm(2, 1), minilm(8, 2), minilm(8, 1)]
     assert [t.params for t in plan.trials] == counts * 2
     assert [t.skip is not None for t in plan.trials] == [False, False, True, False] * 2
-    assert plan.trials[2].skip.startswith("budget: 26,116 trainable parameters exceed the budget of 20,000 by 6,116 ")
+    assert plan.trials[2].skip.startswith(
+        "budget: 26,116 trainable parameters exceed the budget of 20,000 by 6,116 "
+    )
     assert all(t.error is None for t in plan.trials)
     t = plan.trials[6]
     assert t.overrides == {"train.optimizer": "lion", "lora.r": 8, "lora.layers": "4-5"}
-    assert (t.config.run.name, t.config.train.optimizer, t.config.lora.r, t.config.lora.layers, t.config.lora.alpha) == (
-        "lion_r8_layers4-5", "lion", 8, "4-5", 4)
+    assert (
+        t.config.run.name,
+        t.config.train.optimizer,
+        t.config.lora.r,
+        t.config.lora.layers,
+        t.config.lora.alpha,
+    ) == ("lion_r8_layers4-5", "lion", 8, "4-5", 4)
     assert plan.trials[0].overrides == {"lora.r": 2, "lora.layers": "4-5"}
-    assert plan.keys == ["lora.r", "lora.layers", "train.optimizer"]  # the trials' keys, first seen first
+    assert plan.keys == [
+        "lora.r",
+        "lora.layers",
+        "train.optimizer",
+    ]  # the trials' keys, first seen first
     assert plan.grid_size == 8 and plan.sampler == "grid" and plan.pruner == "none"
     assert list(plan.spaces) == ["lora.r", "lora.layers", "run"]
     assert plan.spaces["run"].choices == ["#1", "lion"] and plan.spaces["run"].where == "runs"
 
 
 def test_expand_grid_keeps_a_trial_whose_data_fail_and_refuses_clashing_names(tmp_path):
-    plan = grid_plan(tmp_path, grid={"lora.r": [2, 1]},
-                     runs=[{"name": "x", "data.label_names": [], "data.train": str(tmp_path / "no.csv")}, {"name": "y"}])
+    plan = grid_plan(
+        tmp_path,
+        grid={"lora.r": [2, 1]},
+        runs=[
+            {"name": "x", "data.label_names": [], "data.train": str(tmp_path / "no.csv")},
+            {"name": "y"},
+        ],
+    )
     assert [(t.name, t.params, t.skip) for t in plan.trials] == [
-        ("x_r2", None, None), ("x_r1", None, None), ("y_r2", minilm(2, 6), None), ("y_r1", minilm(1, 6), None)]
-    assert plan.trials[0].error == f"{tmp_path / 'no.csv'}: file not found; check the path (relative to {os.getcwd()})"
+        ("x_r2", None, None),
+        ("x_r1", None, None),
+        ("y_r2", minilm(2, 6), None),
+        ("y_r1", minilm(1, 6), None),
+    ]
+    assert (
+        plan.trials[0].error
+        == f"{tmp_path / 'no.csv'}: file not found; check the path (relative to {os.getcwd()})"
+    )
     assert plan.trials[1].error == plan.trials[0].error and plan.trials[2].error is None
-    assert plan.trials[0].config.data.train == str(tmp_path / "no.csv") and plan.trials[1].config.lora.r == 1
-    clash = "two trials are named {!r} (or it is reserved); give runs: entries distinct name: values"
+    assert (
+        plan.trials[0].config.data.train == str(tmp_path / "no.csv")
+        and plan.trials[1].config.lora.r == 1
+    )
+    clash = (
+        "two trials are named {!r} (or it is reserved); give runs: entries distinct name: values"
+    )
     path = write(tmp_path / "c.yaml", grid={"lora.r": [2]}, runs=[{}, {"lora.alpha": 4}])
     assert refused(path) == f"{path}: " + clash.format("r2")
     for reserved in ("study", "sweep", "leaderboard", "latest"):
@@ -609,30 +818,71 @@ def test_load_sweep_reads_name_folder_storage_spaces_and_keys(tmp_path, monkeypa
     from lorafit.search.space import load_sweep
 
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path / "my-search.yaml", runs=[{"name": "a", "lora.alpha": 4, "train.lr": 0.1}],
-                 grid={"lora.layers": ["4-5", "5"]},
-                 search={"sampler": "random", "n_trials": 4, "space": {"lora.r": {"int": [2, 4]}}})
+    path = write(
+        tmp_path / "my-search.yaml",
+        runs=[{"name": "a", "lora.alpha": 4, "train.lr": 0.1}],
+        grid={"lora.layers": ["4-5", "5"]},
+        search={"sampler": "random", "n_trials": 4, "space": {"lora.r": {"int": [2, 4]}}},
+    )
     plan = load_sweep(path, ["budget=999"])
     assert (plan.name, plan.folder, plan.source, plan.storage, plan.metric) == (
-        "my-search", Path("runs/sweeps/my-search"), path, None, "eval_accuracy")
+        "my-search",
+        Path("runs/sweeps/my-search"),
+        path,
+        None,
+        "eval_accuracy",
+    )
     assert plan.base.budget == 999
     assert list(plan.spaces) == ["lora.layers", "run", "lora.r"]
     assert plan.keys == ["lora.layers", "lora.r", "lora.alpha", "train.lr"]
-    assert plan.trials == [] and plan.sampler == "random" and plan.runs == {"a": {"lora.alpha": 4, "train.lr": 0.1}}
-    path = write(tmp_path / "s.yaml", name="named.1", dir="out", storage="journal:j.log", metric="eval_loss",
-                 grid={"lora.r": [2]})
+    assert (
+        plan.trials == []
+        and plan.sampler == "random"
+        and plan.runs == {"a": {"lora.alpha": 4, "train.lr": 0.1}}
+    )
+    path = write(
+        tmp_path / "s.yaml",
+        name="named.1",
+        dir="out",
+        storage="journal:j.log",
+        metric="eval_loss",
+        grid={"lora.r": [2]},
+    )
     plan = load_sweep(path)
-    assert (plan.name, plan.folder, plan.storage, plan.metric) == ("named.1", Path("out/named.1"), "journal:j.log", "eval_loss")
+    assert (plan.name, plan.folder, plan.storage, plan.metric) == (
+        "named.1",
+        Path("out/named.1"),
+        "journal:j.log",
+        "eval_loss",
+    )
     assert [t.name for t in plan.trials] == ["r2"] and plan.keys == ["lora.r"]
     for spec, message in [
-        ({"name": "a b", "grid": {"lora.r": [2]}}, "name 'a b': use letters, digits and . _ + - only"),
-        ({"storage": 3, "grid": {"lora.r": [2]}}, "storage: give a URL (sqlite:///..., postgresql://...) or a journal file path"),
-        ({"grid": {"lora.r": [2]}, "search": {"sampler": "tpe", "n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}}},
-         "search: space: lora.r is also in grid:; give it once"),
-        ({"grid": {"lora.r": [2]}, "search": {"pruner": {"type": "median", "n_startup_trials": -1}}},
-         "search: MedianPruner: Number of startup trials cannot be negative, but got n_startup_trials=-1."),
-        ({"grid": {"lora.r": [2]}, "search": {"sampler": {"type": "grid", "colour": 1}}},
-         "search: GridSampler has no option 'colour'; it takes seed"),
+        (
+            {"name": "a b", "grid": {"lora.r": [2]}},
+            "name 'a b': use letters, digits and . _ + - only",
+        ),
+        (
+            {"storage": 3, "grid": {"lora.r": [2]}},
+            "storage: give a URL (sqlite:///..., postgresql://...) or a journal file path",
+        ),
+        (
+            {
+                "grid": {"lora.r": [2]},
+                "search": {"sampler": "tpe", "n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}},
+            },
+            "search: space: lora.r is also in grid:; give it once",
+        ),
+        (
+            {
+                "grid": {"lora.r": [2]},
+                "search": {"pruner": {"type": "median", "n_startup_trials": -1}},
+            },
+            "search: MedianPruner: Number of startup trials cannot be negative, but got n_startup_trials=-1.",
+        ),
+        (
+            {"grid": {"lora.r": [2]}, "search": {"sampler": {"type": "grid", "colour": 1}}},
+            "search: GridSampler has no option 'colour'; it takes seed",
+        ),
     ]:
         path = write(tmp_path / "bad.yaml", **spec)
         assert refused(path) == f"{path}: {message}"
@@ -641,20 +891,32 @@ def test_load_sweep_reads_name_folder_storage_spaces_and_keys(tmp_path, monkeypa
 def test_sample_names_trials_and_merges_the_runs_overrides(tmp_path):
     from lorafit.search.space import load_sweep, sample
 
-    path = write(tmp_path / "s.yaml", runs=[{"name": "a", "lora.alpha": 4}, {"lora.alpha": 8, "lora.r": 5}],
-                 search={"sampler": "random", "n_trials": 3, "space": {"lora.r": {"int": [2, 4]}}})
+    path = write(
+        tmp_path / "s.yaml",
+        runs=[{"name": "a", "lora.alpha": 4}, {"lora.alpha": 8, "lora.r": 5}],
+        search={"sampler": "random", "n_trials": 3, "space": {"lora.r": {"int": [2, 4]}}},
+    )
     plan = load_sweep(path)
     study = memory_study()
     study.enqueue_trial({"run": "#2", "lora.r": 3})
     t = study.ask()
-    assert sample(plan, t) == ("t0000", {"lora.alpha": 8, "lora.r": 3})  # the space's value over the run's
-    study.enqueue_trial({"run": "a", "lora.r": 2}, user_attrs={"name": "t0000"})  # a retry keeps its name
+    assert sample(plan, t) == (
+        "t0000",
+        {"lora.alpha": 8, "lora.r": 3},
+    )  # the space's value over the run's
+    study.enqueue_trial(
+        {"run": "a", "lora.r": 2}, user_attrs={"name": "t0000"}
+    )  # a retry keeps its name
     assert sample(plan, study.ask()) == ("t0000", {"lora.alpha": 4, "lora.r": 2})
     study.enqueue_trial({"run": "a", "lora.r": 4})
     assert sample(plan, study.ask()) == ("t0002", {"lora.alpha": 4, "lora.r": 4})
-    grid = grid_plan(tmp_path, grid={"lora.r": [2, 8]}, runs=[{"name": "a", "lora.alpha": 4}, {"lora.alpha": 8}])
-    for params, expected in [({"lora.r": 8, "run": "a"}, ("a_r8", {"lora.alpha": 4, "lora.r": 8})),
-                             ({"lora.r": 2, "run": "#2"}, ("r2", {"lora.alpha": 8, "lora.r": 2}))]:
+    grid = grid_plan(
+        tmp_path, grid={"lora.r": [2, 8]}, runs=[{"name": "a", "lora.alpha": 4}, {"lora.alpha": 8}]
+    )
+    for params, expected in [
+        ({"lora.r": 8, "run": "a"}, ("a_r8", {"lora.alpha": 4, "lora.r": 8})),
+        ({"lora.r": 2, "run": "#2"}, ("r2", {"lora.alpha": 8, "lora.r": 2})),
+    ]:
         study = memory_study()
         study.enqueue_trial(params)
         assert sample(grid, study.ask()) == expected
@@ -662,7 +924,9 @@ def test_sample_names_trials_and_merges_the_runs_overrides(tmp_path):
     study = memory_study()
     study.enqueue_trial({"lora.r": 8})
     assert sample(only_grid, study.ask()) == ("r8", {"lora.r": 8})
-    only_runs = grid_plan(tmp_path, runs=[{"lora.r": 2}, {"lora.r": 4}])  # unnamed: named by their overrides
+    only_runs = grid_plan(
+        tmp_path, runs=[{"lora.r": 2}, {"lora.r": 4}]
+    )  # unnamed: named by their overrides
     study = memory_study()
     study.enqueue_trial({"run": "#2"})
     assert sample(only_runs, study.ask()) == ("r4", {"lora.r": 4})
@@ -688,13 +952,18 @@ def test_storage_url_and_storages(tmp_path):
     assert storage_url(plan) == f"sqlite:///{tmp_path / 'sw' / 'study.db'}"
     plan.storage = "postgresql://u@h/db"
     assert storage_url(plan) == "postgresql://u@h/db"
-    for url, file in [(f"journal:{tmp_path}/a/a/j.txt", tmp_path / "a" / "a" / "j.txt"), (f"{tmp_path}/b/b/s.log", tmp_path / "b" / "b" / "s.log"),
-                      (f"{tmp_path}/c/s.journal", tmp_path / "c" / "s.journal")]:
+    for url, file in [
+        (f"journal:{tmp_path}/a/a/j.txt", tmp_path / "a" / "a" / "j.txt"),
+        (f"{tmp_path}/b/b/s.log", tmp_path / "b" / "b" / "s.log"),
+        (f"{tmp_path}/c/s.journal", tmp_path / "c" / "s.journal"),
+    ]:
         storage = storage_from_url(url, "W")
         assert isinstance(storage, JournalStorage) and file.parent.is_dir()
         optuna.create_study(storage=storage, study_name="x")
         assert file.is_file()
-        assert optuna.load_study(storage=storage_from_url(url, "W"), study_name="x").study_name == "x"  # again
+        assert (
+            optuna.load_study(storage=storage_from_url(url, "W"), study_name="x").study_name == "x"
+        )  # again
     for url in ("study.db", "x.log.bak"):
         with pytest.raises(UserError) as e:
             storage_from_url(url, "W")
@@ -702,17 +971,23 @@ def test_storage_url_and_storages(tmp_path):
             f"W: {url!r}: give a database URL (sqlite:///study.db, postgresql://user@host/db) or a journal file (journal:/shared/study.log)"
         )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Optuna's ExperimentalWarning (heartbeats) is ours to silence
+        warnings.simplefilter(
+            "error"
+        )  # Optuna's ExperimentalWarning (heartbeats) is ours to silence
         storage = storage_from_url(f"sqlite:///{tmp_path}/r.db", "W")
     assert isinstance(storage, RDBStorage) and (HEARTBEAT_S, GRACE_S) == (60, 180)
     assert (storage.heartbeat_interval, storage.grace_period) == (60, 180)
     assert storage.engine_kwargs == {"connect_args": {"timeout": 60}}
     assert storage.heartbeat_stale_trial_callback._max_retry == 3
-    assert isinstance(storage_from_url(f"sqlite:///{tmp_path}/named.log", "W"), RDBStorage)  # a URL: a database
+    assert isinstance(
+        storage_from_url(f"sqlite:///{tmp_path}/named.log", "W"), RDBStorage
+    )  # a URL: a database
     assert (tmp_path / "named.log").is_file()
     with pytest.raises(UserError) as e:
         storage_from_url("nosuchdb://h/x", "W")
-    assert str(e.value).startswith("W: cannot open nosuchdb://h/x (NoSuchModuleError: Can't load plugin")
+    assert str(e.value).startswith(
+        "W: cannot open nosuchdb://h/x (NoSuchModuleError: Can't load plugin"
+    )
     assert "\n" not in str(e.value)
     plan.storage = f"journal:{tmp_path}/d/j.log"
     assert isinstance(open_storage(plan), JournalStorage) and (tmp_path / "d").is_dir()
@@ -725,7 +1000,9 @@ def test_a_server_database_gets_no_sqlite_options(monkeypatch):
     from lorafit.search.samplers import storage_from_url
 
     made = []
-    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **kwargs: made.append((url, kwargs)) or "rdb")
+    monkeypatch.setattr(
+        optuna.storages, "RDBStorage", lambda url, **kwargs: made.append((url, kwargs)) or "rdb"
+    )
     assert storage_from_url("postgresql://u@h/db", "W") == "rdb"
     ((url, kwargs),) = made
     assert url == "postgresql://u@h/db" and kwargs["engine_kwargs"] == {}
@@ -764,7 +1041,9 @@ def test_make_sampler_types_seeds_and_constraints(tmp_path):
     plan.sampler, plan.sampler_args = "random", {}
     assert _draws(make_sampler(plan, 7)) == _draws(s.RandomSampler(seed=7))
     assert _draws(make_sampler(plan, 7)) != _draws(make_sampler(plan, 8))
-    assert _draws(make_sampler(plan, None)) != _draws(make_sampler(plan, None))  # no seed: fresh draws
+    assert _draws(make_sampler(plan, None)) != _draws(
+        make_sampler(plan, None)
+    )  # no seed: fresh draws
     plan.sampler, plan.sampler_args = "qmc", {"scramble": True}
     qmc = make_sampler(plan, 1)
     assert type(qmc) is s.QMCSampler and qmc._scramble is True and qmc._seed == 1
@@ -783,7 +1062,9 @@ def test_make_sampler_types_seeds_and_constraints(tmp_path):
 def test_make_sampler_grid_has_one_shuffle_for_every_worker(tmp_path):
     from lorafit.search.samplers import make_sampler
 
-    plan = grid_plan(tmp_path, grid={"lora.r": [2, 3, 4, 5, 6, 7], "lora.layers": ["5"]}, search={"seed": 2})
+    plan = grid_plan(
+        tmp_path, grid={"lora.r": [2, 3, 4, 5, 6, 7], "lora.layers": ["5"]}, search={"seed": 2}
+    )
     grid = make_sampler(plan, 99)
     assert type(grid) is optuna.samplers.GridSampler
     assert grid._search_space == {"lora.layers": ["5"], "lora.r": [2, 3, 4, 5, 6, 7]}
@@ -792,7 +1073,9 @@ def test_make_sampler_grid_has_one_shuffle_for_every_worker(tmp_path):
         study = optuna.create_study(sampler=sampler)
         return [study.ask().suggest_categorical("lora.r", [2, 3, 4, 5, 6, 7]) for _ in range(6)]
 
-    reference = optuna.samplers.GridSampler({"lora.layers": ["5"], "lora.r": [2, 3, 4, 5, 6, 7]}, seed=2)
+    reference = optuna.samplers.GridSampler(
+        {"lora.layers": ["5"], "lora.r": [2, 3, 4, 5, 6, 7]}, seed=2
+    )
     assert order(make_sampler(plan, 99)) == order(make_sampler(plan, None)) == order(reference)
     runs = grid_plan(tmp_path, runs=[{"name": "a"}, {"name": "b"}])
     assert make_sampler(runs, 0)._search_space == {"run": ["a", "b"]}
@@ -805,15 +1088,21 @@ def test_make_pruner_and_checked_options(tmp_path):
 
     p = optuna.pruners
     plan = search_plan(tmp_path)
-    for name, cls in [("median", p.MedianPruner), ("successive_halving", p.SuccessiveHalvingPruner),
-                      ("hyperband", p.HyperbandPruner), ("none", p.NopPruner)]:
+    for name, cls in [
+        ("median", p.MedianPruner),
+        ("successive_halving", p.SuccessiveHalvingPruner),
+        ("hyperband", p.HyperbandPruner),
+        ("none", p.NopPruner),
+    ]:
         plan.pruner, plan.pruner_args = name, {}
         assert type(make_pruner(plan)) is cls
     plan.pruner, plan.pruner_args = "median", {"n_startup_trials": 2, "n_warmup_steps": 7}
     median = make_pruner(plan)
     assert (median._n_startup_trials, median._n_warmup_steps) == (2, 7)
     plan.pruner_args = {"patience": 2}
-    options = ", ".join(k for k in inspect.signature(p.MedianPruner.__init__).parameters if k != "self")
+    options = ", ".join(
+        k for k in inspect.signature(p.MedianPruner.__init__).parameters if k != "self"
+    )
     with pytest.raises(UserError) as e:
         make_pruner(plan)
     assert str(e.value) == f"search: MedianPruner has no option 'patience'; it takes {options}"
@@ -822,7 +1111,10 @@ def test_make_pruner_and_checked_options(tmp_path):
     assert str(e.value) == "search: GridSampler has no option 'colour'; it takes seed"
     with pytest.raises(UserError) as e:
         _checked(p.MedianPruner, n_startup_trials=-1)
-    assert str(e.value) == "search: MedianPruner: Number of startup trials cannot be negative, but got n_startup_trials=-1."
+    assert (
+        str(e.value)
+        == "search: MedianPruner: Number of startup trials cannot be negative, but got n_startup_trials=-1."
+    )
     with pytest.raises(UserError) as e:
         _checked(p.NopPruner, 1)
     assert str(e.value) == "search: NopPruner: NopPruner() takes no arguments"
@@ -883,7 +1175,12 @@ def test_latest_attempts_most_advanced_then_newest():
     add(study, TrialState.WAITING, name="f")  # 12
     shown = _latest_attempts(study.get_trials(deepcopy=False))
     assert {n: (t.number, s) for n, (t, s) in shown.items()} == {
-        "a": (1, "done"), "b": (4, "failed"), "d": (8, "skipped"), "e": (9, "interrupted"), "f": (11, "pruned")}
+        "a": (1, "done"),
+        "b": (4, "failed"),
+        "d": (8, "skipped"),
+        "e": (9, "interrupted"),
+        "f": (11, "pruned"),
+    }
     assert list(shown) == ["a", "b", "d", "e", "f"]
     study = memory_study()
     add(study, TrialState.RUNNING, name="g")
@@ -896,25 +1193,60 @@ def test_latest_attempts_most_advanced_then_newest():
 
 def summary(run_dir: Path, trainable=100, wall=12.5, test=None, **best) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(
-        {"params": {"trainable": trainable}, "best_eval": best, "test": test, "wall_time_s": wall}))
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "params": {"trainable": trainable},
+                "best_eval": best,
+                "test": test,
+                "wall_time_s": wall,
+            }
+        )
+    )
     return run_dir
 
 
 def test_results_and_metric_value_read_the_summary(tmp_path):
     from lorafit.search.leaderboard import _results, metric_value
 
-    d = summary(tmp_path / "a", trainable=77, wall=3.0, test={"accuracy": 0.8, "pearson": 0.7, "macro_f1": 0.6},
-                eval_accuracy=0.9, eval_f1=0.85, eval_mcc=0.5, eval_precision=0.4, eval_recall=0.3, eval_loss=1.5,
-                eval_pearson=0.2, eval_spearman=0.1, eval_macro_f1=0.65, eval_micro_f1=0.66)
+    d = summary(
+        tmp_path / "a",
+        trainable=77,
+        wall=3.0,
+        test={"accuracy": 0.8, "pearson": 0.7, "macro_f1": 0.6},
+        eval_accuracy=0.9,
+        eval_f1=0.85,
+        eval_mcc=0.5,
+        eval_precision=0.4,
+        eval_recall=0.3,
+        eval_loss=1.5,
+        eval_pearson=0.2,
+        eval_spearman=0.1,
+        eval_macro_f1=0.65,
+        eval_micro_f1=0.66,
+    )
     assert _results(d) == {
-        "trainable_params": 77, "val_accuracy": 0.9, "val_f1": 0.85, "val_mcc": 0.5, "val_precision": 0.4,
-        "val_recall": 0.3, "val_loss": 1.5, "test_accuracy": 0.8, "val_pearson": 0.2, "val_spearman": 0.1,
-        "test_pearson": 0.7, "val_macro_f1": 0.65, "val_micro_f1": 0.66, "test_macro_f1": 0.6, "wall_time_s": 3.0,
+        "trainable_params": 77,
+        "val_accuracy": 0.9,
+        "val_f1": 0.85,
+        "val_mcc": 0.5,
+        "val_precision": 0.4,
+        "val_recall": 0.3,
+        "val_loss": 1.5,
+        "test_accuracy": 0.8,
+        "val_pearson": 0.2,
+        "val_spearman": 0.1,
+        "test_pearson": 0.7,
+        "val_macro_f1": 0.65,
+        "val_micro_f1": 0.66,
+        "test_macro_f1": 0.6,
+        "wall_time_s": 3.0,
     }
     d = summary(tmp_path / "b", test={"macro_f1": 0.6}, eval_accuracy=0.9)
     r = _results(d)
-    assert r["test_macro_f1"] is None and r["test_accuracy"] is None and r["val_loss"] is None  # not a multi-label run
+    assert (
+        r["test_macro_f1"] is None and r["test_accuracy"] is None and r["val_loss"] is None
+    )  # not a multi-label run
     (d / "summary.json").write_text(json.dumps({"params": {"trainable": 5}}))
     r = _results(d)
     assert r["trainable_params"] == 5 and r["wall_time_s"] is None and r["val_accuracy"] is None
@@ -935,12 +1267,24 @@ def test_selection_metric_and_md_columns():
     from lorafit.search.space import SweepPlan
 
     assert [selection_metric(m) for m in ("test_accuracy", "test_pearson", "test_macro_f1")] == [
-        "eval_accuracy", "eval_pearson", "eval_macro_f1"]
-    assert [selection_metric(m) for m in ("eval_loss", "eval_f1", "eval_spearman")] == ["eval_loss", "eval_f1", "eval_spearman"]
+        "eval_accuracy",
+        "eval_pearson",
+        "eval_macro_f1",
+    ]
+    assert [selection_metric(m) for m in ("eval_loss", "eval_f1", "eval_spearman")] == [
+        "eval_loss",
+        "eval_f1",
+        "eval_spearman",
+    ]
     plan = SweepPlan(Path("f.yaml"), "n", Path("d"), "eval_accuracy", [])
-    expect = {"eval_pearson": REGRESSION_MD_COLUMNS, "eval_spearman": REGRESSION_MD_COLUMNS,
-              "test_pearson": REGRESSION_MD_COLUMNS, "eval_macro_f1": MULTILABEL_MD_COLUMNS,
-              "eval_micro_f1": MULTILABEL_MD_COLUMNS, "test_macro_f1": MULTILABEL_MD_COLUMNS}
+    expect = {
+        "eval_pearson": REGRESSION_MD_COLUMNS,
+        "eval_spearman": REGRESSION_MD_COLUMNS,
+        "test_pearson": REGRESSION_MD_COLUMNS,
+        "eval_macro_f1": MULTILABEL_MD_COLUMNS,
+        "eval_micro_f1": MULTILABEL_MD_COLUMNS,
+        "test_macro_f1": MULTILABEL_MD_COLUMNS,
+    }
     for metric in METRICS:
         plan.metric = metric
         assert md_columns(plan) is expect.get(metric, MD_COLUMNS), metric
@@ -949,7 +1293,9 @@ def test_selection_metric_and_md_columns():
 def board_plan(tmp_path, metric="eval_accuracy", keys=("lora.r",)):
     from lorafit.search.space import SweepPlan
 
-    return SweepPlan(Path("f.yaml"), "sw", tmp_path / "sw", metric, list(keys), sampler="tpe", pruner="median")
+    return SweepPlan(
+        Path("f.yaml"), "sw", tmp_path / "sw", metric, list(keys), sampler="tpe", pruner="median"
+    )
 
 
 def test_leaderboard_rows_order_ranks_and_notes(tmp_path):
@@ -961,40 +1307,97 @@ def test_leaderboard_rows_order_ranks_and_notes(tmp_path):
 
     def done(name, acc, **attrs):
         d = summary(tmp_path / name, trainable=10, eval_accuracy=acc, eval_loss=1 - acc)
-        return add(study, name=name, run_dir=str(d), overrides={"lora.r": 2}, trainable_params=99, **attrs)
+        return add(
+            study, name=name, run_dir=str(d), overrides={"lora.r": 2}, trainable_params=99, **attrs
+        )
 
     done("low", 0.6)  # 0
     done("high", 0.9)  # 1
     add(study, TrialState.FAIL, name="broken", reason="CUDA out of memory")  # 2
-    add(study, TrialState.PRUNED, name="cut", inter={4: 0.55, 8: 0.5},
-        run_dir=str(summary(tmp_path / "cut", eval_accuracy=0.95, eval_loss=0.01)))
-    add(study, TrialState.PRUNED, name="big", infeasible="budget: too many", trainable_params=50000)  # 4
+    add(
+        study,
+        TrialState.PRUNED,
+        name="cut",
+        inter={4: 0.55, 8: 0.5},
+        run_dir=str(summary(tmp_path / "cut", eval_accuracy=0.95, eval_loss=0.01)),
+    )
+    add(
+        study, TrialState.PRUNED, name="big", infeasible="budget: too many", trainable_params=50000
+    )  # 4
     done("tie-b", 0.6)  # 5
     add(study, TrialState.RUNNING, name="now", overrides={"lora.r": 8})  # 6
     done("nodir", 0.7)  # 7
     (tmp_path / "nodir" / "summary.json").unlink()  # its summary gone: no value
-    plan.trials = [Trial("high", {}, None, 1), Trial("later", {"lora.r": 4}, None, 1234),
-                   Trial("over", {"lora.r": 64}, None, 99999, skip="budget: over"),
-                   Trial("bad", {}, None, None, error="no data")]
+    plan.trials = [
+        Trial("high", {}, None, 1),
+        Trial("later", {"lora.r": 4}, None, 1234),
+        Trial("over", {"lora.r": 64}, None, 99999, skip="budget: over"),
+        Trial("bad", {}, None, None, error="no data"),
+    ]
     rows = leaderboard_rows(plan, study.get_trials(deepcopy=False))
     assert [(r["run"], r["status"], r["rank"]) for r in rows] == [
-        ("high", "done", 1), ("low", "done", 2), ("tie-b", "done", 3), ("cut", "pruned", ""),
-        ("nodir", "done", 4), ("bad", "pending", ""), ("big", "skipped", ""), ("broken", "failed", ""),
-        ("later", "pending", ""), ("now", "running", ""), ("over", "skipped", "")]
+        ("high", "done", 1),
+        ("low", "done", 2),
+        ("tie-b", "done", 3),
+        ("cut", "pruned", ""),
+        ("nodir", "done", 4),
+        ("bad", "pending", ""),
+        ("big", "skipped", ""),
+        ("broken", "failed", ""),
+        ("later", "pending", ""),
+        ("now", "running", ""),
+        ("over", "skipped", ""),
+    ]
     by = {r["run"]: r for r in rows}
-    assert (by["high"]["val_accuracy"], by["high"]["trainable_params"], by["high"]["lora.r"], by["high"]["trial"]) == (0.9, 10, "2", 1)
+    assert (
+        by["high"]["val_accuracy"],
+        by["high"]["trainable_params"],
+        by["high"]["lora.r"],
+        by["high"]["trial"],
+    ) == (0.9, 10, "2", 1)
     assert by["cut"]["note"] == "pruned at step 8 (0.5000)" and by["cut"]["val_accuracy"] == 0.95
     assert by["big"]["note"] == "budget: too many" and by["big"]["trainable_params"] == 50000
     assert by["broken"]["note"] == "CUDA out of memory" and by["broken"]["run_dir"] == ""
-    assert (by["later"]["trainable_params"], by["later"]["note"], by["later"]["lora.r"], by["later"]["trial"]) == (1234, "", "4", "")
+    assert (
+        by["later"]["trainable_params"],
+        by["later"]["note"],
+        by["later"]["lora.r"],
+        by["later"]["trial"],
+    ) == (1234, "", "4", "")
     assert (by["over"]["note"], by["over"]["trainable_params"]) == ("budget: over", 99999)
-    assert (by["bad"]["note"], by["bad"]["trainable_params"], by["bad"]["lora.r"]) == ("no data", None, "")
+    assert (by["bad"]["note"], by["bad"]["trainable_params"], by["bad"]["lora.r"]) == (
+        "no data",
+        None,
+        "",
+    )
     assert by["nodir"]["val_accuracy"] is None and by["nodir"]["trainable_params"] == 99
-    assert by["now"]["lora.r"] == "8" and by["now"]["val_accuracy"] is None and by["now"]["trial"] == 6
+    assert (
+        by["now"]["lora.r"] == "8" and by["now"]["val_accuracy"] is None and by["now"]["trial"] == 6
+    )
     assert set(by["high"]) == {
-        "rank", "run", "status", "lora.r", "trainable_params", "val_accuracy", "val_f1", "val_mcc", "val_precision",
-        "val_recall", "val_loss", "test_accuracy", "val_pearson", "val_spearman", "test_pearson", "val_macro_f1",
-        "val_micro_f1", "test_macro_f1", "wall_time_s", "run_dir", "note", "trial"}
+        "rank",
+        "run",
+        "status",
+        "lora.r",
+        "trainable_params",
+        "val_accuracy",
+        "val_f1",
+        "val_mcc",
+        "val_precision",
+        "val_recall",
+        "val_loss",
+        "test_accuracy",
+        "val_pearson",
+        "val_spearman",
+        "test_pearson",
+        "val_macro_f1",
+        "val_micro_f1",
+        "test_macro_f1",
+        "wall_time_s",
+        "run_dir",
+        "note",
+        "trial",
+    }
     # minimised: the lowest loss first; a pruned trial with a better value still after the done ones
     plan.metric = "eval_loss"
     rows = leaderboard_rows(plan, study.get_trials(deepcopy=False))
@@ -1006,7 +1409,12 @@ def test_leaderboard_rows_order_ranks_and_notes(tmp_path):
     add(study, TrialState.PRUNED, name="p0")
     add(study, name="d", run_dir=str(summary(tmp_path / "d", eval_loss=0.9)))
     rows = leaderboard_rows(plan, study.get_trials(deepcopy=False))
-    assert [(r["run"], r["rank"], r["note"]) for r in rows] == [("d", 1, ""), ("p2", "", ""), ("p1", "", ""), ("p0", "", "")]
+    assert [(r["run"], r["rank"], r["note"]) for r in rows] == [
+        ("d", 1, ""),
+        ("p2", "", ""),
+        ("p1", "", ""),
+        ("p0", "", ""),
+    ]
 
 
 def test_leaderboard_markdown_and_csv_by_hand(tmp_path):
@@ -1016,8 +1424,20 @@ def test_leaderboard_markdown_and_csv_by_hand(tmp_path):
     plan = board_plan(tmp_path, keys=("lora.r", "lora.target_modules"))
     plan.folder.mkdir()
     study = memory_study()
-    d = summary(tmp_path / "a", trainable=1234, wall=61.25, test={"accuracy": 0.5}, eval_accuracy=0.875, eval_loss=0.3125)
-    add(study, name="a", run_dir=str(d), overrides={"lora.r": 2, "lora.target_modules": ["query", "value"]})
+    d = summary(
+        tmp_path / "a",
+        trainable=1234,
+        wall=61.25,
+        test={"accuracy": 0.5},
+        eval_accuracy=0.875,
+        eval_loss=0.3125,
+    )
+    add(
+        study,
+        name="a",
+        run_dir=str(d),
+        overrides={"lora.r": 2, "lora.target_modules": ["query", "value"]},
+    )
     add(study, TrialState.PRUNED, name="b", inter={3: 0.25}, overrides={"lora.r": 4})
     add(study, TrialState.PRUNED, name="c", infeasible="over | budget", trainable_params=9)
     add(study, TrialState.FAIL, name="e")
@@ -1041,10 +1461,57 @@ def test_leaderboard_markdown_and_csv_by_hand(tmp_path):
     )
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["rank", "run", "status", "lora.r", "lora.target_modules", "trainable_params", "val_accuracy",
-                       "val_f1", "val_mcc", "val_loss", "test_accuracy", "wall_time_s", "run_dir", "note", "trial"]
-    assert rows[1] == ["1", "a", "done", "2", '["query", "value"]', "1234", "0.875", "", "", "0.3125", "0.5", "61.25", str(d), "", "0"]
-    assert rows[3] == ["", "c", "skipped", "", "", "9", "", "", "", "", "", "", "", "over | budget", "2"]
+    assert rows[0] == [
+        "rank",
+        "run",
+        "status",
+        "lora.r",
+        "lora.target_modules",
+        "trainable_params",
+        "val_accuracy",
+        "val_f1",
+        "val_mcc",
+        "val_loss",
+        "test_accuracy",
+        "wall_time_s",
+        "run_dir",
+        "note",
+        "trial",
+    ]
+    assert rows[1] == [
+        "1",
+        "a",
+        "done",
+        "2",
+        '["query", "value"]',
+        "1234",
+        "0.875",
+        "",
+        "",
+        "0.3125",
+        "0.5",
+        "61.25",
+        str(d),
+        "",
+        "0",
+    ]
+    assert rows[3] == [
+        "",
+        "c",
+        "skipped",
+        "",
+        "",
+        "9",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "over | budget",
+        "2",
+    ]
     assert len(rows) == 7 and "\r" not in csv_path.read_text()
     # a regression sweep's columns, minimised loss wording
     from lorafit.search.leaderboard import leaderboard_markdown
@@ -1056,10 +1523,17 @@ def test_leaderboard_markdown_and_csv_by_hand(tmp_path):
     plan.metric = "eval_pearson"
     text = leaderboard_markdown(plan, leaderboard_rows(plan, study.get_trials(deepcopy=False)))
     assert "sorted by validation pearson (higher is better)" in text
-    assert "| trainable params | val Pearson | val Spearman | val loss (MSE) | test Pearson | wall time (s) | note |" in text
+    assert (
+        "| trainable params | val Pearson | val Spearman | val loss (MSE) | test Pearson | wall time (s) | note |"
+        in text
+    )
     plan.metric = "test_accuracy"
     assert "sorted by test accuracy (higher is better)" in leaderboard_markdown(plan, [])
-    assert leaderboard_markdown(plan, []).splitlines()[2].endswith("0 done, 0 pruned, 0 skipped, 0 failed, 0 not finished.")
+    assert (
+        leaderboard_markdown(plan, [])
+        .splitlines()[2]
+        .endswith("0 done, 0 pruned, 0 skipped, 0 failed, 0 not finished.")
+    )
 
 
 # ================================================================ study.py
@@ -1107,7 +1581,9 @@ def test_study_done_stops_after_too_many_over_budget_samples(tmp_path, caplog):
     add(study, TrialState.PRUNED, infeasible="over")
     caplog.set_level(logging.INFO, logger="lorafit")
     assert study_done(plan, study)
-    assert caplog.records[-1].getMessage() == "sweep s: stopping, 30 sampled configs were over budget"
+    assert (
+        caplog.records[-1].getMessage() == "sweep s: stopping, 30 sampled configs were over budget"
+    )
     plan.n_trials = 2  # 40 needed now
     assert not study_done(plan, study)
 
@@ -1173,13 +1649,24 @@ def test_duplicate_counts_earlier_attempts_that_ran_or_run():
     add(study, TrialState.FAIL, name="a")
     add(study, TrialState.PRUNED, name="b", duplicate=True)
     add(study, TrialState.WAITING, name="c")
-    add(study, TrialState.PRUNED, name="d", infeasible="over")  # counted: over budget, it ran its check
+    add(
+        study, TrialState.PRUNED, name="d", infeasible="over"
+    )  # counted: over budget, it ran its check
     add(study, TrialState.PRUNED, name="e")
     add(study, TrialState.RUNNING, name="f")
     add(study, name="g")
     me = add(study, TrialState.RUNNING)
     add(study, name="h")  # later
-    assert [_duplicate(study, me, n) for n in "abcdefgh"] == [False, False, False, True, True, True, True, False]
+    assert [_duplicate(study, me, n) for n in "abcdefgh"] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
     assert not _duplicate(study, study.trials[6], "g")  # itself
 
 
@@ -1192,14 +1679,18 @@ def test_retry_failed_queues_the_last_attempt_of_each_failure_once():
     add(study, name="ok", params={"lora.r": 3}, dists=dist)  # 1
     add(study, TrialState.FAIL, name="a", params={"lora.r": 2}, dists=dist, retry_of=0)  # 2
     add(study, TrialState.FAIL, name="b", params={"lora.r": 4}, dists=dist, interrupted=True)  # 3
-    add(study, TrialState.FAIL, params={"lora.r": 5}, dists=dist)  # 4: no name (failed before sampling)
+    add(
+        study, TrialState.FAIL, params={"lora.r": 5}, dists=dist
+    )  # 4: no name (failed before sampling)
     add(study, TrialState.PRUNED, name="c", params={"lora.r": 6}, dists=dist)  # 5
     add(study, TrialState.FAIL, name="d", params={"lora.r": 7}, dists=dist)  # 6
     add(study, TrialState.RUNNING, name="d")  # 7: its retry runs
     assert retry_failed(study) == ["a", "b"]
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting] == [
-        ({"lora.r": 2}, {"name": "a", "retry_of": 0}), ({"lora.r": 4}, {"name": "b", "retry_of": 3})]
+        ({"lora.r": 2}, {"name": "a", "retry_of": 0}),
+        ({"lora.r": 4}, {"name": "b", "retry_of": 3}),
+    ]
     assert retry_failed(study) == []  # queued already: those are the later attempts now
     assert len(study.trials) == 10
 
@@ -1216,7 +1707,9 @@ def test_worker_env_gives_each_worker_its_slot_cores_and_gpu(monkeypatch):
     assert [e[WORKER_ENV] for e in envs] == ["0", "1", "2"]  # the sampler seed is seed + this
     assert WORKER_ENV == "LORAFIT_SWEEP_WORKER"
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "7", "4"]
-    assert all(e["LORAFIT_TEST_MARK"] == "kept" and e["TOKENIZERS_PARALLELISM"] == "false" for e in envs)
+    assert all(
+        e["LORAFIT_TEST_MARK"] == "kept" and e["TOKENIZERS_PARALLELISM"] == "false" for e in envs
+    )
     assert "LORAFIT_TEST_MARK" in os.environ and WORKER_ENV not in os.environ  # ours untouched
     env = _worker_env(1, 2, None)
     assert "CUDA_VISIBLE_DEVICES" not in env and env[WORKER_ENV] == "1"
@@ -1306,13 +1799,29 @@ def test_open_study_names_the_file_when_optuna_refuses(tmp_path, monkeypatch):
 def test_run_dirs_oldest_first(tmp_path):
     from lorafit.search.study import _run_dirs
 
-    for name in ("r2-19991231-235959", "r2-20261207-101011", "r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10", "r2-20261206-235959",
-                 "r2-x", "r2b-20261201-000000", "r2-20261207-101010-2-3", "r2-2026120-101010", "x-20261207-101010"):
+    for name in (
+        "r2-19991231-235959",
+        "r2-20261207-101011",
+        "r2-20261207-101010",
+        "r2-20261207-101010-2",
+        "r2-20261207-101010-10",
+        "r2-20261206-235959",
+        "r2-x",
+        "r2b-20261201-000000",
+        "r2-20261207-101010-2-3",
+        "r2-2026120-101010",
+        "x-20261207-101010",
+    ):
         (tmp_path / name).mkdir()
     (tmp_path / "r2-20261208-000000").write_text("a file")
     assert [p.name for p in _run_dirs(tmp_path, "r2")] == [
-        "r2-19991231-235959", "r2-20261206-235959", "r2-20261207-101010", "r2-20261207-101010-2", "r2-20261207-101010-10",
-        "r2-20261207-101011"]
+        "r2-19991231-235959",
+        "r2-20261206-235959",
+        "r2-20261207-101010",
+        "r2-20261207-101010-2",
+        "r2-20261207-101010-10",
+        "r2-20261207-101011",
+    ]
     assert _run_dirs(tmp_path, "r3") == []
     (tmp_path / "a.b-20261207-101010").mkdir()
     (tmp_path / "aXb-20261207-101010").mkdir()
@@ -1367,7 +1876,13 @@ class FakeTrain:
     summary.json; reports validation accuracy 0.9 (r 2), 0.1 (r 3) or 0.5 at steps 2 and 4."""
 
     def __init__(self, fail=None):
-        self.calls, self.fail, self.no_metric, self.fail_late, self.fail_at = [], fail, False, None, None
+        self.calls, self.fail, self.no_metric, self.fail_late, self.fail_at = (
+            [],
+            fail,
+            False,
+            None,
+            None,
+        )
         self.fail_resume = None
 
     def __call__(self, cfg=None, *, resume=None, on_eval=None):
@@ -1419,17 +1934,23 @@ def test_objective_trains_skips_over_budget_and_fails_one_trial(tmp_path, monkey
     (frozen,) = study.get_trials()
     (run_dir,) = list(plan.folder.glob("t0000-*"))
     assert frozen.user_attrs["name"] == "t0000" and frozen.user_attrs["run_dir"] == str(run_dir)
-    assert frozen.user_attrs["overrides"] == {"lora.r": 2} and frozen.user_attrs["trainable_params"] == minilm(2, 1)
+    assert frozen.user_attrs["overrides"] == {"lora.r": 2} and frozen.user_attrs[
+        "trainable_params"
+    ] == minilm(2, 1)
     assert frozen.user_attrs["worker"] == f"{socket.gethostname()}:{os.getpid()}"
     assert frozen.intermediate_values == {2: 0.9, 4: 0.9}
     study.enqueue_trial({"lora.r": 20})
     t = study.ask()
     with pytest.raises(optuna.TrialPruned) as e:
         objective(plan, t)
-    assert str(e.value).startswith("budget: 32,260 trainable parameters exceed the budget of 20,000 by 12,260 ")
+    assert str(e.value).startswith(
+        "budget: 32,260 trainable parameters exceed the budget of 20,000 by 12,260 "
+    )
     study.tell(t, state=TrialState.PRUNED)
     over = study.get_trials()[-1]
-    assert over.user_attrs["infeasible"] == str(e.value) and over.user_attrs["budget_excess"] == 12260
+    assert (
+        over.user_attrs["infeasible"] == str(e.value) and over.user_attrs["budget_excess"] == 12260
+    )
     assert over.user_attrs["trainable_params"] == 32260 and fake.calls == [("train", "t0000")]
     assert not list(plan.folder.glob("t0001-*"))
     fake.fail = RuntimeError("boom\nsecond line")
@@ -1464,16 +1985,25 @@ def test_objective_trains_skips_over_budget_and_fails_one_trial(tmp_path, monkey
         objective(plan, t)
     (late,) = [p for p in plan.folder.glob("t0006-*") if not p.name.startswith("t0006-2000")]
     assert t.user_attrs["run_dir"] == str(late) and t.user_attrs["reason"] == "RuntimeError: late"
-    fake.fail_late = KeyboardInterrupt()  # Ctrl-C: interrupted, its run directory recorded, raised on
+    fake.fail_late = (
+        KeyboardInterrupt()
+    )  # Ctrl-C: interrupted, its run directory recorded, raised on
     study.enqueue_trial({"lora.r": 4})
     t = study.ask()
     with pytest.raises(KeyboardInterrupt):
         objective(plan, t)
     (cut,) = list(plan.folder.glob("t0007-*"))
-    assert t.user_attrs["interrupted"] is True and t.user_attrs["run_dir"] == str(cut) and "reason" not in t.user_attrs
+    assert (
+        t.user_attrs["interrupted"] is True
+        and t.user_attrs["run_dir"] == str(cut)
+        and "reason" not in t.user_attrs
+    )
     lines = [r.getMessage() for r in caplog.records if r.name == "lorafit"]
-    assert lines[:3] == ["trial t0000 (#0): training", "trial t0000: done, eval_accuracy 0.9",
-                         f"trial t0001: skipped: {over.user_attrs['infeasible']}"]
+    assert lines[:3] == [
+        "trial t0000 (#0): training",
+        "trial t0000: done, eval_accuracy 0.9",
+        f"trial t0001: skipped: {over.user_attrs['infeasible']}",
+    ]
     assert lines[3:5] == ["trial t0002 (#2): training", "trial t0002: failed (RuntimeError: boom)"]
     assert lines[-1] == "trial t0007 (#7): training"
 
@@ -1485,8 +2015,12 @@ def test_objective_fails_a_trial_whose_data_cannot_be_counted(tmp_path, monkeypa
     fake = FakeTrain()
     patch_train(monkeypatch, fake)
     missing = tmp_path / "no.csv"
-    path = write(tmp_path / "f.yaml", dir=str(tmp_path / "sweeps"), runs=[{"name": "x", "data.label_names": [], "data.train": str(missing)}],
-                 search={"sampler": "random", "n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}})
+    path = write(
+        tmp_path / "f.yaml",
+        dir=str(tmp_path / "sweeps"),
+        runs=[{"name": "x", "data.label_names": [], "data.train": str(missing)}],
+        search={"sampler": "random", "n_trials": 2, "space": {"lora.r": {"int": [2, 4]}}},
+    )
     plan = load_sweep(path)
     plan.storage = f"journal:{tmp_path / 'study.log'}"
     study = open_study(plan, 0)
@@ -1504,7 +2038,12 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch, capl
 
     fake = FakeTrain()
     patch_train(monkeypatch, fake)
-    plan = search_plan(tmp_path, n_trials=10, space={"lora.r": {"int": [2, 4]}}, pruner={"type": "median", "n_startup_trials": 1})
+    plan = search_plan(
+        tmp_path,
+        n_trials=10,
+        space={"lora.r": {"int": [2, 4]}},
+        pruner={"type": "median", "n_startup_trials": 1},
+    )
     plan.base.lora.layers = "5"
     plan.storage = f"journal:{tmp_path / 'study.log'}"
     study = open_study(plan, 0)
@@ -1517,7 +2056,9 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch, capl
     t = study.ask()
     assert objective(plan, t) == 0.9
     (first,) = list(plan.folder.glob("t0000-*"))
-    assert fake.calls == [("train", "t0000"), ("resume", first.name)] and t.user_attrs["run_dir"] == str(first)
+    assert fake.calls == [("train", "t0000"), ("resume", first.name)] and t.user_attrs[
+        "run_dir"
+    ] == str(first)
     assert f"trial t0000 (#1): resuming {first}" in [r.getMessage() for r in caplog.records]
     study.tell(t, 0.9)
     # a worse trial is pruned by the median pruner at its first report
@@ -1546,7 +2087,10 @@ def test_objective_resumes_an_earlier_run_and_prunes(tmp_path, monkeypatch, capl
     t = study.ask()
     with pytest.raises(TrialFailed):
         objective(plan, t)
-    assert t.user_attrs["run_dir"] == str(first) and t.user_attrs["reason"] == "RuntimeError: resume broke"
+    assert (
+        t.user_attrs["run_dir"] == str(first)
+        and t.user_attrs["reason"] == "RuntimeError: resume broke"
+    )
 
 
 def test_objective_grid_duplicate_and_surplus(tmp_path, monkeypatch):
@@ -1578,27 +2122,44 @@ def test_objective_grid_duplicate_and_surplus(tmp_path, monkeypatch):
     assert t.user_attrs == {"surplus": True} and t.params == {}
 
 
-def test_run_worker_stops_at_n_trials_counting_pruned_and_not_over_budget(tmp_path, monkeypatch, caplog):
+def test_run_worker_stops_at_n_trials_counting_pruned_and_not_over_budget(
+    tmp_path, monkeypatch, caplog
+):
     from lorafit.search.samplers import open_storage
     from lorafit.search.study import open_study, run_worker
 
     fake = FakeTrain()
     patch_train(monkeypatch, fake)
-    plan = search_plan(tmp_path, sampler="random", n_trials=3, space={"lora.r": {"int": [2, 20]}},
-                       pruner={"type": "median", "n_startup_trials": 1})
+    plan = search_plan(
+        tmp_path,
+        sampler="random",
+        n_trials=3,
+        space={"lora.r": {"int": [2, 20]}},
+        pruner={"type": "median", "n_startup_trials": 1},
+    )
     plan.base.lora.layers = "5"
     plan.storage = f"journal:{tmp_path / 'study.log'}"
     collected = []
-    monkeypatch.setattr(gc, "collect", lambda *args: collected.append(1) or 0)  # gc_after_trial: 1 s a trial here
+    monkeypatch.setattr(
+        gc, "collect", lambda *args: collected.append(1) or 0
+    )  # gc_after_trial: 1 s a trial here
     study = open_study(plan, 0)
     fake.fail_at = 5
     for r in (2, 20, 5, 3, 20, 3):  # done, over, failed, pruned, over, pruned: 3 counted
         study.enqueue_trial({"lora.r": r})
     run_worker(plan, 0)
     trials = optuna.load_study(study_name="s", storage=open_storage(plan)).get_trials()
-    states = [(t.params["lora.r"], t.state.name, bool(t.user_attrs.get("infeasible"))) for t in trials]
-    assert states == [(2, "COMPLETE", False), (20, "PRUNED", True), (5, "FAIL", False), (3, "PRUNED", False),
-                      (20, "PRUNED", True), (3, "PRUNED", False)]
+    states = [
+        (t.params["lora.r"], t.state.name, bool(t.user_attrs.get("infeasible"))) for t in trials
+    ]
+    assert states == [
+        (2, "COMPLETE", False),
+        (20, "PRUNED", True),
+        (5, "FAIL", False),
+        (3, "PRUNED", False),
+        (20, "PRUNED", True),
+        (3, "PRUNED", False),
+    ]
     assert (plan.folder / "leaderboard.md").read_text().count("| pruned |") == 2
     assert len(collected) >= 6  # after every trial (the memory of the last one freed)
     caplog.set_level(logging.INFO, logger="lorafit")

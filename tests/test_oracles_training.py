@@ -135,7 +135,9 @@ class Reference:
     eval_losses: dict[int, float] = field(default_factory=dict)
     weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # trainable, per step
     adapters: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # PEFT's saved form
-    emas: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # the moving average, per step
+    emas: dict[int, dict[str, torch.Tensor]] = field(
+        default_factory=dict
+    )  # the moving average, per step
     clipped_steps: int = 0
 
 
@@ -147,7 +149,10 @@ def _padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def reference_run(
-    model_dir: Path, data: tuple[Path, Path], layers: list[int] | None, group_by_length: bool,
+    model_dir: Path,
+    data: tuple[Path, Path],
+    layers: list[int] | None,
+    group_by_length: bool,
     ema_decay: float = 0.0,
 ) -> Reference:
     """The plain loop. With `ema_decay`, a moving average of the trainable weights starts at
@@ -321,7 +326,9 @@ def test_a_killed_and_resumed_run_equals_the_plain_loop(
 ):
     """Killed at step 5 (an exception out of the evaluation callback; the newest checkpoint is
     step 4), then `train(resume=...)`: steps 5-10 are trained again from the checkpoint."""
-    run = killed_at_step_five(lorafit_overrides(still_model, data_files, tmp_path, "train.checkpoint_every=4"), tmp_path)
+    run = killed_at_step_five(
+        lorafit_overrides(still_model, data_files, tmp_path, "train.checkpoint_every=4"), tmp_path
+    )
     assert not (run / "summary.json").exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000004"]
     assert train(resume=run) == run
@@ -349,17 +356,29 @@ def test_the_activation_cache_equals_a_plain_loop_with_lora_on_the_top_layer(
     assert_matches_reference(run, ref)
 
 
-def test_the_moving_average_equals_a_plain_loop_that_averages(still_model, data_files, tmp_path, reference_all_layers):
+def test_the_moving_average_equals_a_plain_loop_that_averages(
+    still_model, data_files, tmp_path, reference_all_layers
+):
     """train.ema_decay=0.3: 0.3 binds from step 3 (the warm-up (1 + step) / (10 + step) before).
     Training follows the raw weights (the same losses as without the average); evaluations, the
     best checkpoint and the checkpoint's ema.safetensors hold the average; a run killed at step 5
     and resumed from step 4 continues the average exactly."""
     ref = reference_run(still_model, data_files, layers=None, group_by_length=True, ema_decay=0.3)
-    assert ref.losses == pytest.approx(reference_all_layers.losses, rel=1e-6)  # averaging does not train
-    assert ref.eval_losses != pytest.approx(reference_all_layers.eval_losses, rel=1e-3)  # but changes what is scored
-    overrides = lorafit_overrides(still_model, data_files, tmp_path, "train.ema_decay=0.3", "train.checkpoint_every=4")
+    assert ref.losses == pytest.approx(
+        reference_all_layers.losses, rel=1e-6
+    )  # averaging does not train
+    assert ref.eval_losses != pytest.approx(
+        reference_all_layers.eval_losses, rel=1e-3
+    )  # but changes what is scored
+    overrides = lorafit_overrides(
+        still_model, data_files, tmp_path, "train.ema_decay=0.3", "train.checkpoint_every=4"
+    )
     run = killed_at_step_five(overrides, tmp_path)
-    _assert_same_tensors(load_file(run / "checkpoints" / "step-000004" / "ema.safetensors"), ref.emas[4])
+    _assert_same_tensors(
+        load_file(run / "checkpoints" / "step-000004" / "ema.safetensors"), ref.emas[4]
+    )
     assert train(resume=run) == run
     assert_matches_reference(run, ref)
-    _assert_same_tensors(load_file(run / "checkpoints" / f"step-{STEPS:06d}" / "ema.safetensors"), ref.emas[STEPS])
+    _assert_same_tensors(
+        load_file(run / "checkpoints" / f"step-{STEPS:06d}" / "ema.safetensors"), ref.emas[STEPS]
+    )

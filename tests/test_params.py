@@ -63,7 +63,14 @@ def test_sections_give_every_layer_its_own_values():
         ],
     )
     model = build_model(cfg, weights=False)
-    want = {6: (2, 2.0, 0.0), 7: (2, 2.0, 0.0), 8: (4, 2.0, 0.05), 9: (4, 2.0, 0.05), 10: (16, 2.0, 0.2), 11: (16, 2.0, 0.2)}
+    want = {
+        6: (2, 2.0, 0.0),
+        7: (2, 2.0, 0.0),
+        8: (4, 2.0, 0.05),
+        9: (4, 2.0, 0.05),
+        10: (16, 2.0, 0.2),
+        11: (16, 2.0, 0.2),
+    }
     seen = {}
     for name, module in model.named_modules():
         if name.endswith(("attention.self.query", "attention.self.value")) and hasattr(module, "r"):
@@ -98,7 +105,15 @@ def test_description_text_names_counts():
 def test_target_outside_the_layer_stack_is_counted_apart():
     """MiniLM (BERT) has a pooler: `pooler.dense` takes LoRA but sits in no layer."""
     d = describe_model(
-        load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2", "lora.r=8", "lora.target_modules=[query,pooler.dense]"])
+        load_config(
+            None,
+            [
+                AG_LABELS,
+                "model.name=all-MiniLM-L6-v2",
+                "lora.r=8",
+                "lora.target_modules=[query,pooler.dense]",
+            ],
+        )
     )
     per_layer = d["lora_per_layer"]
     assert list(per_layer)[-1] == "other" and per_layer["other"] == {"dense": 2 * 8 * 384}
@@ -152,7 +167,9 @@ def test_sections_on_layer_1_do_not_reach_layers_10_and_11(name):
     model = build_model(cfg, weights=False)
     expect = {}
     for layer in range(12):
-        setting = {1: (2, 3.0, 0.0), 10: (16, 0.5, 0.2), 11: (16, 0.5, 0.2)}.get(layer, (4, 2.0, 0.05))
+        setting = {1: (2, 3.0, 0.0), 10: (16, 0.5, 0.2), 11: (16, 0.5, 0.2)}.get(
+            layer, (4, 2.0, 0.05)
+        )
         for module in (q, v):
             expect[(layer, module.rsplit(".", 1)[-1])] = setting
     assert _built_lora(model) == expect
@@ -201,7 +218,9 @@ def _count(overrides) -> int:
 def test_a_name_the_model_lacks_lists_the_names_it_has():
     with pytest.raises(UserError) as e:
         _describe_mpnet = describe_model(
-            load_config(None, [AG_LABELS, f"model.name={MPNET}", "lora.target_modules=[query,value]"])
+            load_config(
+                None, [AG_LABELS, f"model.name={MPNET}", "lora.target_modules=[query,value]"]
+            )
         )
         del _describe_mpnet
     message = str(e.value)
@@ -212,5 +231,8 @@ def test_a_name_the_model_lacks_lists_the_names_it_has():
         "attention.attn.q, attention.attn.k, attention.attn.v, attention.attn.o, "
         "intermediate.dense, output.dense"
     )
-    with pytest.raises(UserError, match=r"attn.q not in this roberta model \(here: attn.q -> query\).*attention.self.query"):
+    with pytest.raises(
+        UserError,
+        match=r"attn.q not in this roberta model \(here: attn.q -> query\).*attention.self.query",
+    ):
         _describe("lora.target_modules=[attn.q]")

@@ -75,7 +75,10 @@ def expected(path: Path) -> dict:
 def test_every_fixture_reads_in_dataset_order(path):
     want = expected(path)
     if "refused" in want:
-        fragment = {"memory-mapped": "memory-mapped datasets table", "pandas": "pickled pandas DataFrame"}
+        fragment = {
+            "memory-mapped": "memory-mapped datasets table",
+            "pandas": "pickled pandas DataFrame",
+        }
         with pytest.raises(UserError, match=fragment[want["refused"]]) as e:
             load_table(str(path), DataConfig(), need_labels=False)
         assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
@@ -93,11 +96,26 @@ def test_the_fixtures_cover_what_users_have():
     assert sorted(versions) == sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
     majors = {v["datasets"].split(".")[0] for v in versions.values()}
     assert {"2", "3", "4", "5"} <= majors
-    numpy_1 = [w for w, v in versions.items() if v["datasets"].startswith("2.") and v["numpy"].startswith("1.")]
-    numpy_2 = [w for w, v in versions.items() if v["datasets"].startswith("2.") and v["numpy"].startswith("2.")]
+    numpy_1 = [
+        w
+        for w, v in versions.items()
+        if v["datasets"].startswith("2.") and v["numpy"].startswith("1.")
+    ]
+    numpy_2 = [
+        w
+        for w, v in versions.items()
+        if v["datasets"].startswith("2.") and v["numpy"].startswith("2.")
+    ]
     assert numpy_1 and numpy_2
     cases = {p.stem for p in PICKLES}
-    for case in ("select-p4", "filter-p4", "sort-p4", "split-p4", "memory-mapped-p4", "dataframe-p4"):
+    for case in (
+        "select-p4",
+        "filter-p4",
+        "sort-p4",
+        "split-p4",
+        "memory-mapped-p4",
+        "dataframe-p4",
+    ):
         assert case in cases
     assert {f"competition-p{p}" for p in range(6)} <= cases
     assert sum(p.stat().st_size for p in FIXTURES.rglob("*")) < 700_000
@@ -129,8 +147,12 @@ def test_the_real_format_fixture_is_the_competition_files_format():
         ("pyarrow.lib", "type_for_alias"),
     }
     texts = expected(REAL_FORMAT)["texts"]
-    physical = load_table(str(FIXTURES / "datasets-2.21.0" / "plain-p5.pkl"), DataConfig(), need_labels=False)
-    assert sorted(texts) == sorted(physical.texts) and texts != physical.texts  # shuffled: _indices honoured
+    physical = load_table(
+        str(FIXTURES / "datasets-2.21.0" / "plain-p5.pkl"), DataConfig(), need_labels=False
+    )
+    assert (
+        sorted(texts) == sorted(physical.texts) and texts != physical.texts
+    )  # shuffled: _indices honoured
 
 
 # ------------------------------------------------------------------ the allow-list
@@ -154,8 +176,14 @@ def test_names_are_mapped_like_pickle_does_before_the_check():
     assert canonical_name("copy_reg", "_reconstructor") == ("copyreg", "_reconstructor")
     assert canonical_name("__builtin__", "bytearray") == ("builtins", "bytearray")
     assert canonical_name("__builtin__", "getattr") == ("builtins", "getattr")  # then refused
-    assert canonical_name("numpy.core.multiarray", "_reconstruct") == ("numpy._core.multiarray", "_reconstruct")
-    assert canonical_name("numpy.core.numeric", "_frombuffer") == ("numpy._core.numeric", "_frombuffer")
+    assert canonical_name("numpy.core.multiarray", "_reconstruct") == (
+        "numpy._core.multiarray",
+        "_reconstruct",
+    )
+    assert canonical_name("numpy.core.numeric", "_frombuffer") == (
+        "numpy._core.numeric",
+        "_frombuffer",
+    )
 
 
 # ------------------------------------------------------------------ through the CLI
@@ -200,11 +228,39 @@ def test_predict_evaluate_and_ensemble_read_the_real_format(two_runs, tmp_path, 
     with open(same_csv, "w", newline="") as f:
         csv.writer(f).writerows([["text"], *[[t] for t in texts]])
     for name, source in (("pkl", REAL_FORMAT), ("csv", same_csv)):
-        assert main(["predict", str(run), "--input", str(source), "--output", str(tmp_path / f"{name}.csv")]) == 0
-        assert main(["ensemble", str(run), str(copy), "--input", str(source), "--output", str(tmp_path / f"e-{name}.csv")]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(run),
+                    "--input",
+                    str(source),
+                    "--output",
+                    str(tmp_path / f"{name}.csv"),
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "ensemble",
+                    str(run),
+                    str(copy),
+                    "--input",
+                    str(source),
+                    "--output",
+                    str(tmp_path / f"e-{name}.csv"),
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     for prefix in ("", "e-"):
-        from_pickle, from_csv = _csv_rows(tmp_path / f"{prefix}pkl.csv"), _csv_rows(tmp_path / f"{prefix}csv.csv")
+        from_pickle, from_csv = (
+            _csv_rows(tmp_path / f"{prefix}pkl.csv"),
+            _csv_rows(tmp_path / f"{prefix}csv.csv"),
+        )
         assert [r["ID"] for r in from_pickle] == [str(i) for i in range(len(texts))]
         assert from_pickle == from_csv
 
@@ -216,7 +272,9 @@ def test_predict_evaluate_and_ensemble_read_the_real_format(two_runs, tmp_path, 
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
     from_pickle = capsys.readouterr().out
     assert main(["evaluate", str(run), "--input", str(labelled_csv)]) == 0
-    assert capsys.readouterr().out.replace(str(labelled_csv), "X") == from_pickle.replace(str(labelled), "X")
+    assert capsys.readouterr().out.replace(str(labelled_csv), "X") == from_pickle.replace(
+        str(labelled), "X"
+    )
 
 
 # ------------------------------------------------------------------ attacks
@@ -226,7 +284,9 @@ class Ref:
     """A global named by string, written as GLOBAL / STACK_GLOBAL without importing it."""
 
     def __init__(self, dotted: str):
-        self.module, _, self.name = dotted.rpartition(":") if ":" in dotted else dotted.rpartition(".")
+        self.module, _, self.name = (
+            dotted.rpartition(":") if ":" in dotted else dotted.rpartition(".")
+        )
 
     def __call__(self, *args):  # the pure-Python pickler wants a callable in a reduce tuple
         raise AssertionError("never called")
@@ -271,13 +331,23 @@ def dumps(obj, protocol: int) -> bytes:
 
 def dataset(data, indices=None) -> Call:
     """A datasets.Dataset as old releases write it: NEWOBJ-like REDUCE, then its __dict__."""
-    return Call("copyreg._reconstructor", Ref("datasets.arrow_dataset.Dataset"), Ref("builtins.object"), None,
-                state={"_data": data, "_indices": indices, "_info": None, "_split": None})
+    return Call(
+        "copyreg._reconstructor",
+        Ref("datasets.arrow_dataset.Dataset"),
+        Ref("builtins.object"),
+        None,
+        state={"_data": data, "_indices": indices, "_info": None, "_split": None},
+    )
 
 
 def in_memory(table) -> Call:
-    return Call("copyreg._reconstructor", Ref("datasets.table.InMemoryTable"), Ref("builtins.object"), None,
-                state={"table": table})
+    return Call(
+        "copyreg._reconstructor",
+        Ref("datasets.table.InMemoryTable"),
+        Ref("builtins.object"),
+        None,
+        state={"table": table},
+    )
 
 
 def _attacks(tmp: Path, marker: Path) -> dict:
@@ -288,7 +358,9 @@ def _attacks(tmp: Path, marker: Path) -> dict:
     script.write_text(py + "\n")
     evil_npy = tmp / "evil.npy"
     with open(evil_npy, "wb") as f:  # an object .npy whose pickle runs the command
-        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "|O", "fortran_order": False, "shape": (1,)}
+        )
         f.write(dumps([Call("os.system", cmd)], 2))
     victim = tmp / "victim.arrow"
     victim.write_bytes(b"keep me")
@@ -296,23 +368,52 @@ def _attacks(tmp: Path, marker: Path) -> dict:
     system = Call("os.system", cmd)
     A = {
         # builtins
-        "builtins.eval": (Call("builtins.eval", f"__import__('os').system({cmd!r})"), "builtins.eval"),
+        "builtins.eval": (
+            Call("builtins.eval", f"__import__('os').system({cmd!r})"),
+            "builtins.eval",
+        ),
         "builtins.exec": (Call("builtins.exec", py), "builtins.exec"),
         "builtins.compile+exec": (Call("builtins.compile", py, "x", "exec"), "builtins.compile"),
         "builtins.open": (Call("builtins.open", str(marker), "w"), "builtins.open"),
         "io.open": (Call("io.open", str(marker), "w"), "io.open"),
-        "builtins.__import__": (Call(Call("builtins.getattr", Call("builtins.__import__", "os"), "system"), cmd), "builtins.getattr"),
+        "builtins.__import__": (
+            Call(Call("builtins.getattr", Call("builtins.__import__", "os"), "system"), cmd),
+            "builtins.getattr",
+        ),
         "__import__ first": (Call("builtins.__import__", "os"), "builtins.__import__"),
-        "__builtin__.eval (py2 name)": (Call("__builtin__.eval", f"__import__('os').system({cmd!r})"), "builtins.eval"),
-        "builtins.object.__subclasses__ (dotted)": (Call("builtins:object.__subclasses__"), "builtins.object.__subclasses__"),
+        "__builtin__.eval (py2 name)": (
+            Call("__builtin__.eval", f"__import__('os').system({cmd!r})"),
+            "builtins.eval",
+        ),
+        "builtins.object.__subclasses__ (dotted)": (
+            Call("builtins:object.__subclasses__"),
+            "builtins.object.__subclasses__",
+        ),
         # getattr from allowed names only: Dataset -> __new__.__globals__ -> importlib -> os.system
         "getattr from allowed names": (_getattr_chain(cmd, "builtins.getattr"), "builtins.getattr"),
-        "getattr from allowed names (py2 name)": (_getattr_chain(cmd, "__builtin__.getattr"), "builtins.getattr"),
+        "getattr from allowed names (py2 name)": (
+            _getattr_chain(cmd, "__builtin__.getattr"),
+            "builtins.getattr",
+        ),
         # operator, functools
-        "operator.attrgetter": (Call(Call("operator.attrgetter", "system"), Call("importlib.import_module", "os")), "operator.attrgetter"),
-        "operator.methodcaller": (Call(Call("operator.methodcaller", "system", cmd), Call("importlib.import_module", "os")), "operator.methodcaller"),
-        "functools.partial": (Call(Call("functools.partial", Ref("os.system"), cmd)), "functools.partial"),
-        "functools.reduce": (Call("functools.reduce", Ref("builtins.exec"), [py, {}]), "functools.reduce"),
+        "operator.attrgetter": (
+            Call(Call("operator.attrgetter", "system"), Call("importlib.import_module", "os")),
+            "operator.attrgetter",
+        ),
+        "operator.methodcaller": (
+            Call(
+                Call("operator.methodcaller", "system", cmd), Call("importlib.import_module", "os")
+            ),
+            "operator.methodcaller",
+        ),
+        "functools.partial": (
+            Call(Call("functools.partial", Ref("os.system"), cmd)),
+            "functools.partial",
+        ),
+        "functools.reduce": (
+            Call("functools.reduce", Ref("builtins.exec"), [py, {}]),
+            "functools.reduce",
+        ),
         # the shells
         "os.system": (system, "os.system"),
         "posix.system": (Call("posix.system", cmd), "posix.system"),
@@ -322,63 +423,174 @@ def _attacks(tmp: Path, marker: Path) -> dict:
         "subprocess.call": (Call("subprocess.call", ["touch", str(marker)]), "subprocess.call"),
         "subprocess.Popen": (Call("subprocess.Popen", ["touch", str(marker)]), "subprocess.Popen"),
         "subprocess.run": (Call("subprocess.run", ["touch", str(marker)]), "subprocess.run"),
-        "subprocess.check_output": (Call("subprocess.check_output", ["touch", str(marker)]), "subprocess.check_output"),
+        "subprocess.check_output": (
+            Call("subprocess.check_output", ["touch", str(marker)]),
+            "subprocess.check_output",
+        ),
         "runpy.run_path": (Call("runpy.run_path", str(script)), "runpy.run_path"),
-        "importlib.import_module": (Call("importlib.import_module", "os"), "importlib.import_module"),
+        "importlib.import_module": (
+            Call("importlib.import_module", "os"),
+            "importlib.import_module",
+        ),
         "codecs.open": (Call("codecs.open", str(marker), "w"), "codecs.open"),
         "nested pickle.loads": (Call("pickle.loads", dumps(system, 2)), "pickle.loads"),
         "nested _pickle.loads": (Call("_pickle.loads", dumps(system, 2)), "_pickle.loads"),
         # numpy
         "numpy.load": (Call("numpy.load", str(evil_npy), None, True), "numpy.load"),
-        "numpy.lib.npyio.load": (Call("numpy.lib.npyio.load", str(evil_npy), None, True), "numpy.lib.npyio.load"),
+        "numpy.lib.npyio.load": (
+            Call("numpy.lib.npyio.load", str(evil_npy), None, True),
+            "numpy.lib.npyio.load",
+        ),
         "numpy.frombuffer": (Call("numpy.frombuffer", b"\0" * 8, "O"), "numpy.frombuffer"),
         "numpy.fromfile": (Call("numpy.fromfile", str(victim)), "numpy.fromfile"),
         "object array carrying a payload": (np.array([system, 1], dtype=object), "dtype"),
-        "object array of allowed things": (np.array([bytearray(b"x"), 1], dtype=object), "dtype('O')"),
+        "object array of allowed things": (
+            np.array([bytearray(b"x"), 1], dtype=object),
+            "dtype('O')",
+        ),
         "void dtype flagged as objects": (
-            Call("numpy.dtype", "V8", False, True, state=(3, "|", None, None, None, 8, 1, 63)), "dtype('V8')"),
-        "dtype of a class": (Call("numpy.dtype", Ref("builtins.object"), False, True), "numpy.dtype(type)"),
+            Call("numpy.dtype", "V8", False, True, state=(3, "|", None, None, None, 8, 1, 63)),
+            "dtype('V8')",
+        ),
+        "dtype of a class": (
+            Call("numpy.dtype", Ref("builtins.object"), False, True),
+            "numpy.dtype(type)",
+        ),
         "ndarray called directly": (Call("numpy.ndarray", (4,), "O"), "not a readable pickle"),
-        "_reconstruct of a stand-in": (Call("numpy.core.multiarray._reconstruct", Ref("datasets.arrow_dataset.Dataset"), (0,), b"b"), "_reconstruct"),
-        "_frombuffer of objects": (Call("numpy._core.numeric._frombuffer", bytearray(8), np.dtype("O"), (1,), "C"), "dtype"),
+        "_reconstruct of a stand-in": (
+            Call(
+                "numpy.core.multiarray._reconstruct",
+                Ref("datasets.arrow_dataset.Dataset"),
+                (0,),
+                b"b",
+            ),
+            "_reconstruct",
+        ),
+        "_frombuffer of objects": (
+            Call("numpy._core.numeric._frombuffer", bytearray(8), np.dtype("O"), (1,), "C"),
+            "dtype",
+        ),
         # pyarrow calls taking a path or a callable
-        "pyarrow.lib.memory_map": (Call("pyarrow.lib.memory_map", str(victim)), "pyarrow.lib.memory_map"),
+        "pyarrow.lib.memory_map": (
+            Call("pyarrow.lib.memory_map", str(victim)),
+            "pyarrow.lib.memory_map",
+        ),
         "pyarrow.lib.OSFile": (Call("pyarrow.lib.OSFile", str(marker), "w"), "pyarrow.lib.OSFile"),
-        "pyarrow.lib.create_memory_map": (Call("pyarrow.lib.create_memory_map", str(marker), 8), "pyarrow.lib.create_memory_map"),
-        "pyarrow.ipc.open_file": (Call("pyarrow.ipc.open_file", str(victim)), "pyarrow.ipc.open_file"),
-        "pyarrow.parquet.read_table": (Call("pyarrow.parquet.read_table", str(victim)), "pyarrow.parquet.read_table"),
+        "pyarrow.lib.create_memory_map": (
+            Call("pyarrow.lib.create_memory_map", str(marker), 8),
+            "pyarrow.lib.create_memory_map",
+        ),
+        "pyarrow.ipc.open_file": (
+            Call("pyarrow.ipc.open_file", str(victim)),
+            "pyarrow.ipc.open_file",
+        ),
+        "pyarrow.parquet.read_table": (
+            Call("pyarrow.parquet.read_table", str(victim)),
+            "pyarrow.parquet.read_table",
+        ),
         "pyarrow.compute.register_scalar_function": (
-            Call("pyarrow.compute.register_scalar_function", Ref("os.system"), "f", {}, {}, pa.int64()),
-            "pyarrow.compute.register_scalar_function"),
-        "pyarrow field's globals (dotted)": (Call("pyarrow.lib:field.__globals__"), "pyarrow.lib.field.__globals__"),
+            Call(
+                "pyarrow.compute.register_scalar_function",
+                Ref("os.system"),
+                "f",
+                {},
+                {},
+                pa.int64(),
+            ),
+            "pyarrow.compute.register_scalar_function",
+        ),
+        "pyarrow field's globals (dotted)": (
+            Call("pyarrow.lib:field.__globals__"),
+            "pyarrow.lib.field.__globals__",
+        ),
         # datasets
-        "datasets.load_from_disk": (Call("datasets.load_from_disk", str(tmp)), "datasets.load_from_disk"),
+        "datasets.load_from_disk": (
+            Call("datasets.load_from_disk", str(tmp)),
+            "datasets.load_from_disk",
+        ),
         "MemoryMappedTable with replays": (
-            dataset(Call("copyreg._reconstructor", Ref("datasets.table.MemoryMappedTable"), Ref("builtins.object"), None,
-                         state={"path": str(victim), "replays": [("__class__", (), {})]})),
-            "memory-mapped datasets table"),
-        "InMemoryTable pointing at a file (2.14 would delete it)": (dataset(Call(
-            "copyreg._reconstructor", Ref("datasets.table.InMemoryTable"), Ref("builtins.object"), None,
-            state={"path": str(victim)})), "temporary Arrow file"),
-        "Dataset.from_file (dotted)": (Call("datasets.arrow_dataset:Dataset.from_file", str(victim)), "Dataset.from_file"),
+            dataset(
+                Call(
+                    "copyreg._reconstructor",
+                    Ref("datasets.table.MemoryMappedTable"),
+                    Ref("builtins.object"),
+                    None,
+                    state={"path": str(victim), "replays": [("__class__", (), {})]},
+                )
+            ),
+            "memory-mapped datasets table",
+        ),
+        "InMemoryTable pointing at a file (2.14 would delete it)": (
+            dataset(
+                Call(
+                    "copyreg._reconstructor",
+                    Ref("datasets.table.InMemoryTable"),
+                    Ref("builtins.object"),
+                    None,
+                    state={"path": str(victim)},
+                )
+            ),
+            "temporary Arrow file",
+        ),
+        "Dataset.from_file (dotted)": (
+            Call("datasets.arrow_dataset:Dataset.from_file", str(victim)),
+            "Dataset.from_file",
+        ),
         "payload inside _indices": (dataset(in_memory(good), indices=system), "os.system"),
-        "payload inside one block": (dataset(Call(
-            "copyreg._reconstructor", Ref("datasets.table.ConcatenationTable"), Ref("builtins.object"), None,
-            state={"blocks": [[in_memory(good)], [in_memory(system)]], "schema": None})), "os.system"),
-        "string array whose offsets point past its bytes": (dataset(in_memory(Call(
-            "pyarrow.lib._reconstruct_table",
-            [Call("pyarrow.lib.chunked_array", [_bad_offsets_array()], pa.string())],
-            pa.schema([("text", pa.string())])))), "Offset"),
+        "payload inside one block": (
+            dataset(
+                Call(
+                    "copyreg._reconstructor",
+                    Ref("datasets.table.ConcatenationTable"),
+                    Ref("builtins.object"),
+                    None,
+                    state={"blocks": [[in_memory(good)], [in_memory(system)]], "schema": None},
+                )
+            ),
+            "os.system",
+        ),
+        "string array whose offsets point past its bytes": (
+            dataset(
+                in_memory(
+                    Call(
+                        "pyarrow.lib._reconstruct_table",
+                        [Call("pyarrow.lib.chunked_array", [_bad_offsets_array()], pa.string())],
+                        pa.schema([("text", pa.string())]),
+                    )
+                )
+            ),
+            "Offset",
+        ),
         "payload nested in a dict": ({"text": ["x"], "label": system}, "os.system"),
-        "payload as a column": (dataset(in_memory(Call("pyarrow.lib._reconstruct_table", [system], None))), "os.system"),
-        "_reconstructor of bytearray": (Call("copyreg._reconstructor", Ref("builtins.bytearray"), Ref("builtins.bytearray"), b"x"), "copyreg._reconstructor"),
-        "_codecs.encode with another codec": (Call("_codecs.encode", "x", "rot13"), "_codecs.encode"),
-        "pandas DataFrame": (Call("pandas.core.frame.DataFrame", {"text": ["x"]}), "pickled pandas DataFrame"),
+        "payload as a column": (
+            dataset(in_memory(Call("pyarrow.lib._reconstruct_table", [system], None))),
+            "os.system",
+        ),
+        "_reconstructor of bytearray": (
+            Call(
+                "copyreg._reconstructor", Ref("builtins.bytearray"), Ref("builtins.bytearray"), b"x"
+            ),
+            "copyreg._reconstructor",
+        ),
+        "_codecs.encode with another codec": (
+            Call("_codecs.encode", "x", "rot13"),
+            "_codecs.encode",
+        ),
+        "pandas DataFrame": (
+            Call("pandas.core.frame.DataFrame", {"text": ["x"]}),
+            "pickled pandas DataFrame",
+        ),
     }
-    out = {name: (dumps(obj, 2 + i % 4), fragment) for i, (name, (obj, fragment)) in enumerate(A.items())}
+    out = {
+        name: (dumps(obj, 2 + i % 4), fragment)
+        for i, (name, (obj, fragment)) in enumerate(A.items())
+    }
     for protocol in range(6):  # the classic: os.system through __reduce__, at every protocol
         out[f"os.system at protocol {protocol}"] = (dumps(system, protocol), "os.system")
-        out[f"payload in a dataset at protocol {protocol}"] = (dumps(dataset(in_memory(good), system), protocol), "os.system")
+        out[f"payload in a dataset at protocol {protocol}"] = (
+            dumps(dataset(in_memory(good), system), protocol),
+            "os.system",
+        )
     out.update(_raw_attacks(cmd))
     return out
 
@@ -386,7 +598,10 @@ def _attacks(tmp: Path, marker: Path) -> dict:
 def _bad_offsets_array() -> Call:
     """A 2-row string array claiming 1 MB of text in a 4-byte buffer (an out-of-bounds read)."""
     offsets = pa.py_buffer(np.array([0, 2, 1 << 20], dtype=np.int32).tobytes())
-    return Call("pyarrow.lib._restore_array", (pa.string(), 2, 0, 0, [None, offsets, pa.py_buffer(b"abcd")], [], None))
+    return Call(
+        "pyarrow.lib._restore_array",
+        (pa.string(), 2, 0, 0, [None, offsets, pa.py_buffer(b"abcd")], [], None),
+    )
 
 
 def _getattr_chain(cmd: str, getattr_name: str) -> Call:
@@ -403,13 +618,26 @@ def _raw_attacks(cmd: str) -> dict:
     c = cmd.encode()
     return {
         "INST opcode (protocol 0)": (b"(S'" + c + b"'\nios\nsystem\n.", "os.system"),
-        "OBJ opcode (protocol 1)": (b"(cposix\nsystem\nX" + len(c).to_bytes(4, "little") + c + b"o.", "posix.system"),
-        "memo: GET of an unset slot": (b"\x80\x02h\x05X" + len(c).to_bytes(4, "little") + c + b"\x85R.", "not a readable pickle"),
+        "OBJ opcode (protocol 1)": (
+            b"(cposix\nsystem\nX" + len(c).to_bytes(4, "little") + c + b"o.",
+            "posix.system",
+        ),
+        "memo: GET of an unset slot": (
+            b"\x80\x02h\x05X" + len(c).to_bytes(4, "little") + c + b"\x85R.",
+            "not a readable pickle",
+        ),
         "memo: allowed name then a refused one in the same slot": (
             b"\x80\x02c__builtin__\nbytearray\nq\x000cposix\nsystem\nq\x000h\x00X"
-            + len(c).to_bytes(4, "little") + c + b"\x85R.", "posix.system"),
+            + len(c).to_bytes(4, "little")
+            + c
+            + b"\x85R.",
+            "posix.system",
+        ),
         "persistent id": (b"\x80\x02X\x01\x00\x00\x00xQ.", "not a readable pickle"),
-        "extension code": (b"\x80\x02\x82\xf0X" + len(c).to_bytes(4, "little") + c + b"\x85R.", "posix.system"),
+        "extension code": (
+            b"\x80\x02\x82\xf0X" + len(c).to_bytes(4, "little") + c + b"\x85R.",
+            "posix.system",
+        ),
     }
 
 
@@ -438,7 +666,10 @@ def test_attacks_are_refused_by_load_table_and_run_nothing(attack_files):
         assert not marker.exists(), name  # nothing ran
         assert (tmp / "victim.arrow").read_bytes() == b"keep me", name  # nothing deleted
         message = str(e.value)
-        assert fragment in message and message.startswith(f"{path}: ") and "\n" not in message, (name, message)
+        assert fragment in message and message.startswith(f"{path}: ") and "\n" not in message, (
+            name,
+            message,
+        )
 
 
 def test_attacks_through_predict_exit_2_with_one_line_and_no_output(two_runs, attack_files, capsys):
@@ -448,7 +679,11 @@ def test_attacks_through_predict_exit_2_with_one_line_and_no_output(two_runs, at
     for i, (name, (data, fragment)) in enumerate(attacks.items()):
         path = tmp / f"attack-{i}.pkl"
         path.write_bytes(data)
-        assert_fails_cleanly(["predict", str(run), "--input", str(path), "--output", str(out)], [path.name, fragment], capsys)
+        assert_fails_cleanly(
+            ["predict", str(run), "--input", str(path), "--output", str(out)],
+            [path.name, fragment],
+            capsys,
+        )
         assert not out.exists() and not marker.exists(), name
 
 
@@ -530,8 +765,11 @@ def test_latin_1_bytes_are_read_under_either_spelling():
 def test_reconstructor_makes_only_stand_ins_over_object():
     from lorafit.pickles import Refused
 
-    for cls, base in [("numpy.ndarray", "builtins.object"), ("builtins.bytearray", "builtins.object"),
-                      ("datasets.table.InMemoryTable", "builtins.bytearray")]:
+    for cls, base in [
+        ("numpy.ndarray", "builtins.object"),
+        ("builtins.bytearray", "builtins.object"),
+        ("datasets.table.InMemoryTable", "builtins.bytearray"),
+    ]:
         with pytest.raises(Refused, match=r"copyreg\._reconstructor"):
             unpickle(dumps(Call("copyreg._reconstructor", Ref(cls), Ref(base), None), 2))
 
@@ -539,7 +777,10 @@ def test_reconstructor_makes_only_stand_ins_over_object():
 def test_a_pickle_of_something_else_is_named(tmp_path):
     features = _with_state("datasets.features.features.Features", {"text": None})
     path, message = _refusal(tmp_path, features)
-    assert message == f"{path}: holds a datasets.features.features.Features, expected a datasets.Dataset"
+    assert (
+        message
+        == f"{path}: holds a datasets.features.features.Features, expected a datasets.Dataset"
+    )
     path, message = _refusal(tmp_path, [1, 2])
     assert message == f"{path}: holds a list, expected a datasets.Dataset"
 
@@ -588,14 +829,24 @@ def test_slot_state_pairs_are_merged(tmp_path):
 def test_blocks_side_by_side_are_joined_column_by_column(tmp_path):
     """concatenate_datasets(axis=1): a block row of several tables is one table, columns in order."""
     blocks = [
-        [in_memory(pa.table({"text": ["a", "b"]})), in_memory(pa.table({"label": [0, 1]})),
-         in_memory(pa.table({"source": ["x", "y"]}))],
-        [in_memory(pa.table({"text": ["c"]})), in_memory(pa.table({"label": [2]})),
-         in_memory(pa.table({"source": ["z"]}))],
+        [
+            in_memory(pa.table({"text": ["a", "b"]})),
+            in_memory(pa.table({"label": [0, 1]})),
+            in_memory(pa.table({"source": ["x", "y"]})),
+        ],
+        [
+            in_memory(pa.table({"text": ["c"]})),
+            in_memory(pa.table({"label": [2]})),
+            in_memory(pa.table({"source": ["z"]})),
+        ],
     ]
     concat = _with_state("datasets.table.ConcatenationTable", {"blocks": blocks, "schema": None})
     _, got = _read(tmp_path, dataset(concat))
-    assert got.to_pydict() == {"text": ["a", "b", "c"], "label": [0, 1, 2], "source": ["x", "y", "z"]}
+    assert got.to_pydict() == {
+        "text": ["a", "b", "c"],
+        "label": [0, 1, 2],
+        "source": ["x", "y", "z"],
+    }
 
 
 def test_a_table_kept_as_record_batches_reads(tmp_path):
@@ -609,14 +860,25 @@ def test_a_table_kept_as_record_batches_reads(tmp_path):
 
 
 def test_blocks_one_per_row_missing_and_with_an_all_null_column(tmp_path):
-    flat = [in_memory(pa.table({"text": ["a"]})), in_memory(pa.table({"text": ["b"]}))]  # not [[...], [...]]
-    _, got = _read(tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": flat})))
+    flat = [
+        in_memory(pa.table({"text": ["a"]})),
+        in_memory(pa.table({"text": ["b"]})),
+    ]  # not [[...], [...]]
+    _, got = _read(
+        tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": flat}))
+    )
     assert got.column("text").to_pylist() == ["a", "b"]
-    path, message = _refusal(tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"schema": None})))
+    path, message = _refusal(
+        tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"schema": None}))
+    )
     assert message == f"{path}: a ConcatenationTable without blocks; re-save the dataset"
-    nulls = pa.table({"text": ["a"], "label": pa.array([None], pa.null())})  # a block whose labels are all missing
+    nulls = pa.table(
+        {"text": ["a"], "label": pa.array([None], pa.null())}
+    )  # a block whose labels are all missing
     blocks = [[in_memory(nulls)], [in_memory(pa.table({"text": ["b"], "label": [2]}))]]
-    _, got = _read(tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": blocks})))
+    _, got = _read(
+        tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": blocks}))
+    )
     assert got.to_pydict() == {"text": ["a", "b"], "label": [None, 2]}
 
 
@@ -647,18 +909,30 @@ def test_the_refusals_name_the_fix_in_full(tmp_path):
         f"{path}: refused to load os.system; only a pickled datasets.Dataset is accepted "
         "(nothing was run)"
     )
-    path, message = _refusal(tmp_path, _with_state("datasets.table.ConcatenationTable", {"blocks": []}))
-    assert message == f"{path}: holds a datasets.table.ConcatenationTable, expected a datasets.Dataset"
-    path, message = _refusal(tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": []})))
+    path, message = _refusal(
+        tmp_path, _with_state("datasets.table.ConcatenationTable", {"blocks": []})
+    )
+    assert (
+        message == f"{path}: holds a datasets.table.ConcatenationTable, expected a datasets.Dataset"
+    )
+    path, message = _refusal(
+        tmp_path, dataset(_with_state("datasets.table.ConcatenationTable", {"blocks": []}))
+    )
     assert message == f"{path}: a ConcatenationTable without blocks; re-save the dataset"
 
 
 def test_python_2_and_numpy_1_names_map_whole():
     assert canonical_name("__builtin__", "xrange") == ("builtins", "range")  # a renamed name
     assert canonical_name("UserDict", "UserDict") == ("collections", "UserDict")
-    assert canonical_name("copy_reg", "_reconstructor") == ("copyreg", "_reconstructor")  # a renamed module
+    assert canonical_name("copy_reg", "_reconstructor") == (
+        "copyreg",
+        "_reconstructor",
+    )  # a renamed module
     assert canonical_name("numpy.core", "multiarray") == ("numpy._core", "multiarray")
-    assert canonical_name("numpy.core.numeric", "_frombuffer") == ("numpy._core.numeric", "_frombuffer")
+    assert canonical_name("numpy.core.numeric", "_frombuffer") == (
+        "numpy._core.numeric",
+        "_frombuffer",
+    )
     assert canonical_name("numpy.coreutils", "x") == ("numpy.coreutils", "x")
 
 
@@ -666,7 +940,11 @@ def test_the_stand_ins_are_named_after_what_they_replace():
     from lorafit.pickles import RESOLVERS, _Kept, _kept, _resolvers
 
     made = _kept("datasets.x.Y")
-    assert issubclass(made, _Kept) and made.__name__ == "Kept[datasets.x.Y]" and made.original == "datasets.x.Y"
+    assert (
+        issubclass(made, _Kept)
+        and made.__name__ == "Kept[datasets.x.Y]"
+        and made.original == "datasets.x.Y"
+    )
     fresh = _resolvers()
     assert fresh.keys() == RESOLVERS.keys()
     for (module, name), resolved in fresh.items():

@@ -42,7 +42,12 @@ def test_estimates_equal_the_training_count():
         d = describe_model(
             load_config(
                 None,
-                [AG_LABELS, "model.name=roberta-base", "lora.use_dora=true", *candidate_overrides(c, cfg)],
+                [
+                    AG_LABELS,
+                    "model.name=roberta-base",
+                    "lora.use_dora=true",
+                    *candidate_overrides(c, cfg),
+                ],
             )
         )
         b = d["breakdown"]
@@ -113,21 +118,42 @@ def test_every_shown_row_trains_within_budget(tiny_model):
     """The overrides of a row give a config whose budget check passes at the plan's count."""
     p = plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=3)
     for row in p["candidates"]:
-        cfg = load_config(None, [AG_LABELS, f"model.name={tiny_model}", "budget=20000", *row["overrides"]])
+        cfg = load_config(
+            None, [AG_LABELS, f"model.name={tiny_model}", "budget=20000", *row["overrides"]]
+        )
         d = describe_model(cfg)
         assert d["fits_budget"] and d["params"]["trainable"] == row["trainable"]
 
 
 def test_cli_table_and_json(capsys, tiny_model):
     assert (
-        main(["plan", AG_LABELS, f"model.name={tiny_model}", "--budget", "20000", "--top", "4", "--json"]) == 0
+        main(
+            [
+                "plan",
+                AG_LABELS,
+                f"model.name={tiny_model}",
+                "--budget",
+                "20000",
+                "--top",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
     )
     data = json.loads(capsys.readouterr().out)
     assert data["budget"] == 20_000 and len(data["candidates"]) == 4
-    assert main(["plan", AG_LABELS, f"model.name={tiny_model}", "--budget", "20000", "--top", "4"]) == 0
+    assert (
+        main(["plan", AG_LABELS, f"model.name={tiny_model}", "--budget", "20000", "--top", "4"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "configurations fit a budget of 20,000" in text and "first row: lorafit train" in text
-    assert text == plan_text(plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=4)) + "\n"
+    assert (
+        text
+        == plan_text(plan(None, [AG_LABELS, f"model.name={tiny_model}"], budget=20_000, top=4))
+        + "\n"
+    )
 
 
 def test_bad_options_are_user_errors(capsys, tiny_model):
@@ -199,7 +225,9 @@ def test_suggested_command_carries_config_and_model():
 
 def test_suggested_command_without_config_trains_the_planned_model(capsys):
     """Pasted without --config it must not fall back to the default model (MiniLM)."""
-    assert main(["plan", AG_LABELS, f"model.name={MPNET}", "--budget", "1000000", "--top", "1"]) == 0
+    assert (
+        main(["plan", AG_LABELS, f"model.name={MPNET}", "--budget", "1000000", "--top", "1"]) == 0
+    )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("first row: "))
     command = line.removeprefix("first row: ")
     assert "--config" not in command and f"model.name={MPNET}" in command
@@ -210,7 +238,14 @@ def test_suggested_command_without_config_trains_the_planned_model(capsys):
 
 
 def test_mpnet_presets_use_mpnets_module_names():
-    p = plan(None, [AG_LABELS, f"model.name={MPNET}"], budget=1_000_000, top=1, heads="linear", ranks="1-8")
+    p = plan(
+        None,
+        [AG_LABELS, f"model.name={MPNET}"],
+        budget=1_000_000,
+        top=1,
+        heads="linear",
+        ranks="1-8",
+    )
     first = p["candidates"][0]
     # every linear layer of all 12 layers at r=6 and a linear head, as on roberta-base
     assert (first["layers"], first["targets_name"], first["r"], first["trainable"]) == (

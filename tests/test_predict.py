@@ -83,7 +83,10 @@ def test_a_missing_column_names_the_option_that_works(runs, files, tmp_path, cap
     line = error_line(capsys)
     assert "no label column 'label'" in line and "--label-column NAME" in line, line
     assert "set data." not in line
-    assert main(["evaluate", run, "--input", news, "--text-column", "nope", "--label-column", "topic"]) == 2
+    assert (
+        main(["evaluate", run, "--input", news, "--text-column", "nope", "--label-column", "topic"])
+        == 2
+    )
     assert "no column 'nope'" in error_line(capsys)
     assert not (tmp_path / "sub.csv").exists()
 
@@ -93,7 +96,10 @@ def test_column_options_read_a_file_with_other_column_names(runs, files, tmp_pat
     columns = ["--text-column", "headline", "--label-column", "topic"]
 
     assert main(["predict", run, "--input", plain, "--output", str(tmp_path / "plain.csv")]) == 0
-    assert main(["predict", run, "--input", news, "--output", str(tmp_path / "news.csv"), *columns]) == 0
+    assert (
+        main(["predict", run, "--input", news, "--output", str(tmp_path / "news.csv"), *columns])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "rows 80" in printed and "confusion matrix" in printed  # the labels were read
     plain_sub, news_sub = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("plain", "news"))
@@ -103,23 +109,37 @@ def test_column_options_read_a_file_with_other_column_names(runs, files, tmp_pat
     expected = json.loads(capsys.readouterr().out)
     assert main(["evaluate", run, "--input", news, "--json", *columns]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert got["accuracy"] == expected["accuracy"] and got["confusion_matrix"] == expected["confusion_matrix"]
+    assert (
+        got["accuracy"] == expected["accuracy"]
+        and got["confusion_matrix"] == expected["confusion_matrix"]
+    )
 
     assert main(["evaluate", run, "--input", news, "--perturb", "typo", "--json", *columns]) == 0
     perturbed = json.loads(capsys.readouterr().out)
     assert perturbed["rows"] == 80 and perturbed["clean"]["accuracy"] == expected["accuracy"]
 
     out = tmp_path / "ensemble.csv"
-    assert main(["ensemble", run, str(runs["b"]), "--input", news, "--output", str(out), *columns]) == 0
+    assert (
+        main(["ensemble", run, str(runs["b"]), "--input", news, "--output", str(out), *columns])
+        == 0
+    )
     assert "ensemble (mean)" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 80
 
     # the Python functions take the same keyword arguments
     m = lorafit.evaluate(run, news, text_column="headline", label_column="topic")
     assert m["accuracy"] == expected["accuracy"]
-    r = lorafit.predict(run, news, str(tmp_path / "api.csv"), text_column="headline", label_column="topic")
+    r = lorafit.predict(
+        run, news, str(tmp_path / "api.csv"), text_column="headline", label_column="topic"
+    )
     assert r["metrics"]["accuracy"] == expected["accuracy"]
-    e = lorafit.ensemble([run, runs["b"]], news, str(tmp_path / "api-ens.csv"), text_column="headline", label_column="topic")
+    e = lorafit.ensemble(
+        [run, runs["b"]],
+        news,
+        str(tmp_path / "api-ens.csv"),
+        text_column="headline",
+        label_column="topic",
+    )
     assert e["rows"] == 80 and "accuracy" in e
 
 
@@ -143,7 +163,9 @@ def test_fp32_after_bf16_recomputes(runs, files, tmp_path):
     p_bf16, p_fp32 = probabilities(bf16["probabilities"]), probabilities(fp32["probabilities"])
     assert not np.array_equal(p_bf16, p_fp32)  # bf16 weights move the probabilities
     # exactly what a fresh fp32 prediction gives, with nothing saved before it
-    fresh = lorafit.predict(fresh_copy(runs["a"], tmp_path, "fresh"), plain, str(tmp_path / "f.csv"), dtype="fp32")
+    fresh = lorafit.predict(
+        fresh_copy(runs["a"], tmp_path, "fresh"), plain, str(tmp_path / "f.csv"), dtype="fp32"
+    )
     assert np.array_equal(p_fp32, probabilities(fresh["probabilities"]))
     # and asking for bf16 again is served from the bf16 file
     again = lorafit.predict(run, plain, str(tmp_path / "bf16-again.csv"), dtype="bf16")
@@ -159,9 +181,15 @@ def test_a_changed_checkpoint_is_not_served_old_probabilities(runs, files, tmp_p
     shutil.copytree(runs["b"] / "checkpoint-best", run / "checkpoint-best")
     new = lorafit.predict(run, plain, str(tmp_path / "new.csv"), dtype="fp32")
     assert new["probabilities"] != old["probabilities"]
-    reference = lorafit.predict(fresh_copy(runs["b"], tmp_path, "b"), plain, str(tmp_path / "b.csv"), dtype="fp32")
-    assert np.array_equal(probabilities(new["probabilities"]), probabilities(reference["probabilities"]))
-    assert not np.array_equal(probabilities(new["probabilities"]), probabilities(old["probabilities"]))
+    reference = lorafit.predict(
+        fresh_copy(runs["b"], tmp_path, "b"), plain, str(tmp_path / "b.csv"), dtype="fp32"
+    )
+    assert np.array_equal(
+        probabilities(new["probabilities"]), probabilities(reference["probabilities"])
+    )
+    assert not np.array_equal(
+        probabilities(new["probabilities"]), probabilities(old["probabilities"])
+    )
 
 
 def test_ensemble_reuses_only_matching_probabilities(runs, files, tmp_path, monkeypatch):
@@ -201,7 +229,11 @@ def test_int8_quantises_the_encoders_linear_layers_not_the_head(runs, files, tmp
 
     run = fresh_copy(runs["a"], tmp_path, "run")
     model, _, _ = load_run_model(run, "cpu", "int8")
-    linears = {n: type(m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, DynamicInt8Linear))}
+    linears = {
+        n: type(m)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, DynamicInt8Linear))
+    }
     head = {n for n in linears if n.startswith("classifier")}
     assert head and all(linears[n] is nn.Linear for n in head)
     encoder = set(linears) - head
@@ -210,7 +242,9 @@ def test_int8_quantises_the_encoders_linear_layers_not_the_head(runs, files, tmp
     plain = str(files["plain"])
     fp32 = lorafit.predict(run, plain, str(tmp_path / "fp32.csv"), dtype="fp32")
     int8 = lorafit.predict(run, plain, str(tmp_path / "int8.csv"), dtype="int8")
-    assert int8["probabilities"] != fp32["probabilities"]  # its own key: never served fp32's figures
+    assert (
+        int8["probabilities"] != fp32["probabilities"]
+    )  # its own key: never served fp32's figures
     p32, p8 = probabilities(fp32["probabilities"]), probabilities(int8["probabilities"])
     assert not np.array_equal(p32, p8)  # really quantised
     assert np.abs(p32 - p8).max() < 0.1  # and still the same model
@@ -226,6 +260,20 @@ def test_int8_is_refused_off_the_cpu_and_offered_by_the_cli(runs, files, tmp_pat
         inference_dtype("int8", "cuda")
     run = fresh_copy(runs["a"], tmp_path, "run")
     out = tmp_path / "sub.csv"
-    assert main(["predict", str(run), "--input", str(files["plain"]), "--output", str(out), "--dtype", "int8"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                str(files["plain"]),
+                "--output",
+                str(out),
+                "--dtype",
+                "int8",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(out)) == 80
     assert len(list((run / "predictions").glob("plain-*.csv"))) == 1

@@ -41,7 +41,9 @@ def test_the_66k_split_is_the_committed_one():
 
     from .conftest import AG_DIR, ROOT
 
-    spec = importlib.util.spec_from_file_location("agnews66k_split", ROOT / "benchmarks" / "agnews66k_split.py")
+    spec = importlib.util.spec_from_file_location(
+        "agnews66k_split", ROOT / "benchmarks" / "agnews66k_split.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     committed = json.loads(script.DIGESTS.read_text())

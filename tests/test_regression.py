@@ -30,10 +30,19 @@ STSB_CONFIG = ROOT / "configs" / "stsb.yaml"
 
 def stsb_overrides(tiny_model, runs, *extra):
     return [
-        f"model.name={tiny_model}", "model.max_length=48", f"data.train={STSB / 'train.tsv'}",
-        f"data.validation={STSB / 'dev.tsv'}", "data.max_train_rows=192", "train.max_steps=6",
-        "train.eval_every=3", "train.batch_size=16", "train.warmup_steps=0", "train.lr=3e-3",
-        "log.progress=false", f"run.dir={runs}", *extra,
+        f"model.name={tiny_model}",
+        "model.max_length=48",
+        f"data.train={STSB / 'train.tsv'}",
+        f"data.validation={STSB / 'dev.tsv'}",
+        "data.max_train_rows=192",
+        "train.max_steps=6",
+        "train.eval_every=3",
+        "train.batch_size=16",
+        "train.warmup_steps=0",
+        "train.lr=3e-3",
+        "log.progress=false",
+        f"run.dir={runs}",
+        *extra,
     ]
 
 
@@ -60,7 +69,11 @@ def test_constant_predictions_have_zero_correlation_and_scatter_points_are_cappe
     true = np.linspace(0, 5, 12000)
     m = regression_metrics(np.full(12000, 2.5), true)
     assert m["pearson"] == 0.0 and m["spearman"] == 0.0
-    assert len(m["points"]["true"]) == 5000 and m["points"]["true"][0] == 0.0 and m["points"]["true"][-1] == 5.0
+    assert (
+        len(m["points"]["true"]) == 5000
+        and m["points"]["true"][0] == 0.0
+        and m["points"]["true"][-1] == 5.0
+    )
     small = regression_metrics(true[:10] + 1, true[:10])
     assert small["points"]["predicted"] == pytest.approx(list(true[:10] + 1), abs=1e-5)
 
@@ -70,14 +83,25 @@ def test_metrics_at_small_scales_and_with_constant_labels():
     true = rng.normal(0, 1e-3, 300)  # the vectors' norms are far below 1
     pred = true + rng.normal(0, 1e-3, 300)
     m = regression_metrics(pred, true)
-    assert m["pearson"] == pytest.approx(pearsonr(pred, true).statistic, abs=1e-9) and m["pearson"] > 0.5
+    assert (
+        m["pearson"] == pytest.approx(pearsonr(pred, true).statistic, abs=1e-9)
+        and m["pearson"] > 0.5
+    )
     summary = {k: m[k] for k in ("label_mean", "label_std", "prediction_mean", "prediction_std")}
-    assert summary == pytest.approx({"label_mean": true.mean(), "label_std": true.std(),
-                                     "prediction_mean": pred.mean(), "prediction_std": pred.std()})
+    assert summary == pytest.approx(
+        {
+            "label_mean": true.mean(),
+            "label_std": true.std(),
+            "prediction_mean": pred.mean(),
+            "prediction_std": pred.std(),
+        }
+    )
     flat = regression_metrics(np.array([1.0, 2.0, 3.0]), np.full(3, 2.0))
     assert flat["r2"] == 0.0 and flat["pearson"] == 0.0 and flat["mse"] == pytest.approx(2 / 3)
     exact = regression_metrics(np.arange(5000) / 7, np.arange(5000) / 3)
-    assert len(exact["points"]["true"]) == 5000 and exact["points"]["true"][1] == 0.33333  # every row, 5 decimals
+    assert (
+        len(exact["points"]["true"]) == 5000 and exact["points"]["true"][1] == 0.33333
+    )  # every row, 5 decimals
     assert exact["points"]["predicted"][1] == 0.14286
 
 
@@ -100,14 +124,22 @@ def test_regression_loss_is_the_mean_squared_error_by_hand():
 
 
 def test_labels_read_as_numbers_with_row_errors():
-    assert label_values(["5.000", "3.8", 1, "0"], "f.tsv").tolist() == pytest.approx([5.0, 3.8, 1.0, 0.0])
-    for bad, row, what in ((["1", "high"], 2, "not a number"), (["1", ""], 2, "empty"), (["inf"], 1, "finite")):
+    assert label_values(["5.000", "3.8", 1, "0"], "f.tsv").tolist() == pytest.approx(
+        [5.0, 3.8, 1.0, 0.0]
+    )
+    for bad, row, what in (
+        (["1", "high"], 2, "not a number"),
+        (["1", ""], 2, "empty"),
+        (["inf"], 1, "finite"),
+    ):
         with pytest.raises(UserError, match=rf"f.tsv: row {row}: .*{what}"):
             label_values(bad, "f.tsv")
 
 
 def test_stsb_as_published_is_read_with_float_scores():
-    cfg = load_config(STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", f"data.validation={STSB / 'dev.tsv'}"])
+    cfg = load_config(
+        STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", f"data.validation={STSB / 'dev.tsv'}"]
+    )
     splits = load_splits(cfg.data, 42)
     assert len(splits["train"]) == 5749 and len(splits["validation"]) == 1500
     assert splits["train"].labels.dtype == np.float32
@@ -118,28 +150,59 @@ def test_stsb_as_published_is_read_with_float_scores():
 def test_value_split_keeps_the_spread_of_the_values():
     cfg = load_config(
         STSB_CONFIG,
-        [f"data.train={STSB / 'train.tsv'}", "data.validation=null", "data.val_size=600", "data.test_size=600"],
+        [
+            f"data.train={STSB / 'train.tsv'}",
+            "data.validation=null",
+            "data.val_size=600",
+            "data.test_size=600",
+        ],
     )
     splits = load_splits(cfg.data, 42)
     assert [len(splits[k]) for k in ("train", "validation", "test")] == [4549, 600, 600]
     everything = np.concatenate([splits[k].labels for k in ("train", "validation", "test")])
     edges = np.quantile(everything, [0.1 * i for i in range(1, 10)])
     for name in ("validation", "test"):  # each decile of the values keeps its share (+-1.5 points)
-        share = np.bincount(np.searchsorted(edges, splits[name].labels, side="right"), minlength=10) / 600
-        whole = np.bincount(np.searchsorted(edges, everything, side="right"), minlength=10) / len(everything)
+        share = (
+            np.bincount(np.searchsorted(edges, splits[name].labels, side="right"), minlength=10)
+            / 600
+        )
+        whole = np.bincount(np.searchsorted(edges, everything, side="right"), minlength=10) / len(
+            everything
+        )
         assert np.abs(share - whole).max() < 0.015
-    again = load_splits(load_config(STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", "data.validation=null",
-                                                  "data.val_size=600", "data.test_size=600"]).data, 42)
+    again = load_splits(
+        load_config(
+            STSB_CONFIG,
+            [
+                f"data.train={STSB / 'train.tsv'}",
+                "data.validation=null",
+                "data.val_size=600",
+                "data.test_size=600",
+            ],
+        ).data,
+        42,
+    )
     assert again["validation"].texts == splits["validation"].texts
 
 
 def test_scores_read_as_classes_get_a_hint_to_set_the_task(caplog):
     caplog.set_level("WARNING", logger="lorafit")
-    cfg = load_config(STSB_CONFIG, [f"data.train={STSB / 'train.tsv'}", "data.validation=null", "data.val_size=0.5",
-                                    "task=classification", "train.metric=auto"])
+    cfg = load_config(
+        STSB_CONFIG,
+        [
+            f"data.train={STSB / 'train.tsv'}",
+            "data.validation=null",
+            "data.val_size=0.5",
+            "task=classification",
+            "train.metric=auto",
+        ],
+    )
     with pytest.raises(UserError, match="cannot stratify"):  # 141 classes, many of one row
         load_splits(cfg.data, 42)
-    assert "holds 193 distinct numbers, some fractional (0.067, 0.118, 0.143, ...)" in caplog.text and "set task: regression" in caplog.text
+    assert (
+        "holds 193 distinct numbers, some fractional (0.067, 0.118, 0.143, ...)" in caplog.text
+        and "set task: regression" in caplog.text
+    )
     caplog.clear()
     ids = load_config(None, [f"data.train={AG_HEAD}"])
     load_splits(ids.data, 42)  # four integer classes: no hint
@@ -176,7 +239,12 @@ def test_a_non_number_label_names_its_row(tiny_model, tmp_path):
     frame.loc[7, "score"] = "n/a"
     frame.to_csv(bad, sep="\t", index=False, quoting=3)
     with pytest.raises(UserError, match=r"bad.tsv: row 8: label 'n/a' is not a number"):
-        load_splits(load_config(STSB_CONFIG, [f"data.train={bad}", "data.validation=null", "data.val_size=10"]).data, 42)
+        load_splits(
+            load_config(
+                STSB_CONFIG, [f"data.train={bad}", "data.validation=null", "data.val_size=10"]
+            ).data,
+            42,
+        )
 
 
 # ---------------------------------------------------------------- end to end
@@ -184,22 +252,40 @@ def test_a_non_number_label_names_its_row(tiny_model, tmp_path):
 
 def test_stsb_trains_evaluates_predicts_and_reports(tiny_model, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert main(["train", "--config", str(STSB_CONFIG), *stsb_overrides(tiny_model, runs, "data.test_size=100")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(STSB_CONFIG),
+                *stsb_overrides(tiny_model, runs, "data.test_size=100"),
+            ]
+        )
+        == 0
+    )
     run = (runs / "latest").resolve()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "regression" and summary["metric"] == "eval_pearson"
-    assert summary["params"]["trainable"] == json.loads((run / "model_description.json").read_text())["params"]["trainable"]
+    assert (
+        summary["params"]["trainable"]
+        == json.loads((run / "model_description.json").read_text())["params"]["trainable"]
+    )
     assert yaml.safe_load((run / "config.yaml").read_text())["task"] == "regression"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval"]
-    assert {"eval_pearson", "eval_spearman", "eval_loss"} <= set(evals[0]) and "eval_accuracy" not in evals[0]
+    assert {"eval_pearson", "eval_spearman", "eval_loss"} <= set(
+        evals[0]
+    ) and "eval_accuracy" not in evals[0]
     best = max(evals, key=lambda r: r["eval_pearson"])
     assert summary["best_step"] == best["step"]  # the checkpoint is chosen by Pearson
     test = next(r for r in rows if r["kind"] == "test")
     assert set(test) >= {"test_pearson", "test_spearman", "test_loss"}
     assert (run / "plots" / "scatter_test-heldout.png").is_file()
     held_out = json.loads((run / "evaluations" / "test-heldout.json").read_text())
-    assert held_out["rows"] == 100 and held_out["input"] == f"100 rows held out of {STSB / 'train.tsv'} (data.test_size=100)"
+    assert (
+        held_out["rows"] == 100
+        and held_out["input"] == f"100 rows held out of {STSB / 'train.tsv'} (data.test_size=100)"
+    )
     assert (run / "plots" / "correlation.png").is_file()
     assert "Pearson" in (run / "training_log.txt").read_text()
 
@@ -219,14 +305,18 @@ def test_stsb_trains_evaluates_predicts_and_reports(tiny_model, tmp_path, capsys
     assert metrics["spearman"] == pytest.approx(spearmanr(written.Label, true).statistic, abs=1e-4)
 
     hidden = tmp_path / "hidden.csv"  # GLUE's test file has no score column
-    assert main(["predict", str(run), "--input", str(STSB / "test.tsv"), "--output", str(hidden)]) == 0
+    assert (
+        main(["predict", str(run), "--input", str(STSB / "test.tsv"), "--output", str(hidden)]) == 0
+    )
     assert len(pd.read_csv(hidden)) == 1379
 
     import lorafit  # in Python: numbers for pairs of strings in memory
 
     dev = pd.read_csv(STSB / "dev.tsv", sep="\t", quoting=3).head(4)
     result = lorafit.predict(run, texts=dev.sentence1.tolist(), pairs=dev.sentence2.tolist())
-    assert result["labels"] == pytest.approx(written.Label.tolist()[:4], abs=1e-3)  # other batches: other padding
+    assert result["labels"] == pytest.approx(
+        written.Label.tolist()[:4], abs=1e-3
+    )  # other batches: other padding
 
     page = tmp_path / "report.html"
     assert main(["report", str(run), "--output", str(page)]) == 0
@@ -238,10 +328,22 @@ def test_ensemble_of_regressions_averages_values(tiny_model, tmp_path, capsys):
     runs = tmp_path / "runs"
     dirs = []
     for seed in (1, 2):
-        assert main(["train", "--config", str(STSB_CONFIG), *stsb_overrides(tiny_model, runs, f"train.seed={seed}", f"run.name=s{seed}")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    str(STSB_CONFIG),
+                    *stsb_overrides(tiny_model, runs, f"train.seed={seed}", f"run.name=s{seed}"),
+                ]
+            )
+            == 0
+        )
         dirs.append(str((runs / "latest").resolve()))
     dev = tmp_path / "dev.tsv"
-    pd.read_csv(STSB / "dev.tsv", sep="\t", quoting=3).head(200).to_csv(dev, sep="\t", index=False, quoting=3)
+    pd.read_csv(STSB / "dev.tsv", sep="\t", quoting=3).head(200).to_csv(
+        dev, sep="\t", index=False, quoting=3
+    )
     members = []
     for i, d in enumerate(dirs):
         out = tmp_path / f"m{i}.csv"
@@ -249,16 +351,38 @@ def test_ensemble_of_regressions_averages_values(tiny_model, tmp_path, capsys):
         members.append(pd.read_csv(out).Label.to_numpy())
     out = tmp_path / "ensemble.csv"
     assert main(["ensemble", *dirs, "--input", str(dev), "--output", str(out)]) == 0
-    assert pd.read_csv(out).Label.to_numpy() == pytest.approx((members[0] + members[1]) / 2, abs=1e-4)
+    assert pd.read_csv(out).Label.to_numpy() == pytest.approx(
+        (members[0] + members[1]) / 2, abs=1e-4
+    )
     capsys.readouterr()
-    assert main(["ensemble", *dirs, "--input", str(dev), "--output", str(tmp_path / "w.csv"), "--method", "vote"]) == 2
+    assert (
+        main(
+            [
+                "ensemble",
+                *dirs,
+                "--input",
+                str(dev),
+                "--output",
+                str(tmp_path / "w.csv"),
+                "--method",
+                "vote",
+            ]
+        )
+        == 2
+    )
     assert "a regression ensemble averages" in capsys.readouterr().err
 
 
 def test_latent_regression_trains_on_the_activation_cache(tiny_model, tmp_path, caplog):
     runs = tmp_path / "runs"
     caplog.set_level("INFO", logger="lorafit")
-    args = stsb_overrides(tiny_model, runs, "lora.layers=1", "train.cache_activations=true", f"train.cache_dir={tmp_path / 'cache'}")
+    args = stsb_overrides(
+        tiny_model,
+        runs,
+        "lora.layers=1",
+        "train.cache_activations=true",
+        f"train.cache_dir={tmp_path / 'cache'}",
+    )
     assert main(["train", "--config", str(STSB_CONFIG), *args]) == 0
     assert "activation cache: building" in caplog.text
     summary = json.loads(((runs / "latest") / "summary.json").read_text())

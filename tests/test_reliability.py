@@ -246,7 +246,11 @@ def test_run_directories_are_never_replaced(tiny_model, small_csv, tmp_path, mon
     # however long they take to start (no race with the wall clock)
     real = time.strftime
     frozen = real("%Y%m%d-%H%M%S")
-    monkeypatch.setattr(time, "strftime", lambda fmt, *a: frozen if fmt == "%Y%m%d-%H%M%S" and not a else real(fmt, *a))
+    monkeypatch.setattr(
+        time,
+        "strftime",
+        lambda fmt, *a: frozen if fmt == "%Y%m%d-%H%M%S" and not a else real(fmt, *a),
+    )
     runs = tmp_path / "runs"
     taken = []
     for suffix in ("", "-2"):
@@ -293,7 +297,9 @@ def test_no_unsafe_loading_in_the_source():
             for m in re.finditer(pattern, text):
                 problems.append(f"{path.name}: {m.group(0)}")
     assert problems == []
-    assert "from lorafit.pickles import read_pickle_frame" in (src / "data" / "readers.py").read_text()
+    assert (
+        "from lorafit.pickles import read_pickle_frame" in (src / "data" / "readers.py").read_text()
+    )
     assert "unpickler = SafeUnpickler(io.BytesIO(data))" in (src / "pickles.py").read_text()
 
 

@@ -140,29 +140,53 @@ def _study_beside(leaderboard, finished: int):
     folder = leaderboard.parent
     url = f"sqlite:///{folder / 'study.db'}"
     study = optuna.create_study(study_name="tiny", storage=url, direction="maximize")
-    dists = {"lora.r": IntDistribution(2, 64, log=True), "train.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    dists = {
+        "lora.r": IntDistribution(2, 64, log=True),
+        "train.lr": FloatDistribution(1e-4, 1e-2, log=True),
+    }
     for i in range(finished):
-        study.add_trial(optuna.create_trial(
-            params={"lora.r": 2 + 4 * i, "train.lr": 1e-3 * (i + 1)}, distributions=dists,
-            value=0.5 + 0.1 * (i % 3), intermediate_values={4: 0.4, 8: 0.5}, user_attrs={"name": f"t{i}"},
-        ))
-    study.add_trial(optuna.create_trial(
-        state=optuna.trial.TrialState.PRUNED, params={"lora.r": 4, "train.lr": 1e-2}, distributions=dists,
-        intermediate_values={4: 0.2, 8: 0.25}, user_attrs={"name": "pruned"},
-    ))
-    study.add_trial(optuna.create_trial(
-        state=optuna.trial.TrialState.PRUNED, params={"lora.r": 64, "train.lr": 1e-3}, distributions=dists,
-        user_attrs={"name": "big", "infeasible": "budget: over"},
-    ))
-    info = {"study_name": "tiny", "storage": url, "metric": "eval_accuracy", "direction": "maximize",
-            "sampler": "tpe", "pruner": "median", "source": "tiny.yaml"}
+        study.add_trial(
+            optuna.create_trial(
+                params={"lora.r": 2 + 4 * i, "train.lr": 1e-3 * (i + 1)},
+                distributions=dists,
+                value=0.5 + 0.1 * (i % 3),
+                intermediate_values={4: 0.4, 8: 0.5},
+                user_attrs={"name": f"t{i}"},
+            )
+        )
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            params={"lora.r": 4, "train.lr": 1e-2},
+            distributions=dists,
+            intermediate_values={4: 0.2, 8: 0.25},
+            user_attrs={"name": "pruned"},
+        )
+    )
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            params={"lora.r": 64, "train.lr": 1e-3},
+            distributions=dists,
+            user_attrs={"name": "big", "infeasible": "budget: over"},
+        )
+    )
+    info = {
+        "study_name": "tiny",
+        "storage": url,
+        "metric": "eval_accuracy",
+        "direction": "maximize",
+        "sampler": "tpe",
+        "pruner": "median",
+        "source": "tiny.yaml",
+    }
     (folder / "study.json").write_text(json.dumps(info))
 
 
 def test_report_plots_the_study_and_its_parameter_importances(runs, leaderboard, tmp_path):
     _study_beside(leaderboard, finished=4)
     page = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard).read_text()
-    search = page[page.index("<h2>Search</h2>"):]
+    search = page[page.index("<h2>Search</h2>") :]
     assert "sampler tpe, pruner median, 6 trials" in search
     assert "optuna-dashboard sqlite:///" in search
     assert 'alt="eval_accuracy by trial"' in search and 'alt="parameter importances"' in search
@@ -174,9 +198,12 @@ def test_report_plots_the_study_and_its_parameter_importances(runs, leaderboard,
 def test_report_says_why_importances_are_missing_with_few_trials(runs, leaderboard, tmp_path):
     _study_beside(leaderboard, finished=2)
     page = write_report(runs, tmp_path / "report.html", leaderboard=leaderboard).read_text()
-    search = page[page.index("<h2>Search</h2>"):]
+    search = page[page.index("<h2>Search</h2>") :]
     assert search.count(IMG) == 1 and 'alt="eval_accuracy by trial"' in search
-    assert "parameter importances need at least 3 finished trials whose parameters differ (2 finished so far)" in search
+    assert (
+        "parameter importances need at least 3 finished trials whose parameters differ (2 finished so far)"
+        in search
+    )
 
 
 def test_report_drops_duplicate_paths_and_rejects_non_runs(runs, tmp_path):
@@ -316,7 +343,10 @@ def test_score_points_take_the_test_figure_else_the_best_validation_one(runs, tm
     from lorafit.plots import plot_score_vs_time, score_points
 
     points = score_points(runs)
-    assert [p["label"] for p in points] == ["agnews-r4", "agnews-r8"]  # the unfinished run has no wall time
+    assert [p["label"] for p in points] == [
+        "agnews-r4",
+        "agnews-r8",
+    ]  # the unfinished run has no wall time
     for p, run in zip(points, runs):
         summary = json.loads((run / "summary.json").read_text())
         assert p["minutes"] == pytest.approx(summary["wall_time_s"] / 60)
@@ -326,14 +356,18 @@ def test_score_points_take_the_test_figure_else_the_best_validation_one(runs, tm
     summary.pop("test")
     (runs[0] / "summary.json").write_text(json.dumps(summary))
     rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
-    (runs[0] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("kind") != "test"))
+    (runs[0] / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if r.get("kind") != "test")
+    )
     best = next(r for r in rows if r.get("kind") == "eval" and r["step"] == summary["best_step"])
     point = score_points(runs[:1])[0]
     assert not point["held_out"] and point["score"] == pytest.approx(best["eval_accuracy"])
     fig = plot_score_vs_time(score_points(runs))
     ax = fig.axes[0]
     offsets = [c.get_offsets().tolist() for c in ax.collections]
-    assert sorted(xy for o in offsets for xy in o) == sorted([p["minutes"], p["score"]] for p in score_points(runs))
+    assert sorted(xy for o in offsets for xy in o) == sorted(
+        [p["minutes"], p["score"]] for p in score_points(runs)
+    )
     assert [t.get_text() for t in ax.texts] == ["agnews-r4", "agnews-r8"]
     assert plot_score_vs_time([]) is None
 
@@ -341,7 +375,9 @@ def test_score_points_take_the_test_figure_else_the_best_validation_one(runs, tm
 def test_score_time_benchmark_prints_each_run_and_writes_the_plot(runs, tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("score_time", Path(__file__).parents[1] / "benchmarks" / "score_time.py")
+    spec = importlib.util.spec_from_file_location(
+        "score_time", Path(__file__).parents[1] / "benchmarks" / "score_time.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "time.png"

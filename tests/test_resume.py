@@ -258,7 +258,10 @@ def test_resume_of_a_finished_run_leaves_latest_and_says_so(reference, tmp_path,
     with caplog.at_level("INFO", logger="lorafit"):
         assert train(resume=older) == older
     assert os.readlink(parent / "latest") == newer.name
-    assert f"{older}: this run already finished (summary.json exists); nothing to resume" in caplog.text
+    assert (
+        f"{older}: this run already finished (summary.json exists); nothing to resume"
+        in caplog.text
+    )
 
 
 def test_every_file_a_run_writes_has_the_usual_mode(reference):
@@ -266,7 +269,9 @@ def test_every_file_a_run_writes_has_the_usual_mode(reference):
     mask = os.umask(0)
     os.umask(mask)
     files = [p for p in reference.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".json" for p in files)
+    assert any(p.suffix == ".safetensors" for p in files) and any(
+        p.suffix == ".json" for p in files
+    )
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, (path, oct(path.stat().st_mode))
     for path in [reference, *(p for p in reference.rglob("*") if p.is_dir())]:
@@ -414,27 +419,51 @@ def shape_overrides(task: str, tiny_model, tmp_path: Path) -> list[str]:
 
     if task == "regression":
         source, out = FOREIGN / "glue_stsb" / "train.tsv", tmp_path / "stsb.tsv"
-        data = ["task=regression", "data.text_column=[sentence1,sentence2]", "data.label_column=score"]
+        data = [
+            "task=regression",
+            "data.text_column=[sentence1,sentence2]",
+            "data.label_column=score",
+        ]
         keep = 241
     else:
         source, out = FOREIGN / "goemotions" / "train.tsv", tmp_path / "go.tsv"
-        data = ["task=multi_label", "data.columns=[text,labels,id]", "data.text_column=text",
-                "data.label_column=labels", "train.threshold=per_label"]
+        data = [
+            "task=multi_label",
+            "data.columns=[text,labels,id]",
+            "data.text_column=text",
+            "data.label_column=labels",
+            "train.threshold=per_label",
+        ]
         keep = 240
     tmp_path.mkdir(exist_ok=True)
     with open(source, encoding="utf-8") as f:
         out.write_text("".join(f.readlines()[:keep]), encoding="utf-8")
     return [
-        *data, f"model.name={tiny_model}", f"data.train={out}", "data.quoting=none", "data.val_size=40",
-        "data.test_size=40", "model.max_length=32", "train.max_steps=12", "train.eval_every=4",
-        "train.log_every=1", "train.batch_size=16", "train.lr=5e-3", "train.patience=null",
-        "train.checkpoint_every=2", "train.keep_last=100", "log.progress=false", f"run.dir={tmp_path / 'runs'}",
+        *data,
+        f"model.name={tiny_model}",
+        f"data.train={out}",
+        "data.quoting=none",
+        "data.val_size=40",
+        "data.test_size=40",
+        "model.max_length=32",
+        "train.max_steps=12",
+        "train.eval_every=4",
+        "train.log_every=1",
+        "train.batch_size=16",
+        "train.lr=5e-3",
+        "train.patience=null",
+        "train.checkpoint_every=2",
+        "train.keep_last=100",
+        "log.progress=false",
+        f"run.dir={tmp_path / 'runs'}",
     ]
 
 
 @pytest.mark.parametrize("task", ["regression", "multi_label"])
 @pytest.mark.parametrize("step", [6, 12])  # 12: killed after the last step, before the final test
-def test_resume_of_a_regression_or_multilabel_run_equals_the_uninterrupted_one(task, step, tiny_model, tmp_path):
+def test_resume_of_a_regression_or_multilabel_run_equals_the_uninterrupted_one(
+    task, step, tiny_model, tmp_path
+):
     reference = train(None, shape_overrides(task, tiny_model, tmp_path / "reference"))
     run = Path(shutil.copytree(reference, tmp_path / "run", symlinks=True))
     for path in complete_checkpoints(run):  # killed after the checkpoint of `step`
@@ -451,13 +480,21 @@ def test_resume_of_a_regression_or_multilabel_run_equals_the_uninterrupted_one(t
         state_file.write_text(json.dumps(state))
     assert train(resume=run) == run
     if planted:
-        assert json.loads((run / "summary.json").read_text())["test"]["thresholds"] == state["best_thresholds"]
+        assert (
+            json.loads((run / "summary.json").read_text())["test"]["thresholds"]
+            == state["best_thresholds"]
+        )
         return
     assert metric_rows(run) == metric_rows(reference)
     assert summary_core(run) == summary_core(reference)
     if task == "multi_label":  # the best thresholds came back with the state
-        assert (run / "checkpoint-best" / "thresholds.json").read_text() == (reference / "checkpoint-best" / "thresholds.json").read_text()
-        assert json.loads((run / "summary.json").read_text())["test"]["thresholds"] == json.loads((reference / "summary.json").read_text())["test"]["thresholds"]
+        assert (run / "checkpoint-best" / "thresholds.json").read_text() == (
+            reference / "checkpoint-best" / "thresholds.json"
+        ).read_text()
+        assert (
+            json.loads((run / "summary.json").read_text())["test"]["thresholds"]
+            == json.loads((reference / "summary.json").read_text())["test"]["thresholds"]
+        )
 
 
 def test_a_resume_without_the_moving_average_config_yaml_asks_for_is_refused():
@@ -475,8 +512,12 @@ def test_a_resume_without_the_moving_average_config_yaml_asks_for_is_refused():
             "run/checkpoints/step-000004: no moving average of these weights (ema.safetensors) although "
             "config.yaml sets train.ema_decay; was config.yaml edited? Restore it or start a new run"
         )
-    saved = {"1.weight": torch.ones(1, 2, dtype=torch.float64), "1.bias": torch.ones(1, dtype=torch.float64)}
+    saved = {
+        "1.weight": torch.ones(1, 2, dtype=torch.float64),
+        "1.bias": torch.ones(1, dtype=torch.float64),
+    }
     restored = _saved_ema(model, saved, Path("x"))
     assert {n: (t.dtype, t.tolist()) for n, t in restored.items()} == {
-        "1.weight": (torch.float32, [[1.0, 1.0]]), "1.bias": (torch.float32, [1.0])
+        "1.weight": (torch.float32, [[1.0, 1.0]]),
+        "1.bias": (torch.float32, [1.0]),
     }

@@ -81,18 +81,38 @@ def test_shipped_sweeps_load_and_fit_the_budget(name):
 
 
 def test_every_shipped_sweep_is_tested():
-    assert sorted(p.name for p in SWEEPS.glob("*.yaml")) == sorted([*EXPECTED, "minilm_search.yaml"])
+    assert sorted(p.name for p in SWEEPS.glob("*.yaml")) == sorted(
+        [*EXPECTED, "minilm_search.yaml"]
+    )
 
 
 def test_shipped_search_has_its_spaces_and_a_budget_that_binds():
     from lorafit.search.space import check_budget, trial_config
 
     plan = load_sweep(SWEEPS / "minilm_search.yaml")
-    assert (plan.sampler, plan.pruner, plan.n_trials, plan.direction) == ("tpe", "median", 16, "maximize")
-    assert list(plan.spaces) == ["lora.r", "train.lr", "lora.dropout", "lora.layers", "lora.target_modules"]
-    assert plan.spaces["lora.r"].log and plan.spaces["lora.target_modules"].labels[1] == "query+key+value"
+    assert (plan.sampler, plan.pruner, plan.n_trials, plan.direction) == (
+        "tpe",
+        "median",
+        16,
+        "maximize",
+    )
+    assert list(plan.spaces) == [
+        "lora.r",
+        "train.lr",
+        "lora.dropout",
+        "lora.layers",
+        "lora.target_modules",
+    ]
+    assert (
+        plan.spaces["lora.r"].log
+        and plan.spaces["lora.target_modules"].labels[1] == "query+key+value"
+    )
     small = {"lora.r": 2, "lora.layers": "4-5", "lora.target_modules": ["query", "value"]}
-    big = {"lora.r": 32, "lora.layers": "0-5", "lora.target_modules": ["query", "value", "output.dense"]}
+    big = {
+        "lora.r": 32,
+        "lora.layers": "0-5",
+        "lora.target_modules": ["query", "value", "output.dense"],
+    }
     assert check_budget(trial_config(plan, small, "small"))[1] is None
     assert "exceed the budget of 100,000" in check_budget(trial_config(plan, big, "big"))[1]
 
@@ -200,17 +220,35 @@ def _search(space: dict, **settings) -> dict:
         # search spaces
         (_search({"lora.r": {"int": [2]}}), "search: space: lora.r: int: give [low, high]"),
         (_search({"lora.r": {"range": [1, 2]}}), "search: space: lora.r: give one of {int"),
-        (_search({"train.lr": {"float": [0, 1e-3], "log": True}}), "train.lr: log: true needs a low bound above 0"),
+        (
+            _search({"train.lr": {"float": [0, 1e-3], "log": True}}),
+            "train.lr: log: true needs a low bound above 0",
+        ),
         (_search({"lora.r": {"int": [8, 2]}}), "lora.r: int: low 8 is above high 2"),
         (_search({"lora.r": {"int": [2, 8], "lg": True}}), "lora.r: unknown key 'lg'"),
-        (_search({"lora.r": {"choice": []}}), "search: space: lora.r: choice: give a non-empty list"),
+        (
+            _search({"lora.r": {"choice": []}}),
+            "search: space: lora.r: choice: give a non-empty list",
+        ),
         (_search({"lora.rr": {"int": [2, 8]}}), "search: space (bound 2): unknown key 'lora.rr'"),
         (_search({"lora.r": {"int": [0, 8]}}), "search: space (bound 0): lora.r: must be >= 1"),
         (_search({"lora.r": {"int": [2, 8]}}, n_trials=None), "sampler tpe needs n_trials"),
-        (_search({"lora.r": {"int": [2, 8]}}, sampler="cma"), "search: sampler: 'cma' is not one of"),
-        (_search({"lora.r": {"int": [2, 8]}}, sampler="grid"), "search: space: lora.r: sampler grid takes"),
-        (_search({"lora.r": {"int": [2, 8]}}, pruner="early"), "search: pruner: 'early' is not one of"),
-        (_search({"lora.r": {"int": [2, 8]}}, pruner={"type": "median", "patience": 2}), "MedianPruner has no option 'patience'"),
+        (
+            _search({"lora.r": {"int": [2, 8]}}, sampler="cma"),
+            "search: sampler: 'cma' is not one of",
+        ),
+        (
+            _search({"lora.r": {"int": [2, 8]}}, sampler="grid"),
+            "search: space: lora.r: sampler grid takes",
+        ),
+        (
+            _search({"lora.r": {"int": [2, 8]}}, pruner="early"),
+            "search: pruner: 'early' is not one of",
+        ),
+        (
+            _search({"lora.r": {"int": [2, 8]}}, pruner={"type": "median", "patience": 2}),
+            "MedianPruner has no option 'patience'",
+        ),
         (_search({"lora.r": {"int": [2, 8]}}, trials=3), "search: unknown key 'trials'"),
         ({"grid": {"lora.r": [2]}, "storage": 3}, "storage: give a URL"),
     ],
@@ -277,9 +315,13 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     # sampler does not lock), and then the later trial is pruned as a duplicate
     names = [t.user_attrs["name"] for t in not_duplicates(trials)]
     assert sorted(names) == ["all", "big", "nodata", "top"]
-    assert {t.state.name for t in not_duplicates(trials) if t.user_attrs["name"] in ("all", "top")} == {"COMPLETE"}
+    assert {
+        t.state.name for t in not_duplicates(trials) if t.user_attrs["name"] in ("all", "top")
+    } == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took trials
-    assert len(list(moments.glob("trial-start.*"))) == len(trials) - sum(bool(t.user_attrs.get("surplus")) for t in trials)
+    assert len(list(moments.glob("trial-start.*"))) == len(trials) - sum(
+        bool(t.user_attrs.get("surplus")) for t in trials
+    )
     assert not run_dirs(folder, "big") and not run_dirs(folder, "nodata")
 
     rows = read_csv(folder / "leaderboard.csv")
@@ -296,7 +338,10 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
         assert trial.value == summary["best_eval"]["eval_accuracy"]
         assert sorted(trial.intermediate_values) == [4, 8, 12]  # every evaluation reported
     assert {r["run"]: r["trainable_params"] for r in rows} == {
-        "all": "1700", "top": "1700", "big": "3236", "nodata": "",  # no data: no classes to count a head
+        "all": "1700",
+        "top": "1700",
+        "big": "3236",
+        "nodata": "",  # no data: no classes to count a head
     }
     big = rows[2]
     assert "exceed the budget of 2,500" in big["note"] and big["lora.r"] == "8"
@@ -325,7 +370,10 @@ def test_two_workers_share_one_study_skip_over_budget_report_failures_and_keep_f
     again = study_trials(path)
     assert sorted(t.user_attrs["name"] for t in not_duplicates(again)) == sorted([*names, "nodata"])
     assert [r["status"] for r in read_csv(folder / "leaderboard.csv")] == [
-        "done", "done", "skipped", "failed",
+        "done",
+        "done",
+        "skipped",
+        "failed",
     ]
 
 
@@ -340,13 +388,17 @@ def test_a_grid_gives_the_same_leaderboard_as_training_each_config(
     base = tiny_base(tiny_model, small_csv)
     base["train"]["max_steps"] = 8
     path = write_sweep(
-        tmp_path / "grid.yaml", base=base, dir=str(tmp_path / "sweeps"),
+        tmp_path / "grid.yaml",
+        base=base,
+        dir=str(tmp_path / "sweeps"),
         grid={"lora.r": [2, 8], "lora.layers": ["1"]},
     )
     result = lorafit_sweep(path)
     rows = read_csv(result["leaderboard_csv"])
-    assert [r["run"] for r in rows] == sorted(["r2_layers1", "r8_layers1"], key=lambda n: -float(
-        next(x for x in rows if x["run"] == n)["val_accuracy"]))
+    assert [r["run"] for r in rows] == sorted(
+        ["r2_layers1", "r8_layers1"],
+        key=lambda n: -float(next(x for x in rows if x["run"] == n)["val_accuracy"]),
+    )
     for r in rows:
         cfg = next(t for t in result["plan"].trials if t.name == r["run"]).config
         cfg.run.dir = str(tmp_path / "plain")
@@ -372,8 +424,14 @@ def test_a_config_over_budget_is_infeasible_and_never_gets_a_run_directory(
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = write_sweep(
-        tmp_path / "tpe.yaml", base=tiny_base(tiny_model, small_csv), dir=str(tmp_path / "sweeps"),
-        search={"sampler": "tpe", "n_trials": 1, "space": {"lora.r": {"int": [2, 64], "log": True}}},
+        tmp_path / "tpe.yaml",
+        base=tiny_base(tiny_model, small_csv),
+        dir=str(tmp_path / "sweeps"),
+        search={
+            "sampler": "tpe",
+            "n_trials": 1,
+            "space": {"lora.r": {"int": [2, 64], "log": True}},
+        },
     )
     plan = load_sweep(path)
     study = open_study(plan, 0)
@@ -397,7 +455,9 @@ def test_the_search_and_lorafit_plan_count_the_same_config_alike(tiny_model, sma
     from lorafit.plan import plan
     from lorafit.search.space import check_budget, trial_config
 
-    path = write_sweep(tmp_path / "s.yaml", base=tiny_base(tiny_model, small_csv), grid={"lora.r": [2]})
+    path = write_sweep(
+        tmp_path / "s.yaml", base=tiny_base(tiny_model, small_csv), grid={"lora.r": [2]}
+    )
     sweep_plan = load_sweep(path)
     cfg = trial_config(sweep_plan, {}, "base")
     shown = plan(cfg, budget=TINY_BUDGET, top=0, heads="full", ranks="1-16")["candidates"]
@@ -418,7 +478,9 @@ def test_pruning_stops_a_bad_trial_and_the_leaderboard_says_so(
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = write_sweep(
-        tmp_path / "prune.yaml", base=tiny_base(tiny_model, small_csv), dir=str(tmp_path / "sweeps"),
+        tmp_path / "prune.yaml",
+        base=tiny_base(tiny_model, small_csv),
+        dir=str(tmp_path / "sweeps"),
         metric="eval_loss",
         overrides={"lora.r": 2},
         runs=[{"name": "good", "train.lr": 0.01}, {"name": "bad", "train.lr": 3.0}],
@@ -438,7 +500,10 @@ def test_pruning_stops_a_bad_trial_and_the_leaderboard_says_so(
     assert summary["final_step"] == 4 and summary["stopped_early"]
     assert "stopped at step 4 by the caller" in (bad_dir / "train.log").read_text()
     rows = read_csv(plan.folder / "leaderboard.csv")
-    assert [(r["run"], r["status"], r["rank"]) for r in rows] == [("good", "done", "1"), ("bad", "pruned", "")]
+    assert [(r["run"], r["status"], r["rank"]) for r in rows] == [
+        ("good", "done", "1"),
+        ("bad", "pruned", ""),
+    ]
     assert rows[1]["note"].startswith("pruned at step 4")
 
 
@@ -473,7 +538,10 @@ def test_interrupted_sweep_continues_only_the_unfinished_trial(
     (moments / "hold-step-20").write_text("")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LORAFIT_TEST_HOOKS": str(moments)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lorafit", "sweep", str(path)], env=env, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "lorafit", "sweep", str(path)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
         # a test run started in the background inherits SIGINT ignored; Ctrl-C must reach the sweep
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -546,7 +614,9 @@ def test_workers_finishing_at_once_start_no_trial_beyond_n_trials(tiny_model, sm
     from lorafit.search.study import _surplus, objective, open_study
 
     path = write_sweep(
-        tmp_path / "tpe.yaml", base=tiny_base(tiny_model, small_csv), dir=str(tmp_path / "sweeps"),
+        tmp_path / "tpe.yaml",
+        base=tiny_base(tiny_model, small_csv),
+        dir=str(tmp_path / "sweeps"),
         search={"sampler": "tpe", "n_trials": 3, "space": {"lora.r": {"int": [2, 8]}}},
     )
     plan = load_sweep(path)

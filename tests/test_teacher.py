@@ -35,7 +35,9 @@ def test_distillation_loss_equals_a_hand_computation_on_a_tiny_model(tiny_model,
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    batch = tok(_texts(ag_subset, 6), padding=True, truncation=True, max_length=32, return_tensors="pt")
+    batch = tok(
+        _texts(ag_subset, 6), padding=True, truncation=True, max_length=32, return_tensors="pt"
+    )
     torch.manual_seed(0)
     # one real batch's logits, spread apart: a random tiny model's are all near 0, where a
     # smoothed and a plain cross-entropy agree to 1e-6 (a dropped label_smoothing went unseen)
@@ -171,10 +173,14 @@ def test_a_teacher_whose_tokenizer_cannot_read_the_texts_is_refused(ag_subset, t
     # a vocabulary of two letters: AG News words become its unknown token
     folder = save_toy_mpnet(tmp_path / "alien", ["qz zq qqz zzq"] * 50, tokenizer_vocab=40)
     teacher = resolve_teacher([str(folder)], LABELS, 64)
-    with pytest.raises(UserError, match=r"its tokenizer reads \d+% of the training texts' tokens as unknown") as e:
+    with pytest.raises(
+        UserError, match=r"its tokenizer reads \d+% of the training texts' tokens as unknown"
+    ) as e:
         teacher_log_probs(teacher, _texts(ag_subset, 20), tmp_path / "cache")
     assert "\n" not in str(e.value)
-    assert not (tmp_path / "cache" / "teacher").exists() or not any((tmp_path / "cache" / "teacher").iterdir())
+    assert not (tmp_path / "cache" / "teacher").exists() or not any(
+        (tmp_path / "cache" / "teacher").iterdir()
+    )
 
 
 def test_a_teacher_folder_without_a_tokenizer_is_refused(tiny_model, ag_subset, tmp_path):
@@ -215,16 +221,26 @@ def unlabeled_setup(tiny_model, small_csv, ag_subset, tmp_path):
     """A student config on small_csv and an unlabelled file: 10 validation texts, 30 new, 1 empty."""
     import pandas as pd
 
-    cfg = load_config(None, [
-        AG_LABELS, f"data.train={small_csv}", "data.val_size=40", "data.test=null", f"model.name={tiny_model}",
-        f"train.teacher={tiny_model}", f"train.cache_dir={tmp_path / 'cache'}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            AG_LABELS,
+            f"data.train={small_csv}",
+            "data.val_size=40",
+            "data.test=null",
+            f"model.name={tiny_model}",
+            f"train.teacher={tiny_model}",
+            f"train.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     val = load_splits(cfg.data, cfg.train.seed)["validation"]
     used = set(pd.read_csv(small_csv).text)
     fresh = [t for t in ag_subset.text.tolist()[::-1] if t not in used][:30]
     texts = val.texts[:10] + fresh + [" "]
     path = tmp_path / "unlabelled.jsonl"
-    pd.DataFrame({"text": texts, "label": [9] * len(texts)}).to_json(path, orient="records", lines=True)
+    pd.DataFrame({"text": texts, "label": [9] * len(texts)}).to_json(
+        path, orient="records", lines=True
+    )
     return cfg, path, fresh
 
 
@@ -271,7 +287,9 @@ def test_unlabelled_confidence_and_share(unlabeled_setup, caplog):
     top = np.exp(full.log_probs[n:].astype(np.float64).max(-1))
     cut = float(np.sort(top)[15])  # a row's own confidence: kept (>=), the boundary case
     splits = load_splits(cfg.data, cfg.train.seed)
-    d = prepare_distillation(as_config(cfg, [*base, f"data.unlabeled_min_confidence={cut!r}"]), splits)
+    d = prepare_distillation(
+        as_config(cfg, [*base, f"data.unlabeled_min_confidence={cut!r}"]), splits
+    )
     assert d.unlabeled["joined"] == int((top >= cut).sum()) == 15
     assert (np.exp(d.log_probs[n:].astype(np.float64).max(-1)) >= cut).all()
     assert d.unlabeled["min_confidence"] == cut and d.unlabeled["dropped_low_confidence"] == 15
@@ -285,7 +303,9 @@ def test_unlabelled_confidence_and_share(unlabeled_setup, caplog):
         d = prepare_distillation(as_config(cfg, [*base, "data.unlabeled_share=0.1"]), splits)
         picks.append(splits["train"].texts[n:])
     assert len(picks[0]) == round(0.1 / 0.9 * n) and picks[0] == picks[1]
-    assert len(set(picks[0])) == len(picks[0]) and set(picks[0]) <= set(fresh)  # drawn without replacement
+    assert len(set(picks[0])) == len(picks[0]) and set(picks[0]) <= set(
+        fresh
+    )  # drawn without replacement
     assert d.unlabeled["share"] == 0.1
 
 
@@ -300,9 +320,17 @@ def test_no_teacher_no_distillation(small_csv):
 
 def _tiny_args(tiny_model, small_csv, run_dir):
     return [
-        AG_LABELS, f"model.name={tiny_model}", f"data.train={small_csv}", "data.val_size=40", "data.test=null",
-        "model.max_length=64", "train.max_steps=4", "train.eval_every=4", "train.batch_size=16",
-        "log.progress=false", f"run.dir={run_dir}",
+        AG_LABELS,
+        f"model.name={tiny_model}",
+        f"data.train={small_csv}",
+        "data.val_size=40",
+        "data.test=null",
+        "model.max_length=64",
+        "train.max_steps=4",
+        "train.eval_every=4",
+        "train.batch_size=16",
+        "log.progress=false",
+        f"run.dir={run_dir}",
     ]
 
 
@@ -318,7 +346,9 @@ def teacher_runs(tiny_model, small_csv, tmp_path_factory):
     return runs
 
 
-def test_lorafit_teacher_trains_a_full_model_with_the_budget_lifted(teacher_runs, tiny_model, small_csv, tmp_path):
+def test_lorafit_teacher_trains_a_full_model_with_the_budget_lifted(
+    teacher_runs, tiny_model, small_csv, tmp_path
+):
     from lorafit.cli import main
 
     link = teacher_runs / "full-teacher"
@@ -343,8 +373,13 @@ def test_lorafit_teacher_ensemble_is_the_mean_of_its_runs(teacher_runs, ag_subse
     assert len(json.loads((out / "teacher.json").read_text())["members"]) == 2
     texts = _texts(ag_subset, 12)
     both = teacher_log_probs(resolve_teacher([str(out)], LABELS, 64), texts, tmp_path / "c")
-    one = [teacher_log_probs(resolve_teacher([str(r)], LABELS, 64), texts, tmp_path / "c") for r in (a, b)]
-    np.testing.assert_allclose(np.exp(both), (np.exp(one[0]) + np.exp(one[1])) / 2, rtol=1e-4, atol=1e-6)
+    one = [
+        teacher_log_probs(resolve_teacher([str(r)], LABELS, 64), texts, tmp_path / "c")
+        for r in (a, b)
+    ]
+    np.testing.assert_allclose(
+        np.exp(both), (np.exp(one[0]) + np.exp(one[1])) / 2, rtol=1e-4, atol=1e-6
+    )
     # a list in train.teacher is the same ensemble
     listed = teacher_log_probs(resolve_teacher([str(a), str(b)], LABELS, 64), texts, tmp_path / "c")
     np.testing.assert_allclose(listed, both, rtol=1e-6)
@@ -352,11 +387,23 @@ def test_lorafit_teacher_ensemble_is_the_mean_of_its_runs(teacher_runs, ag_subse
 
 
 def test_a_cross_fitted_mask_averages_only_the_members_that_did_not_train_on_a_row():
-    p1 = np.log(np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]], dtype=np.float32))
-    p2 = np.log(np.array([[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.7, 0.1]], dtype=np.float32))
-    use = np.array([[True, False, False], [False, True, False]])  # row 3: no member counts, so both do
+    p1 = np.log(
+        np.array(
+            [[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]], dtype=np.float32
+        )
+    )
+    p2 = np.log(
+        np.array(
+            [[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.7, 0.1]], dtype=np.float32
+        )
+    )
+    use = np.array(
+        [[True, False, False], [False, True, False]]
+    )  # row 3: no member counts, so both do
     got = np.exp(combine([p1, p2], use))
-    np.testing.assert_allclose(got, [[0.7, 0.1, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.4, 0.4]], rtol=1e-5)
+    np.testing.assert_allclose(
+        got, [[0.7, 0.1, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2], [0.1, 0.1, 0.4, 0.4]], rtol=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -365,12 +412,19 @@ def folds_teacher(tiny_model, small_csv, tmp_path_factory):
     from lorafit.cli import main
 
     root = tmp_path_factory.mktemp("folds")
-    args = [*_tiny_args(tiny_model, small_csv, root / "runs"), "lora.r=4", "train.lr=1e-2", "run.name=cf"]
+    args = [
+        *_tiny_args(tiny_model, small_csv, root / "runs"),
+        "lora.r=4",
+        "train.lr=1e-2",
+        "run.name=cf",
+    ]
     assert main(["teacher", *args, "--folds", "3", "--output", str(root / "cf")]) == 0
     return root / "cf", args
 
 
-def test_a_cross_fitted_teacher_labels_each_training_row_out_of_fold(folds_teacher, tiny_model, small_csv, tmp_path):
+def test_a_cross_fitted_teacher_labels_each_training_row_out_of_fold(
+    folds_teacher, tiny_model, small_csv, tmp_path
+):
     folder, args = folds_teacher
     spec = json.loads((folder / "teacher.json").read_text())
     members = [Path(m) for m in spec["members"]]
@@ -378,21 +432,36 @@ def test_a_cross_fitted_teacher_labels_each_training_row_out_of_fold(folds_teach
     # the config's own split: validation rows kept apart, the training rows cut into 3 folds
     splits = load_splits(load_config(None, args[:-3]).data, 42)
     train, val = splits["train"].texts, splits["validation"].texts
-    trained = [set(pd.read_json(folder / f, lines=True, dtype=False)["text"]) for f in spec["trained_on"]]
+    trained = [
+        set(pd.read_json(folder / f, lines=True, dtype=False)["text"]) for f in spec["trained_on"]
+    ]
     held_out = [[t for t in train if t not in seen] for seen in trained]
-    assert sorted(sum(held_out, [])) == sorted(train)  # every training row is held out by exactly one member
-    assert all(abs(len(h) - len(train) / 3) <= 4 for h in held_out) and not any(set(val) & s for s in trained)
-    for m, f in zip(members, spec["trained_on"]):  # each member trained on its file, chose on the validation rows
+    assert sorted(sum(held_out, [])) == sorted(
+        train
+    )  # every training row is held out by exactly one member
+    assert all(abs(len(h) - len(train) / 3) <= 4 for h in held_out) and not any(
+        set(val) & s for s in trained
+    )
+    for m, f in zip(
+        members, spec["trained_on"]
+    ):  # each member trained on its file, chose on the validation rows
         cfg = load_config(m / "config.yaml")
-        assert Path(cfg.data.train) == folder / f and cfg.data.validation.endswith("validation.jsonl")
+        assert Path(cfg.data.train) == folder / f and cfg.data.validation.endswith(
+            "validation.jsonl"
+        )
     # a training row: the one member that never saw it; a validation row: the mean of all three
     texts = [held_out[0][0], held_out[1][0], held_out[2][0], val[0], val[1]]
     teacher = resolve_teacher([str(folder)], LABELS, 64)
     got = teacher_log_probs(teacher, texts, tmp_path / "c")
-    alone = [teacher_log_probs(resolve_teacher([str(m)], LABELS, 64), texts, tmp_path / "c") for m in members]
+    alone = [
+        teacher_log_probs(resolve_teacher([str(m)], LABELS, 64), texts, tmp_path / "c")
+        for m in members
+    ]
     for k in range(3):
         np.testing.assert_allclose(got[k], alone[k][k], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.exp(got[3:]), sum(np.exp(a[3:]) for a in alone) / 3, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np.exp(got[3:]), sum(np.exp(a[3:]) for a in alone) / 3, rtol=1e-4, atol=1e-6
+    )
     assert teacher.describe()["combine"].startswith("cross-fitted")
     # the same members read as a plain ensemble (no rows recorded) are another teacher
     plain = resolve_teacher([str(m) for m in members], LABELS, 64)
@@ -407,13 +476,22 @@ def test_a_cross_fitted_build_resumes_and_refuses_another_plan(folds_teacher, tm
     shutil.rmtree(folder / finished[1])  # member 1 lost: only it trains again
     assert main(["teacher", *args, "--folds", "3", "--output", str(folder)]) == 0
     now = sorted(p.name for p in folder.glob("fold-*"))
-    assert now[0] == finished[0] and now[2] == finished[2] and now[1] != finished[1] and now[1].startswith("fold-1-")
+    assert (
+        now[0] == finished[0]
+        and now[2] == finished[2]
+        and now[1] != finished[1]
+        and now[1].startswith("fold-1-")
+    )
     assert json.loads((folder / "teacher.json").read_text())["members"][1].endswith(now[1])
-    assert main(["teacher", *args, "--folds", "2", "--output", str(folder)]) == 2  # another plan: refused
+    assert (
+        main(["teacher", *args, "--folds", "2", "--output", str(folder)]) == 2
+    )  # another plan: refused
     assert sorted(p.name for p in folder.glob("fold-*")) == now
     assert main(["teacher", *args, "--folds", "1", "--output", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
-    assert main(["teacher", *args, "--output", str(tmp_path / "y")]) == 2  # --output needs --folds or --ensemble
+    assert (
+        main(["teacher", *args, "--output", str(tmp_path / "y")]) == 2
+    )  # --output needs --folds or --ensemble
 
 
 # ---------------------------------------------------------------- training with a teacher
@@ -432,8 +510,13 @@ def unlabeled_file(small_csv, ag_subset, tmp_path):
 
 def _student_args(tiny_model, small_csv, tmp_path, *extra):
     return [
-        *_tiny_args(tiny_model, small_csv, tmp_path / "runs"), "train.max_steps=8", "train.eval_every=4",
-        "train.log_every=1", "train.lr=5e-3", f"train.cache_dir={tmp_path / 'cache'}", *extra,
+        *_tiny_args(tiny_model, small_csv, tmp_path / "runs"),
+        "train.max_steps=8",
+        "train.eval_every=4",
+        "train.log_every=1",
+        "train.lr=5e-3",
+        f"train.cache_dir={tmp_path / 'cache'}",
+        *extra,
     ]
 
 
@@ -450,21 +533,37 @@ def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
     from lorafit.cli import main
 
     teacher = teacher_runs / "full-teacher"
-    args = _student_args(tiny_model, small_csv, tmp_path, f"train.teacher={teacher}", f"data.unlabeled={unlabeled_file}")
+    args = _student_args(
+        tiny_model,
+        small_csv,
+        tmp_path,
+        f"train.teacher={teacher}",
+        f"data.unlabeled={unlabeled_file}",
+    )
     assert main(["train", *args, "run.name=first"]) == 0
     run = _only_run(tmp_path / "runs", "first")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["teacher"]["teacher"] == [str(teacher)] and summary["teacher"]["unlabeled"]["joined"] == 40
+    assert (
+        summary["teacher"]["teacher"] == [str(teacher)]
+        and summary["teacher"]["unlabeled"]["joined"] == 40
+    )
     assert summary["params"]["trainable"] < summary["teacher"]["members"][0]["params"]
-    assert json.loads((run / "model_description.json").read_text())["teacher"]["distill_weight"] == 0.5
+    assert (
+        json.loads((run / "model_description.json").read_text())["teacher"]["distill_weight"] == 0.5
+    )
     text = (run / "model_description.txt").read_text()
-    assert f"teacher         {teacher} (single model;" in text and "distillation    w=0.5, T=2" in text
+    assert (
+        f"teacher         {teacher} (single model;" in text and "distillation    w=0.5, T=2" in text
+    )
     assert f"unlabelled      {unlabeled_file}: 40 of 40 rows joined training" in text
     assert "distilled from the teacher" in (run / "checkpoint-best" / "README.md").read_text()
     # the teacher's lines, logged before the run folder exists, are in train.log, in order
     log_lines = (run / "train.log").read_text().splitlines()
     first = [i for i, line in enumerate(log_lines) if "teacher logits: computing" in line]
-    assert len(first) == 2 and first[0] < [i for i, x in enumerate(log_lines) if "run directory:" in x][0]
+    assert (
+        len(first) == 2
+        and first[0] < [i for i, x in enumerate(log_lines) if "run directory:" in x][0]
+    )
     assert any("teacher: " in line and "accuracy on the" in line for line in log_lines)
     stores = sorted((tmp_path / "cache" / "teacher").iterdir())
     assert len(stores) == 2  # the labelled training rows and the unlabelled texts
@@ -479,39 +578,82 @@ def test_a_student_trains_with_a_teacher_and_unlabelled_texts(
         assert main(["train", *args, "run.name=second"]) == 0  # a second run reuses the store
     assert [(s / "log_probs.npy").stat().st_mtime_ns for s in stores] == mtimes
     assert caplog.text.count("teacher logits: reusing") == 2
-    assert (_only_run(tmp_path / "runs", "second") / "train.log").read_text().count("teacher logits: reusing") == 2
-    rows = lambda r: [json.loads(x)["train_loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"train"' in x]  # noqa: E731
+    assert (_only_run(tmp_path / "runs", "second") / "train.log").read_text().count(
+        "teacher logits: reusing"
+    ) == 2
+
+    def rows(r):
+        lines = (r / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["train_loss"] for x in lines if '"train"' in x]
+
     assert rows(run) == rows(_only_run(tmp_path / "runs", "second"))
 
 
-def test_a_teacher_at_weight_zero_leaves_the_losses_of_no_teacher(teacher_runs, tiny_model, small_csv, tmp_path):
+def test_a_teacher_at_weight_zero_leaves_the_losses_of_no_teacher(
+    teacher_runs, tiny_model, small_csv, tmp_path
+):
     from lorafit.cli import main
 
     args = _student_args(tiny_model, small_csv, tmp_path)
     assert main(["train", *args, "run.name=plain"]) == 0
-    assert main(["train", *args, f"train.teacher={teacher_runs / 'lora-teacher'}", "train.distill_weight=0", "run.name=zero"]) == 0
-    assert main(["train", *args, f"train.teacher={teacher_runs / 'lora-teacher'}", "train.distill_weight=0.9", "run.name=heavy"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                f"train.teacher={teacher_runs / 'lora-teacher'}",
+                "train.distill_weight=0",
+                "run.name=zero",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                f"train.teacher={teacher_runs / 'lora-teacher'}",
+                "train.distill_weight=0.9",
+                "run.name=heavy",
+            ]
+        )
+        == 0
+    )
 
     def losses(name):
         run = _only_run(tmp_path / "runs", name)
-        return [(r["kind"], r.get("train_loss"), r.get("eval_loss")) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+        return [
+            (r["kind"], r.get("train_loss"), r.get("eval_loss"))
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        ]
 
     assert losses("zero") == losses("plain")  # exactly: the teacher moves no random stream
     assert losses("heavy") != losses("plain")
 
 
-def test_a_run_with_a_teacher_resumes_exactly(teacher_runs, tiny_model, small_csv, unlabeled_file, tmp_path, monkeypatch):
+def test_a_run_with_a_teacher_resumes_exactly(
+    teacher_runs, tiny_model, small_csv, unlabeled_file, tmp_path, monkeypatch
+):
     from lorafit.train import train
 
     from .test_resume import assert_same_run, crash_at, resumable_overrides
 
     parent = tmp_path / "ref"
-    extra = [f"train.teacher={teacher_runs / 'full-teacher'}", f"data.unlabeled={unlabeled_file}",
-             f"train.cache_dir={tmp_path / 'cache'}", "train.max_steps=12", "train.keep_last=100", AG_LABELS]
+    extra = [
+        f"train.teacher={teacher_runs / 'full-teacher'}",
+        f"data.unlabeled={unlabeled_file}",
+        f"train.cache_dir={tmp_path / 'cache'}",
+        "train.max_steps=12",
+        "train.keep_last=100",
+        AG_LABELS,
+    ]
     reference = train(None, [*resumable_overrides(tiny_model, small_csv, parent), *extra])
     run = Path(shutil.copytree(reference, tmp_path / "run", symlinks=True))
     crash_at(run, 6)
-    monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
+    monkeypatch.setattr(
+        teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again")
+    )
     assert train(resume=run) == run
     assert_same_run(run, reference)
 
@@ -527,12 +669,22 @@ def test_the_store_filled_before_training_is_the_one_training_reads(
     from lorafit.teacher import prepare_distillation
     from lorafit.train import train
 
-    cfg = load_config(None, _student_args(tiny_model, small_csv, tmp_path, f"train.teacher={teacher_runs / 'lora-teacher'}",
-                                          f"train.mixed_precision={precision}"))
+    cfg = load_config(
+        None,
+        _student_args(
+            tiny_model,
+            small_csv,
+            tmp_path,
+            f"train.teacher={teacher_runs / 'lora-teacher'}",
+            f"train.mixed_precision={precision}",
+        ),
+    )
     prepare_distillation(cfg, load_splits(cfg.data, cfg.train.seed))
     (store,) = (tmp_path / "cache" / "teacher").iterdir()
     assert json.loads((store / "meta.json").read_text())["dtype"] == dtype
-    monkeypatch.setattr(teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again"))
+    monkeypatch.setattr(
+        teacher_logits, "member_log_probs", lambda *a, **k: pytest.fail("the teacher ran again")
+    )
     train(cfg)
     assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1
 
@@ -553,59 +705,123 @@ def test_the_distill_benchmark_scores_an_ensemble_teacher_and_reuses_its_student
     from lorafit.robustness import perturbed_texts
     from lorafit.teacher.build import write_ensemble
 
-    spec = importlib.util.spec_from_file_location("bench_distill", Path(__file__).parents[1] / "benchmarks" / "distill.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_distill", Path(__file__).parents[1] / "benchmarks" / "distill.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "out"
     common = [
-        "--data", str(small_csv), "--holdout-rows", "40", "--unlabeled-rows", "40", "--val-rows", "40",
-        "--max-length", "32", "--seeds", "1,2", "--out", str(out), "--score-dtype", "fp32",
-        "--student-overrides", f"model.name={tiny_model}", "lora.r=4", "train.max_steps=4", "train.eval_every=4",
-        "train.batch_size=16", "train.lr=5e-3", f"train.cache_dir={tmp_path / 'cache'}",
+        "--data",
+        str(small_csv),
+        "--holdout-rows",
+        "40",
+        "--unlabeled-rows",
+        "40",
+        "--val-rows",
+        "40",
+        "--max-length",
+        "32",
+        "--seeds",
+        "1,2",
+        "--out",
+        str(out),
+        "--score-dtype",
+        "fp32",
+        "--student-overrides",
+        f"model.name={tiny_model}",
+        "lora.r=4",
+        "train.max_steps=4",
+        "train.eval_every=4",
+        "train.batch_size=16",
+        "train.lr=5e-3",
+        f"train.cache_dir={tmp_path / 'cache'}",
     ]
     bench.main(["--recipes", "student", *common])
     students = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][1:]
-    assert [r["seed"] for r in students] == [1, 2] and all(r["recipe"] == "student" for r in students)
+    assert [r["seed"] for r in students] == [1, 2] and all(
+        r["recipe"] == "student" for r in students
+    )
     ens = write_ensemble([r["run_dir"] for r in students], tmp_path / "ens")
     capsys.readouterr()
 
-    bench.main(["--teacher", str(ens), "--unlabeled", "holdout", "--reuse-students",
-                "--recipes", "student,teacher+unlabeled", *common])
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    bench.main(
+        [
+            "--teacher",
+            str(ens),
+            "--unlabeled",
+            "holdout",
+            "--reuse-students",
+            "--recipes",
+            "student,teacher+unlabeled",
+            *common,
+        ]
+    )
+    printed = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
     teacher = printed[0]["teacher"]
     assert teacher["members"] == 2
     assert teacher["trainable"] == sum(r["trainable"] for r in students)
     holdout = pd.read_csv(out / "data" / "holdout.csv")
     resolved = resolve_teacher([str(ens)], LABELS, 32)
-    for key, texts in (("accuracy", holdout.text.tolist()),
-                       ("perturbed_accuracy", perturbed_texts(holdout.text.tolist(), "mixed", 0.2, 0))):
+    for key, texts in (
+        ("accuracy", holdout.text.tolist()),
+        ("perturbed_accuracy", perturbed_texts(holdout.text.tolist(), "mixed", 0.2, 0)),
+    ):
         probs = teacher_log_probs(resolved, texts, tmp_path / "check")
-        assert teacher[key] == pytest.approx(float((probs.argmax(-1) == holdout.label.to_numpy()).mean()))
+        assert teacher[key] == pytest.approx(
+            float((probs.argmax(-1) == holdout.label.to_numpy()).mean())
+        )
     reused = [r for r in printed[1:] if r["recipe"] == "student"]
     assert [r.get("reused") for r in reused] == [True, True]
     assert [r["run_dir"] for r in reused] == [r["run_dir"] for r in students]
     taught = [r for r in printed[1:] if r["recipe"] == "teacher+unlabeled"]
-    assert len(taught) == 2 and all(r["unlabeled"]["file"] == str(out / "data" / "holdout.csv") for r in taught)
+    assert len(taught) == 2 and all(
+        r["unlabeled"]["file"] == str(out / "data" / "holdout.csv") for r in taught
+    )
 
 
 @pytest.mark.parametrize(
     ("config", "student", "want"),
     [
-        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 600, 512),  # positions start after padding
+        (
+            {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1},
+            600,
+            512,
+        ),  # positions start after padding
         ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 128, 128),
         ({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
-        ({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}, 1000, 512),  # no offset
+        (
+            {"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0},
+            1000,
+            512,
+        ),  # no offset
         ({"model_type": "bert", "max_position_embeddings": 300}, 1000, 300),
-        ({"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
+        (
+            {"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1},
+            1000,
+            512,
+        ),
         ({"model_type": "camembert", "max_position_embeddings": 514, "pad_token_id": 1}, 1000, 512),
-        ({"model_type": "roberta", "max_position_embeddings": 514}, 1000, 512),  # transformers' default pad: 1
+        (
+            {"model_type": "roberta", "max_position_embeddings": 514},
+            1000,
+            512,
+        ),  # transformers' default pad: 1
         ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 0}, 1000, 513),
         ({"model_type": "bert", "max_position_embeddings": 9}, 64, 9),
-        ({"model_type": "bert", "max_position_embeddings": 8}, 64, 64),  # no usable table: the student's
+        (
+            {"model_type": "bert", "max_position_embeddings": 8},
+            64,
+            64,
+        ),  # no usable table: the student's
         ({"model_type": "bert"}, 64, 64),
     ],
 )
-def test_a_model_folders_reading_length_is_the_students_within_its_position_table(config, student, want, tmp_path):
+def test_a_model_folders_reading_length_is_the_students_within_its_position_table(
+    config, student, want, tmp_path
+):
     """A model-folder member reads at most the student's max_length, and no more tokens than its
     position table holds (RoBERTa-style tables lose pad_token_id + 1 rows to the offset)."""
     from lorafit.teacher.logits import _model_member
@@ -618,16 +834,26 @@ def test_a_model_folders_labels_come_from_id2label_or_num_labels(tmp_path):
     from lorafit.teacher.logits import _model_member
 
     names = {"0": "World", "1": "Sports", "2": "Business", "3": "Sci/Tech"}
-    (tmp_path / "config.json").write_text(json.dumps({"id2label": {k: names[k] for k in ["2", "0", "3", "1"]}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"id2label": {k: names[k] for k in ["2", "0", "3", "1"]}})
+    )
     member = _model_member(tmp_path, 64)
-    assert member.label_names == LABELS and member.num_labels == 4 and member.task == "classification"
+    assert (
+        member.label_names == LABELS and member.num_labels == 4 and member.task == "classification"
+    )
     assert member.kind == "model" and member.path == tmp_path and member.base == str(tmp_path)
     many = [f"topic{k}" for k in range(12)]  # ids past 9: ordered as numbers, not as strings
-    (tmp_path / "config.json").write_text(json.dumps({"id2label": {str(k): n for k, n in reversed(list(enumerate(many)))}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"id2label": {str(k): n for k, n in reversed(list(enumerate(many)))}})
+    )
     assert _model_member(tmp_path, 64).label_names == many
-    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}})
+    )
     member = _model_member(tmp_path, 64)
-    assert member.label_names is None and member.num_labels == 3  # generic names: any student's names
+    assert (
+        member.label_names is None and member.num_labels == 3
+    )  # generic names: any student's names
     (tmp_path / "config.json").write_text(json.dumps({"num_labels": 5}))
     member = _model_member(tmp_path, 64)
     assert member.num_labels == 5 and member.label_names is None
@@ -652,11 +878,15 @@ def test_check_shape_refuses_a_run_member_of_the_other_shape_only():
     singles, pairs = TextTable(["a"], None, "x"), TextTable(["a"], None, "x", ["b"])
     run = TeacherMember("run", Path("r"), LABELS, 4, 32, "base", text_columns=["text"])
     check_shape(run, singles)
-    with pytest.raises(UserError, match="it was trained on single texts, the student reads sentence pairs"):
+    with pytest.raises(
+        UserError, match="it was trained on single texts, the student reads sentence pairs"
+    ):
         check_shape(run, pairs)
     pair_run = TeacherMember("run", Path("p"), LABELS, 4, 32, "base", text_columns=["s1", "s2"])
     check_shape(pair_run, pairs)
-    with pytest.raises(UserError, match="it was trained on sentence pairs, the student reads single texts"):
+    with pytest.raises(
+        UserError, match="it was trained on sentence pairs, the student reads single texts"
+    ):
         check_shape(pair_run, singles)
     # a model folder reads whatever it is given (its tokenizer encodes a pair), and a run that
     # did not record its columns is not judged

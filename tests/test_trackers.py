@@ -130,7 +130,18 @@ def test_wandb_offline_run_holds_every_row_in_the_run_folder(tiny_overrides, tmp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     monkeypatch.chdir(tmp_path)  # W&B's default folder would be ./wandb
-    assert main(["train", *tiny_overrides, "log.trackers=[wandb]", "run.name=wb", "data.test=sample-test"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *tiny_overrides,
+                "log.trackers=[wandb]",
+                "run.name=wb",
+                "data.test=sample-test",
+            ]
+        )
+        == 0
+    )
     run = _run(tmp_path)
     assert not (tmp_path / "wandb").exists()
     (path,) = (run / "trackers" / "wandb").glob("offline-run-*/run-*.wandb")
@@ -143,8 +154,12 @@ def test_wandb_offline_run_holds_every_row_in_the_run_folder(tiny_overrides, tmp
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
         elif kind == "history":
             # a key with "/" may come as its parts (nested_key)
-            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                            for item in record.history.item})
+            history.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
     assert config["lora.r"] == 8 and config["run.name"] == "wb"
     rows = _rows(run)
     for kind, key in KINDS:  # the test row too: logged at the best step, after the last step
@@ -157,14 +172,28 @@ def test_trackio_local_store_holds_every_row(tiny_overrides, tmp_path):
     pytest.importorskip("trackio", reason="trackio is optional: pip install 'lorafit[trackio]'")
     # trackio reads TRACKIO_DIR when imported: the run and the reading get their own process
     env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio")}
-    args = ["train", *tiny_overrides, "log.trackers=[trackio]", "run.name=tio", "data.test=sample-test"]
-    subprocess.run([sys.executable, "-m", "lorafit", *args], env=env, check=True, capture_output=True)
+    args = [
+        "train",
+        *tiny_overrides,
+        "log.trackers=[trackio]",
+        "run.name=tio",
+        "data.test=sample-test",
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "lorafit", *args], env=env, check=True, capture_output=True
+    )
     run = _run(tmp_path)
     read = (
         "import json, sys, trackio; p, r = sys.argv[1:]; "
         "print(json.dumps([trackio.SQLiteStorage.get_logs(p, r), trackio.SQLiteStorage.get_run_config(p, r)]))"
     )
-    out = subprocess.run([sys.executable, "-c", read, "tio", run.name], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", read, "tio", run.name],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     logs, config = json.loads(out.stdout.splitlines()[-1])
     assert config["lora.r"] == 8
     rows = _rows(run)
@@ -178,7 +207,18 @@ def test_aim_repo_in_the_run_folder_holds_every_row(tiny_overrides, tmp_path):
     pytest.importorskip("aim", reason="aim is optional: pip install 'lorafit[aim]'")
     from aim import Repo, Run
 
-    assert main(["train", *tiny_overrides, "log.trackers=[aim]", "run.name=aimr", "data.test=sample-test"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *tiny_overrides,
+                "log.trackers=[aim]",
+                "run.name=aimr",
+                "data.test=sample-test",
+            ]
+        )
+        == 0
+    )
     run = _run(tmp_path)
     (run_hash,) = Repo(str(run / "trackers")).list_all_runs()
     aim_run = Run(run_hash=run_hash, repo=str(run / "trackers"))  # read-only opening sees nothing

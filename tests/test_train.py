@@ -18,7 +18,10 @@ def _rows(tmp_path, kind):
 
 def test_early_stopping_with_patience(tiny_overrides, tmp_path):
     # lr ~ 0: the metric cannot improve after the first evaluation
-    assert main(["train", *tiny_overrides, "train.lr=1e-12", "train.eval_every=1", "train.patience=2"]) == 0
+    assert (
+        main(["train", *tiny_overrides, "train.lr=1e-12", "train.eval_every=1", "train.patience=2"])
+        == 0
+    )
     evals, summary = _rows(tmp_path, "eval")
     assert [r["step"] for r in evals] == [1, 2, 3]
     assert summary["stopped_early"] and summary["final_step"] == 3 and summary["best_step"] == 1
@@ -26,7 +29,12 @@ def test_early_stopping_with_patience(tiny_overrides, tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant"])
 def test_warmup_then_schedule(tiny_overrides, tmp_path, scheduler):
-    args = ["train.lr=1e-3", "train.warmup_steps=4", "train.log_every=1", f"train.scheduler={scheduler}"]
+    args = [
+        "train.lr=1e-3",
+        "train.warmup_steps=4",
+        "train.log_every=1",
+        f"train.scheduler={scheduler}",
+    ]
     assert main(["train", *tiny_overrides, *args]) == 0
     rows, _ = _rows(tmp_path, "train")
     lrs = [r["lr"] for r in rows]  # the lr after each step's scheduler update
@@ -44,7 +52,15 @@ def test_warmup_then_schedule(tiny_overrides, tmp_path, scheduler):
 
 
 def test_lion_with_gradient_accumulation_learns(tiny_overrides, tmp_path):
-    args = ["train.optimizer=lion", "train.lr=3e-3", "train.grad_accum=2", "train.batch_size=8", "train.max_steps=20", "train.eval_every=20", "train.log_every=5"]
+    args = [
+        "train.optimizer=lion",
+        "train.lr=3e-3",
+        "train.grad_accum=2",
+        "train.batch_size=8",
+        "train.max_steps=20",
+        "train.eval_every=20",
+        "train.log_every=5",
+    ]
     assert main(["train", *tiny_overrides, *args]) == 0
     rows, summary = _rows(tmp_path, "train")
     assert [r["step"] for r in rows] == [5, 10, 15, 20]

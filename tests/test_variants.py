@@ -159,7 +159,16 @@ def test_variants_train_and_reload(overrides, tiny_overrides, tmp_path):
     from lorafit.predict import evaluate
 
     assert (
-        main(["train", *tiny_overrides, "data.test=sample-test", "train.lr=1e-3", "train.mixed_precision=no", *overrides])
+        main(
+            [
+                "train",
+                *tiny_overrides,
+                "data.test=sample-test",
+                "train.lr=1e-3",
+                "train.mixed_precision=no",
+                *overrides,
+            ]
+        )
         == 0
     )
     run = tmp_path / "runs" / "latest"

@@ -32,7 +32,18 @@ def test_help_of_every_registered_subcommand(command, capsys):
     "command, words",
     [
         ("sweep", ["--parallel", "--gpus", "--dry-run", "SWEEP.yaml"]),
-        ("ensemble", ["--method", "weighted", "vote", "--input", "--overwrite", "--text-column", "--label-column"]),
+        (
+            "ensemble",
+            [
+                "--method",
+                "weighted",
+                "vote",
+                "--input",
+                "--overwrite",
+                "--text-column",
+                "--label-column",
+            ],
+        ),
         ("predict", ["--input", "--dtype", "--text-column", "--label-column"]),
         ("evaluate", ["--perturb", "--text-column", "--label-column"]),
         ("export", ["--merged", "--overwrite"]),

@@ -62,9 +62,26 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Config", "UserError", "load_config", "train", "check_data", "describe", "predict", "evaluate",
-    "sweep", "ensemble", "export_merged", "write_plots", "write_training_log", "write_report",
-    "evaluate_perturbed", "plan", "run_bench", "build_teacher", "list_caches", "remove_caches",
+    "Config",
+    "UserError",
+    "load_config",
+    "train",
+    "check_data",
+    "describe",
+    "predict",
+    "evaluate",
+    "sweep",
+    "ensemble",
+    "export_merged",
+    "write_plots",
+    "write_training_log",
+    "write_report",
+    "evaluate_perturbed",
+    "plan",
+    "run_bench",
+    "build_teacher",
+    "list_caches",
+    "remove_caches",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use

@@ -236,7 +236,11 @@ def bench_predict(
     padded = sum(len(b) * int(lengths[b].max()) for b in length_sorted_batches(lengths, batch_size))
     flops = encoder_flops(model.config, lengths, backward=False)
     # a regression's run has no accuracy (its figures: `lorafit evaluate`)
-    accuracy = None if table.labels is None or cfg.task == "regression" else float((logits.argmax(-1) == table.labels).mean())
+    accuracy = (
+        None
+        if table.labels is None or cfg.task == "regression"
+        else float((logits.argmax(-1) == table.labels).mean())
+    )
     return {
         "recipe": recipe or f"lorafit predict ({name}, batch {batch_size})",
         "rows": len(table),

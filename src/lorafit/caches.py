@@ -27,7 +27,9 @@ from lorafit.errors import UserError
 
 @dataclass
 class Store:
-    kind: str  # activations, teacher, or incomplete (an interrupted build, a damaged cache set aside)
+    kind: (
+        str  # activations, teacher, or incomplete (an interrupted build, a damaged cache set aside)
+    )
     path: Path
     size: int  # bytes on disk
     last_used: float  # seconds since the epoch
@@ -40,9 +42,13 @@ class Store:
 
     def row(self) -> dict:
         return {
-            "kind": self.kind, "key": self.key, "size_bytes": self.size,
+            "kind": self.kind,
+            "key": self.key,
+            "size_bytes": self.size,
             "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_used)),
-            "rows": self.rows, "what": self.what, "path": str(self.path),
+            "rows": self.rows,
+            "what": self.what,
+            "path": str(self.path),
         }
 
 
@@ -86,7 +92,14 @@ def _store(path: Path, kind: str) -> Store:
     except (OSError, ValueError):
         meta, last_used = None, path.stat().st_mtime
     if path.name.startswith(".") or meta is None:
-        return Store("incomplete", path, _size(path), last_used, None, "an interrupted build or a damaged store")
+        return Store(
+            "incomplete",
+            path,
+            _size(path),
+            last_used,
+            None,
+            "an interrupted build or a damaged store",
+        )
     if kind == "teacher":
         what = ", ".join(meta.get("teacher") or []) or "?"
     else:
@@ -121,7 +134,9 @@ def remove_caches(
     would be) removed. A key that names no store is refused before anything is removed.
     """
     if not keys and older_than_days is None:
-        raise UserError("lorafit cache: say what to remove: KEY... (from the listing) or --older-than DAYS")
+        raise UserError(
+            "lorafit cache: say what to remove: KEY... (from the listing) or --older-than DAYS"
+        )
     if older_than_days is not None and older_than_days < 0:
         raise UserError(f"--older-than {older_than_days}: give a number of days >= 0")
     stores = list_caches(cache_dir)
@@ -130,7 +145,9 @@ def remove_caches(
         by_key.setdefault(s.key, []).append(s)
     missing = [k for k in keys if k not in by_key]
     if missing:
-        raise UserError(f"lorafit cache: no store named {missing[0]} in {cache_root(cache_dir)}; `lorafit cache` lists them")
+        raise UserError(
+            f"lorafit cache: no store named {missing[0]} in {cache_root(cache_dir)}; `lorafit cache` lists them"
+        )
     chosen = [s for k in keys for s in by_key[k]]
     if older_than_days is not None:
         limit = time.time() - older_than_days * 86400
@@ -144,7 +161,9 @@ def remove_caches(
             except FileNotFoundError:  # removed meanwhile
                 continue
             except OSError as e:
-                raise UserError(f"{s.path}: cannot remove ({e.strerror}); check the folder's permissions") from None
+                raise UserError(
+                    f"{s.path}: cannot remove ({e.strerror}); check the folder's permissions"
+                ) from None
             shutil.rmtree(trash, ignore_errors=True)
     return chosen
 
@@ -163,6 +182,8 @@ def format_table(stores: list[Store]) -> str:
     lines = [f"{'kind':<12} {'size':>9} {'last used':<16} {'rows':>7}  key: what"]
     for s in stores:
         rows = "" if s.rows is None else str(s.rows)
-        lines.append(f"{s.kind:<12} {format_size(s.size):>9} {s.row()['last_used']:<16} {rows:>7}  {s.key}: {s.what}")
+        lines.append(
+            f"{s.kind:<12} {format_size(s.size):>9} {s.row()['last_used']:<16} {rows:>7}  {s.key}: {s.what}"
+        )
     lines.append(f"{len(stores)} stores, {format_size(sum(s.size for s in stores))}")
     return "\n".join(lines)

@@ -25,7 +25,9 @@ from lorafit.config import Config, load_config
 from lorafit.errors import UserError
 
 
-def check_data(config: Config | str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+def check_data(
+    config: Config | str | Path | None = None, overrides: list[str] | tuple = ()
+) -> dict:
     """Read and check a training run's data without training; the report as a dict.
 
     `config` is a `Config` (not changed: a copy is settled), a YAML path or None (the
@@ -37,18 +39,28 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
         if overrides:
-            raise UserError("check_data: give overrides with a YAML path or None, not with a Config object")
+            raise UserError(
+                "check_data: give overrides with a YAML path or None, not with a Config object"
+            )
     else:
         cfg = load_config(config, list(overrides))
     data = cfg.data
-    given = {"text_column": data.text_column, "label_column": data.label_column, "label_names": list(data.label_names)}
+    given = {
+        "text_column": data.text_column,
+        "label_column": data.label_column,
+        "label_names": list(data.label_names),
+    }
     splits = load_splits(data, cfg.train.seed)  # settles the columns and classes into cfg.data
     labels = {name: table.labels for name, table in splits.items() if table.labels is not None}
     if cfg.task == "regression":
         return _regression_report(cfg, given, splits, labels)
     # rows of each class; a multi-label run's: rows holding each label
     counts = {
-        name: (y.sum(axis=0).astype(int) if y.ndim == 2 else np.bincount(y, minlength=len(data.label_names))).tolist()
+        name: (
+            y.sum(axis=0).astype(int)
+            if y.ndim == 2
+            else np.bincount(y, minlength=len(data.label_names))
+        ).tolist()
         for name, y in labels.items()
     }
     train_counts = np.asarray(counts["train"])
@@ -59,7 +71,8 @@ def check_data(config: Config | str | Path | None = None, overrides: list[str] |
         "columns": _columns_report(given, data),
         "classes_from": "data.label_names" if given["label_names"] else "the training file",
         "classes": [
-            {"id": i, "name": n, "rows": {s: c[i] for s, c in counts.items()}} for i, n in enumerate(data.label_names)
+            {"id": i, "name": n, "rows": {s: c[i] for s, c in counts.items()}}
+            for i, n in enumerate(data.label_names)
         ],
         "imbalance_ratio": ratio,
         "metric": _metric(cfg, splits["train"].labels),
@@ -76,7 +89,12 @@ def _regression_report(cfg: Config, given: dict, splits: dict, labels: dict) -> 
         "splits": {name: _split_source(name, table, data) for name, table in splits.items()},
         "columns": _columns_report(given, data),
         "values": {
-            name: {"mean": float(y.mean()), "sd": float(y.std()), "min": float(y.min()), "max": float(y.max())}
+            name: {
+                "mean": float(y.mean()),
+                "sd": float(y.std()),
+                "min": float(y.min()),
+                "max": float(y.max()),
+            }
             for name, y in labels.items()
         },
         "metric": _metric(cfg, splits["train"].labels),
@@ -135,9 +153,21 @@ def _lengths(cfg: Config, splits: dict) -> dict:
     max_length = cfg.model.max_length
     if tokenizer is None:
         stats = {name: _char_stats(table) for name, table in splits.items()}
-        return {"unit": "characters", "max_length": max_length, "tokenizer": None, "note": note, "splits": stats}
+        return {
+            "unit": "characters",
+            "max_length": max_length,
+            "tokenizer": None,
+            "note": note,
+            "splits": stats,
+        }
     stats = {name: _token_stats(tokenizer, table, max_length) for name, table in splits.items()}
-    return {"unit": "tokens", "max_length": max_length, "tokenizer": cfg.model.name, "note": None, "splits": stats}
+    return {
+        "unit": "tokens",
+        "max_length": max_length,
+        "tokenizer": cfg.model.name,
+        "note": None,
+        "splits": stats,
+    }
 
 
 def _offline_tokenizer(cfg: Config):
@@ -155,12 +185,20 @@ def _offline_tokenizer(cfg: Config):
     except UserError as e:
         return None, f"the tokenizer did not load ({e})"
     except (OSError, ValueError):
-        return None, f"model.name {cfg.model.name!r}: no local folder or cached tokenizer (a check downloads nothing)"
+        return (
+            None,
+            f"model.name {cfg.model.name!r}: no local folder or cached tokenizer (a check downloads nothing)",
+        )
 
 
 def _summary(values: list[int]) -> dict:
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": round(float(v.mean()), 1), "median": float(np.median(v)), "p95": round(float(np.percentile(v, 95)), 1), "max": int(v.max())}
+    return {
+        "mean": round(float(v.mean()), 1),
+        "median": float(np.median(v)),
+        "p95": round(float(np.percentile(v, 95)), 1),
+        "max": int(v.max()),
+    }
 
 
 def _token_stats(tokenizer, table, max_length: int) -> dict:
@@ -168,13 +206,24 @@ def _token_stats(tokenizer, table, max_length: int) -> dict:
     args = (table.texts,) if table.pairs is None else (table.texts, table.pairs)
     lengths = [len(x) for x in tokenizer(*args, truncation=False, verbose=False)["input_ids"]]
     longer = sum(n > max_length for n in lengths)
-    return {**_summary(lengths), "truncated": longer, "truncated_share": round(longer / len(lengths), 4)}
+    return {
+        **_summary(lengths),
+        "truncated": longer,
+        "truncated_share": round(longer / len(lengths), 4),
+    }
 
 
 def _char_stats(table) -> dict:
     """Characters and words per row; a pair counts both texts."""
-    rows = table.texts if table.pairs is None else [a + " " + b for a, b in zip(table.texts, table.pairs)]
-    return {**_summary([len(t) for t in rows]), "words_mean": round(float(np.mean([len(t.split()) for t in rows])), 1)}
+    rows = (
+        table.texts
+        if table.pairs is None
+        else [a + " " + b for a, b in zip(table.texts, table.pairs)]
+    )
+    return {
+        **_summary([len(t) for t in rows]),
+        "words_mean": round(float(np.mean([len(t.split()) for t in rows])), 1),
+    }
 
 
 # ---------------------------------------------------------------- the report as text
@@ -197,19 +246,33 @@ def check_text(r: dict) -> str:
 def _columns_lines(c: dict) -> list[str]:
     guessed = lambda key: " (guessed)" if key in c["guessed"] else ""  # noqa: E731
     text = f"pair {c['text'][0]!r} + {c['text'][1]!r}" if c["pairs"] else repr(c["text"])
-    return [f"columns: text {text}{guessed('text_column')}, label {c['label']!r}{guessed('label_column')}"]
+    return [
+        f"columns: text {text}{guessed('text_column')}, label {c['label']!r}{guessed('label_column')}"
+    ]
 
 
 def _class_lines(r: dict) -> list[str]:
     names = list(r["splits"])
     shown = [n for n in names if r["classes"] and n in r["classes"][0]["rows"]]
     width = max(len(c["name"]) for c in r["classes"])
-    kind = "labels (multi-label: rows holding each)" if r.get("task") == "multi_label" else "classes"
-    lines = [f"{kind} (from {r['classes_from']}), rows per split:", f"  {'id':>3}  {'class':<{width}}  " + "  ".join(f"{n:>10}" for n in shown)]
+    kind = (
+        "labels (multi-label: rows holding each)" if r.get("task") == "multi_label" else "classes"
+    )
+    lines = [
+        f"{kind} (from {r['classes_from']}), rows per split:",
+        f"  {'id':>3}  {'class':<{width}}  " + "  ".join(f"{n:>10}" for n in shown),
+    ]
     for c in r["classes"]:
-        lines.append(f"  {c['id']:>3}  {c['name']:<{width}}  " + "  ".join(f"{c['rows'][n]:>10,}" for n in shown))
+        lines.append(
+            f"  {c['id']:>3}  {c['name']:<{width}}  "
+            + "  ".join(f"{c['rows'][n]:>10,}" for n in shown)
+        )
     ratio = r["imbalance_ratio"]
-    line = "imbalance: " + ("a class has no training rows" if ratio is None else f"largest/smallest class {ratio:.2f} in train")
+    line = "imbalance: " + (
+        "a class has no training rows"
+        if ratio is None
+        else f"largest/smallest class {ratio:.2f} in train"
+    )
     m = r["metric"]
     if m is not None:
         how = "train.metric=auto selects" if m["setting"] == "auto" else "train.metric is set to"
@@ -222,7 +285,9 @@ def _value_lines(r: dict) -> list[str]:
     lines = ["regression values (task: regression), per split:"]
     width = max(len(n) for n in r["values"])
     for name, v in r["values"].items():
-        lines.append(f"  {name:<{width}}  mean {v['mean']:.4g}  sd {v['sd']:.4g}  min {v['min']:.4g}  max {v['max']:.4g}")
+        lines.append(
+            f"  {name:<{width}}  mean {v['mean']:.4g}  sd {v['sd']:.4g}  min {v['min']:.4g}  max {v['max']:.4g}"
+        )
     m = r["metric"]
     if m is not None:
         how = "train.metric=auto selects" if m["setting"] == "auto" else "train.metric is set to"

@@ -90,7 +90,9 @@ def save_training_state(
     return final
 
 
-def _write_parts(tmp, trainable, optimizer_state, scheduler_state, state, best, rng, ema=None) -> None:
+def _write_parts(
+    tmp, trainable, optimizer_state, scheduler_state, state, best, rng, ema=None
+) -> None:
     """The checkpoint's files, `state.json` last: its presence means the rest is complete."""
     _save_tensors(tmp / "trainable.safetensors", trainable)
     if best is not None:
@@ -253,7 +255,11 @@ def load_training_state(path: Path) -> dict:
             if (path / "best.safetensors").exists()
             else None
         )
-        ema = load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None
+        ema = (
+            load_file(str(path / "ema.safetensors"))
+            if (path / "ema.safetensors").exists()
+            else None
+        )
         return {
             "state": state,
             "trainable": load_file(str(path / "trainable.safetensors")),

@@ -36,7 +36,9 @@ def _config_epilog() -> str:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (default: the built-in defaults)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4"
+    )
 
 
 # Each subcommand: a function that adds its parser and sets `func`, which takes the parsed
@@ -44,22 +46,38 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(sub, fmt):
-    p = sub.add_parser("train", help="train a LoRA classifier; writes a run directory", epilog=_config_epilog(), formatter_class=fmt)
+    p = sub.add_parser(
+        "train",
+        help="train a LoRA classifier; writes a run directory",
+        epilog=_config_epilog(),
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     p.add_argument(
-        "--resume", metavar="RUN_DIR",
+        "--resume",
+        metavar="RUN_DIR",
         help="continue a killed run from its newest checkpoint, with its own config.yaml "
         "(no --config or overrides); a new run never replaces an existing folder",
     )
-    p.add_argument("--dry-run", action="store_true", help="read and check the data as `lorafit check-data` does, then stop: no model, nothing written")
-    p.add_argument("--threads", metavar="N|auto", help="CPU threads, the same as train.threads=N (default auto; see train.threads below)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and check the data as `lorafit check-data` does, then stop: no model, nothing written",
+    )
+    p.add_argument(
+        "--threads",
+        metavar="N|auto",
+        help="CPU threads, the same as train.threads=N (default auto; see train.threads below)",
+    )
 
     def run(args):
         if args.dry_run:
             from lorafit.checkdata import check_data, check_text
 
             if args.resume:
-                raise UserError("train --dry-run checks the data of a new run; drop --resume (or run check-data --config RUN_DIR/config.yaml)")
+                raise UserError(
+                    "train --dry-run checks the data of a new run; drop --resume (or run check-data --config RUN_DIR/config.yaml)"
+                )
             print(check_text(check_data(args.config, args.overrides)))
             return
         from lorafit.train import train
@@ -72,12 +90,14 @@ def _train(sub, fmt):
 
 def _check_data(sub, fmt):
     p = sub.add_parser(
-        "check-data", help="read and check a run's data as train would (splits, columns, classes, lengths); trains nothing",
+        "check-data",
+        help="read and check a run's data as train would (splits, columns, classes, lengths); trains nothing",
         description="Read the data with the same config as `lorafit train` and print each split's source and "
         "rows, the text and label columns (and whether guessed), the classes with their rows per split, the "
         "imbalance and the checkpoint metric train.metric selects, and the text lengths (tokens when the "
         "model's tokenizer loads offline). Loads no model weights and writes nothing; bad data exits 2.",
-        epilog=_config_epilog(), formatter_class=fmt,
+        epilog=_config_epilog(),
+        formatter_class=fmt,
     )
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -92,7 +112,12 @@ def _check_data(sub, fmt):
 
 
 def _describe(sub, fmt):
-    p = sub.add_parser("describe", help="parameter counts and LoRA settings, without training", epilog=_config_epilog(), formatter_class=fmt)
+    p = sub.add_parser(
+        "describe",
+        help="parameter counts and LoRA settings, without training",
+        epilog=_config_epilog(),
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     p.add_argument("--output-dir", help="also write model_description.json/.txt into this folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -119,7 +144,8 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--threads", metavar="N|auto",
+        "--threads",
+        metavar="N|auto",
         help="CPU threads: auto (default) = the usable cores less those other processes keep busy, "
         "looked at again as it runs; OMP_NUM_THREADS / MKL_NUM_THREADS win when set",
     )
@@ -127,15 +153,30 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:
     """--text-column / --label-column: the input's columns, when not the run's data.text_column / data.label_column."""
-    p.add_argument("--text-column", metavar="NAME", help="the input's text column, or FIRST,SECOND for a pair (default: the run's data.text_column)")
-    p.add_argument("--label-column", metavar="NAME", help="the input's label column (default: the run's data.label_column, e.g. label)")
+    p.add_argument(
+        "--text-column",
+        metavar="NAME",
+        help="the input's text column, or FIRST,SECOND for a pair (default: the run's data.text_column)",
+    )
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the input's label column (default: the run's data.label_column, e.g. label)",
+    )
 
 
 def _predict(sub, fmt):
     p = sub.add_parser("predict", help="label a file with a run's best checkpoint (submission CSV)")
     p.add_argument("run_dir", help="run directory made by `lorafit train` (e.g. runs/latest)")
-    p.add_argument("--input", required=True, help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test")
-    p.add_argument("--output", help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test",
+    )
+    p.add_argument(
+        "--output",
+        help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
@@ -148,9 +189,17 @@ def _predict(sub, fmt):
         from lorafit.predict import predict
 
         result = predict(
-            args.run_dir, args.input, args.output, batch_size=args.batch_size, overwrite=args.overwrite, dtype=args.dtype,
-            text_column=args.text_column, label_column=args.label_column, id_column=args.id_column,
-            label_format=args.label_format, threads=args.threads,
+            args.run_dir,
+            args.input,
+            args.output,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            dtype=args.dtype,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            id_column=args.id_column,
+            label_format=args.label_format,
+            threads=args.threads,
         )
         print(f"wrote {result['rows']} predictions to {result['output']}")
         print(f"probabilities: {result['probabilities']}")
@@ -161,30 +210,59 @@ def _predict(sub, fmt):
 
 
 def _evaluate(sub, fmt):
-    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on a labelled file")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, macro-F1, per-class scores and confusion matrix on a labelled file",
+    )
     p.add_argument("run_dir", help="run directory made by `lorafit train`")
     p.add_argument("--input", required=True, help="labelled file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_dtype_arg(p)
     _add_threads_arg(p)
-    p.add_argument("--perturb", metavar="KIND[,KIND]", help="also score perturbed copies: word_dropout, word_swap, typo, synonym, mixed")
-    p.add_argument("--rate", type=float, default=0.1, help="with --perturb: share of the words changed (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="with --perturb: seed of the perturbations (default 0)")
+    p.add_argument(
+        "--perturb",
+        metavar="KIND[,KIND]",
+        help="also score perturbed copies: word_dropout, word_swap, typo, synonym, mixed",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.1,
+        help="with --perturb: share of the words changed (default 0.1)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="with --perturb: seed of the perturbations (default 0)"
+    )
     _add_column_args(p)
 
     def run(args):
         from lorafit.metrics import format_metrics
         from lorafit.predict import evaluate
 
-        columns = {"text_column": args.text_column, "label_column": args.label_column, "threads": args.threads}
+        columns = {
+            "text_column": args.text_column,
+            "label_column": args.label_column,
+            "threads": args.threads,
+        }
         if args.perturb:
             from lorafit.robustness import evaluate_perturbed, format_robustness
 
-            r = evaluate_perturbed(args.run_dir, args.input, args.perturb, rate=args.rate, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, **columns)
+            r = evaluate_perturbed(
+                args.run_dir,
+                args.input,
+                args.perturb,
+                rate=args.rate,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                dtype=args.dtype,
+                **columns,
+            )
             print(json.dumps(r, indent=2) if args.json else format_robustness(r))
             return
-        m = evaluate(args.run_dir, args.input, batch_size=args.batch_size, dtype=args.dtype, **columns)
+        m = evaluate(
+            args.run_dir, args.input, batch_size=args.batch_size, dtype=args.dtype, **columns
+        )
         print(json.dumps(m, indent=2) if args.json else format_metrics(m))
 
     p.set_defaults(func=run)
@@ -195,7 +273,9 @@ def _evaluate(sub, fmt):
 
 def _plots(sub, fmt):
     p = sub.add_parser("plots", help="(re)draw a run's plots into RUN_DIR/plots/")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories made by `lorafit train`")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories made by `lorafit train`"
+    )
 
     def run(args):
         from lorafit.plots import write_plots
@@ -208,8 +288,12 @@ def _plots(sub, fmt):
 
 
 def _log(sub, fmt):
-    p = sub.add_parser("log", help="regenerate RUN_DIR/training_log.txt from metrics.jsonl and summary.json")
-    p.add_argument("run_dir", help="run directory made by `lorafit train` (finished or interrupted)")
+    p = sub.add_parser(
+        "log", help="regenerate RUN_DIR/training_log.txt from metrics.jsonl and summary.json"
+    )
+    p.add_argument(
+        "run_dir", help="run directory made by `lorafit train` (finished or interrupted)"
+    )
 
     def run(args):
         from lorafit.runlog import write_training_log
@@ -222,7 +306,9 @@ def _log(sub, fmt):
 def _report(sub, fmt):
     p = sub.add_parser("report", help="one static HTML page comparing runs (images embedded)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
-    p.add_argument("--output", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument(
+        "--output", default="report.html", help="HTML file to write (default: report.html)"
+    )
     p.add_argument("--leaderboard", metavar="CSV", help="a sweep's leaderboard.csv to show as well")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
@@ -236,24 +322,51 @@ def _report(sub, fmt):
 
 def _sweep(sub, fmt):
     p = sub.add_parser(
-        "sweep", help="search a sweep file's configs with Optuna (budgeted, pruned); write a leaderboard",
+        "sweep",
+        help="search a sweep file's configs with Optuna (budgeted, pruned); write a leaderboard",
         description="Run a sweep file's study: a grid (and/or runs) or search spaces sampled by "
         "TPE, random, QMC or GP. Configs over budget are counted, never trained; a pruner stops "
         "trailing trials. The study lives in <dir>/<name>/study.db (or storage:); run the same "
         "command again to continue, or --worker on other machines to join. Writes "
         "leaderboard.csv / .md in <dir>/<name>/. See configs/sweeps/ for examples.",
     )
-    p.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file: base, grid, runs and/or search")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for the base config of every trial")
-    p.add_argument("--parallel", type=int, help="local worker processes (default: one per --gpus id, else 1)")
-    p.add_argument("--gpus", help="GPU ids, e.g. 0,1: worker i gets CUDA_VISIBLE_DEVICES=gpus[i mod N]")
-    p.add_argument("--dry-run", action="store_true", help="only list the grid's trials (parameters, budget) or the search space")
-    p.add_argument("--worker", action="store_true", help="join the study as one more worker (same file and storage)")
+    p.add_argument(
+        "sweep_file", metavar="SWEEP.yaml", help="sweep file: base, grid, runs and/or search"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="overrides for the base config of every trial",
+    )
+    p.add_argument(
+        "--parallel", type=int, help="local worker processes (default: one per --gpus id, else 1)"
+    )
+    p.add_argument(
+        "--gpus", help="GPU ids, e.g. 0,1: worker i gets CUDA_VISIBLE_DEVICES=gpus[i mod N]"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only list the grid's trials (parameters, budget) or the search space",
+    )
+    p.add_argument(
+        "--worker",
+        action="store_true",
+        help="join the study as one more worker (same file and storage)",
+    )
 
     def run(args):
         from lorafit.search import plan_text, sweep
 
-        result = sweep(args.sweep_file, args.overrides, parallel=args.parallel, gpus=args.gpus, dry_run=args.dry_run, worker=args.worker)
+        result = sweep(
+            args.sweep_file,
+            args.overrides,
+            parallel=args.parallel,
+            gpus=args.gpus,
+            dry_run=args.dry_run,
+            worker=args.worker,
+        )
         if args.dry_run:
             print(plan_text(result["plan"], result["status"]))
             return
@@ -265,9 +378,14 @@ def _sweep(sub, fmt):
 
 def _add_output_args(p) -> None:
     """--id-column and --label-format, shared by predict and ensemble."""
-    p.add_argument("--id-column", metavar="NAME", help="pass this input column through as the first output column (default: ID = row number from 0)")
     p.add_argument(
-        "--label-format", choices=["names", "ids"],
+        "--id-column",
+        metavar="NAME",
+        help="pass this input column through as the first output column (default: ID = row number from 0)",
+    )
+    p.add_argument(
+        "--label-format",
+        choices=["names", "ids"],
         help="write class names or ids 0..K-1 (default: the run's data.label_format; auto resolves to ids "
         "for integer labels with data.label_names, as the competition's ID,Label wants, else names)",
     )
@@ -276,10 +394,19 @@ def _add_output_args(p) -> None:
 def _ensemble(sub, fmt):
     p = sub.add_parser("ensemble", help="combine several runs' predictions into one submission CSV")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
-    p.add_argument("--input", required=True, help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test")
-    p.add_argument("--output", help="submission CSV (default: ./ensemble-<method>-<input>.csv, never overwritten)")
     p.add_argument(
-        "--method", choices=["mean", "weighted", "vote"], default="mean",
+        "--input",
+        required=True,
+        help="file to label (.csv, .tsv, .txt, .parquet, .jsonl, .json, .pkl, a save_to_disk folder) or sample-test",
+    )
+    p.add_argument(
+        "--output",
+        help="submission CSV (default: ./ensemble-<method>-<input>.csv, never overwritten)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["mean", "weighted", "vote"],
+        default="mean",
         help="mean of probabilities (default); weighted: weights fitted on the shared validation "
         "split (max. log-likelihood); vote: majority, ties by mean probability",
     )
@@ -294,9 +421,18 @@ def _ensemble(sub, fmt):
         from lorafit.ensemble import ensemble, format_result
 
         result = ensemble(
-            args.run_dirs, args.input, args.output, args.method, batch_size=args.batch_size, overwrite=args.overwrite,
-            dtype=args.dtype, text_column=args.text_column, label_column=args.label_column,
-            id_column=args.id_column, label_format=args.label_format, threads=args.threads,
+            args.run_dirs,
+            args.input,
+            args.output,
+            args.method,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            dtype=args.dtype,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            id_column=args.id_column,
+            label_format=args.label_format,
+            threads=args.threads,
         )
         print(format_result(result))
 
@@ -304,9 +440,16 @@ def _ensemble(sub, fmt):
 
 
 def _export(sub, fmt):
-    p = sub.add_parser("export", help="save a run's best checkpoint with LoRA merged in (plain transformers)")
+    p = sub.add_parser(
+        "export", help="save a run's best checkpoint with LoRA merged in (plain transformers)"
+    )
     p.add_argument("run_dir", help="run directory made by `lorafit train`")
-    p.add_argument("--merged", required=True, metavar="OUT", help="folder to write; AutoModelForSequenceClassification.from_pretrained(OUT) loads it")
+    p.add_argument(
+        "--merged",
+        required=True,
+        metavar="OUT",
+        help="folder to write; AutoModelForSequenceClassification.from_pretrained(OUT) loads it",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
 
     def run(args):
@@ -318,36 +461,85 @@ def _export(sub, fmt):
 
 
 def _plan(sub, fmt):
-    p = sub.add_parser("plan", help="configurations that fit a parameter budget, best spenders marked", epilog=_config_epilog(), formatter_class=fmt)
+    p = sub.add_parser(
+        "plan",
+        help="configurations that fit a parameter budget, best spenders marked",
+        epilog=_config_epilog(),
+        formatter_class=fmt,
+    )
     _add_config_args(p)
-    p.add_argument("--budget", type=int, help="trainable-parameter budget (default: the config's budget)")
-    p.add_argument("--top", type=int, default=15, help="rows to show, each counted exactly (0 = all; ~0.3 s a row)")
-    p.add_argument("--sort", default="spend", help="spend (best first), trainable, encoder, coverage, rank or head")
-    p.add_argument("--heads", default="full,linear,lowrank:16", help="heads to try; lowrank:K / dense_lora:K set the rank")
-    p.add_argument("--ranks", default="1-64", help="LoRA ranks to try: a range 1-64 or a list 4,8,16")
+    p.add_argument(
+        "--budget", type=int, help="trainable-parameter budget (default: the config's budget)"
+    )
+    p.add_argument(
+        "--top",
+        type=int,
+        default=15,
+        help="rows to show, each counted exactly (0 = all; ~0.3 s a row)",
+    )
+    p.add_argument(
+        "--sort",
+        default="spend",
+        help="spend (best first), trainable, encoder, coverage, rank or head",
+    )
+    p.add_argument(
+        "--heads",
+        default="full,linear,lowrank:16",
+        help="heads to try; lowrank:K / dense_lora:K set the rank",
+    )
+    p.add_argument(
+        "--ranks", default="1-64", help="LoRA ranks to try: a range 1-64 or a list 4,8,16"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     def run(args):
         from lorafit.plan import plan, plan_text
 
-        result = plan(args.config, args.overrides, budget=args.budget, top=args.top, sort=args.sort, heads=args.heads, ranks=args.ranks)
+        result = plan(
+            args.config,
+            args.overrides,
+            budget=args.budget,
+            top=args.top,
+            sort=args.sort,
+            heads=args.heads,
+            ranks=args.ranks,
+        )
         print(json.dumps(result, indent=2) if args.json else plan_text(result))
 
     p.set_defaults(func=run)
 
 
 def _bench(sub, fmt):
-    p = sub.add_parser("bench", help="measure training and prediction speed, padding, MFU, memory and accuracy here", epilog=_config_epilog(), formatter_class=fmt)
+    p = sub.add_parser(
+        "bench",
+        help="measure training and prediction speed, padding, MFU, memory and accuracy here",
+        epilog=_config_epilog(),
+        formatter_class=fmt,
+    )
     _add_config_args(p)
-    p.add_argument("--predict-input", help="file to label for the prediction figures (default: data.validation, else data.test)")
-    p.add_argument("--dtype", action="append", choices=["auto", "fp32", "bf16"], help="prediction dtype; repeat to compare (default: auto)")
+    p.add_argument(
+        "--predict-input",
+        help="file to label for the prediction figures (default: data.validation, else data.test)",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        choices=["auto", "fp32", "bf16"],
+        help="prediction dtype; repeat to compare (default: auto)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="prediction batch size")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     def run(args):
         from lorafit.bench import bench_text, run_bench
 
-        result = run_bench(args.config, args.overrides, predict_input=args.predict_input, dtypes=tuple(args.dtype or ["auto"]), batch_size=args.batch_size)
+        result = run_bench(
+            args.config,
+            args.overrides,
+            predict_input=args.predict_input,
+            dtypes=tuple(args.dtype or ["auto"]),
+            batch_size=args.batch_size,
+        )
         print(json.dumps(result, indent=2) if args.json else bench_text(result))
 
     p.set_defaults(func=run)
@@ -355,24 +547,45 @@ def _bench(sub, fmt):
 
 def _teacher(sub, fmt):
     p = sub.add_parser(
-        "teacher", help="build a teacher for train.teacher: a run with the budget lifted, or an ensemble folder",
+        "teacher",
+        help="build a teacher for train.teacher: a run with the budget lifted, or an ensemble folder",
         description="With --config: train it (full fine-tuning with lora.mode=full, or a wide LoRA) with "
         "the budget lifted; the run directory is the teacher. With --ensemble RUN...: write a folder "
         "whose teacher is the mean of those runs' probabilities. With --config and --folds K: a "
         "cross-fitted teacher, K runs each trained on all training rows but one fold, each text "
         "labelled by the members that did not train on it.",
-        epilog=_config_epilog(), formatter_class=fmt,
+        epilog=_config_epilog(),
+        formatter_class=fmt,
     )
     _add_config_args(p)
-    p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="two or more finished runs to combine instead of training")
-    p.add_argument("--folds", type=int, metavar="K", help="with --config: a cross-fitted teacher of K runs (5 is usual)")
-    p.add_argument("--output", help="with --ensemble or --folds: the folder to write (default: runs/teacher-ensemble-<timestamp>, "
-                   "<run.dir>/<run.name>-folds-<timestamp>); with --folds the same folder again resumes an interrupted build")
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="two or more finished runs to combine instead of training",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="with --config: a cross-fitted teacher of K runs (5 is usual)",
+    )
+    p.add_argument(
+        "--output",
+        help="with --ensemble or --folds: the folder to write (default: runs/teacher-ensemble-<timestamp>, "
+        "<run.dir>/<run.name>-folds-<timestamp>); with --folds the same folder again resumes an interrupted build",
+    )
 
     def run(args):
         from lorafit.teacher import build_teacher
 
-        folder = build_teacher(args.config, args.overrides, ensemble=args.ensemble, folds=args.folds, output=args.output)
+        folder = build_teacher(
+            args.config,
+            args.overrides,
+            ensemble=args.ensemble,
+            folds=args.folds,
+            output=args.output,
+        )
         print(f"teacher: {folder}\nuse it with: lorafit train --config FILE train.teacher={folder}")
 
     p.set_defaults(func=run)
@@ -380,14 +593,21 @@ def _teacher(sub, fmt):
 
 def _cache(sub, fmt):
     p = sub.add_parser(
-        "cache", help="list the stores kept between runs (activation caches, teacher logits); remove on request",
+        "cache",
+        help="list the stores kept between runs (activation caches, teacher logits); remove on request",
         description="Without KEY or --older-than: list the stores under the cache folder (train.cache_dir's "
         "default: $LORAFIT_CACHE_DIR or ~/.cache/lorafit/activations), newest use first. With them: remove those.",
     )
-    p.add_argument("keys", nargs="*", metavar="KEY", help="stores to remove, by the key the listing shows")
+    p.add_argument(
+        "keys", nargs="*", metavar="KEY", help="stores to remove, by the key the listing shows"
+    )
     p.add_argument("--dir", help="the cache folder, if a config sets train.cache_dir")
-    p.add_argument("--older-than", type=float, metavar="DAYS", help="remove every store not used for DAYS days")
-    p.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
+    p.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="remove every store not used for DAYS days"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="show what would be removed, remove nothing"
+    )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
 
     def run(args):
@@ -395,20 +615,44 @@ def _cache(sub, fmt):
 
         if not args.keys and args.older_than is None:
             stores = list_caches(args.dir)
-            print(json.dumps([s.row() for s in stores], indent=2) if args.json else format_table(stores))
+            print(
+                json.dumps([s.row() for s in stores], indent=2)
+                if args.json
+                else format_table(stores)
+            )
             return
         gone = remove_caches(args.dir, args.keys, args.older_than, dry_run=args.dry_run)
         if args.json:
             print(json.dumps([s.row() for s in gone], indent=2))
             return
         for s in gone:
-            print(f"{'would remove' if args.dry_run else 'removed'} {s.kind} {s.key} ({format_size(s.size)})")
-        print(f"{len(gone)} stores, {format_size(sum(s.size for s in gone))}{' (dry run)' if args.dry_run else ''}")
+            print(
+                f"{'would remove' if args.dry_run else 'removed'} {s.kind} {s.key} ({format_size(s.size)})"
+            )
+        print(
+            f"{len(gone)} stores, {format_size(sum(s.size for s in gone))}{' (dry run)' if args.dry_run else ''}"
+        )
 
     p.set_defaults(func=run)
 
 
-COMMANDS = [_train, _check_data, _describe, _predict, _evaluate, _plots, _log, _report, _sweep, _ensemble, _export, _plan, _bench, _teacher, _cache]
+COMMANDS = [
+    _train,
+    _check_data,
+    _describe,
+    _predict,
+    _evaluate,
+    _plots,
+    _log,
+    _report,
+    _sweep,
+    _ensemble,
+    _export,
+    _plan,
+    _bench,
+    _teacher,
+    _cache,
+]
 
 
 def version_text() -> str:
@@ -447,7 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument(
-        "--version", action=_Version, help="print lorafit's version and those of the libraries it runs on, then exit"
+        "--version",
+        action=_Version,
+        help="print lorafit's version and those of the libraries it runs on, then exit",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
@@ -478,7 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full disk or read-only folder the library did not name itself
         if args.debug or e.errno not in _DISK_ERRORS:
             raise
-        print(f"lorafit: error: {e.filename or 'writing output'}: {e.strerror}; free disk space or choose a writable folder", file=sys.stderr)
+        print(
+            f"lorafit: error: {e.filename or 'writing output'}: {e.strerror}; free disk space or choose a writable folder",
+            file=sys.stderr,
+        )
         return 2
 
 

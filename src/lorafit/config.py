@@ -92,13 +92,17 @@ class DataConfig:
         "without an extension: sniffed), a `datasets` folder saved with save_to_disk, a hub id "
         "(e.g. fancyzhx/ag_news), or 'sample' (the small news sample shipped with lorafit)",
     )
-    validation: str | None = _f(None, "separate validation file; if unset, split from train (data.val_size)")
+    validation: str | None = _f(
+        None, "separate validation file; if unset, split from train (data.val_size)"
+    )
     test: str | None = _f(
         None,
         "labelled test file, or a hub id (its 'test' split), scored once with the best "
         "checkpoint; 'sample-test' for the news sample's; null for none",
     )
-    val_size: float = _f(0.2, "validation rows split from train: a count (>= 1) or a fraction (< 1)")
+    val_size: float = _f(
+        0.2, "validation rows split from train: a count (>= 1) or a fraction (< 1)"
+    )
     test_size: float | None = _f(
         None,
         "test rows held out from train (stratified, seeded, before the validation split): a count "
@@ -115,7 +119,8 @@ class DataConfig:
         "null = 'text', else the one text-like column (said in the log)",
     )
     label_column: str | None = _f(
-        None, "label column (names or integers); null = 'label', else the one label-like column (said in the log)"
+        None,
+        "label column (names or integers); null = 'label', else the one label-like column (said in the log)",
     )
     label_names: list[str] = _f(
         [],
@@ -145,7 +150,9 @@ class DataConfig:
         "whose lines all have the same fields is read with none and a warning, anything else "
         "is refused) or none (a \" is only a character, as in GLUE's TSV files)",
     )
-    encoding: str = _f("utf-8", "text encoding of text files (e.g. latin-1, cp1252); a UTF-8 BOM is skipped")
+    encoding: str = _f(
+        "utf-8", "text encoding of text files (e.g. latin-1, cp1252); a UTF-8 BOM is skipped"
+    )
     max_train_rows: int | None = _f(None, "use a stratified, seeded subset of the training rows")
     augment: str | None = _f(
         None,
@@ -154,7 +161,8 @@ class DataConfig:
     )
     augment_rate: float = _f(0.1, "share of the words of a perturbed training text that change")
     augment_share: float = _f(
-        0.5, "share of the training rows replaced by a perturbed copy (seeded; validation untouched)"
+        0.5,
+        "share of the training rows replaced by a perturbed copy (seeded; validation untouched)",
     )
     unlabeled: str | None = _f(
         None,
@@ -175,7 +183,11 @@ class DataConfig:
 
     def __post_init__(self):
         _check_augment(self.augment, self.augment_rate, self.augment_share)
-        _check(0 <= self.unlabeled_min_confidence < 1, "data.unlabeled_min_confidence", "must be in [0, 1)")
+        _check(
+            0 <= self.unlabeled_min_confidence < 1,
+            "data.unlabeled_min_confidence",
+            "must be in [0, 1)",
+        )
         _check(
             self.unlabeled_share is None or 0 < self.unlabeled_share < 1,
             "data.unlabeled_share",
@@ -189,23 +201,38 @@ class DataConfig:
         )
         self.label_names = [str(n) for n in self.label_names]
         text_columns(self.text_column)  # a ValueError naming the key
-        _check(self.label_format in LABEL_FORMATS, "data.label_format", f"must be one of {', '.join(LABEL_FORMATS)}")
+        _check(
+            self.label_format in LABEL_FORMATS,
+            "data.label_format",
+            f"must be one of {', '.join(LABEL_FORMATS)}",
+        )
         _check(self.quoting in ("auto", "none"), "data.quoting", "must be auto or none")
         _check(
-            self.split_seed is None or (isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool)),
+            self.split_seed is None
+            or (isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool)),
             "data.split_seed",
             "must be a whole number, or null for train.seed",
         )
-        _check(self.test_size is None or self.test_size > 0, "data.test_size", "must be > 0 (rows, or a fraction < 1)")
+        _check(
+            self.test_size is None or self.test_size > 0,
+            "data.test_size",
+            "must be > 0 (rows, or a fraction < 1)",
+        )
         _check(
             self.test_size is None or self.test is None,
             "data.test_size",
             "holds out a test split from data.train; set either it or data.test, not both",
         )
-        _check(self.columns is None or len(self.columns) > 0, "data.columns", "must name at least one column")
+        _check(
+            self.columns is None or len(self.columns) > 0,
+            "data.columns",
+            "must name at least one column",
+        )
         if self.columns is not None:
             self.columns = [str(c) for c in self.columns]
-            _check(len(set(self.columns)) == len(self.columns), "data.columns", "names a column twice")
+            _check(
+                len(set(self.columns)) == len(self.columns), "data.columns", "names a column twice"
+            )
         _check(
             self.max_train_rows is None or self.max_train_rows > 0,
             "data.max_train_rows",
@@ -235,7 +262,11 @@ def _check_augment(kinds: str | None, rate: float, share: float) -> None:
     from lorafit.perturb import PERTURBATIONS
 
     for kind in split_kinds(kinds):
-        _check(kind in PERTURBATIONS, "data.augment", f"unknown kind {kind!r}; use {', '.join(PERTURBATIONS)}")
+        _check(
+            kind in PERTURBATIONS,
+            "data.augment",
+            f"unknown kind {kind!r}; use {', '.join(PERTURBATIONS)}",
+        )
     _check(0 < rate <= 1, "data.augment_rate", "must be in (0, 1]")
     _check(0 < share <= 1, "data.augment_share", "must be in (0, 1]")
 
@@ -280,12 +311,16 @@ class LoraSettings:
         "adapters: BitFit), full (every weight: a reference run; raise budget for it)",
     )
     use_dora: bool = _f(False, "DoRA: also learn a magnitude per output feature (PEFT use_dora)")
-    use_rslora: bool = _f(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r (PEFT use_rslora)")
+    use_rslora: bool = _f(
+        False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r (PEFT use_rslora)"
+    )
 
     def __post_init__(self):
         _check_lora_values("lora.", self.r, self.alpha, self.dropout)
         _check(self.mode in LORA_MODES, "lora.mode", f"must be one of {', '.join(LORA_MODES)}")
-        _check(self.bias in ("none", "all", "lora_only"), "lora.bias", "must be none, all or lora_only")
+        _check(
+            self.bias in ("none", "all", "lora_only"), "lora.bias", "must be none, all or lora_only"
+        )
         parse_layers(self.layers, None, "lora.layers")
         _check(
             self.target_modules is None or len(self.target_modules) > 0,
@@ -330,9 +365,12 @@ class TrainConfig:
         "auto (bf16/fp16 autocast on GPU; bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else "
         "fp32), no, bf16 or fp16",
     )
-    lora_plus_ratio: float = _f(1.0, "LoRA+: the LoRA B matrices learn at ratio x lr (1 = plain LoRA)")
+    lora_plus_ratio: float = _f(
+        1.0, "LoRA+: the LoRA B matrices learn at ratio x lr (1 = plain LoRA)"
+    )
     layer_decay: float = _f(
-        1.0, "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)"
+        1.0,
+        "layer-wise lr decay: layer i of L learns at lr x decay^(L-1-i), embeddings at decay^L (1 = off)",
     )
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss (0 = off)")
     ema_decay: float = _f(
@@ -372,7 +410,8 @@ class TrainConfig:
         "MSE to the teacher's values)",
     )
     distill_temperature: float = _f(
-        2.0, "T: the softmax (multi-label: sigmoid) temperature of both sides of the KL term; unused by a regression"
+        2.0,
+        "T: the softmax (multi-label: sigmoid) temperature of both sides of the KL term; unused by a regression",
     )
     threads: Any = _f(
         "auto",
@@ -407,8 +446,13 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(
             self.threshold in ("global", "per_label")
-            or (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool) and 0 < self.threshold < 1),
-            "train.threshold", "must be global, per_label or a number in (0, 1)",
+            or (
+                isinstance(self.threshold, (int, float))
+                and not isinstance(self.threshold, bool)
+                and 0 < self.threshold < 1
+            ),
+            "train.threshold",
+            "must be global, per_label or a number in (0, 1)",
         )
         self.teacher = _teacher_list(self.teacher)
         _check(0 <= self.distill_weight <= 1, "train.distill_weight", "must be in [0, 1]")
@@ -418,8 +462,14 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
         _check(
-            self.threads == "auto" or (isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1),
-            "train.threads", "must be auto or a positive integer",
+            self.threads == "auto"
+            or (
+                isinstance(self.threads, int)
+                and not isinstance(self.threads, bool)
+                and self.threads >= 1
+            ),
+            "train.threads",
+            "must be auto or a positive integer",
         )
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1")
         _check(self.epochs > 0, "train.epochs", "must be > 0")
@@ -430,10 +480,22 @@ class TrainConfig:
         )
         _check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", "must be in [0, 1)")
         _check(self.warmup_steps is None or self.warmup_steps >= 0, "train.warmup_steps", ">= 0")
-        _check(self.metric in TRAIN_METRICS, "train.metric", f"must be one of {', '.join(TRAIN_METRICS)}")
-        _check(self.class_weights in ("none", "balanced"), "train.class_weights", "must be none or balanced")
+        _check(
+            self.metric in TRAIN_METRICS,
+            "train.metric",
+            f"must be one of {', '.join(TRAIN_METRICS)}",
+        )
+        _check(
+            self.class_weights in ("none", "balanced"),
+            "train.class_weights",
+            "must be none or balanced",
+        )
         _check(self.patience is None or self.patience >= 1, "train.patience", "must be >= 1")
-        _check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
+        _check(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            "must be >= 0 (0 = only at the end)",
+        )
         _check(self.keep_last >= 1, "train.keep_last", "must be >= 1")
         if str(self.mixed_precision).lower() == "false":  # YAML reads a bare `no` as false
             self.mixed_precision = "no"
@@ -453,13 +515,30 @@ class TrainConfig:
 
 #: train.metric's choices: an eval row's keys (metrics.jsonl), or auto (settled from the training labels)
 TRAIN_METRICS = (
-    "auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss",
-    "eval_pearson", "eval_spearman", "eval_macro_f1", "eval_micro_f1",
+    "auto",
+    "eval_accuracy",
+    "eval_f1",
+    "eval_mcc",
+    "eval_precision",
+    "eval_recall",
+    "eval_loss",
+    "eval_pearson",
+    "eval_spearman",
+    "eval_macro_f1",
+    "eval_micro_f1",
 )
 #: the task shapes (top-level `task`) and the train.metric values each can select by
 TASKS = ("classification", "regression", "multi_label")
 TASK_METRICS = {
-    "classification": ("auto", "eval_accuracy", "eval_f1", "eval_mcc", "eval_precision", "eval_recall", "eval_loss"),
+    "classification": (
+        "auto",
+        "eval_accuracy",
+        "eval_f1",
+        "eval_mcc",
+        "eval_precision",
+        "eval_recall",
+        "eval_loss",
+    ),
     "regression": ("auto", "eval_pearson", "eval_spearman", "eval_loss"),
     "multi_label": ("auto", "eval_macro_f1", "eval_micro_f1", "eval_loss"),
 }
@@ -498,20 +577,29 @@ class RunConfig:
 @dataclass
 class LogConfig:
     trackers: list[str] = _f(
-        [], "experiment trackers through Accelerate (`log_with`): tensorboard, mlflow, wandb, trackio, aim"
+        [],
+        "experiment trackers through Accelerate (`log_with`): tensorboard, mlflow, wandb, trackio, aim",
     )
     tensorboard: bool = _f(False, "shorthand for adding tensorboard to log.trackers")
     progress: bool = _f(True, "show a progress bar")
 
     def __post_init__(self):
         for name in self.trackers:
-            _check(name in TRACKERS, "log.trackers", f"{name!r} is not one of {', '.join(TRACKERS)}")
+            _check(
+                name in TRACKERS, "log.trackers", f"{name!r} is not one of {', '.join(TRACKERS)}"
+            )
         if self.tensorboard and "tensorboard" not in self.trackers:
             self.trackers = [*self.trackers, "tensorboard"]
 
 
 #: log.trackers -> the package each needs (Accelerate drives them all)
-TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio", "aim": "aim"}
+TRACKERS = {
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
+    "wandb": "wandb",
+    "trackio": "trackio",
+    "aim": "aim",
+}
 
 
 @dataclass
@@ -546,11 +634,13 @@ class Config:
                 "needs at least 2 classes (or [] for the training file's labels)",
             )
             _check(
-                self.data.label_columns is None, "data.label_columns",
+                self.data.label_columns is None,
+                "data.label_columns",
                 "is for task: multi_label (one 0/1 column per label); set task: multi_label or use data.label_column",
             )
             _check(
-                self.train.metric in TASK_METRICS["classification"], "train.metric",
+                self.train.metric in TASK_METRICS["classification"],
+                "train.metric",
                 f"{self.train.metric} scores a regression; a classification selects by one of "
                 f"{', '.join(TASK_METRICS['classification'])}",
             )
@@ -566,7 +656,6 @@ class Config:
             "cross-entropy); set train.class_weights=none or remove train.teacher",
         )
 
-
     def _check_multi_label(self) -> None:
         """What a multi-label run cannot take, each refused by its key (the README's Multi-label)."""
         _check(
@@ -575,38 +664,71 @@ class Config:
             "needs at least 2 labels (or [] for the labels the training file holds)",
         )
         _check(
-            self.train.metric in TASK_METRICS["multi_label"], "train.metric",
+            self.train.metric in TASK_METRICS["multi_label"],
+            "train.metric",
             f"{self.train.metric} is not a multi-label figure; a multi-label run selects by one of "
             f"{', '.join(TASK_METRICS['multi_label'])}",
         )
-        _check(self.train.class_weights == "none", "train.class_weights", "is not used by a multi-label run yet: set it to none")
+        _check(
+            self.train.class_weights == "none",
+            "train.class_weights",
+            "is not used by a multi-label run yet: set it to none",
+        )
         columns = self.data.label_columns
         if columns is not None:
-            _check(len(columns) >= 2 and len(set(columns)) == len(columns), "data.label_columns", "must name 2 or more different columns")
-            _check(self.data.label_column is None, "data.label_columns", "replaces data.label_column: set one of them, not both")
             _check(
-                not self.data.label_names or list(self.data.label_names) == list(columns), "data.label_names",
+                len(columns) >= 2 and len(set(columns)) == len(columns),
+                "data.label_columns",
+                "must name 2 or more different columns",
+            )
+            _check(
+                self.data.label_column is None,
+                "data.label_columns",
+                "replaces data.label_column: set one of them, not both",
+            )
+            _check(
+                not self.data.label_names or list(self.data.label_names) == list(columns),
+                "data.label_names",
                 "with data.label_columns the labels are those columns' names: leave data.label_names empty",
             )
-        _check(self.train.label_smoothing == 0, "train.label_smoothing", "is not used by a multi-label run: set it to 0")
+        _check(
+            self.train.label_smoothing == 0,
+            "train.label_smoothing",
+            "is not used by a multi-label run: set it to 0",
+        )
 
     def _check_regression(self) -> None:
         """What a regression run cannot take, each refused by its key (the README's Regression)."""
-        _check(self.data.label_columns is None, "data.label_columns", "is for task: multi_label; a regression reads one label column")
         _check(
-            len(self.data.label_names) <= 1, "data.label_names",
+            self.data.label_columns is None,
+            "data.label_columns",
+            "is for task: multi_label; a regression reads one label column",
+        )
+        _check(
+            len(self.data.label_names) <= 1,
+            "data.label_names",
             "a regression has one output: give at most one name for it (e.g. [similarity]), or [] "
             "for the label column's name",
         )
         _check(
-            self.train.metric in TASK_METRICS["regression"], "train.metric",
+            self.train.metric in TASK_METRICS["regression"],
+            "train.metric",
             f"{self.train.metric} scores classes; a regression selects by one of "
             f"{', '.join(TASK_METRICS['regression'])}",
         )
-        _check(self.train.class_weights == "none", "train.class_weights", "weighs classes; a regression has none: set it to none")
-        _check(self.train.label_smoothing == 0, "train.label_smoothing", "smooths class targets; a regression has none: set it to 0")
         _check(
-            self.data.unlabeled_min_confidence == 0, "data.unlabeled_min_confidence",
+            self.train.class_weights == "none",
+            "train.class_weights",
+            "weighs classes; a regression has none: set it to none",
+        )
+        _check(
+            self.train.label_smoothing == 0,
+            "train.label_smoothing",
+            "smooths class targets; a regression has none: set it to 0",
+        )
+        _check(
+            self.data.unlabeled_min_confidence == 0,
+            "data.unlabeled_min_confidence",
             "a regression teacher gives values, not confidences: set it to 0 (data.unlabeled_share "
             "chooses how many unlabelled rows join)",
         )
@@ -635,7 +757,9 @@ def parse_layers(spec: Any, num_layers: int | None, key: str = "lora.layers") ->
         try:
             items = [int(x) for x in spec]
         except (TypeError, ValueError):
-            raise ValueError(f"{key}: cannot read {spec!r}; write 'all', '9-11' or [9, 10, 11]") from None
+            raise ValueError(
+                f"{key}: cannot read {spec!r}; write 'all', '9-11' or [9, 10, 11]"
+            ) from None
     if not items:
         raise ValueError(f"{key}: no layers given")
     if num_layers is not None and (min(items) < 0 or max(items) >= num_layers):
@@ -660,7 +784,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         if path is not None:
             p = Path(path)
             if not p.is_file():
-                raise UserError(f"config file {p} not found; pass an existing YAML file to --config")
+                raise UserError(
+                    f"config file {p} not found; pass an existing YAML file to --config"
+                )
             merged = OmegaConf.merge(merged, _read_yaml(p))
         for item in overrides:
             if "=" not in item:
@@ -685,7 +811,9 @@ def _read_yaml(path: Path):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
-        raise UserError(f"config file {path}: not valid YAML ({where}{getattr(e, 'problem', None) or e}); fix the syntax") from None
+        raise UserError(
+            f"config file {path}: not valid YAML ({where}{getattr(e, 'problem', None) or e}); fix the syntax"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(f"config file {path}: not UTF-8 text; re-save it as UTF-8") from None
     if not isinstance(loaded, DictConfig):
@@ -704,7 +832,9 @@ def as_config(config: Config | str | Path | None, overrides=()) -> Config:
         from omegaconf.errors import OmegaConfBaseException
 
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(config), OmegaConf.from_dotlist(list(overrides)))
+            merged = OmegaConf.merge(
+                OmegaConf.structured(config), OmegaConf.from_dotlist(list(overrides))
+            )
             return OmegaConf.to_object(merged)
         except OmegaConfBaseException as e:
             raise UserError(f"config (the overrides): {_omegaconf_message(e)}") from None
@@ -727,18 +857,45 @@ def _omegaconf_message(e: Exception) -> str:
 
 # names other tools use -> this config's (the last part of the dotted key)
 _KEY_ALIASES = {
-    "rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs", "epoch": "epochs",
-    "steps": "max_steps", "num_steps": "max_steps", "total_steps": "max_steps",
-    "bs": "batch_size", "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
-    "accumulation_steps": "grad_accum", "warmup": "warmup_steps", "lr_scheduler_type": "scheduler",
-    "lr_scheduler": "scheduler", "max_len": "max_length", "max_seq_length": "max_length",
-    "model_name": "name", "model_name_or_path": "name", "precision": "mixed_precision",
-    "fp16": "mixed_precision", "bf16": "mixed_precision", "target": "target_modules", "modules": "target_modules",
-    "early_stopping_patience": "patience", "output_dir": "dir", "clip": "max_grad_norm",
-    "grad_clip": "max_grad_norm", "max_norm": "max_grad_norm", "eval_steps": "eval_every",
-    "logging_steps": "log_every", "save_steps": "checkpoint_every", "pooler": "pooling",
+    "rank": "r",
+    "lora_r": "r",
+    "lora_rank": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "epoch": "epochs",
+    "steps": "max_steps",
+    "num_steps": "max_steps",
+    "total_steps": "max_steps",
+    "bs": "batch_size",
+    "train_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "accumulation_steps": "grad_accum",
+    "warmup": "warmup_steps",
+    "lr_scheduler_type": "scheduler",
+    "lr_scheduler": "scheduler",
+    "max_len": "max_length",
+    "max_seq_length": "max_length",
+    "model_name": "name",
+    "model_name_or_path": "name",
+    "precision": "mixed_precision",
+    "fp16": "mixed_precision",
+    "bf16": "mixed_precision",
+    "target": "target_modules",
+    "modules": "target_modules",
+    "early_stopping_patience": "patience",
+    "output_dir": "dir",
+    "clip": "max_grad_norm",
+    "grad_clip": "max_grad_norm",
+    "max_norm": "max_grad_norm",
+    "eval_steps": "eval_every",
+    "logging_steps": "log_every",
+    "save_steps": "checkpoint_every",
+    "pooler": "pooling",
 }
 
 

@@ -26,7 +26,9 @@ from contextlib import contextmanager
 log = logging.getLogger("lorafit")
 
 # FutureWarnings from these packages (and from lorafit's calls into them) are not the user's to act on
-_LIBRARIES = r"(transformers|peft|accelerate|torch|huggingface_hub|datasets|tokenizers|lorafit)(\.|$)"
+_LIBRARIES = (
+    r"(transformers|peft|accelerate|torch|huggingface_hub|datasets|tokenizers|lorafit)(\.|$)"
+)
 
 _depth = 0
 
@@ -89,7 +91,9 @@ def console(libraries: bool = True):
 
 
 def _has_stream_handler(logger: logging.Logger) -> bool:
-    return any(type(h) is logging.StreamHandler or isinstance(h, _ConsoleHandler) for h in logger.handlers)
+    return any(
+        type(h) is logging.StreamHandler or isinstance(h, _ConsoleHandler) for h in logger.handlers
+    )
 
 
 def _quiet_transformers() -> None:

@@ -58,7 +58,10 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
         if quota != "max" and period:
             return int(quota) / int(period)
         return None
-    quota, period = _read(f"{root}/cpu/cpu.cfs_quota_us"), _read(f"{root}/cpu/cpu.cfs_period_us")  # v1
+    quota, period = (
+        _read(f"{root}/cpu/cpu.cfs_quota_us"),
+        _read(f"{root}/cpu/cpu.cfs_period_us"),
+    )  # v1
     if quota is not None and period is not None and int(quota) > 0:
         return int(quota) / int(period)
     return None
@@ -192,10 +195,16 @@ def choose_threads(requested: int | str | None = None) -> ThreadChoice:
     busy = measure_busy(cpus) if measurable else None
     n = threads_for(cores, busy)
     if not measurable:
-        return ThreadChoice(n, f"{n} ({cores} usable cores; their load is not measurable here)", False, cores)
+        return ThreadChoice(
+            n, f"{n} ({cores} usable cores; their load is not measurable here)", False, cores
+        )
     if busy is None:  # started a moment ago: the governor looks as soon as it can tell
-        return ThreadChoice(n, f"{n} ({cores} usable cores; their load is measured as it runs)", True, cores, False)
-    return ThreadChoice(n, f"{n} of {cores} usable cores (other processes keep {busy:.1f} busy)", True, cores)
+        return ThreadChoice(
+            n, f"{n} ({cores} usable cores; their load is measured as it runs)", True, cores, False
+        )
+    return ThreadChoice(
+        n, f"{n} of {cores} usable cores (other processes keep {busy:.1f} busy)", True, cores
+    )
 
 
 def _positive(value, where: str) -> int | None:
@@ -209,7 +218,9 @@ def _positive(value, where: str) -> int | None:
     if n < 1:
         from lorafit.errors import UserError
 
-        raise UserError(f"{where}: {value!r} is not a thread count; give a positive integer or auto")
+        raise UserError(
+            f"{where}: {value!r} is not a thread count; give a positive integer or auto"
+        )
     return n
 
 
@@ -240,7 +251,9 @@ class ThreadGovernor:
     """Looks at the machine every `RECHECK_S` seconds of a computation and, under `auto`, moves
     torch's thread count to the cores other processes leave free. `tick()` costs a clock read."""
 
-    def __init__(self, choice: ThreadChoice, every: float = RECHECK_S, since: Snapshot | None = None):
+    def __init__(
+        self, choice: ThreadChoice, every: float = RECHECK_S, since: Snapshot | None = None
+    ):
         self.choice = choice
         self.threads = choice.threads
         self.every = every
@@ -249,7 +262,11 @@ class ThreadGovernor:
         self._last = None
         if choice.auto:
             # not measured yet (the command started a moment ago): first look after MIN_WINDOW_S
-            early = since is not None and not choice.measured and time.monotonic() - since.wall <= MAX_WINDOW_S
+            early = (
+                since is not None
+                and not choice.measured
+                and time.monotonic() - since.wall <= MAX_WINDOW_S
+            )
             self._last = since if early else snapshot()
             self._wait = MIN_WINDOW_S if early else every
 
@@ -269,7 +286,10 @@ class ThreadGovernor:
             torch.set_num_threads(wanted)
             log.info(
                 "threads: %d -> %d (other processes now keep %.1f of %d cores busy)",
-                self.threads, wanted, busy, self.choice.cores,
+                self.threads,
+                wanted,
+                busy,
+                self.choice.cores,
             )
             self.threads = wanted
             self.changes.append((round(now.wall - self._start, 1), wanted))
@@ -277,7 +297,11 @@ class ThreadGovernor:
 
     def record(self) -> dict:
         """For summary.json: how the run computed (a fixed count reproduces it bit for bit)."""
-        return {"threads": self.choice.threads, "threads_reason": self.choice.reason, "threads_changes": self.changes}
+        return {
+            "threads": self.choice.threads,
+            "threads_reason": self.choice.reason,
+            "threads_changes": self.changes,
+        }
 
 
 # ---------------------------------------------------------------- several workers on one machine
@@ -306,4 +330,9 @@ def pin_worker() -> None:
         try:
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
         except (AttributeError, OSError, ValueError) as e:
-            log.warning("%s=%s: could not pin this worker to those CPUs (%s); it shares all of them", CPUS_ENV, cpus, e)
+            log.warning(
+                "%s=%s: could not pin this worker to those CPUs (%s); it shares all of them",
+                CPUS_ENV,
+                cpus,
+                e,
+            )

@@ -176,12 +176,16 @@ def _validation_probabilities(
             return probs
     model, tokenizer, cfg = load_run_model(run, device, "fp32")
     encoded = encode(tokenizer, table, cfg.model.max_length)
-    probs = scores_of(cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+    probs = scores_of(
+        cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
+    )
     _save_probabilities(path, probs, cfg.task)
     return probs
 
 
-def shared_validation(members, batch_size: int, device: str, what: str = "ensemble --method weighted"):
+def shared_validation(
+    members, batch_size: int, device: str, what: str = "ensemble --method weighted"
+):
     """(each member's probabilities on the members' shared validation rows, those rows); a
     one-line error when the members' validation splits differ."""
     splits = [(run, *_validation_set(run, cfg)) for run, cfg in members]
@@ -312,8 +316,14 @@ def ensemble(
     probs, table = [], None
     for run, _ in members:
         p, table, _, _ = predict_table(
-            run, input, batch_size, device, dtype=dtype, text_column=text_column,
-            label_column=label_column, id_column=id_column,
+            run,
+            input,
+            batch_size,
+            device,
+            dtype=dtype,
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
         )
         probs.append(p)
     result = {
@@ -329,10 +339,17 @@ def ensemble(
         for member, w in zip(result["members"], weights):
             member["weight"] = float(w)
     if task == "multi_label":
-        return _multilabel_ensemble(result, members, probs, table, out, chosen_format, batch_size, device, id_column)
+        return _multilabel_ensemble(
+            result, members, probs, table, out, chosen_format, batch_size, device, id_column
+        )
     if task == "regression":
         values = mean_probabilities(probs)
-        write_submission(out, predicted_labels(values, members[0][1], chosen_format), table.ids, id_column or "ID")
+        write_submission(
+            out,
+            predicted_labels(values, members[0][1], chosen_format),
+            table.ids,
+            id_column or "ID",
+        )
         if table.labels is not None:
             from lorafit.metrics import regression_metrics
 
@@ -343,7 +360,9 @@ def ensemble(
     labels = (
         majority_vote(probs) if method == "vote" else mean_probabilities(probs, weights).argmax(-1)
     )
-    write_submission(out, output_labels(labels, members[0][1], chosen_format), table.ids, id_column or "ID")
+    write_submission(
+        out, output_labels(labels, members[0][1], chosen_format), table.ids, id_column or "ID"
+    )
     if table.labels is not None:
         for member, p in zip(result["members"], probs):
             member["accuracy"] = float((p.argmax(-1) == table.labels).mean())
@@ -351,25 +370,39 @@ def ensemble(
     return result
 
 
-def _multilabel_ensemble(result, members, probs, table, out, label_format, batch_size, device, id_column) -> dict:
+def _multilabel_ensemble(
+    result, members, probs, table, out, label_format, batch_size, device, id_column
+) -> dict:
     """The mean of the members' label probabilities, decided at thresholds tuned again on the
     members' shared validation split; members' and ensemble's macro-F1 on a labelled input."""
     from lorafit.metrics import multilabel_metrics, tune_thresholds
     from lorafit.predict import predicted_labels, run_thresholds, write_submission
 
     cfg = members[0][1]
-    val_probs, val = shared_validation(members, batch_size, device, "a multi-label ensemble's thresholds")
+    val_probs, val = shared_validation(
+        members, batch_size, device, "a multi-label ensemble's thresholds"
+    )
     average = "micro" if cfg.train.metric == "eval_micro_f1" else "macro"
-    thresholds = tune_thresholds(mean_probabilities(val_probs), val.labels, cfg.train.threshold, average)
+    thresholds = tune_thresholds(
+        mean_probabilities(val_probs), val.labels, cfg.train.threshold, average
+    )
     mean = mean_probabilities(probs)
-    write_submission(out, predicted_labels(mean, cfg, label_format, thresholds), table.ids, id_column or "ID")
+    write_submission(
+        out, predicted_labels(mean, cfg, label_format, thresholds), table.ids, id_column or "ID"
+    )
     result["thresholds"] = [float(t) for t in thresholds]
-    result["validation"] = {"rows": len(val), "macro_f1": multilabel_metrics(
-        mean_probabilities(val_probs), val.labels, cfg.data.label_names, thresholds)["macro_f1"]}
+    result["validation"] = {
+        "rows": len(val),
+        "macro_f1": multilabel_metrics(
+            mean_probabilities(val_probs), val.labels, cfg.data.label_names, thresholds
+        )["macro_f1"],
+    }
     if table.labels is not None:
         names = cfg.data.label_names
         for member, (run, member_cfg), p in zip(result["members"], members, probs):
-            member["macro_f1"] = multilabel_metrics(p, table.labels, names, run_thresholds(run, member_cfg))["macro_f1"]
+            member["macro_f1"] = multilabel_metrics(
+                p, table.labels, names, run_thresholds(run, member_cfg)
+            )["macro_f1"]
         result["macro_f1"] = multilabel_metrics(mean, table.labels, names, thresholds)["macro_f1"]
     return result
 
@@ -379,7 +412,9 @@ def format_result(result: dict) -> str:
     label = f"ensemble ({result['method']})"
     width = max(len(label), *(len(m["run_dir"]) for m in result["members"]))  # the columns line up
     # a regression's members: Pearson; a multi-label run's: macro-F1
-    score = next((k for k in ("pearson", "macro_f1") if k in result or k in result["members"][0]), "accuracy")
+    score = next(
+        (k for k in ("pearson", "macro_f1") if k in result or k in result["members"][0]), "accuracy"
+    )
     lines = [f"{'member':<{width}}  {'weight':>7}  {score:>8}"]
     for m in result["members"]:
         weight = f"{m['weight']:.4f}" if "weight" in m else "-"

@@ -75,10 +75,14 @@ def _results_lines(summary: dict) -> list[str]:
     ]
     if best:
         where = f"validation (step {best['step']} of {summary.get('final_step')})"
-        lines.append(f"| {where} | | " + " | ".join(f"{best[key]:.4f}" for _, _, key in figures) + " |")
+        lines.append(
+            f"| {where} | | " + " | ".join(f"{best[key]:.4f}" for _, _, key in figures) + " |"
+        )
     if test:
         lines.append(
-            f"| test (`{test.get('input')}`) | {test['rows']} | " + " | ".join(f"{test[k]:.4f}" for k, _, _ in figures) + " |"
+            f"| test (`{test.get('input')}`) | {test['rows']} | "
+            + " | ".join(f"{test[k]:.4f}" for k, _, _ in figures)
+            + " |"
         )
     return lines
 
@@ -177,7 +181,13 @@ def _training_lines(cfg: Config, summary: dict, base_path: str) -> list[str]:
         f" x {t.grad_accum} accumulation, {t.scheduler} schedule, seed {t.seed}",
         f"- steps: {s.get('final_step')} (best at {s.get('best_step')}; stopped early: {s.get('stopped_early')});"
         f" device {s.get('device')}; wall time {s.get('wall_time_s')} s",
-        *([f"- distilled from the teacher `{', '.join(s['teacher']['teacher'])}` ({s['teacher']['combine']}, files {s['teacher']['identity']}; w {s['teacher']['distill_weight']:g}, T {s['teacher']['distill_temperature']:g}); its parameters are not counted"] if s.get("teacher") else []),
+        *(
+            [
+                f"- distilled from the teacher `{', '.join(s['teacher']['teacher'])}` ({s['teacher']['combine']}, files {s['teacher']['identity']}; w {s['teacher']['distill_weight']:g}, T {s['teacher']['distill_temperature']:g}); its parameters are not counted"
+            ]
+            if s.get("teacher")
+            else []
+        ),
         f"- versions: {', '.join(f'{k} {v}' for k, v in (s.get('versions') or {}).items())}",
         f"- git commit: {s.get('git_commit')}",
         "",

@@ -177,7 +177,11 @@ def _swapped(trunk: Trunk, embeddings: nn.Module, layers: nn.ModuleList):
 
 
 def run_prefix(
-    trunk: Trunk, prefix: int, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+    trunk: Trunk,
+    prefix: int,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    types: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hidden states after the embeddings and the first `prefix` layers (`types`: the token
     type ids of sentence pairs on a model with segment embeddings, else None)."""
@@ -456,7 +460,14 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
     try:
         for rows in _token_batches(mine, lengths, BUILD_TOKENS):
             tick()  # a build runs for minutes: follow the cores other processes leave free
-            out = compute_prefix(trunk, prefix, [encoded.ids[i] for i in rows], pad_id, accelerator, encoded.type_rows(rows))
+            out = compute_prefix(
+                trunk,
+                prefix,
+                [encoded.ids[i] for i in rows],
+                pad_id,
+                accelerator,
+                encoded.type_rows(rows),
+            )
             if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
                 raise _Overflow
             out = out.to(STORAGE[storage]).view(_RAW_TORCH[width]).cpu().numpy()
@@ -471,7 +482,11 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
 
 @torch.inference_mode()
 def compute_prefix(
-    trunk: Trunk, prefix: int, rows: list[list[int]], pad_id: int, accelerator,
+    trunk: Trunk,
+    prefix: int,
+    rows: list[list[int]],
+    pad_id: int,
+    accelerator,
     types: list[list[int]] | None = None,
 ) -> torch.Tensor:
     """The prefix's output for token id lists (and their token type ids, for pairs on BERT),
@@ -484,7 +499,9 @@ def compute_prefix(
         ids, mask = pad_batch(rows, pad_id)
         type_ids = None if types is None else pad_batch(types, 0)[0].to(accelerator.device)
         with accelerator.autocast():
-            out = run_prefix(trunk, prefix, ids.to(accelerator.device), mask.to(accelerator.device), type_ids)
+            out = run_prefix(
+                trunk, prefix, ids.to(accelerator.device), mask.to(accelerator.device), type_ids
+            )
         return out.float()
     finally:
         for m, mode in zip(modules, modes):
@@ -515,7 +532,13 @@ def _agree_on_dtype(dtype: str, accelerator) -> str:
 
 
 def _finish(
-    partial: Path, path: Path, dtype: str, encoded: Encoded, prefix: int, precision: str, model: str = ""
+    partial: Path,
+    path: Path,
+    dtype: str,
+    encoded: Encoded,
+    prefix: int,
+    precision: str,
+    model: str = "",
 ) -> None:
     offsets = np.load(partial / "offsets.npy")
     width = STORAGE[dtype].itemsize
@@ -701,7 +724,11 @@ def check_cache(
     pick = np.unique(np.linspace(0, len(cache) - 1, min(rows, len(cache))).astype(int))
     stored, mask = cache.batch(pick, accelerator.device)
     fresh = compute_prefix(
-        forward.trunk, forward.prefix, [encoded.ids[i] for i in pick], forward.pad_id, accelerator,
+        forward.trunk,
+        forward.prefix,
+        [encoded.ids[i] for i in pick],
+        forward.pad_id,
+        accelerator,
         encoded.type_rows(pick),
     )
     limit = STATE_TOLERANCE["no" if accelerator.mixed_precision == "no" else "mixed"]
@@ -772,13 +799,19 @@ class EvalPrefix:
         for batch in _token_batches(order, encoded.lengths, BUILD_TOKENS):
             tick()
             out = compute_prefix(
-                self.trunk, self.prefix, [encoded.ids[i] for i in batch], self.pad_id, self.accelerator,
+                self.trunk,
+                self.prefix,
+                [encoded.ids[i] for i in batch],
+                self.pad_id,
+                self.accelerator,
                 encoded.type_rows(batch),
             )
             for j, i in enumerate(batch):
                 rows[i] = out[j, : encoded.lengths[i]].cpu().clone()
         memory = MemoryStates(rows)
-        return Forward(encoded, self.pad_id, self.accelerator.device, memory, self.trunk, self.prefix)
+        return Forward(
+            encoded, self.pad_id, self.accelerator.device, memory, self.trunk, self.prefix
+        )
 
     @torch.inference_mode()
     def logits(self, model, encoded: Encoded, batch_size: int) -> np.ndarray:
@@ -790,7 +823,12 @@ class EvalPrefix:
             self.forward, self.rows_key = self._build(encoded), key
         top = self.forward
         return infer_logits(
-            model, encoded, batch_size, self.pad_id, self.accelerator.device, self.accelerator.autocast,
+            model,
+            encoded,
+            batch_size,
+            self.pad_id,
+            self.accelerator.device,
+            self.accelerator.autocast,
             forward=lambda idx: top(model, idx)[0],
         )
 
@@ -811,6 +849,9 @@ def eval_prefix_for(forward: Forward, validation: Encoded, accelerator) -> EvalP
         return None
     hidden = int(forward.trunk.transformer.config.hidden_size)
     if not EvalPrefix.fits(validation, hidden):
-        log.info("validation: evaluating the whole model (its prefix output would not fit in %s)", _gb(EVAL_PREFIX_LIMIT))
+        log.info(
+            "validation: evaluating the whole model (its prefix output would not fit in %s)",
+            _gb(EVAL_PREFIX_LIMIT),
+        )
         return None
     return EvalPrefix(forward.trunk, forward.prefix, forward.pad_id, accelerator)

@@ -98,7 +98,9 @@ class LowRankHead(nn.Module):
     H*H + H parameters for the dense part.
     """
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, rank: int, pooling: str = "first"):
+    def __init__(
+        self, hidden: int, num_labels: int, dropout: float, rank: int, pooling: str = "first"
+    ):
         super().__init__()
         self.pool = Pool(pooling)
         self.dropout = nn.Dropout(dropout)
@@ -121,7 +123,13 @@ class DenseLoraHead(nn.Module):
     """
 
     def __init__(
-        self, hidden: int, num_labels: int, dropout: float, rank: int, pooling: str = "first", std: float = 0.02
+        self,
+        hidden: int,
+        num_labels: int,
+        dropout: float,
+        rank: int,
+        pooling: str = "first",
+        std: float = 0.02,
     ):
         super().__init__()
         self.pool = Pool(pooling)
@@ -157,7 +165,9 @@ def _dropout(model_config) -> float:
     return p if p is not None else getattr(model_config, "hidden_dropout_prob", 0.1)
 
 
-def install_head(model: nn.Module, kind: str, rank: int, model_config, pooling: str = "first") -> None:
+def install_head(
+    model: nn.Module, kind: str, rank: int, model_config, pooling: str = "first"
+) -> None:
     """Replace `model`'s classification head by a head of `kind` (in place; `full` keeps it).
 
     With `pooling="mean"` the head reads the masked mean of the last hidden states.
@@ -174,7 +184,12 @@ def install_head(model: nn.Module, kind: str, rank: int, model_config, pooling: 
     device = next(classifier.parameters()).device
     with torch.device(device):
         model.classifier = head_module(
-            kind, model_config.hidden_size, model_config.num_labels, _dropout(model_config), rank, pooling
+            kind,
+            model_config.hidden_size,
+            model_config.num_labels,
+            _dropout(model_config),
+            rank,
+            pooling,
         )
     if pooled is not None:
         pooled.pooler = Pool(pooling)  # the encoder's pooler_output is the head's summary
@@ -285,13 +300,16 @@ def init_output_bias(model: nn.Module, task: str, labels) -> str | None:
     else:
         start, what = np.array([labels.mean()]), f"the training values' mean ({labels.mean():.4g})"
     outputs = [
-        m for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and m.bias is not None and m.bias.requires_grad
-        and is_head_parameter(name + ".bias") and m.out_features == len(start)
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+        and m.bias is not None
+        and m.bias.requires_grad
+        and is_head_parameter(name + ".bias")
+        and m.out_features == len(start)
     ]
     if not outputs:
         return None
     with torch.no_grad():
         outputs[-1].bias.copy_(torch.as_tensor(start, dtype=outputs[-1].bias.dtype))
     return f"head's output bias starts at {what}"
-

@@ -62,20 +62,29 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
 
     classes = list(range(len(label_names)))
     preds = logits.argmax(-1)
-    loss = F.cross_entropy(torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels)).item()
+    loss = F.cross_entropy(
+        torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels)
+    ).item()
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)
     return {
         "task": "classification",
         "rows": int(len(labels)),
         "loss": loss,
         "accuracy": float(accuracy_score(labels, preds)),
-        "macro_f1": float(f1_score(labels, preds, labels=classes, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(labels, preds, labels=classes, average="macro", zero_division=0)
+        ),
         "mcc": float(matthews_corrcoef(labels, preds)),
         "macro_precision": float(np.mean(p)),
         "macro_recall": float(np.mean(r)),
         "label_names": list(label_names),
         "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
             for i, name in enumerate(label_names)
         },
         "confusion_matrix": confusion_matrix(labels, preds, labels=classes).tolist(),
@@ -122,8 +131,15 @@ SCATTER_POINTS = 5000
 
 
 def _points(true: np.ndarray, pred: np.ndarray) -> dict:
-    idx = np.linspace(0, len(true) - 1, SCATTER_POINTS).round().astype(int) if len(true) > SCATTER_POINTS else slice(None)
-    return {"true": [round(float(v), 5) for v in true[idx]], "predicted": [round(float(v), 5) for v in pred[idx]]}
+    idx = (
+        np.linspace(0, len(true) - 1, SCATTER_POINTS).round().astype(int)
+        if len(true) > SCATTER_POINTS
+        else slice(None)
+    )
+    return {
+        "true": [round(float(v), 5) for v in true[idx]],
+        "predicted": [round(float(v), 5) for v in pred[idx]],
+    }
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -154,7 +170,9 @@ def _f1(tp, fp, fn) -> np.ndarray:
     return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
 
 
-def tune_thresholds(probs: np.ndarray, labels: np.ndarray, how="global", average: str = "macro") -> np.ndarray:
+def tune_thresholds(
+    probs: np.ndarray, labels: np.ndarray, how="global", average: str = "macro"
+) -> np.ndarray:
     """The decision threshold of each label ([labels]), from `THRESHOLD_GRID`.
 
     `how`: a number (that threshold for every label); `global` (the one threshold whose
@@ -168,7 +186,11 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray, how="global", average
     scores = []  # [grid, labels] F1 per label, or [grid] micro-F1
     for t in THRESHOLD_GRID:
         tp, fp, fn = _f1_counts(probs >= t, true)
-        scores.append(_f1(tp.sum(), fp.sum(), fn.sum()) if average == "micro" and how == "global" else _f1(tp, fp, fn))
+        scores.append(
+            _f1(tp.sum(), fp.sum(), fn.sum())
+            if average == "micro" and how == "global"
+            else _f1(tp, fp, fn)
+        )
     scores = np.asarray(scores)
     if how == "per_label":
         return THRESHOLD_GRID[scores.argmax(axis=0)]
@@ -176,7 +198,9 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray, how="global", average
     return np.full(k, THRESHOLD_GRID[overall.argmax()])
 
 
-def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds) -> dict:
+def multilabel_metrics(
+    probs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds
+) -> dict:
     """Micro- and macro-F1, micro precision and recall, exact-match accuracy, per-label
     precision / recall / F1 / support, and the binary cross-entropy, of sigmoid probabilities
     [rows, labels] decided at `thresholds` (one per label) against 0/1 labels."""
@@ -208,14 +232,21 @@ def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[
         "thresholds": [float(t) for t in thresholds],
         "label_names": list(label_names),
         "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i]),
-                   "threshold": float(thresholds[i])}
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+                "threshold": float(thresholds[i]),
+            }
             for i, name in enumerate(label_names)
         },
     }
 
 
-def task_metrics(task: str, outputs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds=None) -> dict:
+def task_metrics(
+    task: str, outputs: np.ndarray, labels: np.ndarray, label_names: list[str], thresholds=None
+) -> dict:
     """The metrics of `task`: classification from logits [rows, classes] (or log-probabilities),
     regression from the predicted values [rows, 1], multi-label from logits [rows, labels]
     decided at `thresholds` (one per label)."""
@@ -229,22 +260,46 @@ def task_metrics(task: str, outputs: np.ndarray, labels: np.ndarray, label_names
 def eval_values(m: dict) -> dict:
     """The metrics of an evaluation as metrics.jsonl's eval row keys (train.metric's choices)."""
     if m.get("task") == "regression":
-        return {"eval_loss": m["loss"], "eval_pearson": m["pearson"], "eval_spearman": m["spearman"]}
+        return {
+            "eval_loss": m["loss"],
+            "eval_pearson": m["pearson"],
+            "eval_spearman": m["spearman"],
+        }
     if m.get("task") == "multi_label":
-        return {"eval_loss": m["loss"], "eval_macro_f1": m["macro_f1"], "eval_micro_f1": m["micro_f1"],
-                "eval_exact_match": m["exact_match"]}
+        return {
+            "eval_loss": m["loss"],
+            "eval_macro_f1": m["macro_f1"],
+            "eval_micro_f1": m["micro_f1"],
+            "eval_exact_match": m["exact_match"],
+        }
     return {
-        "eval_loss": m["loss"], "eval_accuracy": m["accuracy"], "eval_f1": m["macro_f1"],
-        "eval_mcc": m["mcc"], "eval_precision": m["macro_precision"], "eval_recall": m["macro_recall"],
+        "eval_loss": m["loss"],
+        "eval_accuracy": m["accuracy"],
+        "eval_f1": m["macro_f1"],
+        "eval_mcc": m["mcc"],
+        "eval_precision": m["macro_precision"],
+        "eval_recall": m["macro_recall"],
     }
 
 
 #: per task, the figures a table of results shows: (key of a metrics dict, title, key of the
 #: eval row in metrics.jsonl)
 FIGURES = {
-    "classification": [("accuracy", "accuracy", "eval_accuracy"), ("macro_f1", "macro-F1", "eval_f1"), ("loss", "loss", "eval_loss")],
-    "regression": [("pearson", "Pearson", "eval_pearson"), ("spearman", "Spearman", "eval_spearman"), ("loss", "MSE", "eval_loss")],
-    "multi_label": [("macro_f1", "macro-F1", "eval_macro_f1"), ("micro_f1", "micro-F1", "eval_micro_f1"), ("loss", "loss", "eval_loss")],
+    "classification": [
+        ("accuracy", "accuracy", "eval_accuracy"),
+        ("macro_f1", "macro-F1", "eval_f1"),
+        ("loss", "loss", "eval_loss"),
+    ],
+    "regression": [
+        ("pearson", "Pearson", "eval_pearson"),
+        ("spearman", "Spearman", "eval_spearman"),
+        ("loss", "MSE", "eval_loss"),
+    ],
+    "multi_label": [
+        ("macro_f1", "macro-F1", "eval_macro_f1"),
+        ("micro_f1", "micro-F1", "eval_micro_f1"),
+        ("loss", "loss", "eval_loss"),
+    ],
 }
 
 
@@ -254,8 +309,14 @@ def headline(m: dict) -> str:
         return f"loss (MSE) {m['loss']:.4f} Pearson {m['pearson']:.4f} Spearman {m['spearman']:.4f}"
     if m.get("task") == "multi_label":
         shown = sorted(set(m["thresholds"]))
-        at = f"threshold {shown[0]:g}" if len(shown) == 1 else f"thresholds {shown[0]:g}-{shown[-1]:g}"
-        return f"loss {m['loss']:.4f} macro-F1 {m['macro_f1']:.4f} micro-F1 {m['micro_f1']:.4f} ({at})"
+        at = (
+            f"threshold {shown[0]:g}"
+            if len(shown) == 1
+            else f"thresholds {shown[0]:g}-{shown[-1]:g}"
+        )
+        return (
+            f"loss {m['loss']:.4f} macro-F1 {m['macro_f1']:.4f} micro-F1 {m['micro_f1']:.4f} ({at})"
+        )
     return f"loss {m['loss']:.4f} accuracy {m['accuracy']:.4f} F1 {m['macro_f1']:.4f} MCC {m['mcc']:.4f}"
 
 
@@ -263,12 +324,14 @@ def format_metrics(m: dict) -> str:
     """Accuracy, macro-F1, MCC, macro precision/recall, per-class table and confusion matrix as
     text; a regression's figures and the spread of predicted and true values."""
     if m.get("task") == "regression":
-        return "\n".join([
-            f"rows {m['rows']}   Pearson {m['pearson']:.4f}   Spearman {m['spearman']:.4f}   R^2 {m['r2']:.4f}",
-            f"MSE {m['mse']:.4f}   RMSE {m['rmse']:.4f}   MAE {m['mae']:.4f}",
-            f"{m['label_names'][0]}: true mean {m['label_mean']:.4f} (sd {m['label_std']:.4f}), "
-            f"predicted mean {m['prediction_mean']:.4f} (sd {m['prediction_std']:.4f})",
-        ])
+        return "\n".join(
+            [
+                f"rows {m['rows']}   Pearson {m['pearson']:.4f}   Spearman {m['spearman']:.4f}   R^2 {m['r2']:.4f}",
+                f"MSE {m['mse']:.4f}   RMSE {m['rmse']:.4f}   MAE {m['mae']:.4f}",
+                f"{m['label_names'][0]}: true mean {m['label_mean']:.4f} (sd {m['label_std']:.4f}), "
+                f"predicted mean {m['prediction_mean']:.4f} (sd {m['prediction_std']:.4f})",
+            ]
+        )
     if m.get("task") == "multi_label":
         return _format_multilabel(m)
     names = m["label_names"]
@@ -281,7 +344,9 @@ def format_metrics(m: dict) -> str:
     ]
     for n in names:
         c = m["per_class"][n]
-        lines.append(f"{n:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d}")
+        lines.append(
+            f"{n:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d}"
+        )
     lines += ["", "confusion matrix (rows = true, columns = predicted)"]
     lines.append(" " * width + "".join(f"{n[:9]:>10}" for n in names))
     for n, row in zip(names, m["confusion_matrix"]):
@@ -301,7 +366,9 @@ def _format_multilabel(m: dict) -> str:
     ]
     for n in names:
         c = m["per_class"][n]
-        lines.append(f"{n:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d} {c['threshold']:10.2f}")
+        lines.append(
+            f"{n:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d} {c['threshold']:10.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -326,7 +393,10 @@ def resolve_metric(cfg: Config, labels: np.ndarray) -> str:
     if metric == "auto" and cfg.task == "regression":
         metric, why = "eval_pearson", "a regression (train.metric=auto)"
     elif metric == "auto" and cfg.task == "multi_label":
-        metric, why = "eval_macro_f1", "a multi-label run: every label counts alike (train.metric=auto)"
+        metric, why = (
+            "eval_macro_f1",
+            "a multi-label run: every label counts alike (train.metric=auto)",
+        )
     elif metric == "auto":
         ratio = imbalance_ratio(class_counts(labels, len(cfg.data.label_names)))
         imbalanced = ratio > IMBALANCE_RATIO

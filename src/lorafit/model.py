@@ -87,7 +87,9 @@ def load_model_config(cfg: Config):
     try:
         return AutoConfig.from_pretrained(name, **extra)
     except (OSError, ValueError) as e:
-        raise UserError(f"model.name {cfg.model.name!r}: cannot load its config ({_first(e)})") from None
+        raise UserError(
+            f"model.name {cfg.model.name!r}: cannot load its config ({_first(e)})"
+        ) from None
 
 
 def _check_hub(name: str) -> None:
@@ -286,7 +288,9 @@ def build_model(cfg: Config, weights: bool = True, model_config=None):
     from transformers import AutoModelForSequenceClassification
 
     model_config = model_config or load_model_config(cfg)
-    model_config._attn_implementation = attention_kernel(cfg.model.attn_implementation, model_config)
+    model_config._attn_implementation = attention_kernel(
+        cfg.model.attn_implementation, model_config
+    )
     if weights:
         base = _load_weights(cfg, model_config)
     else:
@@ -342,7 +346,9 @@ def _load_weights(cfg: Config, model_config):
             name, config=model_config, dtype=torch.float32, ignore_mismatched_sizes=True
         )
     except (OSError, ValueError) as e:
-        raise UserError(f"model.name {cfg.model.name!r}: cannot load weights ({_first(e)})") from None
+        raise UserError(
+            f"model.name {cfg.model.name!r}: cannot load weights ({_first(e)})"
+        ) from None
 
 
 def load_tokenizer(cfg: Config):
@@ -354,4 +360,6 @@ def load_tokenizer(cfg: Config):
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise UserError(f"model.name {cfg.model.name!r}: cannot load its tokenizer ({_first(e)})") from None
+        raise UserError(
+            f"model.name {cfg.model.name!r}: cannot load its tokenizer ({_first(e)})"
+        ) from None

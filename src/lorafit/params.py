@@ -66,7 +66,9 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
         model = build_model(cfg, weights=False, model_config=model_config)
     depth = num_layers(model_config)
     counts = count_parameters(model)
-    peft_cfg = getattr(model, "peft_config", {}).get("default")  # None for lora.mode full / bias_only
+    peft_cfg = getattr(model, "peft_config", {}).get(
+        "default"
+    )  # None for lora.mode full / bias_only
     return {
         "model": cfg.model.name,
         "model_type": model_config.model_type,
@@ -79,7 +81,9 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
         "mode": cfg.lora.mode,
         "budget": cfg.budget,
         "fits_budget": counts["trainable"] <= cfg.budget,
-        "params": {k: counts[k] for k in ("total", "trainable", "frozen", "trainable_pct", "frozen_pct")},
+        "params": {
+            k: counts[k] for k in ("total", "trainable", "frozen", "trainable_pct", "frozen_pct")
+        },
         "breakdown": counts["breakdown"],
         "lora_per_layer": counts["lora_per_layer"],
         "lora": {
@@ -94,7 +98,11 @@ def describe_model(cfg: Config, model: nn.Module | None = None) -> dict:
 def check_budget(description: dict) -> None:
     """Refuse a run whose trainable count is over budget (exactly at the budget fits), with the
     breakdown and a pointer to `lorafit plan`."""
-    n, budget, b = description["params"]["trainable"], description["budget"], description["breakdown"]
+    n, budget, b = (
+        description["params"]["trainable"],
+        description["budget"],
+        description["breakdown"],
+    )
     if n <= budget:
         return
     raise UserError(
@@ -126,18 +134,34 @@ def description_text(d: dict) -> str:
         s = d["lora"]["layers"].get(layer, {})
         mods = ", ".join(f"{m}: {n:,}" for m, n in modules.items())
         where = f"layer {layer:>3}" if layer != "other" else "outside layers"
-        how = f"r={s['r']}, alpha={s['alpha']}, dropout={s['dropout']}" if s else "lora.r, lora.alpha, lora.dropout"
+        how = (
+            f"r={s['r']}, alpha={s['alpha']}, dropout={s['dropout']}"
+            if s
+            else "lora.r, lora.alpha, lora.dropout"
+        )
         lines.append(f"  {where}  {mods}   ({how})")
-    lines += ["", f"target modules  {', '.join(d['lora']['target_modules'])}", f"bias            {d['lora']['bias']}"]
-    if d.get("teacher"):  # a distilled run: which teacher trained it (its parameters are not counted)
+    lines += [
+        "",
+        f"target modules  {', '.join(d['lora']['target_modules'])}",
+        f"bias            {d['lora']['bias']}",
+    ]
+    if d.get(
+        "teacher"
+    ):  # a distilled run: which teacher trained it (its parameters are not counted)
         t, u = d["teacher"], d["teacher"].get("unlabeled")
         lines += [
             f"teacher         {', '.join(t['teacher'])} ({t['combine']}; files {t['identity']}); not counted",
             f"distillation    w={t['distill_weight']:g}, "
-            + ("MSE to the teacher's values" if t.get("task") == "regression" else f"T={t['distill_temperature']:g}"),
+            + (
+                "MSE to the teacher's values"
+                if t.get("task") == "regression"
+                else f"T={t['distill_temperature']:g}"
+            ),
         ]
         if u:
-            lines.append(f"unlabelled      {u['file']}: {u['joined']:,} of {u['rows_read']:,} rows joined training")
+            lines.append(
+                f"unlabelled      {u['file']}: {u['joined']:,} of {u['rows_read']:,} rows joined training"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -40,13 +40,19 @@ ALLOWED = {
     # datasets classes: inert stand-ins that keep their saved attributes (see _Kept)
     ("datasets.arrow_dataset", "Dataset"): "the pickled dataset itself",
     ("datasets.table", "InMemoryTable"): "a table whose rows are in the pickle",
-    ("datasets.table", "ConcatenationTable"): "blocks joined by concatenate_datasets (the competition file)",
+    (
+        "datasets.table",
+        "ConcatenationTable",
+    ): "blocks joined by concatenate_datasets (the competition file)",
     ("datasets.info", "DatasetInfo"): "metadata saved with every dataset; kept, unused",
     ("datasets.features.features", "Features"): "the column types; kept, unused",
     ("datasets.features.features", "Value"): "a plain column type such as string; kept, unused",
     ("datasets.features.features", "ClassLabel"): "a label column's type; kept, unused",
     ("datasets.splits", "NamedSplit"): "the split name of a dataset loaded by split; kept, unused",
-    ("datasets.splits", "SplitDict"): "the splits recorded in a loaded dataset's info; kept, unused",
+    (
+        "datasets.splits",
+        "SplitDict",
+    ): "the splits recorded in a loaded dataset's info; kept, unused",
     ("datasets.splits", "SplitInfo"): "one split's row count in that record; kept, unused",
     # pyarrow: the Arrow tables, rebuilt from bytes in the pickle (arrays validated in full)
     ("pyarrow.lib", "py_buffer"): "bytes from the pickle as an Arrow buffer",
@@ -56,11 +62,17 @@ ALLOWED = {
     ("pyarrow.lib", "field"): "a column's name and type",
     ("pyarrow.lib", "schema"): "a table's columns",
     ("pyarrow.lib", "_reconstruct_table"): "a table from its columns and schema",
-    ("pyarrow.lib", "_reconstruct_record_batch"): "a record batch (datasets 2.15-2.21 save a table's batches)",
+    (
+        "pyarrow.lib",
+        "_reconstruct_record_batch",
+    ): "a record batch (datasets 2.15-2.21 save a table's batches)",
     # numpy: the int64 offsets array datasets 2.15-2.21 save beside those batches
     ("numpy", "ndarray"): "a marker that only _reconstruct accepts (never called)",
     ("numpy", "dtype"): "the offsets' dtype; numeric dtypes only",
-    ("numpy._core.multiarray", "_reconstruct"): "an empty array that the pickle fills (numeric only)",
+    (
+        "numpy._core.multiarray",
+        "_reconstruct",
+    ): "an empty array that the pickle fills (numeric only)",
     ("numpy._core.numeric", "_frombuffer"): "a numeric array from bytes (protocol 5)",
     # builtins and copyreg: how bytes and plain objects are written at old protocols
     ("builtins", "bytearray"): "an Arrow buffer's bytes (protocols 3-5)",
@@ -267,7 +279,9 @@ def read_pickle_table(path: Path):
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a dataset whose parts do not fit together
-        raise UserError(f"{path}: a damaged datasets.Dataset ({_one_line(e)}); re-save it") from None
+        raise UserError(
+            f"{path}: a damaged datasets.Dataset ({_one_line(e)}); re-save it"
+        ) from None
 
 
 def _one_line(e: Exception) -> str:

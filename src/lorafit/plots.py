@@ -54,14 +54,31 @@ METRIC_LABELS = {
 #: per task, the two validation scores drawn against step: (eval row key, name, key of the test
 #: figures, shown as a percentage)
 SCORES = {
-    "classification": [("eval_accuracy", "accuracy", "accuracy", True), ("eval_f1", "macro-F1", "f1", True)],
-    "regression": [("eval_pearson", "Pearson", "pearson", False), ("eval_spearman", "Spearman", "spearman", False)],
-    "multi_label": [("eval_macro_f1", "macro-F1", "macro_f1", True), ("eval_micro_f1", "micro-F1", "micro_f1", True)],
+    "classification": [
+        ("eval_accuracy", "accuracy", "accuracy", True),
+        ("eval_f1", "macro-F1", "f1", True),
+    ],
+    "regression": [
+        ("eval_pearson", "Pearson", "pearson", False),
+        ("eval_spearman", "Spearman", "spearman", False),
+    ],
+    "multi_label": [
+        ("eval_macro_f1", "macro-F1", "macro_f1", True),
+        ("eval_micro_f1", "micro-F1", "micro_f1", True),
+    ],
 }
 #: the plot of the two scores against step, per task
-SCORES_PLOT = {"classification": "accuracy.png", "regression": "correlation.png", "multi_label": "f1.png"}
+SCORES_PLOT = {
+    "classification": "accuracy.png",
+    "regression": "correlation.png",
+    "multi_label": "f1.png",
+}
 #: the loss's name on an axis, per task
-LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE", "multi_label": "binary cross-entropy"}
+LOSS_NAMES = {
+    "classification": "cross-entropy",
+    "regression": "MSE",
+    "multi_label": "binary cross-entropy",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +150,13 @@ def plot_curves_overlay(run_dirs: list[str | Path], metric: str = "eval_accuracy
     name = METRIC_LABELS.get(metric, metric)
     correlation = metric in ("eval_pearson", "eval_spearman")
     unit = "cross-entropy" if metric.endswith("loss") else "correlation" if correlation else "%"
-    _decorate(ax, f"{name.capitalize()} by run", "optimizer step", f"{name} ({unit})", None if correlation else metric)
+    _decorate(
+        ax,
+        f"{name.capitalize()} by run",
+        "optimizer step",
+        f"{name} ({unit})",
+        None if correlation else metric,
+    )
     if drawn:
         ax.legend(loc="best", fontsize=10, title="run", title_fontsize=10)
     else:
@@ -158,7 +181,9 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 # Curves from metrics.jsonl (each returns None when it has nothing to draw)
 
 
-def plot_learning_curve(rows: list[dict], label: str, task: str = "classification") -> Figure | None:
+def plot_learning_curve(
+    rows: list[dict], label: str, task: str = "classification"
+) -> Figure | None:
     """Train loss (left axis) and validation accuracy (a regression: Pearson; right axis) against step."""
     key, name, _, percent = SCORES[task][0]
     loss_steps, loss = series(rows_of(rows, "train"), "train_loss")
@@ -190,12 +215,23 @@ def plot_loss(rows: list[dict], label: str, task: str = "classification") -> Fig
     fig, ax = _new_figure()
     _draw(ax, train_steps, train, COLORS["train"], "train")
     _draw(ax, eval_steps, evals, COLORS["eval"], "validation", markersize=6)
-    _decorate(ax, f"Loss: {label}", "optimizer step", "mean squared error" if task == "regression" else f"{LOSS_NAMES[task]} loss (nats)")
+    _decorate(
+        ax,
+        f"Loss: {label}",
+        "optimizer step",
+        "mean squared error" if task == "regression" else f"{LOSS_NAMES[task]} loss (nats)",
+    )
     ax.legend(loc="upper right", fontsize=9)
     return fig
 
 
-def plot_accuracy(rows: list[dict], label: str, best: dict | None, test: dict | None = None, task: str = "classification"):
+def plot_accuracy(
+    rows: list[dict],
+    label: str,
+    best: dict | None,
+    test: dict | None = None,
+    task: str = "classification",
+):
     """Validation accuracy and macro-F1 (a regression: Pearson and Spearman) against step, the
     best step (and test score) marked."""
     (key, name, test_key, percent), (key2, name2, _, _) = SCORES[task]
@@ -216,7 +252,13 @@ def plot_accuracy(rows: list[dict], label: str, best: dict | None, test: dict | 
         test_label = f"test {name} {show(test[test_key])}"
         ax.axhline(test[test_key], color="0.4", linestyle=":", linewidth=1.2, label=test_label)
     title = f"Validation {name} and {name2}: {label}"
-    _decorate(ax, title, "optimizer step", "score (%)" if percent else "correlation", key if percent else None)
+    _decorate(
+        ax,
+        title,
+        "optimizer step",
+        "score (%)" if percent else "correlation",
+        key if percent else None,
+    )
     ax.margins(y=0.1)
     ax.legend(loc="lower right", fontsize=9)
     return fig
@@ -303,19 +345,29 @@ def plot_scatter(evaluation: dict, title: str) -> Figure | None:
     points = evaluation.get("points")
     if not points or not points.get("true"):
         return None
-    true, pred = np.asarray(points["true"], dtype=float), np.asarray(points["predicted"], dtype=float)
+    true, pred = (
+        np.asarray(points["true"], dtype=float),
+        np.asarray(points["predicted"], dtype=float),
+    )
     fig = Figure(figsize=(6.5, 6), layout="tight")
     ax = fig.add_subplot()
     ax.scatter(true, pred, s=8, alpha=0.35, color="tab:blue", edgecolors="none")
     low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
-    ax.plot([low, high], [low, high], color="0.3", linestyle="--", linewidth=1, label="predicted = true")
+    ax.plot(
+        [low, high], [low, high], color="0.3", linestyle="--", linewidth=1, label="predicted = true"
+    )
     name = (evaluation.get("label_names") or ["value"])[0]
     ax.set_xlabel(f"true {name}")
     ax.set_ylabel(f"predicted {name}")
-    shown = f"{len(true):,} of {evaluation.get('rows', len(true)):,} rows" if len(true) < evaluation.get("rows", 0) else f"{len(true):,} rows"
+    shown = (
+        f"{len(true):,} of {evaluation.get('rows', len(true)):,} rows"
+        if len(true) < evaluation.get("rows", 0)
+        else f"{len(true):,} rows"
+    )
     ax.set_title(
         f"Predicted against true: {title}\n{shown}, Pearson {evaluation.get('pearson', 0):.4f}, "
-        f"Spearman {evaluation.get('spearman', 0):.4f}", fontsize=11,
+        f"Spearman {evaluation.get('spearman', 0):.4f}",
+        fontsize=11,
     )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
@@ -362,13 +414,19 @@ def score_points(run_dirs: list[str | Path]) -> list[dict]:
     points = []
     for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
         summary = read_json(Path(run_dir) / "summary.json")
-        point = score_point(run_dir, label, summary, read_metrics(run_dir), read_config(run_dir)) if summary else None
+        point = (
+            score_point(run_dir, label, summary, read_metrics(run_dir), read_config(run_dir))
+            if summary
+            else None
+        )
         if point is not None:
             points.append(point)
     return points
 
 
-def score_point(run_dir: str | Path, label: str, summary: dict | None, rows: list[dict], config: dict) -> dict | None:
+def score_point(
+    run_dir: str | Path, label: str, summary: dict | None, rows: list[dict], config: dict
+) -> dict | None:
     """One run's point of `score_points` from what was read of it (None: unfinished, no wall
     time or no score); `lorafit report` passes what it has collected already."""
     if not summary or summary.get("wall_time_s") is None:
@@ -382,8 +440,14 @@ def score_point(run_dir: str | Path, label: str, summary: dict | None, rows: lis
     if score is None:
         return None
     return {
-        "dir": Path(run_dir), "label": label, "task": task, "score": float(score), "score_name": name, "percent": percent,
-        "held_out": held_out, "minutes": float(summary["wall_time_s"]) / 60,
+        "dir": Path(run_dir),
+        "label": label,
+        "task": task,
+        "score": float(score),
+        "score_name": name,
+        "percent": percent,
+        "held_out": held_out,
+        "minutes": float(summary["wall_time_s"]) / 60,
         "model": summary.get("model_name") or config_value(config, "model.name") or "?",
     }
 
@@ -406,15 +470,33 @@ def plot_score_vs_time(points: list[dict], title: str = "Score against wall time
             if not chosen:
                 continue
             ax.scatter(
-                [p["minutes"] for p in chosen], [p["score"] for p in chosen], s=36, zorder=3,
-                color=colors[model] if held_out else "none", edgecolors=colors[model],
+                [p["minutes"] for p in chosen],
+                [p["score"] for p in chosen],
+                s=36,
+                zorder=3,
+                color=colors[model] if held_out else "none",
+                edgecolors=colors[model],
                 label=f"{Path(model).name} ({'test' if held_out else 'validation'})",
             )
     for p in points:
-        ax.annotate(p["label"], (p["minutes"], p["score"]), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.25")
+        ax.annotate(
+            p["label"],
+            (p["minutes"], p["score"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+            color="0.25",
+        )
     first = points[0]
     unit = "" if first["percent"] else " (correlation)"
-    _decorate(ax, title, "wall time (minutes)", f"{first['score_name']}{unit}", "eval_accuracy" if first["percent"] else None, step_axis=False)
+    _decorate(
+        ax,
+        title,
+        "wall time (minutes)",
+        f"{first['score_name']}{unit}",
+        "eval_accuracy" if first["percent"] else None,
+        step_axis=False,
+    )
     ax.set_xlim(left=0, right=max(p["minutes"] for p in points) * 1.15 + 0.1)
     ax.legend(loc="best", fontsize=8, title="model (split scored)", title_fontsize=8)
     return fig

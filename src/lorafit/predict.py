@@ -45,7 +45,13 @@ log = logging.getLogger("lorafit")
 
 @torch.inference_mode()
 def infer_logits(
-    model, encoded: Encoded, batch_size: int, pad_id: int, device, autocast=nullcontext, forward=None
+    model,
+    encoded: Encoded,
+    batch_size: int,
+    pad_id: int,
+    device,
+    autocast=nullcontext,
+    forward=None,
 ) -> np.ndarray:
     """Logits for every row, in the input's order, from length-sorted batches.
 
@@ -56,6 +62,7 @@ def infer_logits(
     padding cost prediction 6% of its time.
     """
     if forward is None:
+
         def forward(idx):
             return model(**batch_inputs(encoded, idx, pad_id, device, multiple=1)).logits
 
@@ -84,7 +91,9 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", dtype: str = "fp32"
     cfg = load_config(run / "config.yaml")
     model_config = load_model_config(cfg)
     base = _load_weights(cfg, model_config)
-    install_head(base, cfg.model.head, cfg.model.head_rank, model_config, cfg.model.pooling)  # before the head's weights load
+    install_head(
+        base, cfg.model.head, cfg.model.head_rank, model_config, cfg.model.pooling
+    )  # before the head's weights load
     try:
         if cfg.lora.mode == "lora":
             model = PeftModel.from_pretrained(base, run / "checkpoint-best").merge_and_unload()
@@ -144,12 +153,15 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
             f"--dtype int8: torch {torch.__version__} no longer has torch.ao.quantization; use --dtype bf16 or fp32"
         ) from None
     names = {
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and not is_head_parameter(name + ".weight")
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, dict.fromkeys(names, per_channel_dynamic_qconfig), inplace=True)
+        return quantize_dynamic(
+            model, dict.fromkeys(names, per_channel_dynamic_qconfig), inplace=True
+        )
 
 
 def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
@@ -166,7 +178,9 @@ def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtyp
     if name not in DTYPES:
         raise UserError(f"--dtype {name}: must be one of {', '.join(DTYPES)}")
     if name == "int8" and torch.device(device).type != "cpu":
-        raise UserError("--dtype int8: runs on the CPU only (torch's dynamic quantisation); use bf16 or fp32 on a GPU")
+        raise UserError(
+            "--dtype int8: runs on the CPU only (torch's dynamic quantisation); use bf16 or fp32 on a GPU"
+        )
     if name in ("fp32", "int8"):
         return torch.float32
     if name == "bf16":
@@ -180,7 +194,9 @@ def _output_path(run: Path, input_path: Path, output: str | None, overwrite: boo
     if output:
         out = Path(output)
         if out.is_dir():
-            raise UserError(f"{out}: is a folder; give a file path to --output, e.g. {out / 'submission.csv'}")
+            raise UserError(
+                f"{out}: is a folder; give a file path to --output, e.g. {out / 'submission.csv'}"
+            )
         if out.exists() and not out.is_file():  # e.g. /dev/full: never replaced by a rename
             raise UserError(f"{out}: is not a regular file; give a file path to --output")
         if out.exists() and not overwrite:
@@ -188,7 +204,9 @@ def _output_path(run: Path, input_path: Path, output: str | None, overwrite: boo
         if out.parent.exists() and not out.parent.is_dir():
             raise UserError(f"{out}: {out.parent} is a file, not a folder; choose another --output")
         if not out.parent.is_dir():
-            raise UserError(f"{out}: folder {out.parent} does not exist; create it or choose another --output")
+            raise UserError(
+                f"{out}: folder {out.parent} does not exist; create it or choose another --output"
+            )
         return out
     stem = f"submission-{input_path.stem}"
     out, n = run / f"{stem}.csv", 1
@@ -240,8 +258,16 @@ def table_probabilities(run: Path, table, batch_size: int, device: str, dtype: s
     model, tokenizer, cfg = load_run_model(run, device, dtype)
     encoded = encode(tokenizer, table, cfg.model.max_length)
     if encoded.truncated:
-        log.info("%s: %d of %d texts truncated to %d tokens", table.source, encoded.truncated, len(table), cfg.model.max_length)
-    return scores_of(cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device))
+        log.info(
+            "%s: %d of %d texts truncated to %d tokens",
+            table.source,
+            encoded.truncated,
+            len(table),
+            cfg.model.max_length,
+        )
+    return scores_of(
+        cfg.task, infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
+    )
 
 
 def scores_of(task: str, logits: np.ndarray) -> np.ndarray:
@@ -295,13 +321,17 @@ def read_scores(path: Path) -> np.ndarray:
     return pd.read_csv(path).filter(regex=r"^(prob_\d+|value)$").to_numpy(dtype=np.float32)
 
 
-def with_columns(cfg: Config, text_column: str | list[str] | None, label_column: str | None) -> Config:
+def with_columns(
+    cfg: Config, text_column: str | list[str] | None, label_column: str | None
+) -> Config:
     """`cfg` with the input's column names (`--text-column`, `--label-column`) where given; a
     pair's two text columns as a list or as 'first,second'."""
     if isinstance(text_column, str) and "," in text_column:
         text_column = [c.strip() for c in text_column.split(",")]
     changes = {k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
+    return (
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
+    )
 
 
 # the data layer's advice names config keys, which predict / evaluate / ensemble do not take
@@ -312,11 +342,18 @@ _COLUMN_ADVICE = {
 }
 
 
-def read_input(input_path: str, cfg: Config, *, need_labels: bool = False, id_column: str | None = None):
+def read_input(
+    input_path: str, cfg: Config, *, need_labels: bool = False, id_column: str | None = None
+):
     """The input file as a `TextTable`; a missing column's message names the option that works."""
     try:
         return load_table(
-            input_path, cfg.data, split="test", need_labels=need_labels, allow_empty_text=True, id_column=id_column
+            input_path,
+            cfg.data,
+            split="test",
+            need_labels=need_labels,
+            allow_empty_text=True,
+            id_column=id_column,
         )
     except UserError as e:
         message = str(e)
@@ -402,7 +439,9 @@ def output_labels(pred: np.ndarray, cfg: Config, label_format: str) -> list:
 
 def write_submission(path: Path, labels, ids=None, id_name: str = "ID") -> None:
     """`ID,Label` (ID = row order from 0), or the input's id column and Label."""
-    frame = pd.DataFrame({id_name: np.arange(len(labels)) if ids is None else ids, "Label": list(labels)})
+    frame = pd.DataFrame(
+        {id_name: np.arange(len(labels)) if ids is None else ids, "Label": list(labels)}
+    )
     write_atomic(path, frame.to_csv(index=False))
 
 
@@ -441,14 +480,22 @@ def predict(
     run = require_run_dir(run_dir, "checkpoint-best")
     cpu_threads(threads, device, "prediction")
     if texts is not None:
-        return _predict_texts(run, texts, pairs, batch_size, device or _default_device(), dtype, label_format)
+        return _predict_texts(
+            run, texts, pairs, batch_size, device or _default_device(), dtype, label_format
+        )
     if input is None:
         raise UserError("predict: give an input file (--input), or texts=[...] in Python")
     input = _existing_input(input)
     out = _output_path(run, Path(input), output, overwrite)
     probs, table, cfg, saved = predict_table(
-        run, input, batch_size, device or _default_device(), dtype=dtype,
-        text_column=text_column, label_column=label_column, id_column=id_column,
+        run,
+        input,
+        batch_size,
+        device or _default_device(),
+        dtype=dtype,
+        text_column=text_column,
+        label_column=label_column,
+        id_column=id_column,
     )
     thresholds = run_thresholds(run, cfg)
     labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format), thresholds)
@@ -479,8 +526,14 @@ def evaluate(
     input = _existing_input(input)
     # need_labels: an unlabelled file fails before anything is computed or saved
     probs, table, cfg, _ = predict_table(
-        run, input, batch_size, device or _default_device(), need_labels=True, dtype=dtype,
-        text_column=text_column, label_column=label_column,
+        run,
+        input,
+        batch_size,
+        device or _default_device(),
+        need_labels=True,
+        dtype=dtype,
+        text_column=text_column,
+        label_column=label_column,
     )
     metrics = scores_metrics(cfg, probs, table.labels, run_thresholds(run, cfg))
     metrics["input"] = str(input)
@@ -489,7 +542,9 @@ def evaluate(
     return metrics
 
 
-def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype: str, label_format: str | None) -> dict:
+def _predict_texts(
+    run: Path, texts, pairs, batch_size: int, device: str, dtype: str, label_format: str | None
+) -> dict:
     from lorafit.config import text_columns
     from lorafit.data import TextTable
 
@@ -499,16 +554,21 @@ def _predict_texts(run: Path, texts, pairs, batch_size: int, device: str, dtype:
     is_pair = len(text_columns(cfg.data.text_column)) == 2
     if is_pair != (pairs is not None):
         raise UserError(
-            "predict: this run reads sentence pairs; give pairs=[...] beside texts=[...]" if is_pair
+            "predict: this run reads sentence pairs; give pairs=[...] beside texts=[...]"
+            if is_pair
             else "predict: this run reads single texts; leave out pairs="
         )
     if pairs is not None and len(pairs) != len(texts):
-        raise UserError(f"predict: {len(texts)} texts but {len(pairs)} pairs; give one pair per text")
+        raise UserError(
+            f"predict: {len(texts)} texts but {len(pairs)} pairs; give one pair per text"
+        )
     if not texts:
         raise UserError("predict: texts is empty; give at least one text")
     table = TextTable(list(texts), None, "texts", None if pairs is None else list(pairs))
     probs = table_probabilities(run, table, batch_size, device, dtype)
-    labels = predicted_labels(probs, cfg, label_format_of(cfg, label_format or "names"), run_thresholds(run, cfg))
+    labels = predicted_labels(
+        probs, cfg, label_format_of(cfg, label_format or "names"), run_thresholds(run, cfg)
+    )
     return {"labels": labels, "probabilities": probs, "rows": len(table)}
 
 
@@ -521,7 +581,9 @@ def cpu_threads(threads: int | str | None, device: str | None, what: str) -> Non
 def _existing_input(input: str) -> str:
     path = resolve_source(str(input))
     if not Path(path).exists():
-        raise UserError(f"--input {input}: file not found; give a .csv, .tsv, .parquet, .jsonl or .pkl file")
+        raise UserError(
+            f"--input {input}: file not found; give a .csv, .tsv, .parquet, .jsonl or .pkl file"
+        )
     return path
 
 

@@ -44,8 +44,10 @@ from lorafit.runlog import (
 
 #: Overlaid curves in the report: (metrics.jsonl key, section caption).
 OVERLAYS = [
-    ("eval_accuracy", "Validation accuracy"), ("eval_pearson", "Validation Pearson"),
-    ("eval_macro_f1", "Validation macro-F1 (multi-label)"), ("train_loss", "Train loss"),
+    ("eval_accuracy", "Validation accuracy"),
+    ("eval_pearson", "Validation Pearson"),
+    ("eval_macro_f1", "Validation macro-F1 (multi-label)"),
+    ("train_loss", "Train loss"),
 ]
 
 
@@ -204,7 +206,16 @@ REGRESSION_COLUMNS = [
 MULTILABEL_COLUMNS = [
     ("best val macro-F1 (labels)", "num", _best("eval_macro_f1", ".2%")),
     ("best val micro-F1 (labels)", "num", _best("eval_micro_f1", ".2%")),
-    ("test macro-F1 (labels)", "num", lambda run: _cell((run["test"] or {}).get("macro_f1") if task_of(run["summary"], run["config"]) == "multi_label" else None, ".2%")),
+    (
+        "test macro-F1 (labels)",
+        "num",
+        lambda run: _cell(
+            (run["test"] or {}).get("macro_f1")
+            if task_of(run["summary"], run["config"]) == "multi_label"
+            else None,
+            ".2%",
+        ),
+    ),
 ]
 
 
@@ -212,7 +223,9 @@ def run_columns(runs: list[dict]) -> list:
     """The runs table's columns: a regression's correlations and a multi-label run's F1s join
     when one of the runs is one."""
     tasks = {task_of(run["summary"], run["config"]) for run in runs}
-    extra = (REGRESSION_COLUMNS if "regression" in tasks else []) + (MULTILABEL_COLUMNS if "multi_label" in tasks else [])
+    extra = (REGRESSION_COLUMNS if "regression" in tasks else []) + (
+        MULTILABEL_COLUMNS if "multi_label" in tasks else []
+    )
     if not extra:
         return RUN_COLUMNS
     at = [name for name, _, _ in RUN_COLUMNS].index("wall time")
@@ -317,14 +330,22 @@ def _confusion_section(runs: list[dict]) -> str:
     for run in runs:
         for stem, evaluation in run["evaluations"].items():
             caption = f"{run['label']}: {stem}"
-            fig = plot_confusion(evaluation, caption) if evaluation.get("task") != "regression" else plot_scatter(evaluation, caption)
+            fig = (
+                plot_confusion(evaluation, caption)
+                if evaluation.get("task") != "regression"
+                else plot_scatter(evaluation, caption)
+            )
             if fig is not None:
                 figures.append(_figure(figure_png(fig), f"confusion matrix of {caption}", caption))
             if evaluation.get("per_class"):
                 tables.append(_per_class_table(evaluation["per_class"], caption, len(tables)))
         if not run["evaluations"]:
             missing.append(run["label"])
-    parts = ["<h2>Confusion matrices, per-class figures and regression scatters</h2>", f'<div class="grid">{"".join(figures)}</div>', *tables]
+    parts = [
+        "<h2>Confusion matrices, per-class figures and regression scatters</h2>",
+        f'<div class="grid">{"".join(figures)}</div>',
+        *tables,
+    ]
     if missing:
         names = ", ".join(_e(m) for m in missing)
         parts.append(f'<p class="empty">No evaluations (evaluations/*.json) in: {names}.</p>')
@@ -333,13 +354,20 @@ def _confusion_section(runs: list[dict]) -> str:
 
 def _per_class_table(per_class: dict, caption: str, number: int) -> str:
     """Precision, recall, F1 and support of each class of one evaluation (the run's names)."""
-    headers = [("class", "text"), ("precision", "num"), ("recall", "num"), ("F1", "num"), ("support", "num")]
+    headers = [
+        ("class", "text"),
+        ("precision", "num"),
+        ("recall", "num"),
+        ("F1", "num"),
+        ("support", "num"),
+    ]
     rows = [
-        [(name, name)] + [(f"{c[k]:.4f}", str(c[k])) for k in ("precision", "recall", "f1")]
+        [(name, name)]
+        + [(f"{c[k]:.4f}", str(c[k])) for k in ("precision", "recall", "f1")]
         + [(f"{c['support']:,}", str(c["support"]))]
         for name, c in per_class.items()
     ]
-    return f'<h3>{_e(caption)}</h3>\n{_table(headers, rows, f"per-class-{number}")}'
+    return f"<h3>{_e(caption)}</h3>\n{_table(headers, rows, f'per-class-{number}')}"
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:

@@ -100,7 +100,9 @@ def evaluate_perturbed(
 
     clean = score(table)
     perturbed = {}
-    first = FIGURES[cfg.task][0][0]  # accuracy, a regression's pearson, a multi-label run's macro_f1
+    first = FIGURES[cfg.task][0][
+        0
+    ]  # accuracy, a regression's pearson, a multi-label run's macro_f1
     for kind, rows in copies.items():
         perturbed[kind] = score(rows)
         perturbed[kind][f"{first}_change"] = perturbed[kind][first] - clean[first]

@@ -92,7 +92,9 @@ def create_run_dir(parent: str, name: str) -> Path:
             except FileExistsError:
                 continue
     except OSError as e:
-        raise UserError(f"run.dir {parent}: cannot create a run directory ({e.strerror}); choose a writable run.dir") from None
+        raise UserError(
+            f"run.dir {parent}: cannot create a run directory ({e.strerror}); choose a writable run.dir"
+        ) from None
     raise UserError(f"run.dir {parent}: too many runs named {name} this second")
 
 
@@ -104,9 +106,13 @@ def require_run_dir(run_dir: str | Path, *files: str) -> Path:
     for f in ("config.yaml", *files):
         interrupted = (path / "checkpoints").is_dir() and not (path / "summary.json").exists()
         if not (path / f).exists() and interrupted and f != "config.yaml":
-            raise UserError(f"{path}: missing {f}; the run was interrupted: `lorafit train --resume {path}` finishes it")
+            raise UserError(
+                f"{path}: missing {f}; the run was interrupted: `lorafit train --resume {path}` finishes it"
+            )
         if not (path / f).exists():
-            raise UserError(f"{path}: missing {f}; is the run finished? (train it again or pick another run)")
+            raise UserError(
+                f"{path}: missing {f}; is the run finished? (train it again or pick another run)"
+            )
     return path
 
 
@@ -132,7 +138,10 @@ def git_commit(cwd: str | None = None) -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -152,4 +161,8 @@ def versions() -> dict:
 
 
 def command_line() -> str:
-    return " ".join(["lorafit", *sys.argv[1:]]) if sys.argv and "lorafit" in sys.argv[0] else " ".join(sys.argv)
+    return (
+        " ".join(["lorafit", *sys.argv[1:]])
+        if sys.argv and "lorafit" in sys.argv[0]
+        else " ".join(sys.argv)
+    )

@@ -137,9 +137,13 @@ def best_eval_row(rows: list[dict], summary: dict | None, metric: str = "eval_ac
 
 #: final_test_metrics' keys -> (the key in a metrics dict, the key in a test row)
 _TEST_KEYS = {
-    "loss": ("loss", "test_loss"), "accuracy": ("accuracy", "test_accuracy"), "f1": ("macro_f1", "test_f1"),
-    "pearson": ("pearson", "test_pearson"), "spearman": ("spearman", "test_spearman"),
-    "macro_f1": ("macro_f1", "test_macro_f1"), "micro_f1": ("micro_f1", "test_micro_f1"),
+    "loss": ("loss", "test_loss"),
+    "accuracy": ("accuracy", "test_accuracy"),
+    "f1": ("macro_f1", "test_f1"),
+    "pearson": ("pearson", "test_pearson"),
+    "spearman": ("spearman", "test_spearman"),
+    "macro_f1": ("macro_f1", "test_macro_f1"),
+    "micro_f1": ("micro_f1", "test_micro_f1"),
 }
 
 
@@ -323,15 +327,21 @@ def _task_columns(scores: list) -> list:
 
 
 #: the progress table of a regression (Pearson, Spearman) and of a multi-label run (its F1s)
-REGRESSION_COLUMNS = _task_columns([("pearson", 9, _score("pearson")), ("spearman", 9, _score("spearman"))])
-MULTILABEL_COLUMNS = _task_columns([("macro_f1", 9, _score("macro_f1")), ("micro_f1", 9, _score("micro_f1"))])
+REGRESSION_COLUMNS = _task_columns(
+    [("pearson", 9, _score("pearson")), ("spearman", 9, _score("spearman"))]
+)
+MULTILABEL_COLUMNS = _task_columns(
+    [("macro_f1", 9, _score("macro_f1")), ("micro_f1", 9, _score("micro_f1"))]
+)
 
 
 def progress_table(rows: list[dict], task: str = "classification") -> list[str]:
     """Train, eval and test rows in step order as fixed-width text lines."""
     if not rows:
         return ["(no rows in metrics.jsonl yet)"]
-    columns = {"regression": REGRESSION_COLUMNS, "multi_label": MULTILABEL_COLUMNS}.get(task, PROGRESS_COLUMNS)
+    columns = {"regression": REGRESSION_COLUMNS, "multi_label": MULTILABEL_COLUMNS}.get(
+        task, PROGRESS_COLUMNS
+    )
     ordered = sorted(rows, key=lambda r: (r["step"], _KIND_ORDER.get(r["kind"], 3)))
     header = "".join(f"{name:>{width}}" for name, width, _ in columns)
     lines = [header, "-" * len(header)]
@@ -341,7 +351,16 @@ def progress_table(rows: list[dict], task: str = "classification") -> list[str]:
     return lines
 
 
-def _metrics_line(label: str, loss, accuracy, f1, task: str = "classification", pearson=None, spearman=None, micro=None) -> str:
+def _metrics_line(
+    label: str,
+    loss,
+    accuracy,
+    f1,
+    task: str = "classification",
+    pearson=None,
+    spearman=None,
+    micro=None,
+) -> str:
     def show(x):
         return "-" if x is None else f"{x:.4f}"
 
@@ -367,10 +386,27 @@ def _result_lines(run: Path, rows: list[dict], summary: dict | None, config: dic
     lines += _best_lines(rows, summary, metric, task)
     test = final_test_metrics(rows, summary)
     if test:
-        lines.append(_metrics_line("test", test["loss"], test["accuracy"], test["f1"], task, test["pearson"], test["spearman"], test["micro_f1"]))
+        lines.append(
+            _metrics_line(
+                "test",
+                test["loss"],
+                test["accuracy"],
+                test["f1"],
+                task,
+                test["pearson"],
+                test["spearman"],
+                test["micro_f1"],
+            )
+        )
     for stem, ev in read_evaluations(run).items():
         line = _metrics_line(
-            "evaluation", ev.get("loss"), ev.get("accuracy"), ev.get("macro_f1"), task, ev.get("pearson"), ev.get("spearman"),
+            "evaluation",
+            ev.get("loss"),
+            ev.get("accuracy"),
+            ev.get("macro_f1"),
+            task,
+            ev.get("pearson"),
+            ev.get("spearman"),
             ev.get("micro_f1"),
         )
         lines.append(f"{line}   (evaluations/{stem}.json, {ev.get('rows', '?')} rows)")
@@ -385,7 +421,9 @@ def _result_lines(run: Path, rows: list[dict], summary: dict | None, config: dic
     return lines
 
 
-def _best_lines(rows: list[dict], summary: dict | None, metric: str, task: str = "classification") -> list[str]:
+def _best_lines(
+    rows: list[dict], summary: dict | None, metric: str, task: str = "classification"
+) -> list[str]:
     best = best_eval_row(rows, summary, metric)
     lines = [f"{'metric':<14} {metric}"]
     if best is None:
@@ -394,9 +432,22 @@ def _best_lines(rows: list[dict], summary: dict | None, metric: str, task: str =
     final = (summary or {}).get("final_step")
     shown = "-" if value is None else f"{value:.4f}"
     of = f" (of {final})" if final is not None else ""
-    loss, acc, f1 = best.get("eval_loss"), best.get("eval_accuracy"), best.get("eval_f1", best.get("eval_macro_f1"))
+    loss, acc, f1 = (
+        best.get("eval_loss"),
+        best.get("eval_accuracy"),
+        best.get("eval_f1", best.get("eval_macro_f1")),
+    )
     return [
         *lines,
         f"{'best':<14} {shown} at step {best['step']}{of}",
-        _metrics_line("validation", loss, acc, f1, task, best.get("eval_pearson"), best.get("eval_spearman"), best.get("eval_micro_f1")),
+        _metrics_line(
+            "validation",
+            loss,
+            acc,
+            f1,
+            task,
+            best.get("eval_pearson"),
+            best.get("eval_spearman"),
+            best.get("eval_micro_f1"),
+        ),
     ]

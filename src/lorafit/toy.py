@@ -71,7 +71,14 @@ def save_toy_roberta(
     return out
 
 
-MPNET_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]  # ids 0-5, as in all-mpnet-base-v2
+MPNET_SPECIAL_TOKENS = [
+    "<s>",
+    "<pad>",
+    "</s>",
+    "<unk>",
+    "[UNK]",
+    "<mask>",
+]  # ids 0-5, as in all-mpnet-base-v2
 
 
 def train_mpnet_tokenizer(texts: list[str], vocab_size: int = 2000):

@@ -102,7 +102,9 @@ class Run:
     started: float = 0.0  # time.time() at the start, less the training time before a resume
     clock: float = 0.0  # time.time() at the last train row
     eval_prefix: Any = None  # fastpath.EvalPrefix: evaluations on the stored prefix output
-    ema: dict | None = None  # train.ema_decay: the moving average of the trainable tensors (on the device)
+    ema: dict | None = (
+        None  # train.ema_decay: the moving average of the trainable tensors (on the device)
+    )
     threads: Any = None  # cores.ThreadGovernor on a CPU: the thread count and its changes
 
     def count_batch(self, loss: torch.Tensor, samples: int, mask: torch.Tensor) -> None:
@@ -136,8 +138,11 @@ class MetricsLogger:
                 "`lorafit train --resume` the run"
             ) from None
         if self.accelerator:
-            values = {f"{row['kind']}/{key}": float(value) for key, value in row.items()
-                      if isinstance(value, (int, float)) and key not in ("step", "kind")}
+            values = {
+                f"{row['kind']}/{key}": float(value)
+                for key, value in row.items()
+                if isinstance(value, (int, float)) and key not in ("step", "kind")
+            }
             for tracker in self.accelerator.trackers:  # the main process's; none elsewhere
                 if tracker.name == "wandb":
                     # W&B drops a row whose step is lower than its last one (the test row is
@@ -166,20 +171,32 @@ def start_trackers(accelerator, run_dir: Path, cfg: Config) -> None:
             if isinstance(value, dict):
                 stack.append((f"{prefix}{key}.", value))
             else:
-                flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+                flat[prefix + key] = (
+                    value if isinstance(value, (int, float, str, bool)) else str(value)
+                )
     # Accelerate names the project (W&B, trackio), experiment (MLflow) or run (Aim) cfg.run.name
-    names = {"wandb": {"name": run_dir.name}, "mlflow": {"run_name": run_dir.name},
-             "trackio": {"name": run_dir.name}, "aim": {"experiment": cfg.run.name}}
+    names = {
+        "wandb": {"name": run_dir.name},
+        "mlflow": {"run_name": run_dir.name},
+        "trackio": {"name": run_dir.name},
+        "aim": {"experiment": cfg.run.name},
+    }
     if not os.environ.get("WANDB_DIR"):  # W&B's files (offline runs too) in the run folder
         (run_dir / "trackers").mkdir(parents=True, exist_ok=True)
         names["wandb"]["dir"] = str(run_dir / "trackers")
-    accelerator.init_trackers(cfg.run.name, config=flat, init_kwargs={k: v for k, v in names.items() if k in cfg.log.trackers})
+    accelerator.init_trackers(
+        cfg.run.name,
+        config=flat,
+        init_kwargs={k: v for k, v in names.items() if k in cfg.log.trackers},
+    )
     if "wandb" in cfg.log.trackers:
         wandb_run = accelerator.get_tracker("wandb", unwrap=True)
         for kind in ("train", "eval", "test"):
             wandb_run.define_metric(f"{kind}/step", hidden=True)
             wandb_run.define_metric(f"{kind}/*", step_metric=f"{kind}/step")
-    if "aim" in cfg.log.trackers:  # Aim's run name is Accelerate's project name: the folder's instead
+    if (
+        "aim" in cfg.log.trackers
+    ):  # Aim's run name is Accelerate's project name: the folder's instead
         accelerator.get_tracker("aim", unwrap=True).name = run_dir.name
 
 
@@ -196,8 +213,12 @@ def make_accelerator(cfg: Config):
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    trackers = {"log_with": cfg.log.trackers, "project_dir": cfg.run.dir} if cfg.log.trackers else {}
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.train.grad_accum, cpu=cpu, **trackers)
+    trackers = (
+        {"log_with": cfg.log.trackers, "project_dir": cfg.run.dir} if cfg.log.trackers else {}
+    )
+    return Accelerator(
+        mixed_precision=mp, gradient_accumulation_steps=cfg.train.grad_accum, cpu=cpu, **trackers
+    )
 
 
 def build_optimizer(model, cfg: Config) -> torch.optim.Optimizer:
@@ -255,7 +276,9 @@ def current_memory_mb(device: torch.device) -> float:
     return peak_memory_mb(device)
 
 
-def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None, thresholds=None) -> dict:
+def evaluate_split(
+    model, encoded: Encoded, cfg: Config, pad_id: int, accelerator, prefix=None, thresholds=None
+) -> dict:
     """Metrics on a labelled split; with several processes each scores a shard, then gather.
 
     `prefix` (a `fastpath.EvalPrefix`, the same one for every evaluation of the split) runs
@@ -266,7 +289,9 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
     from accelerate.utils import gather_object
 
     model.eval()
-    shard = np.array_split(np.arange(len(encoded.ids)), accelerator.num_processes)[accelerator.process_index]
+    shard = np.array_split(np.arange(len(encoded.ids)), accelerator.num_processes)[
+        accelerator.process_index
+    ]
     part = Encoded([encoded.ids[i] for i in shard], None, 0)
     # the bare model: shards can differ by a batch, and the DDP wrapper's forward is a
     # collective (buffer broadcast) that every process would have to join
@@ -274,7 +299,9 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
     if prefix is not None:
         logits = prefix.logits(bare, part, cfg.train.eval_batch_size)
     else:
-        logits = infer_logits(bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
+        logits = infer_logits(
+            bare, part, cfg.train.eval_batch_size, pad_id, accelerator.device, accelerator.autocast
+        )
     logits = np.concatenate(gather_object([logits]))
     model.train()
     if cfg.task == "multi_label" and thresholds is None:
@@ -283,14 +310,18 @@ def evaluate_split(model, encoded: Encoded, cfg: Config, pad_id: int, accelerato
     return task_metrics(cfg.task, logits, encoded.labels, cfg.data.label_names, thresholds)
 
 
-def task_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+def task_loss(
+    cfg: Config, logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None
+) -> torch.Tensor:
     """The training loss without a teacher: cross-entropy over the classes (class weights,
     label smoothing), or a regression's mean squared error of its one output."""
     if cfg.task == "regression":
         return F.mse_loss(logits.float()[:, 0], labels.float())
     if cfg.task == "multi_label":  # each label a yes/no: the mean binary cross-entropy
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-    return F.cross_entropy(logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing)
+    return F.cross_entropy(
+        logits.float(), labels, weight=class_weight, label_smoothing=cfg.train.label_smoothing
+    )
 
 
 def improved(value: float, best: float | None, metric: str) -> bool:
@@ -320,7 +351,10 @@ def save_checkpoint(model, tokenizer, path: Path, state: TrainState, accelerator
             write_json(tmp / "lorafit_state.json", asdict(state))
             if state.best_thresholds is not None:  # multi-label: what `lorafit predict` decides at
                 names = accelerator.unwrap_model(model).config.id2label  # int keys (transformers)
-                write_json(tmp / "thresholds.json", {names.get(i, str(i)): t for i, t in enumerate(state.best_thresholds)})
+                write_json(
+                    tmp / "thresholds.json",
+                    {names.get(i, str(i)): t for i, t in enumerate(state.best_thresholds)},
+                )
         except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a full disk
             shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(
@@ -347,7 +381,9 @@ def recover_best_dir(path: Path) -> None:
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """A CPU copy of the trainable tensors (under 1M numbers: cheap to keep the best in memory)."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def update_ema(ema: dict[str, torch.Tensor], model, decay: float, step: int) -> None:
@@ -421,7 +457,9 @@ def _class_weight(cfg: Config, labels: np.ndarray, device) -> torch.Tensor | Non
     weights = balanced_class_weights(labels, len(names))
     counts = class_counts(labels, len(names))
     shown = ", ".join(f"{n} {c} rows x {w:.3f}" for n, c, w in zip(names, counts, weights))
-    log.info("class weights (train.class_weights=balanced, rows / (classes x class rows)): %s", shown)
+    log.info(
+        "class weights (train.class_weights=balanced, rows / (classes x class rows)): %s", shown
+    )
     return torch.as_tensor(weights, dtype=torch.float32, device=device)
 
 
@@ -435,7 +473,13 @@ def _prepare_teacher(cfg: Config, splits: dict, accelerator):
     return prepare_distillation(cfg, splits, accelerator)
 
 
-def train(config: Config | str | Path | None = None, overrides=(), *, resume: str | Path | None = None, on_eval: Callable[[int, dict], bool] | None = None) -> Path:
+def train(
+    config: Config | str | Path | None = None,
+    overrides=(),
+    *,
+    resume: str | Path | None = None,
+    on_eval: Callable[[int, dict], bool] | None = None,
+) -> Path:
     """Train a LoRA classifier; return the run directory.
 
     `config` is a `Config`, a YAML path or None (the defaults); `overrides` are `key=value`
@@ -460,19 +504,29 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     try:
         description, splits, tokenizer, model = prepare(cfg)
         resolve_metric(cfg, splits["train"].labels)  # train.metric=auto settled before config.yaml
-        started = init_output_bias(model, cfg.task, splits["train"].labels)  # regression, multi-label
+        started = init_output_bias(
+            model, cfg.task, splits["train"].labels
+        )  # regression, multi-label
         if started:
             log.info("%s", started)
-        class_weight = _class_weight(cfg, splits["train"].labels, accelerator.device)  # None: unweighted
+        class_weight = _class_weight(
+            cfg, splits["train"].labels, accelerator.device
+        )  # None: unweighted
         # after the data's checks (a bad file gets its one-line error alone), before the teacher's
         # logits and the activation cache, the first long computations
-        threads = use_threads(cfg.train.threads, "training") if accelerator.device.type == "cpu" else None
+        threads = (
+            use_threads(cfg.train.threads, "training") if accelerator.device.type == "cpu" else None
+        )
         distill = _prepare_teacher(cfg, splits, accelerator)  # None without train.teacher
-        if distill is not None:  # the teacher is recorded, not counted (model_description.json, summary.json)
+        if (
+            distill is not None
+        ):  # the teacher is recorded, not counted (model_description.json, summary.json)
             description = {**description, "teacher": distill.describe()}
         encoded = {k: encode(tokenizer, t, cfg.model.max_length) for k, t in splits.items()}
         _log_data(encoded, cfg)
-        cache_plan = plan_prefix_cache(cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision)
+        cache_plan = plan_prefix_cache(
+            cfg, model, encoded["train"], accelerator.num_processes, accelerator.mixed_precision
+        )
 
         world = accelerator.num_processes
         global_batch = cfg.train.batch_size * world
@@ -482,17 +536,36 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
         scheduler = build_scheduler(optimizer, cfg, n_steps)
         model, optimizer = accelerator.prepare(model, optimizer)
         # the activation cache: built (or refused: a one-line error, no run folder) or reused
-        forward = make_forward(cache_plan, model, encoded["train"], tokenizer.pad_token_id, accelerator)
+        forward = make_forward(
+            cache_plan, model, encoded["train"], tokenizer.pad_token_id, accelerator
+        )
     finally:
         if early is not None:
             log.removeHandler(early)
-    run_dir = _open_run_dir(cfg, description, accelerator, resume_dir, early.records if early is not None else ())
+    run_dir = _open_run_dir(
+        cfg, description, accelerator, resume_dir, early.records if early is not None else ()
+    )
 
     # a resume restores weights, optimizer, scheduler, RNG and position, and trims metrics.jsonl
-    run = Run(cfg, accelerator, run_dir, model, tokenizer, optimizer, scheduler, encoded, n_steps, threads=threads)
+    run = Run(
+        cfg,
+        accelerator,
+        run_dir,
+        model,
+        tokenizer,
+        optimizer,
+        scheduler,
+        encoded,
+        n_steps,
+        threads=threads,
+    )
     _start_state(run, resume_dir)
     if cfg.train.ema_decay and run.ema is None:  # a new run: the average starts at the weights
-        run.ema = {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+        run.ema = {
+            n: p.detach().clone()
+            for n, p in accelerator.unwrap_model(model).named_parameters()
+            if p.requires_grad
+        }
     run.eval_prefix = eval_prefix_for(forward, encoded["validation"], accelerator)
     state, train_set = run.state, encoded["train"]
     run.metrics = MetricsLogger(run_dir, accelerator, cfg) if accelerator.is_main_process else None
@@ -500,7 +573,9 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     run.progress = _progress(n_steps, cfg, accelerator, state.step)
     model.train()
     while state.step < n_steps and not state.stopped_early:
-        batches = epoch_batches(train_set.lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
+        batches = epoch_batches(
+            train_set.lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length
+        )
         for micro, global_idx in enumerate(batches):
             if micro < state.micro:
                 continue  # trained on before the checkpoint this run resumed from
@@ -529,7 +604,9 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
             scheduler.step()
             state.step += 1
             if run.ema is not None:
-                update_ema(run.ema, accelerator.unwrap_model(model), cfg.train.ema_decay, state.step)
+                update_ema(
+                    run.ema, accelerator.unwrap_model(model), cfg.train.ema_decay, state.step
+                )
             state.micro = micro + 1
             run.window["steps"] += 1
             epoch_f = state.epoch + (micro + 1) / len(batches)
@@ -565,7 +642,9 @@ def train(config: Config | str | Path | None = None, overrides=(), *, resume: st
     return run_dir
 
 
-def _open_run_dir(cfg: Config, description: dict, accelerator, existing: Path | None = None, early=()) -> Path:
+def _open_run_dir(
+    cfg: Config, description: dict, accelerator, existing: Path | None = None, early=()
+) -> Path:
     """Create the run directory (or reopen `existing` to resume) and tell the others its name.
 
     A new directory that cannot be filled (full disk) is removed again: no half-made run.
@@ -587,7 +666,11 @@ def _open_run_dir(cfg: Config, description: dict, accelerator, existing: Path | 
         except (OSError, UserError) as e:
             if existing is None:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            raise e if isinstance(e, UserError) else UserError(f"{run_dir}: cannot write ({e.strerror}); choose a writable run.dir") from None
+            raise (
+                e
+                if isinstance(e, UserError)
+                else UserError(f"{run_dir}: cannot write ({e.strerror}); choose a writable run.dir")
+            ) from None
         holder = [str(run_dir)]
     if accelerator.num_processes > 1:
         broadcast_object_list(holder)
@@ -659,7 +742,8 @@ def _already_finished(run_dir: Path) -> Path:
     """
     log.info(
         "%s: this run already finished (summary.json exists); nothing to resume. Refreshed its "
-        "plots and training_log.txt; start a new run to train more", run_dir,
+        "plots and training_log.txt; start a new run to train more",
+        run_dir,
     )
     _finish_outputs(run_dir)
     return run_dir
@@ -681,13 +765,18 @@ def _save_resumable(run: Run) -> None:
     rng = gather_object([capture_rng()])
     if accelerator.is_main_process:
         save_training_state(
-            run.run_dir, state.step,
+            run.run_dir,
+            state.step,
             trainable=trainable_state(accelerator.unwrap_model(run.model)),
             optimizer_state=run.optimizer.state_dict(),
             scheduler_state=run.scheduler.state_dict(),
             state={**asdict(state), "window": run.window},
-            best=run.best_weights, rng=rng, keep_last=run.cfg.train.keep_last,
-            ema=None if run.ema is None else {n: t.to("cpu", copy=True) for n, t in run.ema.items()},
+            best=run.best_weights,
+            rng=rng,
+            keep_last=run.cfg.train.keep_last,
+            ema=None
+            if run.ema is None
+            else {n: t.to("cpu", copy=True) for n, t in run.ema.items()},
         )
     accelerator.wait_for_everyone()
 
@@ -709,7 +798,9 @@ def _start_state(run: Run, resume_dir: Path | None) -> None:
     if path is not None:  # else killed before the first checkpoint: start over in the same folder
         saved = load_training_state(path)
         run.window = saved["state"].pop("window")
-        run.state = TrainState(**{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__})
+        run.state = TrainState(
+            **{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__}
+        )
         run.best_weights = saved["best"]
         _load_trainable(accelerator.unwrap_model(run.model), saved["trainable"], path)
         if run.cfg.train.ema_decay:
@@ -719,11 +810,18 @@ def _start_state(run: Run, resume_dir: Path | None) -> None:
     if accelerator.is_main_process:
         kept = trim_metrics(run_dir / "metrics.jsonl", run.state.step)
         prune_checkpoints(run_dir, run.cfg.train.keep_last)
-        log.info("resuming at step %d from %s (%d metrics rows kept)", run.state.step, path or "the start", kept)
+        log.info(
+            "resuming at step %d from %s (%d metrics rows kept)",
+            run.state.step,
+            path or "the start",
+            kept,
+        )
     _restore_best_dir(run)
     if path is not None:  # last: nothing after this may draw random numbers before training
         rng = saved["rng"]
-        restore_rng(rng[accelerator.process_index] if accelerator.process_index < len(rng) else rng[0])
+        restore_rng(
+            rng[accelerator.process_index] if accelerator.process_index < len(rng) else rng[0]
+        )
 
 
 def _load_trainable(model, tensors: dict, path: Path) -> None:
@@ -783,32 +881,56 @@ def _log_data(encoded: dict[str, Encoded], cfg: Config) -> None:
     if cfg.task != "classification":  # data.unlabeled rows (NaN) learn from the teacher only
         labelled = labelled_rows(labels)
         if not labelled.all():
-            log.info("%d unlabelled training rows learn from the teacher only", int((~labelled).sum()))
+            log.info(
+                "%d unlabelled training rows learn from the teacher only", int((~labelled).sum())
+            )
         labels = labels[labelled]
     if cfg.task == "regression":
-        log.info("regression on %s: training values mean %.4f, sd %.4f, range %.4g to %.4g", names[0],
-                 labels.mean(), labels.std(), labels.min(), labels.max())
+        log.info(
+            "regression on %s: training values mean %.4f, sd %.4f, range %.4g to %.4g",
+            names[0],
+            labels.mean(),
+            labels.std(),
+            labels.min(),
+            labels.max(),
+        )
     elif cfg.task == "multi_label":
         counts = labels.sum(axis=0).astype(int)
-        log.info("%d labels, %.2f a row (%d rows without one); training rows of each: %s", len(names),
-                 labels.sum(1).mean(), int((labels.sum(1) == 0).sum()), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+        log.info(
+            "%d labels, %.2f a row (%d rows without one); training rows of each: %s",
+            len(names),
+            labels.sum(1).mean(),
+            int((labels.sum(1) == 0).sum()),
+            ", ".join(f"{n} {c}" for n, c in zip(names, counts)),
+        )
     else:
         _log_classes(labels, names)
     for name, enc in encoded.items():
         lengths = enc.lengths
         log.info(
             "%s: %d rows, tokens per row median %d, p99 %d, max %d; %d truncated to %d tokens",
-            name, len(lengths), np.median(lengths), np.percentile(lengths, 99), lengths.max(),
-            enc.truncated, cfg.model.max_length,
+            name,
+            len(lengths),
+            np.median(lengths),
+            np.percentile(lengths, 99),
+            lengths.max(),
+            enc.truncated,
+            cfg.model.max_length,
         )
 
 
 def _log_classes(labels: np.ndarray, names: list[str]) -> None:
     labelled = labels[labels >= 0]  # data.unlabeled rows (-100) learn from the teacher only
     counts = np.bincount(labelled, minlength=len(names))
-    log.info("%d classes, training rows of each: %s", len(names), ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    log.info(
+        "%d classes, training rows of each: %s",
+        len(names),
+        ", ".join(f"{n} {c}" for n, c in zip(names, counts)),
+    )
     if len(labelled) < len(labels):
-        log.info("%d unlabelled training rows learn from the teacher only", len(labels) - len(labelled))
+        log.info(
+            "%d unlabelled training rows learn from the teacher only", len(labels) - len(labelled)
+        )
 
 
 def _progress(n_steps: int, cfg: Config, accelerator, done: int = 0):
@@ -834,8 +956,14 @@ def _is_terminal(stream) -> bool:
 def _update_progress(progress, row: dict) -> None:
     log.info(
         "step %d: loss %.4f lr %.3g %.1f samples/s %.0f tokens/s padding %.1f%% memory %.0f MB (peak %.0f MB)",
-        row["step"], row["train_loss"], row["lr"], row["samples_per_s"], row["tokens_per_s"],
-        100 * row["padding_share"], row["memory_now_mb"], row["memory_mb"],
+        row["step"],
+        row["train_loss"],
+        row["lr"],
+        row["samples_per_s"],
+        row["tokens_per_s"],
+        100 * row["padding_share"],
+        row["memory_now_mb"],
+        row["memory_mb"],
     )
     if progress:
         _postfix(progress, loss=f"{row['train_loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
@@ -864,7 +992,9 @@ def _train_row(run: Run, epoch_f: float, elapsed: float) -> dict:
     total_tokens = window["tokens"] + window["padded"]
     loss = window["loss"]
     if accelerator.num_processes > 1:  # each process saw its share of the batch: average them
-        loss = accelerator.reduce(torch.tensor([loss], device=accelerator.device), reduction="mean").item()
+        loss = accelerator.reduce(
+            torch.tensor([loss], device=accelerator.device), reduction="mean"
+        ).item()
     return {
         "kind": "train",
         "step": run.state.step,
@@ -887,33 +1017,71 @@ def _evaluate_and_keep(run: Run, epoch_f: float) -> dict:
     """
     cfg, state, accelerator = run.cfg, run.state, run.accelerator
     with ema_weights(run):  # train.ema_decay: the average is what is evaluated and kept
-        m = evaluate_split(run.model, run.encoded["validation"], cfg, run.tokenizer.pad_token_id, accelerator, run.eval_prefix)
+        m = evaluate_split(
+            run.model,
+            run.encoded["validation"],
+            cfg,
+            run.tokenizer.pad_token_id,
+            accelerator,
+            run.eval_prefix,
+        )
         values = eval_values(m)
         is_best = improved(values[cfg.train.metric], state.best_value, cfg.train.metric)
         if is_best:
-            state.best_value, state.best_step, state.bad_evals = values[cfg.train.metric], state.step, 0
+            state.best_value, state.best_step, state.bad_evals = (
+                values[cfg.train.metric],
+                state.step,
+                0,
+            )
             state.best_thresholds = m.get("thresholds")  # multi-label: saved with the checkpoint
             run.best_weights = trainable_state(accelerator.unwrap_model(run.model))
-            save_checkpoint(run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator)
+            save_checkpoint(
+                run.model, run.tokenizer, run.run_dir / "checkpoint-best", state, accelerator
+            )
     if not is_best:
         state.bad_evals += 1
         if cfg.train.patience and state.bad_evals >= cfg.train.patience:
             state.stopped_early = True
-    row = {"kind": "eval", "step": state.step, "epoch": round(epoch_f, 4), "time_s": round(time.time() - run.started, 3), **values, "is_best": is_best}
+    row = {
+        "kind": "eval",
+        "step": state.step,
+        "epoch": round(epoch_f, 4),
+        "time_s": round(time.time() - run.started, 3),
+        **values,
+        "is_best": is_best,
+    }
     if run.metrics:
         run.metrics.write(row)
     if run.progress:
-        _postfix(run.progress, **{_SHORT.get(cfg.train.metric, "eval"): f"{values[cfg.train.metric]:.4f}"}, best=f"{state.best_value:.4f}")
+        _postfix(
+            run.progress,
+            **{_SHORT.get(cfg.train.metric, "eval"): f"{values[cfg.train.metric]:.4f}"},
+            best=f"{state.best_value:.4f}",
+        )
     log.info("step %d: eval %s%s", state.step, headline(m), " (best)" if is_best else "")
     if state.stopped_early:
-        log.info("early stop at step %d: no %s improvement in %d evaluations", state.step, cfg.train.metric, cfg.train.patience)
+        log.info(
+            "early stop at step %d: no %s improvement in %d evaluations",
+            state.step,
+            cfg.train.metric,
+            cfg.train.patience,
+        )
     return row
 
 
 #: the progress bar's short name of train.metric
-_SHORT = {"eval_accuracy": "acc", "eval_f1": "f1", "eval_mcc": "mcc", "eval_precision": "prec", "eval_recall": "rec",
-          "eval_loss": "val_loss", "eval_pearson": "pearson", "eval_spearman": "spearman",
-          "eval_macro_f1": "macro_f1", "eval_micro_f1": "micro_f1"}
+_SHORT = {
+    "eval_accuracy": "acc",
+    "eval_f1": "f1",
+    "eval_mcc": "mcc",
+    "eval_precision": "prec",
+    "eval_recall": "rec",
+    "eval_loss": "val_loss",
+    "eval_pearson": "pearson",
+    "eval_spearman": "spearman",
+    "eval_macro_f1": "macro_f1",
+    "eval_micro_f1": "micro_f1",
+}
 
 
 def _final_test(run: Run) -> dict | None:
@@ -924,14 +1092,31 @@ def _final_test(run: Run) -> dict | None:
         return None
     if run.best_weights:
         accelerator.unwrap_model(run.model).load_state_dict(run.best_weights, strict=False)
-    m = evaluate_split(run.model, test, cfg, run.tokenizer.pad_token_id, accelerator, thresholds=state.best_thresholds)
-    m["input"] = cfg.data.test or f"{len(test.ids)} rows held out of {cfg.data.train} (data.test_size={cfg.data.test_size:g})"
+    m = evaluate_split(
+        run.model,
+        test,
+        cfg,
+        run.tokenizer.pad_token_id,
+        accelerator,
+        thresholds=state.best_thresholds,
+    )
+    m["input"] = (
+        cfg.data.test
+        or f"{len(test.ids)} rows held out of {cfg.data.train} (data.test_size={cfg.data.test_size:g})"
+    )
     if accelerator.is_main_process:
         (run.run_dir / "evaluations").mkdir(exist_ok=True)
         stem = Path(cfg.data.test).stem if cfg.data.test else "heldout"
         write_json(run.run_dir / "evaluations" / f"test-{stem}.json", m)
-        tested = {"test_" + k[len("eval_"):]: v for k, v in eval_values(m).items()}
-        run.metrics.write({"kind": "test", "step": state.best_step or state.step, "time_s": round(time.time() - run.started, 3), **tested})
+        tested = {"test_" + k[len("eval_") :]: v for k, v in eval_values(m).items()}
+        run.metrics.write(
+            {
+                "kind": "test",
+                "step": state.best_step or state.step,
+                "time_s": round(time.time() - run.started, 3),
+                **tested,
+            }
+        )
         log.info("test (best checkpoint):\n%s", format_metrics(m))
     return m
 
@@ -939,10 +1124,18 @@ def _final_test(run: Run) -> dict | None:
 def _write_summary(run: Run, description: dict, test_metrics: dict | None) -> None:
     from lorafit.rundir import read_jsonl
 
-    run_dir, cfg, state, accelerator, started = run.run_dir, run.cfg, run.state, run.accelerator, run.started
+    run_dir, cfg, state, accelerator, started = (
+        run.run_dir,
+        run.cfg,
+        run.state,
+        run.accelerator,
+        run.started,
+    )
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    best_eval = next((r for r in rows if r["kind"] == "eval" and r["step"] == state.best_step), None)
+    best_eval = next(
+        (r for r in rows if r["kind"] == "eval" and r["step"] == state.best_step), None
+    )
     summary = {
         "run_name": cfg.run.name,
         "run_dir": str(run_dir),
@@ -974,7 +1167,13 @@ def _write_summary(run: Run, description: dict, test_metrics: dict | None) -> No
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(run_dir / "summary.json", summary)
-    log.info("best %s %.4f at step %d; wall time %.1f s", cfg.train.metric, state.best_value, state.best_step, summary["wall_time_s"])
+    log.info(
+        "best %s %.4f at step %d; wall time %.1f s",
+        cfg.train.metric,
+        state.best_value,
+        state.best_step,
+        summary["wall_time_s"],
+    )
 
 
 def _point_latest(run_dir: Path) -> None:

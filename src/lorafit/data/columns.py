@@ -33,7 +33,9 @@ def choose_columns(
     texts = text_columns(cfg.text_column)
     for c in texts:
         if c not in columns:
-            raise UserError(f"{source}: no column '{c}' (found {columns[:8]}); set data.text_column")
+            raise UserError(
+                f"{source}: no column '{c}' (found {columns[:8]}); set data.text_column"
+            )
     label = cfg.label_column
     if getattr(cfg, "label_columns", None):  # one 0/1 column per label, joined into label sets
         label = LABEL_SETS
@@ -41,7 +43,9 @@ def choose_columns(
         columns = [c for c in columns if c not in cfg.label_columns]
     if label is not None and label not in columns:
         if need_label:
-            raise UserError(f"{source}: no label column '{label}' (found {columns[:8]}); set data.label_column")
+            raise UserError(
+                f"{source}: no label column '{label}' (found {columns[:8]}); set data.label_column"
+            )
         label = None
     guessed = []  # said in the log; a column found by its default name (text, label) is not a guess
     if not texts:
@@ -57,7 +61,9 @@ def choose_columns(
     if guessed:
         log.info(
             "%s: %s (guessed from the columns %s; set data.text_column / data.label_column to choose)",
-            source, ", ".join(guessed), ", ".join(columns[:12]),
+            source,
+            ", ".join(guessed),
+            ", ".join(columns[:12]),
         )
     return texts, label
 

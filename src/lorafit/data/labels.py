@@ -44,7 +44,9 @@ def is_integer(text: str) -> bool:
     return _INT.fullmatch(text) is not None
 
 
-def class_names(column: Sequence, source: str, given: Sequence[str] = (), *, at_least: int = 2) -> list[str]:
+def class_names(
+    column: Sequence, source: str, given: Sequence[str] = (), *, at_least: int = 2
+) -> list[str]:
     """The classes of a training label column: `given` (data.label_names) when set, else the
     labels found, sorted (integers numerically). Refuses empty labels, a label outside `given`
     and fewer than two classes, naming the row."""
@@ -174,7 +176,9 @@ def label_values(column: Sequence, source: str) -> np.ndarray:
                 "fix the row, or set task: classification for class labels"
             ) from None
         if not math.isfinite(number):
-            raise UserError(f"{source}: row {i}: label {v!r} is not a finite number; fix the row or remove it")
+            raise UserError(
+                f"{source}: row {i}: label {v!r} is not a finite number; fix the row or remove it"
+            )
         out[i - 1] = number
     return out
 

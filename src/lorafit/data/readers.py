@@ -105,7 +105,9 @@ def _read_path(path: Path, cfg: DataConfig, split: str) -> pd.DataFrame:
     except UserError:
         raise
     except UnicodeDecodeError as e:  # text inside a binary format (parquet, pickle)
-        raise UserError(f"{path}: cannot read as {kind}: {e.reason} at byte {e.start}; check the file") from None
+        raise UserError(
+            f"{path}: cannot read as {kind}: {e.reason} at byte {e.start}; check the file"
+        ) from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise UserError(_reading_problem(path, kind, e)) from None
 
@@ -117,7 +119,9 @@ def _kind(path: Path) -> str:
     """parquet, json, pickle or text: by the ending, else by the first bytes."""
     suffix = path.suffix.lower()
     if suffix in SPREADSHEETS:
-        raise UserError(f"{path}: a spreadsheet; save it as .csv (or .tsv) from the spreadsheet program and give that")
+        raise UserError(
+            f"{path}: a spreadsheet; save it as .csv (or .tsv) from the spreadsheet program and give that"
+        )
     if suffix == ".parquet":
         return "parquet"
     if suffix in (".jsonl", ".json"):
@@ -140,7 +144,7 @@ def _kind(path: Path) -> str:
 def _not_decodable(path: Path, data: bytes, start: int, encoding: str) -> str:
     line = data[:start].count(b"\n") + 1
     return (
-        f"{path}: line {line} (byte offset {start}): byte 0x{data[start:start + 1].hex()} is not "
+        f"{path}: line {line} (byte offset {start}): byte 0x{data[start : start + 1].hex()} is not "
         f"{encoding} text; set data.encoding to the file's encoding (e.g. latin-1 or cp1252) or "
         "re-save it as UTF-8"
     )
@@ -226,7 +230,10 @@ def _read_delimited(path: Path, cfg: DataConfig) -> pd.DataFrame:
         log.warning(
             '%s: %s: a " is a character here, not a CSV quote: read with data.quoting: none, %d rows '
             "(as CSV quotes: %d rows, fields changed); set data.quoting: none to say so",
-            path, e.where, len(frame), _csv_records(text, sep) - int(header),
+            path,
+            e.where,
+            len(frame),
+            _csv_records(text, sep) - int(header),
         )
     if cfg.columns is not None:
         frame = _name_columns(path, frame, cfg.columns)
@@ -243,12 +250,20 @@ def _parse(path: Path, text: str, sep: str, header: bool, quoting: int) -> pd.Da
     # would shift every later row's ID in a submission. Trailing blank lines go.
     try:
         frame = pd.read_csv(
-            io.StringIO(text), sep=sep, header=0 if header else None, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, quoting=quoting, engine="c",
+            io.StringIO(text),
+            sep=sep,
+            header=0 if header else None,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            quoting=quoting,
+            engine="c",
         )
     except pd.errors.ParserError as e:
         raise UserError(_delimited_problem(path, e, sep, header, quoting)) from None
-    if header and (None in frame.columns or any(str(c).startswith("Unnamed:") for c in frame.columns)):
+    if header and (
+        None in frame.columns or any(str(c).startswith("Unnamed:") for c in frame.columns)
+    ):
         raise UserError(f"{path}: a header column is empty; name every column in row 1")
     frame = _drop_trailing_blank(frame)
     if quoting == csv.QUOTE_MINIMAL:
@@ -263,7 +278,9 @@ def _decode(path: Path, encoding: str) -> str:
     try:
         return data[bom:].decode("utf-8" if utf8 else encoding)
     except LookupError:
-        raise UserError(f"data.encoding {encoding!r}: unknown encoding; use e.g. utf-8, latin-1 or cp1252") from None
+        raise UserError(
+            f"data.encoding {encoding!r}: unknown encoding; use e.g. utf-8, latin-1 or cp1252"
+        ) from None
     except UnicodeDecodeError as e:  # offsets in the file, BOM included
         raise UserError(_not_decodable(path, data, bom + e.start, encoding)) from None
 
@@ -271,7 +288,9 @@ def _decode(path: Path, encoding: str) -> str:
 def _sniff_separator(text: str, path: Path) -> str:
     """Tab, comma, semicolon or pipe: the one found the same number of times (> 0) on each of
     the first lines; tab first (texts hold commas more often than tabs)."""
-    lines = [x for x in _LINE_END.split(text[:65536])[:50] if x.strip()][:-1] or _LINE_END.split(text)[:1]
+    lines = [x for x in _LINE_END.split(text[:65536])[:50] if x.strip()][:-1] or _LINE_END.split(
+        text
+    )[:1]
     for sep in ("\t", ",", ";", "|"):
         counts = {line.count(sep) for line in lines}
         if len(counts) == 1 and counts != {0}:
@@ -309,7 +328,11 @@ def _is_header(rows: list[list[str]], cfg: DataConfig) -> bool:
     if named and named <= set(cells):
         return True
     names = [c for c in cells if c]  # an empty one is refused later, naming the header
-    if not names or any(len(c) > 40 or _is_number(c) for c in names) or len(set(names)) < len(names):
+    if (
+        not names
+        or any(len(c) > 40 or _is_number(c) for c in names)
+        or len(set(names)) < len(names)
+    ):
         return False
     below = [{r[j].strip() for r in rows[1:] if len(r) > j} for j in range(len(cells))]
     return not any(name and name in values for name, values in zip(cells, below))
@@ -324,12 +347,14 @@ def _is_number(cell: str) -> bool:
 
 
 def _drop_trailing_blank(frame: pd.DataFrame) -> pd.DataFrame:
-    filled = frame.fillna("").apply(lambda c: c.astype(str).str.strip() != "").any(axis=1).to_numpy()
+    filled = (
+        frame.fillna("").apply(lambda c: c.astype(str).str.strip() != "").any(axis=1).to_numpy()
+    )
     return frame.iloc[: int(np.flatnonzero(filled)[-1]) + 1 if filled.any() else 0]
 
 
 QUOTE_FIX = (
-    'if a " is only a character in this file (GLUE\'s TSVs, the SMS Spam Collection), set '
+    "if a \" is only a character in this file (GLUE's TSVs, the SMS Spam Collection), set "
     'data.quoting: none; else write a quote inside a quoted text as two ("")'
 )
 
@@ -367,7 +392,9 @@ def _check_quotes(path: Path, text: str, sep: str, header: bool) -> None:
             return
         except csv.Error as e:
             row = f"row {records + 1 - int(header)}" if records + 1 > int(header) else "the header"
-            raise _NotCsvQuotes(path, f"{row} (line {start})", _quote_problem(str(e), start, reader.line_num, text)) from None
+            raise _NotCsvQuotes(
+                path, f"{row} (line {start})", _quote_problem(str(e), start, reader.line_num, text)
+            ) from None
         records, start = records + 1, reader.line_num + 1
 
 
@@ -390,7 +417,12 @@ def _first_rows(text: str, sep: str, quoting: int) -> list[list[str]]:
     rows = []
     try:
         with _long_fields():
-            rows.extend(itertools.islice(csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting), HEADER_SAMPLE))
+            rows.extend(
+                itertools.islice(
+                    csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting),
+                    HEADER_SAMPLE,
+                )
+            )
     except csv.Error:
         pass
     return rows
@@ -410,7 +442,11 @@ def _literal_grid(text: str, sep: str) -> bool:
     lines = [x for x in _LINE_END.split(text.rstrip("\r\n")) if x.strip()]
     if len({x.count(sep) for x in lines}) != 1:
         return False
-    return not any(f[:1] == f[-1:] == '"' and len(f) > 1 and '""' in f[1:-1] for x in lines for f in x.split(sep))
+    return not any(
+        f[:1] == f[-1:] == '"' and len(f) > 1 and '""' in f[1:-1]
+        for x in lines
+        for f in x.split(sep)
+    )
 
 
 def _check_row_count(path: Path, text: str, frame: pd.DataFrame, sep: str, header: bool) -> None:
@@ -425,10 +461,14 @@ def _check_row_count(path: Path, text: str, frame: pd.DataFrame, sep: str, heade
         broken = frame.apply(lambda c: c.astype(str).str.contains("\n|\r")).any(axis=1).to_numpy()
         row = int(np.flatnonzero(broken)[0]) + 1 if broken.any() else len(frame)
         raise _NotCsvQuotes(
-            path, f"row {row}", f"a quote opens a field that swallows whole lines ({len(frame)} rows "
+            path,
+            f"row {row}",
+            f"a quote opens a field that swallows whole lines ({len(frame)} rows "
             f"read from {lines} lines of {widths.pop() + 1} fields each)",
         )
-    log.info("%s: %d rows from %d lines (line breaks inside quoted fields)", path, len(frame), lines)
+    log.info(
+        "%s: %d rows from %d lines (line breaks inside quoted fields)", path, len(frame), lines
+    )
 
 
 def _name_columns(path: Path, frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -449,7 +489,9 @@ def _read_ag_original(path: Path, text: str, cfg: DataConfig) -> pd.DataFrame:
     bad = ~frame[0].str.strip().isin(AG_CLASSES)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
-        raise UserError(f"{path}: row {row}: class {frame[0][row - 1]!r} is not 1-4 (original AG News format)")
+        raise UserError(
+            f"{path}: row {row}: class {frame[0][row - 1]!r} is not 1-4 (original AG News format)"
+        )
     text_col = (text_columns(cfg.text_column) or ["text"])[0]
     out = (frame[1].str.strip() + " " + frame[2].str.strip()).str.strip()
     label = frame[0].str.strip().astype(int) - 1
@@ -471,7 +513,9 @@ def _read_json(path: Path, cfg: DataConfig) -> pd.DataFrame:
                 "one JSON array of objects: fix the JSON there (or write one JSON object per line)"
             ) from None
         if not all(isinstance(r, dict) for r in rows):
-            raise UserError(f"{path}: a JSON array must hold objects ({{\"text\": ..., \"label\": ...}})")
+            raise UserError(
+                f'{path}: a JSON array must hold objects ({{"text": ..., "label": ...}})'
+            )
         return pd.DataFrame(rows)
     try:
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
@@ -481,7 +525,9 @@ def _read_json(path: Path, cfg: DataConfig) -> pd.DataFrame:
 
 def _read_saved_dataset(path: Path, split: str) -> pd.DataFrame:
     """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    if not any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+    if not any(
+        (path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")
+    ):
         raise UserError(
             f"{path}: is a folder, not a dataset saved with save_to_disk; give a data file "
             "(.csv, .tsv, .parquet, .jsonl, .pkl) or such a folder"
@@ -491,7 +537,9 @@ def _read_saved_dataset(path: Path, split: str) -> pd.DataFrame:
     try:
         ds = datasets.load_from_disk(str(path))
     except (OSError, ValueError, FileNotFoundError) as e:
-        raise UserError(f"{path}: cannot read the saved dataset ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"{path}: cannot read the saved dataset ({str(e).splitlines()[0]})"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UserError(
@@ -520,9 +568,13 @@ def _read_hub(source: str, split: str) -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(dataset_id, subset, split=split)
     except (ValueError, FileNotFoundError) as e:
-        raise UserError(f"hub dataset '{source}' split '{split}': {str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"hub dataset '{source}' split '{split}': {str(e).splitlines()[0]}"
+        ) from None
     except (ConnectionError, OSError) as e:
-        raise UserError(f"cannot download hub dataset '{dataset_id}' ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"cannot download hub dataset '{dataset_id}' ({str(e).splitlines()[0]})"
+        ) from None
     return ds.to_pandas()
 
 
@@ -533,5 +585,3 @@ def _read_safe_pickle(path: Path) -> pd.DataFrame:
     from lorafit.pickles import read_pickle_frame  # allow-list unpickler; see lorafit.pickles
 
     return read_pickle_frame(path)
-
-

@@ -66,7 +66,9 @@ class TextTable:
 
     def with_texts(self, texts: list[str], pairs: list[str] | None = None) -> TextTable:
         """The same rows with other texts (perturbed, augmented)."""
-        return dataclasses.replace(self, texts=texts, pairs=pairs if pairs is not None else self.pairs)
+        return dataclasses.replace(
+            self, texts=texts, pairs=pairs if pairs is not None else self.pairs
+        )
 
 
 # ---------------------------------------------------------------- reading
@@ -88,7 +90,14 @@ def load_table(
     """
     source = resolve_source(source)
     frame = read_frame(source, cfg, split)
-    return to_table(frame, source, cfg, need_labels=need_labels, allow_empty=allow_empty_text, id_column=id_column)
+    return to_table(
+        frame,
+        source,
+        cfg,
+        need_labels=need_labels,
+        allow_empty=allow_empty_text,
+        id_column=id_column,
+    )
 
 
 # ------------------------------------------------------------- checking
@@ -117,14 +126,18 @@ def to_table(
         labels = _labels(frame[label].tolist(), source, cfg, need_labels)
     if id_column is not None:
         if id_column not in frame.columns:
-            raise UserError(f"{source}: no id column '{id_column}' (found {_columns(frame)}); check --id-column")
+            raise UserError(
+                f"{source}: no id column '{id_column}' (found {_columns(frame)}); check --id-column"
+            )
         ids = [normalise(v) for v in frame[id_column].tolist()]
     else:
         ids = None
     return TextTable(first, labels, source, pairs, ids)
 
 
-def join_label_columns(frame: pd.DataFrame, source: str, cfg: DataConfig, need_labels: bool) -> pd.DataFrame:
+def join_label_columns(
+    frame: pd.DataFrame, source: str, cfg: DataConfig, need_labels: bool
+) -> pd.DataFrame:
     """With data.label_columns (one 0/1 column per label): `frame` plus the column
     `LABEL_SETS` of each row's label set (`joy,love`), what the label-set reader takes; a file
     without those columns where no label is needed (predict) is left as it is."""
@@ -134,7 +147,9 @@ def join_label_columns(frame: pd.DataFrame, source: str, cfg: DataConfig, need_l
     missing = [c for c in cfg.label_columns if c not in names]
     if missing:
         if need_labels:
-            raise UserError(f"{source}: no label column {missing[0]!r} (found {names[:8]}); check data.label_columns")
+            raise UserError(
+                f"{source}: no label column {missing[0]!r} (found {names[:8]}); check data.label_columns"
+            )
         return frame
     frame = frame.set_axis(names, axis=1)
     marks = {}
@@ -148,7 +163,9 @@ def join_label_columns(frame: pd.DataFrame, source: str, cfg: DataConfig, need_l
                 )
         marks[c] = [v in ("1", "true") for v in cells]
     frame = frame.copy()
-    frame[LABEL_SETS] = [",".join(c for c in cfg.label_columns if marks[c][i]) for i in range(len(frame))]
+    frame[LABEL_SETS] = [
+        ",".join(c for c in cfg.label_columns if marks[c][i]) for i in range(len(frame))
+    ]
     return frame
 
 
@@ -165,7 +182,9 @@ def _labels(column: list, source: str, cfg: DataConfig, need_labels: bool) -> np
     if is_regression(cfg):
         read = lambda: label_values(column, source)  # noqa: E731
     elif is_multi_label(cfg):
-        names = cfg.label_names or _own_classes([i for cell in column for i in cell_items(cell)], source)
+        names = cfg.label_names or _own_classes(
+            [i for cell in column for i in cell_items(cell)], source
+        )
         read = lambda: label_sets(column, source, names)  # noqa: E731
     else:
         names = cfg.label_names or _own_classes(column, source)
@@ -205,7 +224,12 @@ def _check_texts(column: pd.Series, source: str, allow_empty: bool) -> list[str]
 
 
 def split_table(
-    table: TextTable, val_size: float, seed: int, *, what: str = "validation", key: str = "data.val_size"
+    table: TextTable,
+    val_size: float,
+    seed: int,
+    *,
+    what: str = "validation",
+    key: str = "data.val_size",
 ) -> tuple[TextTable, TextTable]:
     """A stratified, seeded split: (the rest, `val_size` rows (>= 1) or a fraction of them).
 
@@ -222,7 +246,13 @@ def split_table(
         strata = table.labels
     classes = 1 if strata is None else len(np.unique(strata))
     if n_val < classes or len(table) - n_val < classes:
-        kinds = f"{classes} classes" if table.labels.dtype.kind != "f" else "regression labels" if table.labels.ndim == 1 else f"{classes} label groups"
+        kinds = (
+            f"{classes} classes"
+            if table.labels.dtype.kind != "f"
+            else "regression labels"
+            if table.labels.ndim == 1
+            else f"{classes} label groups"
+        )
         raise UserError(
             f"{table.source}: cannot split {n_val} {what} rows from {len(table)} rows with "
             f"{kinds}; lower {key} or give data.{what}"
@@ -232,7 +262,9 @@ def split_table(
             np.arange(len(table)), test_size=n_val, random_state=seed, stratify=strata
         )
     except ValueError as e:
-        raise UserError(f"{table.source}: cannot stratify the {what} split ({e}); lower {key}") from None
+        raise UserError(
+            f"{table.source}: cannot stratify the {what} split ({e}); lower {key}"
+        ) from None
     return table.subset(np.sort(tr)), table.subset(np.sort(va))
 
 
@@ -294,7 +326,9 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, TextTable]:
     train = to_table(frame, train_source, cfg)
     splits: dict[str, TextTable] = {}
     if cfg.test_size:
-        train, splits["test"] = split_table(train, cfg.test_size, seed + 1, what="test", key="data.test_size")
+        train, splits["test"] = split_table(
+            train, cfg.test_size, seed + 1, what="test", key="data.test_size"
+        )
     if cfg.validation:
         val = load_table(cfg.validation, cfg, split="validation")
     else:
@@ -332,8 +366,17 @@ def settle_classes(cfg: DataConfig) -> None:
         )
     source = _require_train(cfg)
     stat = os.stat(source) if os.path.exists(source) else None
-    key = (source, stat and (stat.st_size, stat.st_mtime_ns), repr(cfg.text_column), cfg.label_column,
-           repr(cfg.columns), cfg.quoting, cfg.encoding, cfg.label_format, getattr(cfg, "_task", ""))
+    key = (
+        source,
+        stat and (stat.st_size, stat.st_mtime_ns),
+        repr(cfg.text_column),
+        cfg.label_column,
+        repr(cfg.columns),
+        cfg.quoting,
+        cfg.encoding,
+        cfg.label_format,
+        getattr(cfg, "_task", ""),
+    )
     if key not in _SETTLED:
         settle(read_frame(source, cfg, "train"), source, cfg)
         _SETTLED[key] = (cfg.text_column, cfg.label_column, list(cfg.label_names), cfg.label_format)
@@ -348,13 +391,17 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
     frame = join_label_columns(frame, source, cfg, need_labels=True)
     texts, label = choose_columns(frame, source, cfg, need_label=True)
     cfg.text_column = texts[0] if len(texts) == 1 else list(texts)
-    cfg.label_column = None if label == LABEL_SETS else label  # data.label_columns: they stay as given
+    cfg.label_column = (
+        None if label == LABEL_SETS else label
+    )  # data.label_columns: they stay as given
     column = frame[label].tolist()
     if is_regression(cfg):  # one output, named by data.label_names or after the label column
         label_values(column, source)
         cfg.label_names = list(cfg.label_names) or [str(label)]
         return
-    if is_multi_label(cfg):  # every label a row holds, or data.label_names (data.label_columns' names)
+    if is_multi_label(
+        cfg
+    ):  # every label a row holds, or data.label_names (data.label_columns' names)
         names = set_names(column, source, cfg.label_names or cfg.label_columns or ())
         if cfg.label_format == "auto":
             items = [i for cell in column for i in cell_items(cell)]
@@ -366,11 +413,19 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
         log.warning(
             "%s: the label column '%s' holds %d distinct numbers, some fractional (%s, ...), each "
             "read as a class; if they are values to predict, set task: regression",
-            source, label, len(names), ", ".join([n for n in names if not float(n).is_integer()][:3]),
+            source,
+            label,
+            len(names),
+            ", ".join([n for n in names if not float(n).is_integer()][:3]),
         )
     if cfg.label_names and len(names) > len(set(normalise(v) for v in column)):
-        log.info("%s: classes in data.label_names absent from training: %s", source,
-                 ", ".join(n for i, n in enumerate(names) if i not in set(label_ids(column, source, names))))
+        log.info(
+            "%s: classes in data.label_names absent from training: %s",
+            source,
+            ", ".join(
+                n for i, n in enumerate(names) if i not in set(label_ids(column, source, names))
+            ),
+        )
     if cfg.label_format == "auto":
         cfg.label_format = "ids" if written_as_ids(column, names) else "names"
     cfg.label_names = list(names)
@@ -403,5 +458,3 @@ def file_digest(path: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-

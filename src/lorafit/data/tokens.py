@@ -43,7 +43,9 @@ def encode(tokenizer, table: TextTable, max_length: int) -> Encoded:
         return _encode_pairs(tokenizer, table, max_length)
     prefix, suffix = special_tokens(tokenizer)
     room = max_length - len(prefix) - len(suffix)
-    raw = tokenizer(table.texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    raw = tokenizer(table.texts, add_special_tokens=False, truncation=False, verbose=False)[
+        "input_ids"
+    ]
     truncated = sum(len(x) > room for x in raw)
     ids = [prefix + x[:room] + suffix for x in raw]
     return Encoded(ids, table.labels, truncated)
@@ -58,8 +60,12 @@ def _encode_pairs(tokenizer, table: TextTable, max_length: int) -> Encoded:
     types = enc.get("token_type_ids")
     if types is not None and not any(any(row) for row in types):
         types = None  # RoBERTa, MPNet: one segment id, the model's default
-    return Encoded([list(x) for x in enc["input_ids"]], table.labels, truncated,
-                   None if types is None else [list(t) for t in types])
+    return Encoded(
+        [list(x) for x in enc["input_ids"]],
+        table.labels,
+        truncated,
+        None if types is None else [list(t) for t in types],
+    )
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
@@ -124,7 +130,10 @@ def epoch_batches(
     if group_by_length:
         mega = batch_size * 50
         order = np.concatenate(
-            [c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(mega, len(order), mega))]
+            [
+                c[np.argsort(-lengths[c], kind="stable")]
+                for c in np.split(order, range(mega, len(order), mega))
+            ]
         )
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:

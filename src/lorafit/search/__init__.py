@@ -1,11 +1,11 @@
 """Search: a sweep file run as an Optuna study, budgeted, pruned, shared between workers.
 
-    space.py        the sweep file: base config, grid / runs / search spaces, budget check
-    samplers.py     Optuna's storage, sampler and pruner, as the file names them
-    study.py        the objective (count, train or resume, report, prune), workers, retries
-    leaderboard.py  the study as leaderboard.csv / leaderboard.md
-    plots.py        the study for `lorafit report`: metric by trial, parameter importances
-    run.py          `lorafit sweep`: dry run, one or N workers, the final leaderboard
+space.py        the sweep file: base config, grid / runs / search spaces, budget check
+samplers.py     Optuna's storage, sampler and pruner, as the file names them
+study.py        the objective (count, train or resume, report, prune), workers, retries
+leaderboard.py  the study as leaderboard.csv / leaderboard.md
+plots.py        the study for `lorafit report`: metric by trial, parameter importances
+run.py          `lorafit sweep`: dry run, one or N workers, the final leaderboard
 """
 
 from lorafit.search.run import plan_text, sweep

@@ -42,7 +42,15 @@ MULTILABEL_METRICS = ("eval_macro_f1", "eval_micro_f1", "test_macro_f1")
 #: the sweep metrics of a regression (a regression's trials select by them; see TASK_METRICS)
 REGRESSION_METRICS = ("eval_pearson", "eval_spearman", "test_pearson")
 #: which attempt of a trial the leaderboard shows: the most advanced state wins
-_PREFERENCE = {"done": 0, "pruned": 1, "skipped": 2, "running": 3, "waiting": 4, "interrupted": 5, "failed": 6}
+_PREFERENCE = {
+    "done": 0,
+    "pruned": 1,
+    "skipped": 2,
+    "running": 3,
+    "waiting": 4,
+    "interrupted": 5,
+    "failed": 6,
+}
 
 
 def show_value(value: Any) -> str:
@@ -188,7 +196,11 @@ def selection_metric(metric: str) -> str:
     """The eval row key a trial keeps its best checkpoint by (its train.metric) and reports
     to the pruner: the sweep's metric, or eval_accuracy for test_accuracy (known at the end
     only; a regression's test_pearson: eval_pearson)."""
-    return {"test_accuracy": "eval_accuracy", "test_pearson": "eval_pearson", "test_macro_f1": "eval_macro_f1"}.get(metric, metric)
+    return {
+        "test_accuracy": "eval_accuracy",
+        "test_pearson": "eval_pearson",
+        "test_macro_f1": "eval_macro_f1",
+    }.get(metric, metric)
 
 
 def write_leaderboard(plan, trials) -> tuple[Path, Path]:
@@ -196,7 +208,16 @@ def write_leaderboard(plan, trials) -> tuple[Path, Path]:
     from lorafit.rundir import write_atomic
 
     rows = leaderboard_rows(plan, trials)
-    fields = ["rank", "run", "status", *plan.keys, *(k for k, _, _ in md_columns(plan)), "run_dir", "note", "trial"]
+    fields = [
+        "rank",
+        "run",
+        "status",
+        *plan.keys,
+        *(k for k, _, _ in md_columns(plan)),
+        "run_dir",
+        "note",
+        "trial",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -247,7 +268,9 @@ def md_columns(plan) -> list:
 
 def leaderboard_markdown(plan, rows: list[dict]) -> str:
     """The leaderboard as a Markdown page: a counts line and one table."""
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed")}
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed")
+    }
     others = len(rows) - sum(counts.values())
     column = METRICS[plan.metric][0].replace("_", " ").replace("val ", "validation ")
     columns = md_columns(plan)

@@ -33,14 +33,23 @@ def read_study(leaderboard: str | Path) -> dict | None:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         storage = storage_from_url(info["storage"], str(info_path))
     except (ValueError, KeyError) as e:
-        raise UserError(f"{info_path}: not a lorafit study file ({e}); delete it or rerun the sweep") from None
+        raise UserError(
+            f"{info_path}: not a lorafit study file ({e}); delete it or rerun the sweep"
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=info["study_name"], storage=storage)
     except KeyError:
-        raise UserError(f"{info_path}: study {info['study_name']!r} not found in {info['storage']}") from None
+        raise UserError(
+            f"{info_path}: study {info['study_name']!r} not found in {info['storage']}"
+        ) from None
     importances, why = param_importances(study)
-    return {"info": info, "trials": study.get_trials(deepcopy=False), "importances": importances, "why": why}
+    return {
+        "info": info,
+        "trials": study.get_trials(deepcopy=False),
+        "importances": importances,
+        "why": why,
+    }
 
 
 def param_importances(study) -> tuple[dict[str, float], str]:
@@ -48,10 +57,16 @@ def param_importances(study) -> tuple[dict[str, float], str]:
     import optuna
 
     done = [t for t in study.get_trials(deepcopy=False) if trial_status(t) == "done"]
-    varying = {k for k in {k for t in done for k in t.params} if len({repr(t.params.get(k)) for t in done}) > 1}
+    varying = {
+        k
+        for k in {k for t in done for k in t.params}
+        if len({repr(t.params.get(k)) for t in done}) > 1
+    }
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE or not varying:
-        return {}, (f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} finished trials "
-                    f"whose parameters differ ({len(done)} finished so far)")
+        return {}, (
+            f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} finished trials "
+            f"whose parameters differ ({len(done)} finished so far)"
+        )
     try:
         return optuna.importance.get_param_importances(study, params=sorted(varying)), ""
     except (ValueError, RuntimeError) as e:
@@ -62,9 +77,14 @@ def plot_metric_by_trial(trials, metric: str, direction: str) -> Figure:
     """Finished trials as dots, pruned ones as crosses at their last report, best so far as a line."""
     fig = Figure(figsize=(7, 3.8))
     ax = fig.add_subplot()
-    done = [(t.number, t.value) for t in trials if trial_status(t) == "done" and t.value is not None]
-    pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)])
-              for t in trials if trial_status(t) == "pruned" and t.intermediate_values]
+    done = [
+        (t.number, t.value) for t in trials if trial_status(t) == "done" and t.value is not None
+    ]
+    pruned = [
+        (t.number, t.intermediate_values[max(t.intermediate_values)])
+        for t in trials
+        if trial_status(t) == "pruned" and t.intermediate_values
+    ]
     if done:
         ax.scatter(*zip(*done), label="finished", color="tab:blue", zorder=3)
         better = max if direction == "maximize" else min
@@ -74,7 +94,9 @@ def plot_metric_by_trial(trials, metric: str, direction: str) -> Figure:
             line.append((number, best))
         ax.step(*zip(*line), where="post", color="tab:green", label="best so far")
     if pruned:
-        ax.scatter(*zip(*pruned), marker="x", color="tab:orange", label="pruned (last report)", zorder=3)
+        ax.scatter(
+            *zip(*pruned), marker="x", color="tab:orange", label="pruned (last report)", zorder=3
+        )
     skipped = sum(trial_status(t) == "skipped" for t in trials)
     ax.set_xlabel("trial" + (f" ({skipped} over budget: not trained)" if skipped else ""))
     ax.set_ylabel(metric)

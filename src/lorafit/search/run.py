@@ -53,7 +53,8 @@ def sweep(
     result = {"folder": plan.folder, "plan": plan}
     if dry_run:
         result["status"] = {
-            t.name: "would fail" if t.error else "skipped" if t.skip else "would run" for t in plan.trials
+            t.name: "would fail" if t.error else "skipped" if t.skip else "would run"
+            for t in plan.trials
         }
         return result
     plan.folder.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,12 @@ def sweep(
     write_json(plan.folder / "study.json", study_info(plan))
     queued = retry_failed(study)
     log.info(
-        "sweep %s: sampler %s, pruner %s, study %s (%d trials so far%s)", plan.name, plan.sampler,
-        plan.pruner, storage_url(plan), len(study.trials) - len(queued),
+        "sweep %s: sampler %s, pruner %s, study %s (%d trials so far%s)",
+        plan.name,
+        plan.sampler,
+        plan.pruner,
+        storage_url(plan),
+        len(study.trials) - len(queued),
         f"; retrying {', '.join(queued)}" if queued else "",
     )
     for t in plan.trials:
@@ -85,9 +90,15 @@ def sweep(
 
 def study_info(plan: SweepPlan) -> dict:
     """`study.json`: where the study lives, for `lorafit report` and optuna-dashboard."""
-    return {"study_name": plan.name, "storage": storage_url(plan), "metric": plan.metric,
-            "direction": plan.direction, "sampler": plan.sampler, "pruner": plan.pruner,
-            "source": str(plan.source)}
+    return {
+        "study_name": plan.name,
+        "storage": storage_url(plan),
+        "metric": plan.metric,
+        "direction": plan.direction,
+        "sampler": plan.sampler,
+        "pruner": plan.pruner,
+        "source": str(plan.source),
+    }
 
 
 def _finish(plan: SweepPlan, result: dict, raise_failed: bool) -> dict:
@@ -97,8 +108,12 @@ def _finish(plan: SweepPlan, result: dict, raise_failed: bool) -> dict:
     trials = study.get_trials(deepcopy=False)
     csv_path, md_path = write_leaderboard(plan, trials)
     rows = leaderboard_rows(plan, trials)
-    result.update(study=study, leaderboard_csv=csv_path, leaderboard_md=md_path,
-                  status={r["run"]: r["status"] for r in rows})
+    result.update(
+        study=study,
+        leaderboard_csv=csv_path,
+        leaderboard_md=md_path,
+        status={r["run"]: r["status"] for r in rows},
+    )
     failed = [r["run"] for r in rows if r["status"] in ("failed", "interrupted")]
     if failed and raise_failed:
         raise UserError(
@@ -120,24 +135,38 @@ def _parse_gpus(gpus) -> list[str] | None:
 
 def plan_text(plan: SweepPlan, status: dict[str, str]) -> str:
     """The dry-run text: the grid's trials with their parameters, or the search space."""
-    lines = [f"sweep {plan.name} -> {plan.folder} (sampler {plan.sampler}, pruner {plan.pruner}, "
-             f"{plan.direction} {plan.metric})", ""]
+    lines = [
+        f"sweep {plan.name} -> {plan.folder} (sampler {plan.sampler}, pruner {plan.pruner}, "
+        f"{plan.direction} {plan.metric})",
+        "",
+    ]
     if plan.trials:
         width = max(len(t.name) for t in plan.trials)
         lines.append(f"{'trial':<{width}}  {'trainable':>10}  status")
         for t in plan.trials:
             count = "-" if t.params is None else f"{t.params:,}"
-            lines.append(f"{t.name:<{width}}  {count:>10}  {status[t.name]}"
-                         + (f": {t.skip or t.error}" if t.skip or t.error else ""))
+            lines.append(
+                f"{t.name:<{width}}  {count:>10}  {status[t.name]}"
+                + (f": {t.skip or t.error}" if t.skip or t.error else "")
+            )
         return "\n".join(lines)
     for s in plan.spaces.values():
         if s.kind == "choice":
             what = "choice of " + ", ".join(json.dumps(c) for c in s.choices)
         else:
-            what = f"{s.kind} in [{s.low}, {s.high}]" + (" (log)" if s.log else "") + (
-                f" step {s.step}" if s.step else "")
+            what = (
+                f"{s.kind} in [{s.low}, {s.high}]"
+                + (" (log)" if s.log else "")
+                + (f" step {s.step}" if s.step else "")
+            )
         lines.append(f"{s.key}: {what}")
-    limit = [f"{plan.n_trials} trials" if plan.n_trials else "", f"{plan.timeout} s" if plan.timeout else ""]
-    lines += ["", "until " + " or ".join(x for x in limit if x) + "; every sampled config is "
-              "counted against the budget before it trains"]
+    limit = [
+        f"{plan.n_trials} trials" if plan.n_trials else "",
+        f"{plan.timeout} s" if plan.timeout else "",
+    ]
+    lines += [
+        "",
+        "until " + " or ".join(x for x in limit if x) + "; every sampled config is "
+        "counted against the budget before it trains",
+    ]
     return "\n".join(lines)

@@ -51,11 +51,16 @@ def storage_from_url(url: str, where: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors vary by driver
-        raise UserError(f"{where}: cannot open {url} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"{where}: cannot open {url} ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
 
 
 def _constraints(trial) -> list[float]:
@@ -68,7 +73,9 @@ def make_sampler(plan: SweepPlan, seed: int | None):
 
     args = dict(plan.sampler_args)  # a seed among them is plan.seed already (space._read_search)
     if plan.sampler == "grid":  # one shuffle of the grid for every worker: same seed everywhere
-        return _checked(s.GridSampler, {p.key: p.labels for p in plan.spaces.values()}, seed=plan.seed, **args)
+        return _checked(
+            s.GridSampler, {p.key: p.labels for p in plan.spaces.values()}, seed=plan.seed, **args
+        )
     args["seed"] = seed  # worker i: seed + i
     if plan.sampler in ("tpe", "gp"):
         args.setdefault("constraints_func", _constraints)
@@ -79,8 +86,12 @@ def make_sampler(plan: SweepPlan, seed: int | None):
 def make_pruner(plan: SweepPlan):
     import optuna.pruners as p
 
-    cls = {"median": p.MedianPruner, "successive_halving": p.SuccessiveHalvingPruner,
-           "hyperband": p.HyperbandPruner, "none": p.NopPruner}[plan.pruner]
+    cls = {
+        "median": p.MedianPruner,
+        "successive_halving": p.SuccessiveHalvingPruner,
+        "hyperband": p.HyperbandPruner,
+        "none": p.NopPruner,
+    }[plan.pruner]
     return _checked(cls, **plan.pruner_args)
 
 

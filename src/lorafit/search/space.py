@@ -79,7 +79,9 @@ class Space:
     def suggest(self, trial) -> Any:
         """The value for this trial (Optuna sees labels for structured choices)."""
         if self.kind == "int":
-            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
+            return trial.suggest_int(
+                self.key, self.low, self.high, step=self.step or 1, log=self.log
+            )
         if self.kind == "float":
             return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
         label = trial.suggest_categorical(self.key, self.labels)
@@ -95,7 +97,9 @@ class Trial:
     config: Config
     params: int | None
     skip: str | None = None  # why it does not run (over budget)
-    error: str | None = None  # why it cannot be counted (its data unreadable): it fails alone when run
+    error: str | None = (
+        None  # why it cannot be counted (its data unreadable): it fails alone when run
+    )
 
 
 @dataclass
@@ -150,7 +154,9 @@ def read_sweep_file(path: str | Path) -> dict:
         problem = str(getattr(e, "problem", e)).splitlines()[0]  # one line (a ReaderError has two)
         raise UserError(f"{path}:{where} not valid YAML ({problem}); fix the file") from None
     if not isinstance(spec, dict):
-        raise UserError(f"{path}: a sweep file is a mapping with base:, grid:, runs: and/or search:")
+        raise UserError(
+            f"{path}: a sweep file is a mapping with base:, grid:, runs: and/or search:"
+        )
     unknown = [k for k in spec if k not in SWEEP_KEYS]
     if unknown:
         raise UserError(
@@ -158,7 +164,9 @@ def read_sweep_file(path: str | Path) -> dict:
         )
     search = spec.get("search") or {}
     if not isinstance(search, dict):
-        raise UserError(f"{path}: search: give a mapping (sampler, n_trials, timeout, pruner, space)")
+        raise UserError(
+            f"{path}: search: give a mapping (sampler, n_trials, timeout, pruner, space)"
+        )
     if not spec.get("grid") and not spec.get("runs") and not search.get("space"):
         raise UserError(
             f"{path}: nothing to sweep; add grid: (key: [values]), runs: (a list of overrides) "
@@ -256,7 +264,9 @@ def parse_space(key: str, value: Any, source: Path) -> Space:
 def _search_spaces(search: dict, source: Path) -> dict[str, Space]:
     space = search.get("space") or {}
     if not isinstance(space, dict):
-        raise UserError(f"{source}: search: space: map config keys to {{int: ...}}, {{float: ...}} or {{choice: ...}}")
+        raise UserError(
+            f"{source}: search: space: map config keys to {{int: ...}}, {{float: ...}} or {{choice: ...}}"
+        )
     return {str(key): parse_space(str(key), value, source) for key, value in space.items()}
 
 
@@ -282,14 +292,22 @@ def _read_search(plan: SweepPlan, search: dict, source: Path) -> None:
             f"{source}: search: unknown key '{unknown[0]}'; search has {', '.join(SEARCH_KEYS)}"
         )
     default = "tpe" if search.get("space") else "grid"
-    plan.sampler, plan.sampler_args = _named(search.get("sampler", default), SAMPLERS, "sampler", source)
+    plan.sampler, plan.sampler_args = _named(
+        search.get("sampler", default), SAMPLERS, "sampler", source
+    )
     plan.pruner, plan.pruner_args = _named(
-        search.get("pruner", "none" if plan.sampler == "grid" else "median"), PRUNERS, "pruner", source
+        search.get("pruner", "none" if plan.sampler == "grid" else "median"),
+        PRUNERS,
+        "pruner",
+        source,
     )
     for key in ("n_trials", "timeout", "seed"):
         value = search.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value < (0 if key == "seed" else 1)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < (0 if key == "seed" else 1)
+        ):
             raise UserError(f"{source}: search: {key}: give a positive number, not {value!r}")
     plan.n_trials, plan.timeout = search.get("n_trials"), search.get("timeout")
     plan.seed = int(search.get("seed") or 0)
@@ -298,7 +316,9 @@ def _read_search(plan: SweepPlan, search: dict, source: Path) -> None:
     seed = plan.sampler_args.pop("seed", None)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise UserError(f"{source}: search: sampler: seed: give a whole number >= 0, not {seed!r}")
+            raise UserError(
+                f"{source}: search: sampler: seed: give a whole number >= 0, not {seed!r}"
+            )
         plan.seed = seed
     if plan.sampler == "grid":
         numeric = [s.key for s in plan.spaces.values() if s.kind != "choice"]
@@ -462,7 +482,9 @@ def _expand_grid(plan: SweepPlan) -> None:
             cfg = trial_config(plan, overrides, name)
             try:
                 params, skip = check_budget(cfg)
-            except UserError as e:  # e.g. its data.train is missing: that trial fails, not the sweep
+            except (
+                UserError
+            ) as e:  # e.g. its data.train is missing: that trial fails, not the sweep
                 plan.trials.append(Trial(name, overrides, cfg, None, error=str(e)))
                 continue
             plan.trials.append(Trial(name, overrides, cfg, params, skip))
@@ -482,7 +504,9 @@ def load_sweep(path: str | Path, overrides=()) -> SweepPlan:
         raise UserError(f"{source}: name {name!r}: use letters, digits and . _ + - only")
     storage = spec.get("storage")
     if storage is not None and not isinstance(storage, str):
-        raise UserError(f"{source}: storage: give a URL (sqlite:///..., postgresql://...) or a journal file path")
+        raise UserError(
+            f"{source}: storage: give a URL (sqlite:///..., postgresql://...) or a journal file path"
+        )
     folder = Path(spec.get("dir") or "runs/sweeps") / name
     plan = SweepPlan(source, name, folder, spec.get("metric", "eval_accuracy"), [], storage=storage)
     plan.base = _base_config(spec.get("base"), spec.get("overrides"), source, overrides)

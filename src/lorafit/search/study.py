@@ -63,8 +63,12 @@ def open_study(plan: SweepPlan, seed: int | None = None):
         plan.folder.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(
-            storage=open_storage(plan), study_name=plan.name, load_if_exists=True,
-            sampler=make_sampler(plan, seed), pruner=make_pruner(plan), direction=plan.direction,
+            storage=open_storage(plan),
+            study_name=plan.name,
+            load_if_exists=True,
+            sampler=make_sampler(plan, seed),
+            pruner=make_pruner(plan),
+            direction=plan.direction,
         )
     except ValueError as e:
         raise UserError(f"{plan.source}: study {plan.name}: {e}") from None
@@ -83,8 +87,13 @@ def _run_dirs(folder: Path, name: str) -> list[Path]:
     """The run directories `lorafit train` made for trial `name`, oldest first."""
     pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}(?:-(\d+))?")
     found = [p for p in folder.glob(f"{name}-*") if p.is_dir() and pattern.fullmatch(p.name)]
-    return sorted(found, key=lambda p: (p.name[len(name) + 1 : len(name) + 16],
-                                        int(pattern.fullmatch(p.name)[1] or 1)))
+    return sorted(
+        found,
+        key=lambda p: (
+            p.name[len(name) + 1 : len(name) + 16],
+            int(pattern.fullmatch(p.name)[1] or 1),
+        ),
+    )
 
 
 def _same_config(run_dir: Path, cfg: Config) -> bool:
@@ -179,7 +188,12 @@ def objective(plan: SweepPlan, trial) -> float:
             return True
         return False
 
-    log.info("trial %s (#%d): %s", name, trial.number, "resuming " + str(previous) if previous else "training")
+    log.info(
+        "trial %s (#%d): %s",
+        name,
+        trial.number,
+        "resuming " + str(previous) if previous else "training",
+    )
     try:
         if previous is not None:
             trial.set_user_attr("run_dir", str(previous))
@@ -275,8 +289,11 @@ def run_worker(plan: SweepPlan, seed: int | None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(
-            lambda trial: objective(plan, trial), timeout=plan.timeout,
-            catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=True,
+            lambda trial: objective(plan, trial),
+            timeout=plan.timeout,
+            catch=(TrialFailed,),
+            callbacks=[after_trial],
+            gc_after_trial=True,
         )
 
 
@@ -306,8 +323,17 @@ def run_local_workers(plan: SweepPlan, path, overrides, parallel: int, gpus) -> 
     try:
         for slot in range(parallel):
             out = open(plan.folder / f"worker-{slot}.log", "a", encoding="utf-8")
-            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                           env=_worker_env(slot, parallel, gpus)), out))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        cmd,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=_worker_env(slot, parallel, gpus),
+                    ),
+                    out,
+                )
+            )
             gpu = f" on GPU {gpus[slot % len(gpus)]}" if gpus else ""
             log.info("worker %d started%s (log %s)", slot, gpu, out.name)
         for proc, out in procs:

@@ -24,6 +24,11 @@ from lorafit.teacher.distill import Distillation, distillation_loss, prepare_dis
 from lorafit.teacher.logits import Teacher, resolve_teacher, teacher_log_probs
 
 __all__ = [
-    "build_teacher", "Distillation", "distillation_loss", "prepare_distillation", "Teacher",
-    "resolve_teacher", "teacher_log_probs",
+    "build_teacher",
+    "Distillation",
+    "distillation_loss",
+    "prepare_distillation",
+    "Teacher",
+    "resolve_teacher",
+    "teacher_log_probs",
 ]

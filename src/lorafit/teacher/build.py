@@ -43,7 +43,11 @@ TEACHER_BUDGET = 10**12
 
 
 def build_teacher(
-    config=None, overrides=(), *, ensemble: list[str] | None = None, folds: int | None = None,
+    config=None,
+    overrides=(),
+    *,
+    ensemble: list[str] | None = None,
+    folds: int | None = None,
     output: str | Path | None = None,
 ) -> Path:
     """Build a teacher; return the folder to give as `train.teacher`.
@@ -58,7 +62,9 @@ def build_teacher(
     """
     if ensemble:
         if config is not None or overrides or folds:
-            raise UserError("lorafit teacher --ensemble: takes run directories only; drop --config, --folds and the key=value overrides")
+            raise UserError(
+                "lorafit teacher --ensemble: takes run directories only; drop --config, --folds and the key=value overrides"
+            )
         return write_ensemble(ensemble, output)
     from lorafit.config import as_config
     from lorafit.train import train
@@ -69,7 +75,9 @@ def build_teacher(
     if folds is not None:
         return build_cross_fitted(cfg, folds, output)
     if output is not None:
-        raise UserError("lorafit teacher --output: only with --ensemble or --folds; a teacher run goes to run.dir")
+        raise UserError(
+            "lorafit teacher --output: only with --ensemble or --folds; a teacher run goes to run.dir"
+        )
     log.info("teacher: training %s (%s) with the budget lifted", cfg.model.name, cfg.lora.mode)
     run_dir = train(cfg)
     link = point_link(run_dir, Path(cfg.run.dir) / cfg.run.name)
@@ -103,7 +111,9 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
         raise UserError("lorafit teacher --ensemble: give two or more different run directories")
     for p in paths:
         if not ((p / "config.yaml").is_file() and (p / "checkpoint-best").is_dir()):
-            raise UserError(f"lorafit teacher --ensemble: {p} is not a finished lorafit run (config.yaml + checkpoint-best/)")
+            raise UserError(
+                f"lorafit teacher --ensemble: {p} is not a finished lorafit run (config.yaml + checkpoint-best/)"
+            )
     members = [_run_member(p) for p in paths]
     for m in members[1:]:
         _check_task(m, members[0].task)
@@ -115,12 +125,15 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
         if folder.exists():
             raise UserError(f"--output {folder}: already exists; choose a new folder")
         folder.mkdir(parents=True)
-    write_json(folder / "teacher.json", {
-        "members": [str(p) for p in paths],
-        "label_names": members[0].label_names,
-        "combine": "mean of the members' probabilities",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    write_json(
+        folder / "teacher.json",
+        {
+            "members": [str(p) for p in paths],
+            "label_names": members[0].label_names,
+            "combine": "mean of the members' probabilities",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     (folder / "README.md").write_text(
         "# An ensemble teacher (lorafit teacher --ensemble)\n\nUse it as `train.teacher="
         f"{folder}`: the mean of the probabilities of\n\n" + "".join(f"- `{p}`\n" for p in paths)
@@ -141,13 +154,17 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     if not isinstance(folds, int) or folds < 2:
         raise UserError(f"lorafit teacher --folds {folds}: give 2 or more folds (5 is usual)")
     if cfg.train.teacher or cfg.data.unlabeled:
-        raise UserError("lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null")
+        raise UserError(
+            "lorafit teacher --folds: its members train on labels only; set train.teacher=null and data.unlabeled=null"
+        )
     # the rows the student will see as training rows: the config's split, before augmentation
     settled = as_config(cfg, ["data.augment=null", "data.test=null"]).data
     splits = load_splits(settled, cfg.train.seed)  # settles its columns and classes
     train_rows, validation = splits["train"], splits["validation"]
     if len(train_rows) < 2 * folds:
-        raise UserError(f"{cfg.data.train}: {len(train_rows)} training rows cannot make --folds {folds}; use fewer folds or more rows")
+        raise UserError(
+            f"{cfg.data.train}: {len(train_rows)} training rows cannot make --folds {folds}; use fewer folds or more rows"
+        )
     strata = fold_strata(train_rows.labels, cfg.task, folds)
     if cfg.task == "classification":
         counts = np.bincount(strata)
@@ -172,30 +189,50 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
     tables = [train_rows.subset(np.sort(keep)) for keep, _ in split.split(train_rows.texts, strata)]
     for path, table in [(val_file, validation), *zip(files, tables)]:
         if not path.exists():  # a resumed build keeps the files its members trained on
-            write_atomic(path, _rows_frame(table, settled).to_json(orient="records", lines=True, force_ascii=False))
+            write_atomic(
+                path,
+                _rows_frame(table, settled).to_json(
+                    orient="records", lines=True, force_ascii=False
+                ),
+            )
     members = []
     for k in range(folds):
-        member_cfg = as_config(cfg, [
-            f"data.train={files[k]}", f"data.validation={val_file}", "data.max_train_rows=null",
-            f"run.dir={folder}", f"run.name=fold-{k}",
-        ])
+        member_cfg = as_config(
+            cfg,
+            [
+                f"data.train={files[k]}",
+                f"data.validation={val_file}",
+                "data.max_train_rows=null",
+                f"run.dir={folder}",
+                f"run.name=fold-{k}",
+            ],
+        )
         member_cfg.data = _read_as_written(member_cfg.data, settled)
         done, interrupted = _fold_runs(folder, k)
         if done:
             log.info("teacher fold %d/%d: reusing %s", k + 1, folds, done)
             members.append(done)
             continue
-        log.info("teacher fold %d/%d: training on %d of %d rows", k + 1, folds, len(tables[k]), len(train_rows))
+        log.info(
+            "teacher fold %d/%d: training on %d of %d rows",
+            k + 1,
+            folds,
+            len(tables[k]),
+            len(train_rows),
+        )
         members.append(train(resume=interrupted) if interrupted else train(member_cfg))
-    write_json(folder / "teacher.json", {
-        "members": [str(Path(m).resolve()) for m in members],
-        "trained_on": [str(f.relative_to(folder)) for f in files],
-        "label_names": list(cfg.data.label_names),
-        "task": cfg.task,
-        "combine": f"each text: the mean of the {'values' if cfg.task == 'regression' else 'probabilities'} of the members that did not train on it (all members for texts none trained on)",
-        "folds": folds,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    write_json(
+        folder / "teacher.json",
+        {
+            "members": [str(Path(m).resolve()) for m in members],
+            "trained_on": [str(f.relative_to(folder)) for f in files],
+            "label_names": list(cfg.data.label_names),
+            "task": cfg.task,
+            "combine": f"each text: the mean of the {'values' if cfg.task == 'regression' else 'probabilities'} of the members that did not train on it (all members for texts none trained on)",
+            "folds": folds,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     (folder / "README.md").write_text(
         f"# A cross-fitted teacher (lorafit teacher --folds {folds})\n\nUse it as `train.teacher={folder}`. "
         f"Member k trained on data/train-k.jsonl ({len(train_rows)} rows less fold k) and chose its checkpoint "
@@ -215,7 +252,11 @@ def fold_strata(labels: np.ndarray, task: str, folds: int) -> np.ndarray:
 
     if task == "classification":
         return np.asarray(labels)
-    strata = value_strata(labels, len(labels) // folds) if task == "regression" else rarest_label_strata(labels)
+    strata = (
+        value_strata(labels, len(labels) // folds)
+        if task == "regression"
+        else rarest_label_strata(labels)
+    )
     if strata is None:
         return np.zeros(len(labels), dtype=np.int64)
     sizes = np.bincount(strata)
@@ -243,7 +284,9 @@ def _rows_frame(table, data):
         cells[data.label_column] = [float(v) for v in table.labels]
     elif task == "multi_label":
         names = list(data.label_names)
-        cells[data.label_column or SETS_COLUMN] = [[names[k] for k in np.flatnonzero(row > 0.5)] for row in table.labels]
+        cells[data.label_column or SETS_COLUMN] = [
+            [names[k] for k in np.flatnonzero(row > 0.5)] for row in table.labels
+        ]
     else:
         cells[data.label_column] = [data.label_names[i] for i in table.labels]
     return pd.DataFrame(cells)
@@ -256,10 +299,17 @@ def _read_as_written(member, data):
 
     sets = data._task == "multi_label" and data.label_columns is not None
     out = dataclasses.replace(
-        member, text_column=data.text_column, label_column=SETS_COLUMN if sets else data.label_column,
-        label_columns=None, label_names=list(data.label_names), label_format=data.label_format, encoding="utf-8",
+        member,
+        text_column=data.text_column,
+        label_column=SETS_COLUMN if sets else data.label_column,
+        label_columns=None,
+        label_names=list(data.label_names),
+        label_format=data.label_format,
+        encoding="utf-8",
     )
-    out._task = data._task  # an instance attribute (Config sets it), not a field: replace() drops it
+    out._task = (
+        data._task
+    )  # an instance attribute (Config sets it), not a field: replace() drops it
     return out
 
 
@@ -275,7 +325,9 @@ def _folds_folder(cfg, output, plan: dict) -> Path:
         folder = Path(output)
         if folder.exists():
             try:
-                same = json.loads((folder / "plan.json").read_text()) == json.loads(json.dumps(plan, default=str))
+                same = json.loads((folder / "plan.json").read_text()) == json.loads(
+                    json.dumps(plan, default=str)
+                )
             except (OSError, ValueError):
                 same = False
             if not same:
@@ -294,5 +346,7 @@ def _fold_runs(folder: Path, k: int) -> tuple[Path | None, Path | None]:
     """(finished run, interrupted run) of member k in `folder`, the newest of each kind."""
     runs = sorted(folder.glob(f"fold-{k}-*"))
     done = [r for r in runs if (r / "summary.json").is_file() and (r / "checkpoint-best").is_dir()]
-    resumable = [r for r in runs if (r / "checkpoints").is_dir() and not (r / "summary.json").exists()]
+    resumable = [
+        r for r in runs if (r / "checkpoints").is_dir() and not (r / "summary.json").exists()
+    ]
     return (done[-1] if done else None), (resumable[-1] if resumable and not done else None)

@@ -65,7 +65,9 @@ def distillation_loss(
     else:
         log_p_student = F.log_softmax(student / t, dim=-1)
         log_p_teacher = F.log_softmax(teacher / t, dim=-1)
-        soft = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1).mean()
+        soft = (
+            F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1).mean()
+        )
     return (1.0 - weight) * hard + weight * t * t * soft
 
 
@@ -93,7 +95,13 @@ class Distillation:
     def loss(self, student_logits: torch.Tensor, labels: torch.Tensor, rows) -> torch.Tensor:
         teacher = torch.from_numpy(self.log_probs[np.asarray(rows)]).to(student_logits.device)
         return distillation_loss(
-            student_logits, labels, teacher, self.weight, self.temperature, self.label_smoothing, self.task
+            student_logits,
+            labels,
+            teacher,
+            self.weight,
+            self.temperature,
+            self.label_smoothing,
+            self.task,
         )
 
     def describe(self) -> dict:
@@ -122,26 +130,45 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
     from lorafit.teacher.logits import resolve_teacher, teacher_log_probs
     from lorafit.teacher.unlabeled import join_unlabeled, load_unlabeled, select_unlabeled
 
-    teacher = resolve_teacher(cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, cfg.task)
-    unlabeled = load_unlabeled(cfg.data, splits) if cfg.data.unlabeled else None  # bad files fail first
+    teacher = resolve_teacher(
+        cfg.train.teacher, list(cfg.data.label_names), cfg.model.max_length, cfg.task
+    )
+    unlabeled = (
+        load_unlabeled(cfg.data, splits) if cfg.data.unlabeled else None
+    )  # bad files fail first
     cache_dir = teacher_cache_dir(cfg)
     device = str(accelerator.device) if accelerator is not None else "cpu"
     batch = cfg.train.eval_batch_size
     # the teacher runs in bf16 when the student trains under bf16 autocast (a CPU or GPU with bf16)
-    precision = accelerator.mixed_precision if accelerator is not None else resolve_precision(cfg.train.mixed_precision)
+    precision = (
+        accelerator.mixed_precision
+        if accelerator is not None
+        else resolve_precision(cfg.train.mixed_precision)
+    )
     dtype = "bf16" if precision == "bf16" else "fp32"
     train = splits["train"]
-    log_probs = teacher_log_probs(teacher, train, cache_dir, device, batch, accelerator, dtype)  # pairs too
+    log_probs = teacher_log_probs(
+        teacher, train, cache_dir, device, batch, accelerator, dtype
+    )  # pairs too
     _log_teacher_fit(log_probs, train.labels, cfg.task)
     report = {}
     if unlabeled is not None:
         table, report = unlabeled
-        u_log_probs = teacher_log_probs(teacher, table, cache_dir, device, batch, accelerator, dtype)
-        keep, report = select_unlabeled(u_log_probs, len(train), cfg.data, cfg.train.seed, report, cfg.task)
+        u_log_probs = teacher_log_probs(
+            teacher, table, cache_dir, device, batch, accelerator, dtype
+        )
+        keep, report = select_unlabeled(
+            u_log_probs, len(train), cfg.data, cfg.train.seed, report, cfg.task
+        )
         splits["train"] = join_unlabeled(train, table, keep)
         log_probs = np.concatenate([log_probs, u_log_probs[keep]])
     return Distillation(
-        teacher, log_probs, cfg.train.distill_weight, cfg.train.distill_temperature, cfg.train.label_smoothing, report,
+        teacher,
+        log_probs,
+        cfg.train.distill_weight,
+        cfg.train.distill_temperature,
+        cfg.train.label_smoothing,
+        report,
         cfg.task,
     )
 
@@ -163,7 +190,13 @@ def _log_teacher_fit(outputs: np.ndarray, labels, task: str) -> None:
         yes, truth = outputs > 0, labels > 0.5  # log-odds > 0: probability > 0.5
         tp = int((yes & truth).sum())
         f1 = 2 * tp / max(int(yes.sum()) + int(truth.sum()), 1)
-        log.info("teacher: micro-F1 %.4f (threshold 0.5) on the %d labelled training rows", f1, len(labels))
+        log.info(
+            "teacher: micro-F1 %.4f (threshold 0.5) on the %d labelled training rows",
+            f1,
+            len(labels),
+        )
     else:
         acc = float((outputs.argmax(-1) == labels).mean())
-        log.info("teacher: %.2f%% accuracy on the %d labelled training rows", 100 * acc, len(labels))
+        log.info(
+            "teacher: %.2f%% accuracy on the %d labelled training rows", 100 * acc, len(labels)
+        )

@@ -72,7 +72,14 @@ MAX_UNKNOWN_SHARE = 0.5
 #: texts the tokenizer check reads
 CHECK_ROWS = 256
 #: a model folder holds at least one of these if it holds a tokenizer
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 #: files of a checkpoint or model folder that do not change what it computes
 IGNORED_FILES = {"README.md", "lorafit_state.json", ".gitattributes"}
 
@@ -122,7 +129,9 @@ class TeacherMember:
             cells = [frame[c].astype(str).tolist() for c in columns]
             return set(cells[0]) if len(cells) == 1 else set(zip(*cells))
         except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"train.teacher {self.trained_on}: cannot read the texts this member trained on ({_first(e)}); rebuild the teacher") from None
+            raise UserError(
+                f"train.teacher {self.trained_on}: cannot read the texts this member trained on ({_first(e)}); rebuild the teacher"
+            ) from None
 
 
 @dataclass
@@ -160,9 +169,15 @@ class Teacher:
         return {
             "teacher": list(self.spec),
             "members": [
-                {"path": str(m.path), "resolved": str(m.path.resolve()), "kind": m.kind, "base_model": m.base,
-                 "max_length": m.max_length, "params": m.params,
-                 **({"trained_on": str(m.trained_on)} if m.trained_on is not None else {})}
+                {
+                    "path": str(m.path),
+                    "resolved": str(m.path.resolve()),
+                    "kind": m.kind,
+                    "base_model": m.base,
+                    "max_length": m.max_length,
+                    "params": m.params,
+                    **({"trained_on": str(m.trained_on)} if m.trained_on is not None else {}),
+                }
                 for m in self.members
             ],
             "combine": self.combine_rule,
@@ -175,7 +190,9 @@ class Teacher:
 # ---------------------------------------------------------------- resolving and checking
 
 
-def resolve_teacher(spec: list[str], label_names: list[str], max_length: int, task: str = "classification") -> Teacher:
+def resolve_teacher(
+    spec: list[str], label_names: list[str], max_length: int, task: str = "classification"
+) -> Teacher:
     """The teacher of `train.teacher`, checked against the student's task and labels (one-line refusals).
 
     `max_length` is the student's; a model-folder member reads at most that many tokens (and
@@ -206,13 +223,19 @@ def _ensemble_members(folder: Path) -> tuple[list[str], list[Path | None]]:
         if len(trained_on) != len(members):
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise UserError(f"train.teacher {folder}: teacher.json is damaged; rebuild it with `lorafit teacher --ensemble RUN...`") from None
+        raise UserError(
+            f"train.teacher {folder}: teacher.json is damaged; rebuild it with `lorafit teacher --ensemble RUN...`"
+        ) from None
     if not members:
-        raise UserError(f"train.teacher {folder}: teacher.json lists no runs; rebuild it with `lorafit teacher --ensemble RUN...`")
+        raise UserError(
+            f"train.teacher {folder}: teacher.json lists no runs; rebuild it with `lorafit teacher --ensemble RUN...`"
+        )
     files = [None if t is None else folder / t for t in trained_on]
     for f in files:
         if f is not None and not f.is_file():
-            raise UserError(f"train.teacher {folder}: {f} (the texts a member trained on) is missing; rebuild the teacher")
+            raise UserError(
+                f"train.teacher {folder}: {f} (the texts a member trained on) is missing; rebuild the teacher"
+            )
     return [m if Path(m).is_absolute() else str(folder / m) for m in members], files
 
 
@@ -226,8 +249,14 @@ def _member(path: Path, given: str, student_max_length: int) -> TeacherMember:
             f"train.teacher {given}: the run has no checkpoint-best/ (not finished?); finish it "
             "with `lorafit train --resume` or choose another teacher"
         )
-    what = "no such folder" if not path.exists() else "not a lorafit run (config.yaml + checkpoint-best/), a `lorafit teacher --ensemble` folder (teacher.json) or a transformers model folder (config.json)"
-    raise UserError(f"train.teacher {given}: {what}; build one with `lorafit teacher --config FILE`")
+    what = (
+        "no such folder"
+        if not path.exists()
+        else "not a lorafit run (config.yaml + checkpoint-best/), a `lorafit teacher --ensemble` folder (teacher.json) or a transformers model folder (config.json)"
+    )
+    raise UserError(
+        f"train.teacher {given}: {what}; build one with `lorafit teacher --config FILE`"
+    )
 
 
 def _run_member(path: Path) -> TeacherMember:
@@ -241,7 +270,9 @@ def _run_member(path: Path) -> TeacherMember:
         pass
     names = list(cfg.data.label_names)
     outputs = 1 if cfg.task == "regression" else len(names)
-    member = TeacherMember("run", path, names, outputs, cfg.model.max_length, cfg.model.name, params)
+    member = TeacherMember(
+        "run", path, names, outputs, cfg.model.max_length, cfg.model.name, params
+    )
     member.text_columns = text_columns(cfg.data.text_column) or None
     member.task = cfg.task
     return member
@@ -251,7 +282,9 @@ def _model_member(path: Path, student_max_length: int) -> TeacherMember:
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
-        raise UserError(f"train.teacher {path}: config.json is not readable JSON; give a transformers model folder") from None
+        raise UserError(
+            f"train.teacher {path}: config.json is not readable JSON; give a transformers model folder"
+        ) from None
     id2label = config.get("id2label") or {}
     num = len(id2label) if id2label else int(config.get("num_labels", 2))
     names = [str(id2label[k]) for k in sorted(id2label, key=int)] if id2label else []
@@ -260,11 +293,15 @@ def _model_member(path: Path, student_max_length: int) -> TeacherMember:
     # RoBERTa-style models start positions after the padding index (1 unless the config says
     # otherwise, as transformers' defaults for these types): leave room for it
     pad = config.get("pad_token_id")
-    offset = (1 if pad is None else int(pad)) + 1 if config.get("model_type") in OFFSET_POSITIONS else 0
+    offset = (
+        (1 if pad is None else int(pad)) + 1 if config.get("model_type") in OFFSET_POSITIONS else 0
+    )
     limit = positions - offset
     max_length = min(student_max_length, limit) if limit > 8 else student_max_length
     member = TeacherMember("model", path, None if generic else names, num, max_length, str(path))
-    member.task = MODEL_TASKS.get(config.get("problem_type"), "regression" if num == 1 else "classification")
+    member.task = MODEL_TASKS.get(
+        config.get("problem_type"), "regression" if num == 1 else "classification"
+    )
     return member
 
 
@@ -294,7 +331,9 @@ def _check_labels(member: TeacherMember, label_names: list[str]) -> None:
     want = list(label_names)
     if member.task == "regression":  # one value whatever the column is called
         if member.num_labels != 1:
-            raise UserError(f"train.teacher {member.path}: it has {member.num_labels} outputs; a regression teacher has one")
+            raise UserError(
+                f"train.teacher {member.path}: it has {member.num_labels} outputs; a regression teacher has one"
+            )
         return
     if member.num_labels != len(want):
         raise UserError(
@@ -311,7 +350,9 @@ def _check_labels(member: TeacherMember, label_names: list[str]) -> None:
 def check_tokenizer(tokenizer, texts: list[str], where: Path) -> None:
     """Refuse a tokenizer that cannot pad, or that reads most of the texts as unknown tokens."""
     if tokenizer.pad_token_id is None:
-        raise UserError(f"train.teacher {where}: its tokenizer has no padding token; give a teacher whose tokenizer pads")
+        raise UserError(
+            f"train.teacher {where}: its tokenizer has no padding token; give a teacher whose tokenizer pads"
+        )
     sample = [t for t in texts[:CHECK_ROWS] if t.strip()]
     if not sample:
         return
@@ -352,11 +393,15 @@ def load_member(member: TeacherMember, device: str, dtype: str = "fp32"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(member.path)
     except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"train.teacher {member.path}: cannot load its tokenizer ({_first(e)}); the folder needs the tokenizer files") from None
+        raise UserError(
+            f"train.teacher {member.path}: cannot load its tokenizer ({_first(e)}); the folder needs the tokenizer files"
+        ) from None
     try:
         model = AutoModelForSequenceClassification.from_pretrained(member.path, dtype=DTYPES[dtype])
     except (OSError, ValueError) as e:
-        raise UserError(f"train.teacher {member.path}: cannot load it as a sequence classifier ({_first(e)})") from None
+        raise UserError(
+            f"train.teacher {member.path}: cannot load it as a sequence classifier ({_first(e)})"
+        ) from None
     return model.to(device).eval(), tokenizer
 
 
@@ -365,7 +410,13 @@ def _first(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def member_log_probs(member: TeacherMember, rows: TextTable | list[str], device: str, batch_size: int, dtype: str = "fp32") -> np.ndarray:
+def member_log_probs(
+    member: TeacherMember,
+    rows: TextTable | list[str],
+    device: str,
+    batch_size: int,
+    dtype: str = "fp32",
+) -> np.ndarray:
     """One member's outputs for `rows`, as the store holds them (`as_stored`): its own tokenizer
     and max_length; a pair encoded as its tokenizer encodes a text pair."""
     from lorafit.data import encode
@@ -374,8 +425,12 @@ def member_log_probs(member: TeacherMember, rows: TextTable | list[str], device:
     rows = as_rows(rows)
     check_shape(member, rows)
     model, tokenizer = load_member(member, device, dtype)
-    check_tokenizer(tokenizer, rows.texts[:CHECK_ROWS] + (rows.pairs or [])[:CHECK_ROWS], member.path)
-    table = TextTable(list(rows.texts), None, str(member.path), None if rows.pairs is None else list(rows.pairs))
+    check_tokenizer(
+        tokenizer, rows.texts[:CHECK_ROWS] + (rows.pairs or [])[:CHECK_ROWS], member.path
+    )
+    table = TextTable(
+        list(rows.texts), None, str(member.path), None if rows.pairs is None else list(rows.pairs)
+    )
     encoded = encode(tokenizer, table, member.max_length)
     logits = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, device)
     return as_stored(logits, member.task)
@@ -389,7 +444,9 @@ def as_stored(logits: np.ndarray, task: str = "classification") -> np.ndarray:
     return torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).float().numpy()
 
 
-def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None, task: str = "classification") -> np.ndarray:
+def combine(
+    log_probs: list[np.ndarray], use: np.ndarray | None = None, task: str = "classification"
+) -> np.ndarray:
     """The members' stored outputs combined (one member: itself): the log of the mean of their
     probabilities (classification); the log-odds of the mean of their probabilities per label
     (multi-label); the mean of their values (regression).
@@ -401,17 +458,31 @@ def combine(log_probs: list[np.ndarray], use: np.ndarray | None = None, task: st
         return log_probs[0]
     stack = torch.from_numpy(np.stack(log_probs)).double()
     shape = stack.shape[:2]
-    use = torch.ones(shape, dtype=torch.bool) if use is None else torch.from_numpy(np.asarray(use, dtype=bool)).clone()
+    use = (
+        torch.ones(shape, dtype=torch.bool)
+        if use is None
+        else torch.from_numpy(np.asarray(use, dtype=bool)).clone()
+    )
     use[:, ~use.any(dim=0)] = True
     counted = torch.log(use.sum(dim=0).double())[:, None]
     if task == "regression":
         return ((stack * use[:, :, None]).sum(0) / use.sum(0).double()[:, None]).float().numpy()
 
     def log_mean(log_values):  # log of the mean over the counted members, from logs
-        return torch.logsumexp(log_values.masked_fill(~use[:, :, None], float("-inf")), dim=0) - counted
+        return (
+            torch.logsumexp(log_values.masked_fill(~use[:, :, None], float("-inf")), dim=0)
+            - counted
+        )
 
     if task == "multi_label":  # log mean p - log mean (1 - p), each from log-sigmoids
-        return (log_mean(torch.nn.functional.logsigmoid(stack)) - log_mean(torch.nn.functional.logsigmoid(-stack))).float().numpy()
+        return (
+            (
+                log_mean(torch.nn.functional.logsigmoid(stack))
+                - log_mean(torch.nn.functional.logsigmoid(-stack))
+            )
+            .float()
+            .numpy()
+        )
     return log_mean(stack).float().numpy()
 
 
@@ -461,7 +532,9 @@ def texts_digest(texts: list[str], pairs: list[str] | None = None) -> str:
     if pairs is not None:
         if len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        h.update(b"pairs\0")  # single texts start with a length: these bytes would mean a 2^48-byte text
+        h.update(
+            b"pairs\0"
+        )  # single texts start with a length: these bytes would mean a 2^48-byte text
     for t in texts if pairs is None else (t for row in zip(texts, pairs) for t in row):
         b = t.encode("utf-8", "surrogatepass")
         h.update(len(b).to_bytes(8, "little"))
@@ -472,20 +545,32 @@ def texts_digest(texts: list[str], pairs: list[str] | None = None) -> str:
 def store_key(teacher: Teacher, rows: TextTable | list[str], dtype: str = "fp32") -> str:
     rows = as_rows(rows)
     lengths = [m.max_length for m in teacher.members]
-    fields = {"format": STORE_FORMAT, "teacher": teacher.identity, "max_length": lengths, "dtype": dtype}
+    fields = {
+        "format": STORE_FORMAT,
+        "teacher": teacher.identity,
+        "max_length": lengths,
+        "dtype": dtype,
+    }
     if teacher.task != "classification":  # what the numbers mean; a classifier's key is as it was
         fields["task"] = teacher.task
     head = json.dumps(fields)
     return hashlib.sha256((head + texts_digest(rows.texts, rows.pairs)).encode()).hexdigest()[:32]
 
 
-def store_path(teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, dtype: str = "fp32") -> Path:
+def store_path(
+    teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, dtype: str = "fp32"
+) -> Path:
     return Path(cache_dir) / "teacher" / store_key(teacher, rows, dtype)
 
 
 def teacher_log_probs(
-    teacher: Teacher, rows: TextTable | list[str], cache_dir: Path, device: str = "cpu", batch_size: int = 64,
-    accelerator=None, dtype: str = "fp32",
+    teacher: Teacher,
+    rows: TextTable | list[str],
+    cache_dir: Path,
+    device: str = "cpu",
+    batch_size: int = 64,
+    accelerator=None,
+    dtype: str = "fp32",
 ) -> np.ndarray:
     """The teacher's log-probabilities for `rows` (a multi-label teacher's log-odds, a regression
     teacher's values: `as_stored`): from the store, or computed once and stored.
@@ -508,31 +593,57 @@ def teacher_log_probs(
         accelerator.wait_for_everyone()
     out = np.load(path / "log_probs.npy")
     if out.shape[0] != len(rows):
-        raise UserError(f"{path}: holds {out.shape[0]} rows, expected {len(rows)}; delete the folder and run again")
+        raise UserError(
+            f"{path}: holds {out.shape[0]} rows, expected {len(rows)}; delete the folder and run again"
+        )
     return out
 
 
-def _build(teacher: Teacher, rows: TextTable, path: Path, device: str, batch_size: int, dtype: str = "fp32") -> None:
-    log.info("teacher logits: computing %d rows with %d model(s) in %s into %s", len(rows), len(teacher.members), dtype, path)
+def _build(
+    teacher: Teacher, rows: TextTable, path: Path, device: str, batch_size: int, dtype: str = "fp32"
+) -> None:
+    log.info(
+        "teacher logits: computing %d rows with %d model(s) in %s into %s",
+        len(rows),
+        len(teacher.members),
+        dtype,
+        path,
+    )
     # the teacher's loading (a head's initialisation) must not move the student's random streams
     with torch.random.fork_rng(devices=[]):
-        parts = [member_log_probs(m, rows, device, batch_size, dtype=dtype) for m in teacher.members]
+        parts = [
+            member_log_probs(m, rows, device, batch_size, dtype=dtype) for m in teacher.members
+        ]
     use = out_of_fold(teacher, rows)
     if use is not None:
         held = int((~use).any(axis=0).sum())
-        log.info("teacher logits: cross-fitted, %d of %d rows labelled out of fold (by the members that did not train on them), "
-                 "%d by all %d members", held, len(rows), len(rows) - held, len(teacher.members))
+        log.info(
+            "teacher logits: cross-fitted, %d of %d rows labelled out of fold (by the members that did not train on them), "
+            "%d by all %d members",
+            held,
+            len(rows),
+            len(rows) - held,
+            len(teacher.members),
+        )
     values = combine(parts, use, teacher.task).astype(np.float32)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
         np.save(partial / "log_probs.npy", values)
-        meta = {"format": STORE_FORMAT, "rows": len(rows), "labels": int(values.shape[1]), "dtype": dtype, **teacher.describe()}
+        meta = {
+            "format": STORE_FORMAT,
+            "rows": len(rows),
+            "labels": int(values.shape[1]),
+            "dtype": dtype,
+            **teacher.describe(),
+        }
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(partial, path)
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         if (path / "meta.json").is_file():  # another process finished the same store first
             return
-        raise UserError(f"{path}: cannot write the teacher's logits ({e.strerror or e}); free disk space or set train.cache_dir") from None
+        raise UserError(
+            f"{path}: cannot write the teacher's logits ({e.strerror or e}); free disk space or set train.cache_dir"
+        ) from None

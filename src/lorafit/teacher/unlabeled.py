@@ -86,7 +86,9 @@ def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
         )
     # a label column, if the file has one, is neither read nor checked
     reading = dataclasses.replace(data_cfg, label_column="\0no label column")
-    table = load_table(data_cfg.unlabeled, reading, split="test", need_labels=False, allow_empty_text=True)
+    table = load_table(
+        data_cfg.unlabeled, reading, split="test", need_labels=False, allow_empty_text=True
+    )
     held_out = set(row_keys(splits["validation"]))
     sides = [table.texts] if table.pairs is None else [table.texts, table.pairs]
     filled = [all(t.strip() for t in row) for row in zip(*sides)]
@@ -99,18 +101,33 @@ def load_unlabeled(data_cfg, splits: dict) -> tuple[TextTable, dict]:
             "also in the validation split); give a file of other texts or remove data.unlabeled"
         )
     if in_validation:
-        log.info("data.unlabeled: %d texts are validation texts; dropped (validation stays unseen)", in_validation)
-    report = {"file": str(data_cfg.unlabeled), "rows_read": len(table), "dropped_empty": empty, "dropped_in_validation": in_validation}
+        log.info(
+            "data.unlabeled: %d texts are validation texts; dropped (validation stays unseen)",
+            in_validation,
+        )
+    report = {
+        "file": str(data_cfg.unlabeled),
+        "rows_read": len(table),
+        "dropped_empty": empty,
+        "dropped_in_validation": in_validation,
+    }
     return TextTable(table.texts, None, table.source, table.pairs).subset(keep), report
 
 
 def select_unlabeled(
-    log_probs: np.ndarray, n_labelled: int, data_cfg, seed: int, report: dict, task: str = "classification"
+    log_probs: np.ndarray,
+    n_labelled: int,
+    data_cfg,
+    seed: int,
+    report: dict,
+    task: str = "classification",
 ) -> tuple[np.ndarray, dict]:
     """Indices of the unlabelled rows that join training (sorted), and the updated counts.
 
     `log_probs` are the teacher's stored outputs for the rows (see `teacher_confidence`)."""
-    confident = np.flatnonzero(teacher_confidence(log_probs, task) >= data_cfg.unlabeled_min_confidence)
+    confident = np.flatnonzero(
+        teacher_confidence(log_probs, task) >= data_cfg.unlabeled_min_confidence
+    )
     share = data_cfg.unlabeled_share
     chosen = confident
     if share is not None:
@@ -128,7 +145,11 @@ def select_unlabeled(
     }
     log.info(
         "data.unlabeled: %d of %d usable rows join the %d labelled ones (%d below confidence %.2f)",
-        len(chosen), len(log_probs), n_labelled, report["dropped_low_confidence"], data_cfg.unlabeled_min_confidence,
+        len(chosen),
+        len(log_probs),
+        n_labelled,
+        report["dropped_low_confidence"],
+        data_cfg.unlabeled_min_confidence,
     )
     return chosen, report
 
