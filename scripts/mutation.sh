@@ -15,7 +15,7 @@
 # A mutant is killed when a test fails. At the end it prints, per module,
 # killed / survived / no tests / timeout / checked and the share killed, and lists the survivors;
 # see one with `cd $MUTATION_DIR/MODULE && mutmut show NAME`. The survivors judged equivalent
-# (no test can tell them apart) are listed in docs/mutation.md.
+# (no test can tell them apart) are listed in docs/project/mutation.md.
 #
 # Each module runs in its own work folder, $MUTATION_DIR/MODULE (default
 # ${TMPDIR:-/tmp}/lorafit-mutation/MODULE): a copy of src/, tests/, configs/, README.md and pyproject.toml with that

@@ -1,4 +1,4 @@
-"""Build run directories by writing the contract files directly (docs/run-directory.md).
+"""Build run directories by writing the contract files directly (docs/get-started/run-directory.md).
 
     run = make_run_dir(tmp_path, "agnews-r8", r=8, final_accuracy=0.89)
 

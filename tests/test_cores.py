@@ -382,7 +382,7 @@ def test_train_threads_must_be_auto_or_positive(value):
 
 
 # ---------------------------------------------------------------- survivors of the mutation run
-# (docs/mutation.md): each test pins a decision the tests above left open, without depending on
+# (docs/project/mutation.md): each test pins a decision the tests above left open, without depending on
 # how many CPUs the machine running it has (the run used `taskset -c 0`).
 
 

@@ -709,7 +709,7 @@ def test_the_attack_commands_would_really_run(tmp_path):
 
 
 # ------------------------------------------------------------------ what mutation testing found
-# (scripts/mutation.sh pickles; docs/mutation.md lists the survivors judged equivalent)
+# (scripts/mutation.sh pickles; docs/project/mutation.md lists the survivors judged equivalent)
 
 
 def _read(tmp_path: Path, obj, protocol: int = 4):

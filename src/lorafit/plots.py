@@ -3,7 +3,7 @@
     from lorafit.plots import write_plots
     write_plots("runs/agnews-r8-20261122-101500")   # -> [RUN_DIR/plots/loss.png, ...]
 
-Works only from the run directory (docs/run-directory.md): curves come from `metrics.jsonl`,
+Works only from the run directory (docs/get-started/run-directory.md): curves come from `metrics.jsonl`,
 the best step from `summary.json` (or the `is_best` rows), and one confusion matrix plus one
 per-class bar chart from each `evaluations/*.json`. A plot whose data is missing (no eval rows
 yet, no evaluations folder) is skipped, so this also works on a run that is still training.

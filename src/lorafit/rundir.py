@@ -1,6 +1,6 @@
 """Run directories: creation, atomic writes, provenance, and reading a run back.
 
-The files a run directory holds are documented in docs/run-directory.md and the README.
+The files a run directory holds are documented in docs/get-started/run-directory.md and the README.
 """
 
 from __future__ import annotations

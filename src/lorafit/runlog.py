@@ -3,7 +3,7 @@
     from lorafit.runlog import write_training_log
     write_training_log("runs/agnews-r8-20261122-101500")   # -> RUN_DIR/training_log.txt
 
-Everything here works from the files `lorafit train` leaves behind (docs/run-directory.md):
+Everything here works from the files `lorafit train` leaves behind (docs/get-started/run-directory.md):
 `config.yaml`, `metrics.jsonl`, `summary.json`, `model_description.json` and
 `evaluations/*.json`. A run without `summary.json` was interrupted (or is still running);
 the log says so and takes what it can from `metrics.jsonl`. The readers below are shared
