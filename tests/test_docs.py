@@ -1,12 +1,14 @@
-"""The README documents what exists: every config key, every subcommand, and its examples
-print what the tool prints.
+"""The documentation (README.md and the site's pages under docs/) documents what exists:
+every config key, every subcommand, and its examples print what the tool prints.
 
-README examples written as a fenced block whose first line is `$ lorafit ...` are run (as
+Examples written as a fenced block whose first line is `$ lorafit ...` are run (as
 `python -m lorafit ...` from the repository's root, offline) and their output compared with
 the block, after one documented normalisation: trailing spaces are ignored, and a last line
 `...` means the block shows only the first lines of the output. Figures of a trained run
 (only the quickstart's `evaluate`) are compared within a stated tolerance. An example that cannot run
 here is listed in NOT_RUN with the reason, so a new example is either run or explained.
+The site's Reference pages are generated at build time (docs/gen_reference.py); the tests
+here check that every key and command has the text they are made from.
 """
 
 from __future__ import annotations
@@ -17,37 +19,20 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from lorafit.cli import COMMANDS, build_parser
 from lorafit.config import config_reference
 
 from .conftest import ROOT
 
-README = (ROOT / "README.md").read_text()
-
-
-def test_every_config_key_is_in_the_readme():
-    missing = [key for key, _, _ in config_reference() if f"`{key}`" not in README]
-    assert not missing, f"README lacks config keys: {missing}"
-
-
-def test_readme_config_table_shows_the_real_defaults():
-    """The reference table's keys, in order, with the defaults config.py really has."""
-    start = README.index("| key | default | meaning |")
-    table = README[start:].split("\n\n")[0].splitlines()[2:]
-    shown = [tuple(cell.strip().strip("`") for cell in row.split(" | ")[:2]) for row in table]
-    shown = [(key.lstrip("| `"), default) for key, default in shown]
-    assert shown == [(key, default) for key, default, _ in config_reference()]
-
-    # and each key's meaning as config.py (and `lorafit train --help`) gives it; the README
-    # may go on after it (log.trackers: where each tracker writes)
-    def plain(text):
-        return text.replace("\\|", "|").replace("`", "")
-
-    meanings = [plain(row.split(" | ", 2)[2].rstrip(" |")) for row in table]
-    helps = [plain(help_text) for _, _, help_text in config_reference()]
-    assert [m if m == h else m[: len(h)] for m, h in zip(meanings, helps)] == helps
+# the README and every page of the site, in a fixed order: the documentation a user reads
+PAGES = {
+    path: path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+}
+README = "\n\n".join(PAGES.values())
 
 
 def test_every_subcommand_is_in_the_readme():
@@ -229,8 +214,10 @@ def test_every_readme_command_parses_and_its_config_loads(monkeypatch):
     for command in commands:
         try:
             args = build_parser().parse_args(shlex.split(command)[1:])
-        except SystemExit:
-            pytest.fail(f"README command does not parse: {command}")
+        except SystemExit as stop:  # --help and --version exit 0 after printing
+            if stop.code != 0:
+                pytest.fail(f"documented command does not parse: {command}")
+            continue
         if getattr(args, "config", None):
             assert (ROOT / args.config).is_file(), f"{command}: no file {args.config}"
         if hasattr(args, "overrides") and args.command != "sweep":
@@ -267,3 +254,101 @@ def test_quickstart_then_evaluate_prints_the_readme_figures(tmp_path):
     run_example(f"lorafit train --config {ROOT / 'configs' / 'quickstart.yaml'}", cwd=tmp_path)
     command = "lorafit evaluate runs/latest --input sample-test"
     compare(readme_examples()[command], run_example(command, cwd=tmp_path), tolerance=0.02)
+
+
+# ---------------------------------------------------------------- the site's generated Reference
+
+
+def _gen_reference():
+    """docs/gen_reference.py, the script mkdocs-gen-files runs, imported as a module."""
+    import runpy
+
+    return runpy.run_path(str(ROOT / "docs" / "gen_reference.py"))
+
+
+def test_every_command_and_option_has_its_help_text():
+    """The Commands page is made from argparse: a command or option without help is a gap."""
+    gen = _gen_reference()
+    parser = build_parser()
+    commands = gen["_subcommands"](parser)
+    assert sorted(name for name, _, _ in commands) == sorted(FUNCTIONS)
+    lacking = [name for name, help_text, _ in commands if not help_text.strip()]
+    for name, _, sub in [("lorafit", "", parser), *commands]:
+        lacking += [
+            f"{name} {flags}" for flags, _, help_text in gen["_options"](sub) if not help_text
+        ]
+    assert not lacking, f"commands or options without help text: {lacking}"
+    page = gen["cli_page"]()
+    for name, _, sub in commands:
+        assert f"## `lorafit {name}`" in page
+        for flags, _, _ in gen["_options"](sub):
+            assert f"| `{flags}` |" in page, (name, flags)
+
+
+def test_every_config_key_has_its_type_default_and_help_on_the_reference_page():
+    gen = _gen_reference()
+    rows = gen["config_keys"]()
+    assert [key for key, *_ in rows] == [key for key, _, _ in config_reference()]
+    lacking = [key for key, _, _, help_text in rows if not help_text.strip()]
+    assert not lacking, f"config keys without help text (config.py `_f(..., help)`): {lacking}"
+    page = gen["config_page"]()
+    for key, kind, default, _ in rows:
+        assert f"| `{key}` | `{kind}` | `{default}` |" in page, key
+    assert "| `train.lr` | `float` | `0.0002` |" in page  # a real default, typed
+
+
+def test_the_api_page_documents_every_public_name_where_it_is_defined():
+    import importlib
+
+    import lorafit
+
+    page = _gen_reference()["api_page"]()
+    for name in lorafit.__all__:
+        module, attribute, _ = lorafit._EXPORTS[name]
+        assert f"::: {module}.{attribute}\n" in page
+        assert getattr(importlib.import_module(module), attribute).__doc__, name
+
+
+# ---------------------------------------------------------------- the built site, in a browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """`mkdocs build --strict` of the repository's docs/, as CI runs it."""
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"}
+    argv = [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.browser
+def test_the_site_renders_its_navigation_and_a_tutorial_in_headless_chromium(site, tmp_path):
+    from .test_report import CHROMIUM, _chromium
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is not installed (.ci/run installs it)"
+    result = _chromium(
+        tmp_path, "--virtual-time-budget=5000", "--dump-dom", (site / "index.html").as_uri()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    # the primary navigation (nested <nav>s inside it) up to the page's own table of contents
+    start = dom.find('<nav class="md-nav md-nav--primary"')
+    assert start >= 0, "the primary navigation did not render"
+    nav = re.sub(r"\s+", " ", dom[start : dom.find("md-sidebar--secondary", start)])
+    sections = ["Get started", "Tutorials", "How-to guides", "Reference", "Explanation"]
+    for section in [*sections, "Measured figures", "Project"]:
+        assert re.search(rf"> ?{section} ?<", nav), f"navigation lacks {section!r}"
+    assert 'href="tutorials/own-data/"' in nav and 'href="reference/config/"' in nav
+
+    page = site / "tutorials" / "own-data" / "index.html"
+    shot = tmp_path / "tutorial.png"
+    result = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels[:800].std() > 20, "the top of the tutorial page looks blank"
+    dom = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()).stdout
+    article = re.search(r'<article class="md-content__inner.*?</article>', dom, re.S).group(0)
+    assert "<h1" in article and "SMS" in article and "<code" in article
+    assert 'class="md-content"' in dom and "md-sidebar--primary" in dom

@@ -177,7 +177,7 @@ def _predict(sub, fmt):
         "--output",
         help="submission CSV path (default: RUN_DIR/submission-<input>.csv, never overwritten)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
     _add_threads_arg(p)
@@ -216,7 +216,7 @@ def _evaluate(sub, fmt):
     )
     p.add_argument("run_dir", help="run directory made by `lorafit train`")
     p.add_argument("--input", required=True, help="labelled file")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_dtype_arg(p)
     _add_threads_arg(p)
@@ -410,7 +410,7 @@ def _ensemble(sub, fmt):
         help="mean of probabilities (default); weighted: weights fitted on the shared validation "
         "split (max. log-likelihood); vote: majority, ties by mean probability",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _add_dtype_arg(p)
     _add_threads_arg(p)

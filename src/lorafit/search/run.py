@@ -18,7 +18,7 @@ log = logging.getLogger("lorafit")
 
 def sweep(
     path: str | Path,
-    overrides=(),
+    overrides: list[str] | tuple[str, ...] = (),
     *,
     parallel: int | None = None,
     gpus: str | list[str] | None = None,
@@ -40,8 +40,8 @@ def sweep(
         "status": {trial: status}}`.
 
     Raises:
-        UserError: a bad sweep file (before anything runs), or trials that failed (after the
-        leaderboard is written; running the sweep again retries them).
+        UserError: A bad sweep file (before anything runs), or trials that failed (after
+            the leaderboard is written; running the sweep again retries them).
     """
     import os
 
