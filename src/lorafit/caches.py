@@ -140,7 +140,7 @@ def remove_caches(
     if older_than_days is not None and older_than_days < 0:
         raise UserError(f"--older-than {older_than_days}: give a number of days >= 0")
     stores = list_caches(cache_dir)
-    by_key = {}
+    by_key: dict[str, list[Store]] = {}
     for s in stores:
         by_key.setdefault(s.key, []).append(s)
     missing = [k for k in keys if k not in by_key]

@@ -75,7 +75,7 @@ def check_data(
             for i, n in enumerate(data.label_names)
         ],
         "imbalance_ratio": ratio,
-        "metric": _metric(cfg, splits["train"].labels),
+        "metric": _metric(cfg, labels["train"]),
         "lengths": _lengths(cfg, splits),
     }
 

@@ -29,6 +29,7 @@ import random
 import re
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -137,7 +138,8 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
 
 def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer state dict as safetensors tensors (`state.<param>.<key>`) plus JSON."""
-    tensors, other = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict] = {}
     for index, entry in sd["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
@@ -166,7 +168,8 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def capture_rng() -> dict:
     """This process's generator states: torch CPU/CUDA (tensors), Python and NumPy (JSON)."""
-    np_state = np.random.get_state()
+    # legacy=True (the default) gives the tuple; numpy's stubs pick the dict overload for a bare call
+    np_state = cast("tuple[Any, ...]", np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

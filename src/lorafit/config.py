@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lorafit.errors import UserError
 
@@ -255,6 +255,7 @@ def text_columns(spec: Any) -> list[str]:
         "data.text_column",
         "must be a column name or a list of two (a sentence pair: [sentence1, sentence2])",
     )
+    assert items is not None  # _check raised otherwise
     return items
 
 
@@ -794,7 +795,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         if overrides:
             where = "the command-line overrides"
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
+        return cast(Config, OmegaConf.to_object(merged))
     except OmegaConfBaseException as e:
         raise UserError(f"config ({where}): {_omegaconf_message(e)}") from None
     except ValueError as e:
@@ -835,7 +836,7 @@ def as_config(config: Config | str | Path | None, overrides=()) -> Config:
             merged = OmegaConf.merge(
                 OmegaConf.structured(config), OmegaConf.from_dotlist(list(overrides))
             )
-            return OmegaConf.to_object(merged)
+            return cast(Config, OmegaConf.to_object(merged))
         except OmegaConfBaseException as e:
             raise UserError(f"config (the overrides): {_omegaconf_message(e)}") from None
         except ValueError as e:
@@ -915,7 +916,7 @@ def suggest_key(key: str) -> str | None:
     known = known_keys()
     section, _, leaf = norm.rpartition(".")
     leaf = _KEY_ALIASES.get(leaf.lower(), leaf.lower())
-    leaves = {}
+    leaves: dict[str, list[str]] = {}
     for k in known:
         leaves.setdefault(k.rpartition(".")[2], []).append(k)
 
@@ -944,7 +945,7 @@ def suggest_key(key: str) -> str | None:
 def config_to_dict(cfg: Config) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    return cast(dict, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
 
 
 def config_to_yaml(cfg: Config) -> str:

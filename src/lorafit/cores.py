@@ -58,12 +58,12 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
         if quota != "max" and period:
             return int(quota) / int(period)
         return None
-    quota, period = (
+    v1_quota, v1_period = (
         _read(f"{root}/cpu/cpu.cfs_quota_us"),
         _read(f"{root}/cpu/cpu.cfs_period_us"),
     )  # v1
-    if quota is not None and period is not None and int(quota) > 0:
-        return int(quota) / int(period)
+    if v1_quota is not None and v1_period is not None and int(v1_quota) > 0:
+        return int(v1_quota) / int(v1_period)
     return None
 
 
@@ -186,9 +186,9 @@ def choose_threads(requested: int | str | None = None) -> ThreadChoice:
         if os.environ.get(name, "").strip():
             n = _positive(os.environ[name], name) or cores
             return ThreadChoice(n, f"{n} ({name}={os.environ[name].strip()})", False, cores)
-    n = _positive(requested, "--threads / train.threads")
-    if n:
-        return ThreadChoice(n, f"{n} (asked for; {cores} usable cores)", False, cores)
+    asked = _positive(requested, "--threads / train.threads")
+    if asked:
+        return ThreadChoice(asked, f"{asked} (asked for; {cores} usable cores)", False, cores)
     cpus, quota = allowed_cpus(), cgroup_cpu_limit()
     # under a quota below the CPUs we may run on, /proc/stat counts other containers' work too
     measurable = snapshot(cpus) is not None and not (quota and cpus and quota < len(cpus))

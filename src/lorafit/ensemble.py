@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -269,11 +270,14 @@ def ensemble(
         method: `mean`, `weighted` (weights fitted on the shared validation split) or `vote`.
         dtype: the members' weights' dtype on `input` (`auto`, `fp32`, `bf16`, as `lorafit
             predict --dtype`); the validation rows that fit `weighted` are always fp32.
-        text_column, label_column: the input's columns when they differ from the members'
-            `data.text_column` / `data.label_column` (CLI: `--text-column`, `--label-column`).
-        id_column, label_format: as for `lorafit.predict`: the input's id column passed
-            through, and `names` or `ids` in the Label column (default: the first member's
-            `data.label_format`, ids for runs made before lorafit knew label names).
+        text_column: the input's text column when it differs from the members'
+            `data.text_column` (CLI: `--text-column`).
+        label_column: the input's label column when it differs from the members'
+            `data.label_column` (CLI: `--label-column`).
+        id_column: as for `lorafit.predict`: the input's id column, passed through.
+        label_format: as for `lorafit.predict`: `names` or `ids` in the Label column (default:
+            the first member's `data.label_format`, ids for runs made before lorafit knew
+            label names).
         threads: CPU threads, `auto` by default (as `train.threads`; CLI `--threads`).
 
     Returns:
@@ -326,7 +330,8 @@ def ensemble(
             id_column=id_column,
         )
         probs.append(p)
-    result = {
+    assert table is not None  # two or more members (_members)
+    result: dict[str, Any] = {
         "output": str(out),
         "rows": len(table),
         "method": method,

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 from lorafit.config import Config, load_config
 from lorafit.errors import UserError
@@ -58,7 +59,7 @@ def _front_matter(cfg: Config, merged: bool) -> list[str]:
     base = _hub_id(cfg.model.name)
     if base:
         lines.append(f"base_model: {base}")
-    data = _hub_id(cfg.data.train)
+    data = _hub_id(cfg.data.train) if cfg.data.train else None
     if data:
         lines.append(f"datasets: [{data}]")
     return lines + ["tags: [lora, text-classification, lorafit]", "---", ""]
@@ -301,7 +302,8 @@ def export_merged(run_dir: str | Path, out: str | Path, *, overwrite: bool = Fal
     saved = load_config(run / "config.yaml").model
     check_exportable(saved.head, saved.pooling)  # before any work
     model, tokenizer, cfg = load_run_model(run, "cpu")
-    model = restore_own_head(model, cfg.model.head, cfg.model.pooling)
+    # a transformers model still (restore_own_head's nn.Module hides its save_pretrained)
+    model = cast(Any, restore_own_head(model, cfg.model.head, cfg.model.pooling))
     tokenizer.model_max_length = cfg.model.max_length
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")

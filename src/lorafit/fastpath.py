@@ -48,6 +48,7 @@ import socket
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class Trunk:
 
 def find_trunk(model: nn.Module) -> Trunk | None:
     """The embeddings + layer list of a (PEFT-wrapped) encoder classifier, or None."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = cast(Any, model).get_base_model() if hasattr(model, "get_base_model") else model
     transformer = getattr(base, "base_model", base)
     if not isinstance(getattr(transformer, "embeddings", None), nn.Module):
         return None
@@ -104,13 +105,13 @@ def find_trunk(model: nn.Module) -> Trunk | None:
         holder = getattr(transformer, holder_name, None)
         for attr in ("layer", "layers"):
             layers = getattr(holder, attr, None) if holder is not None else None
-            if isinstance(layers, nn.ModuleList):
+            if holder is not None and isinstance(layers, nn.ModuleList):
                 return Trunk(transformer, holder, attr, layers)
     return None
 
 
 def _model_name(model: nn.Module) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = cast(Any, model).get_base_model() if hasattr(model, "get_base_model") else model
     return type(base).__name__
 
 
@@ -186,7 +187,8 @@ def run_prefix(
     """Hidden states after the embeddings and the first `prefix` layers (`types`: the token
     type ids of sentence pairs on a model with segment embeddings, else None)."""
     extra = {} if types is None else {"token_type_ids": types}
-    with _swapped(trunk, trunk.transformer.embeddings, nn.ModuleList(trunk.layers[:prefix])):
+    embeddings = cast(nn.Module, trunk.transformer.embeddings)
+    with _swapped(trunk, embeddings, nn.ModuleList(trunk.layers[:prefix])):
         return trunk.transformer(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
 
 
@@ -235,12 +237,13 @@ def plan_prefix_cache(
             raise UserError(f"train.cache_activations=true: {reason}; set it to auto or false")
         return CachePlan(False, reason, prefix)
     trunk = find_trunk(model)
-    hidden = int(model.config.hidden_size)
+    hidden = int(cast(Any, model).config.hidden_size)
     width = STORAGE[storage_for(precision)].itemsize if precision else 4
     estimate = int(train_set.lengths.sum()) * hidden * width + 8 * (len(train_set.ids) + 1)
     cache_dir = cache_root(cfg.train.cache_dir)
     key = None
     if precision is not None and not any(p.is_meta for p in model.parameters()):
+        assert trunk is not None  # _cannot_cache found it
         key = cache_key(trunk, prefix, train_set, precision)
     if key is None or not _is_complete(cache_dir / key):
         check_disk(cache_dir, estimate)
@@ -308,7 +311,7 @@ def _gb(n: int) -> str:
 def cache_key(trunk: Trunk, prefix: int, encoded: Encoded, precision: str) -> str:
     """sha256 of everything the cached states depend on (see the module docstring)."""
     h = hashlib.sha256()
-    config = trunk.transformer.config.to_dict()
+    config = cast(Any, trunk.transformer).config.to_dict()
     for drop in ("id2label", "label2id", "_name_or_path", "architectures", "problem_type"):
         config.pop(drop, None)
     head = {"format": CACHE_FORMAT, "prefix": prefix, "precision": precision, "config": config}
@@ -384,7 +387,7 @@ def build_prefix_cache(
     if local_main:
         _remove_dead_partials(path, partial)
         if not _is_complete(path):
-            _allocate(partial, encoded, trunk.transformer.config.hidden_size, dtype)
+            _allocate(partial, encoded, cast(Any, trunk.transformer).config.hidden_size, dtype)
     accelerator.wait_for_everyone()
     building = partial.is_dir()
     if building:
@@ -470,9 +473,9 @@ def _fill_share(trunk, prefix, encoded, pad_id, partial, accelerator, storage) -
             )
             if storage == "fp16" and float(out.abs().max()) > FP16_LIMIT:
                 raise _Overflow
-            out = out.to(STORAGE[storage]).view(_RAW_TORCH[width]).cpu().numpy()
+            raw = out.to(STORAGE[storage]).view(_RAW_TORCH[width]).cpu().numpy()
             for j, i in enumerate(rows):
-                states[offsets[i] : offsets[i + 1]] = out[j, : lengths[i]]
+                states[offsets[i] : offsets[i + 1]] = raw[j, : lengths[i]]
     except _Overflow:
         return "bf16"
     finally:
@@ -617,6 +620,7 @@ def make_forward(plan: CachePlan, model, encoded: Encoded, pad_id: int, accelera
     if not plan.enabled:
         log.info("activation cache: off (%s)", plan.reason)
         return Forward(encoded, pad_id, device, trunk=trunk, prefix=plan.prefix)
+    assert trunk is not None and plan.cache_dir is not None  # an enabled plan found both
     key = plan.key or cache_key(trunk, plan.prefix, encoded, accelerator.mixed_precision)
     path = plan.cache_dir / key
     reused = _is_complete(path)
@@ -808,7 +812,7 @@ class EvalPrefix:
             )
             for j, i in enumerate(batch):
                 rows[i] = out[j, : encoded.lengths[i]].cpu().clone()
-        memory = MemoryStates(rows)
+        memory = MemoryStates(cast("list[torch.Tensor]", rows))  # every row is filled now
         return Forward(
             encoded, self.pad_id, self.accelerator.device, memory, self.trunk, self.prefix
         )

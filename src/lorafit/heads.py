@@ -27,6 +27,8 @@ Every head keeps its trained modules under `classifier`, so PEFT saves it as the
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -194,7 +196,7 @@ def install_head(
     if pooled is not None:
         pooled.pooler = Pool(pooling)  # the encoder's pooler_output is the head's summary
     if pooling == "mean":
-        encoder = getattr(model, model.base_model_prefix)
+        encoder = getattr(model, cast(str, model.base_model_prefix))
         encoder.register_forward_pre_hook(_mask_to_pools(model), with_kwargs=True)
 
 
@@ -208,7 +210,7 @@ def _mask_to_pools(model: nn.Module):
 
     def hook(encoder, args, kwargs):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        for m in (getattr(encoder, "pooler", None), *model.classifier.modules()):
+        for m in (getattr(encoder, "pooler", None), *cast(nn.Module, model.classifier).modules()):
             if isinstance(m, Pool):
                 m.mask = mask
 
@@ -245,18 +247,19 @@ def restore_own_head(model: nn.Module, kind: str, pooling: str = "first") -> nn.
     check_exportable(kind, pooling)
     if kind == "full":
         return model
-    head = model.classifier
+    # the heads' own attributes (up, down, ...): nn.Module's __getattr__ types them Tensor | Module
+    head: Any = model.classifier
     weight = head.up.weight @ head.down.weight
     if kind == "dense_lora":
         weight, bias = weight + head.fixed_weight, head.bias
     else:
         bias = head.up.bias
     with torch.device("meta"):
-        own = AutoModelForSequenceClassification.from_config(model.config)
-    encoder = _pooled_encoder(own, own.classifier)
+        own: Any = AutoModelForSequenceClassification.from_config(model.config)
+    encoder: Any = _pooled_encoder(own, own.classifier)
     if encoder is not None:  # BERT-style: the dense layer + tanh is the encoder's pooler
         dense, out = encoder.pooler.to_empty(device="cpu"), own.classifier.to_empty(device="cpu")
-        getattr(model, model.base_model_prefix).pooler = dense
+        getattr(model, cast(str, model.base_model_prefix)).pooler = dense
         dense = dense.dense
     else:
         out = own.classifier.to_empty(device="cpu")

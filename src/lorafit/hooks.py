@@ -27,10 +27,10 @@ _COUNT = itertools.count()
 
 def reached(moment: str) -> None:
     """Record `moment` and wait while a test holds it (no-op unless LORAFIT_TEST_HOOKS is set)."""
-    folder = os.environ.get("LORAFIT_TEST_HOOKS")
-    if not folder:
+    named = os.environ.get("LORAFIT_TEST_HOOKS")
+    if not named:
         return
-    folder = Path(folder)
+    folder = Path(named)
     (folder / f"{moment}.{os.getpid()}.{next(_COUNT)}").touch()
     hold = folder / f"hold-{moment}"
     while True:

@@ -183,15 +183,15 @@ def tune_thresholds(
     if not isinstance(how, str):
         return np.full(k, float(how))
     true = labels > 0.5
-    scores = []  # [grid, labels] F1 per label, or [grid] micro-F1
+    per_threshold = []  # [grid, labels] F1 per label, or [grid] micro-F1
     for t in THRESHOLD_GRID:
         tp, fp, fn = _f1_counts(probs >= t, true)
-        scores.append(
+        per_threshold.append(
             _f1(tp.sum(), fp.sum(), fn.sum())
             if average == "micro" and how == "global"
             else _f1(tp, fp, fn)
         )
-    scores = np.asarray(scores)
+    scores = np.asarray(per_threshold)
     if how == "per_label":
         return THRESHOLD_GRID[scores.argmax(axis=0)]
     overall = scores if scores.ndim == 1 else scores.mean(axis=1)

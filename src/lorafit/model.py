@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -172,10 +173,10 @@ def peft_lora_config(cfg: Config, model_config):
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
+        lora_alpha=cfg.lora.alpha,  # type: ignore[arg-type]  # peft annotates int; it divides a float as well
         lora_dropout=cfg.lora.dropout,
         target_modules=targets,
-        bias=cfg.lora.bias,
+        bias=cast(Literal["none", "all", "lora_only"], cfg.lora.bias),  # LoraConfig checks it
         layers_to_transform=None if all_layers else sorted(settings),
         layers_pattern=None if all_layers else list(LAYER_CONTAINERS),
         rank_pattern=rank_pattern,
@@ -199,8 +200,8 @@ def apply_section_dropout(model: nn.Module, settings: dict[int, dict]) -> None:
     from peft.tuners.lora import LoraLayer
 
     for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and layer_index(name) in settings:
-            p = settings[layer_index(name)]["dropout"]
+        if isinstance(module, LoraLayer) and (index := layer_index(name)) in settings:
+            p = settings[index]["dropout"]
             for key in module.lora_dropout:
                 module.lora_dropout[key] = nn.Dropout(p) if p > 0 else nn.Identity()
 
@@ -210,7 +211,8 @@ def model_class(model_config) -> type:
     from transformers import AutoModelForSequenceClassification
 
     try:
-        return AutoModelForSequenceClassification._model_mapping[type(model_config)]
+        # transformers types every lazy auto mapping's value as the tokenizers' (slow, fast) pair
+        return AutoModelForSequenceClassification._model_mapping[type(model_config)]  # type: ignore[return-value]
     except KeyError:
         raise UserError(
             f"model.name: transformers has no sequence-classification model for model type "

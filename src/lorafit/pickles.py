@@ -28,6 +28,7 @@ import importlib
 import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,11 @@ class _Kept:
     """Stands in for an allowed `datasets` class: keeps what the pickle gives it, runs nothing."""
 
     original = "?"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: dict[Any, Any]
+    values: list[Any]
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -129,7 +135,7 @@ class _Kept:
         self.values.extend(values)
 
 
-def _kept(original: str) -> type:
+def _kept(original: str) -> type[_Kept]:
     return type(f"Kept[{original}]", (_Kept,), {"original": original})
 
 

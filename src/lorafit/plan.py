@@ -173,7 +173,7 @@ def parse_heads(spec: str, default_rank: int) -> list[tuple[str, int | None]]:
     """'full,linear,lowrank:16' -> [('full', None), ('linear', None), ('lowrank', 16)]."""
     from lorafit.config import HEADS
 
-    out = []
+    out: list[tuple[str, int | None]] = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         kind, _, k = item.partition(":")
         if kind not in HEADS:

@@ -19,6 +19,7 @@ import json
 import logging
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -328,7 +329,9 @@ def with_columns(
     pair's two text columns as a list or as 'first,second'."""
     if isinstance(text_column, str) and "," in text_column:
         text_column = [c.strip() for c in text_column.split(",")]
-    changes = {k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v}
+    changes: dict[str, Any] = {
+        k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v
+    }
     return (
         dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
     )

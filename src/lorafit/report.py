@@ -326,7 +326,9 @@ def _time_section(runs: list[dict]) -> str:
 
 
 def _confusion_section(runs: list[dict]) -> str:
-    figures, tables, missing = [], [], []
+    figures: list[str] = []
+    tables: list[str] = []
+    missing: list[str] = []
     for run in runs:
         for stem, evaluation in run["evaluations"].items():
             caption = f"{run['label']}: {stem}"

@@ -151,7 +151,7 @@ def git_commit(cwd: str | None = None) -> str | None:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in VERSIONED:
         try:
             out[name] = version(name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from omegaconf import OmegaConf
 
@@ -82,7 +83,7 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        return cast(dict, OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {})
     except Exception as e:  # OmegaConf raises yaml and its own errors
         raise UserError(f"{path}: cannot read the YAML ({str(e).splitlines()[0]})") from None
 
@@ -92,7 +93,8 @@ def read_evaluations(run_dir: str | Path) -> dict[str, dict]:
     folder = Path(run_dir) / "evaluations"
     if not folder.is_dir():
         return {}
-    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
+    # read_json's None is for a missing file; these were just listed
+    return {p.stem: cast(dict, read_json(p)) for p in sorted(folder.glob("*.json"))}
 
 
 def config_value(config: dict, dotted: str, default=None):

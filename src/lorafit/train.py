@@ -124,6 +124,7 @@ class MetricsLogger:
         self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self.accelerator = accelerator if cfg is not None and cfg.log.trackers else None
         if self.accelerator:
+            assert cfg is not None  # trackers only with a config
             start_trackers(self.accelerator, run_dir, cfg)
 
     def write(self, row: dict) -> None:
@@ -304,6 +305,7 @@ def evaluate_split(
         )
     logits = np.concatenate(gather_object([logits]))
     model.train()
+    assert encoded.labels is not None  # a labelled split
     if cfg.task == "multi_label" and thresholds is None:
         average = "micro" if cfg.train.metric == "eval_micro_f1" else "macro"
         thresholds = tune_thresholds(sigmoid(logits), encoded.labels, cfg.train.threshold, average)
@@ -568,6 +570,7 @@ def train(
         }
     run.eval_prefix = eval_prefix_for(forward, encoded["validation"], accelerator)
     state, train_set = run.state, encoded["train"]
+    assert train_set.labels is not None  # the training split is labelled
     run.metrics = MetricsLogger(run_dir, accelerator, cfg) if accelerator.is_main_process else None
     run.started, run.clock = time.time() - state.elapsed_s, time.time()
     run.progress = _progress(n_steps, cfg, accelerator, state.step)
@@ -634,6 +637,7 @@ def train(
     test_metrics = _final_test(run)
     if accelerator.is_main_process:
         _write_summary(run, description, test_metrics)
+        assert run.metrics is not None  # the main process's
         run.metrics.close()
         _finish_outputs(run_dir)
         _point_latest(run_dir)
@@ -655,7 +659,7 @@ def _open_run_dir(
 
     from lorafit.rundir import write_atomic
 
-    holder = [None]
+    holder: list[Any] = [None]  # the main process's run directory, broadcast to the others
     if accelerator.is_main_process:
         run_dir = existing or create_run_dir(cfg.run.dir, cfg.run.name)
         try:
@@ -868,6 +872,7 @@ def _restore_best_dir(run: Run) -> None:
     unwrapped = accelerator.unwrap_model(model)
     current = trainable_state(unwrapped)
     unwrapped.load_state_dict(best, strict=False)
+    assert state.best_step is not None  # best weights come with their step
     best_state = replace(state, step=state.best_step, bad_evals=0, stopped_early=False)
     save_checkpoint(model, run.tokenizer, path, best_state, accelerator)
     unwrapped.load_state_dict(current, strict=False)
@@ -1109,6 +1114,7 @@ def _final_test(run: Run) -> dict | None:
         stem = Path(cfg.data.test).stem if cfg.data.test else "heldout"
         write_json(run.run_dir / "evaluations" / f"test-{stem}.json", m)
         tested = {"test_" + k[len("eval_") :]: v for k, v in eval_values(m).items()}
+        assert run.metrics is not None  # the main process's
         run.metrics.write(
             {
                 "kind": "test",

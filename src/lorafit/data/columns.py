@@ -37,10 +37,11 @@ def choose_columns(
                 f"{source}: no column '{c}' (found {columns[:8]}); set data.text_column"
             )
     label = cfg.label_column
-    if getattr(cfg, "label_columns", None):  # one 0/1 column per label, joined into label sets
+    label_columns = getattr(cfg, "label_columns", None)
+    if label_columns:  # one 0/1 column per label, joined into label sets
         label = LABEL_SETS
-        frame = frame.drop(columns=[c for c in cfg.label_columns if c in columns])  # never text
-        columns = [c for c in columns if c not in cfg.label_columns]
+        frame = frame.drop(columns=[c for c in label_columns if c in columns])  # never text
+        columns = [c for c in columns if c not in label_columns]
     if label is not None and label not in columns:
         if need_label:
             raise UserError(

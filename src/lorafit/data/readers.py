@@ -51,6 +51,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -414,12 +415,16 @@ def _quote_problem(error: str, start: int, line: int, text: str) -> str:
 
 def _first_rows(text: str, sep: str, quoting: int) -> list[list[str]]:
     """The first rows, to tell a header by; a quote problem cuts them short (`_parse` names it)."""
-    rows = []
+    rows: list[list[str]] = []
     try:
         with _long_fields():
             rows.extend(
                 itertools.islice(
-                    csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting),
+                    csv.reader(
+                        io.StringIO(text, newline=""),
+                        delimiter=sep,
+                        quoting=cast("Literal[0, 1, 2, 3]", quoting),  # csv.QUOTE_*
+                    ),
                     HEADER_SAMPLE,
                 )
             )

@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,8 @@ class TextTable:
         idx = np.asarray(idx, dtype=np.int64)
         pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
         labels = None if self.labels is None else self.labels[idx]
-        return TextTable(pick(self.texts), labels, self.source, pick(self.pairs), pick(self.ids))
+        texts = cast("list[str]", pick(self.texts))  # never None
+        return TextTable(texts, labels, self.source, pick(self.pairs), pick(self.ids))
 
     def with_texts(self, texts: list[str], pairs: list[str] | None = None) -> TextTable:
         """The same rows with other texts (perturbed, augmented)."""
@@ -238,6 +240,7 @@ def split_table(
     from sklearn.model_selection import train_test_split
 
     n_val = int(val_size) if val_size >= 1 else max(1, round(val_size * len(table)))
+    assert table.labels is not None  # the tables split are training tables: labelled
     if table.labels.ndim == 2:  # multi-label: each row by its rarest label
         strata = rarest_label_strata(table.labels)
     elif table.labels.dtype.kind == "f":

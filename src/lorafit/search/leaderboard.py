@@ -133,7 +133,7 @@ def leaderboard_rows(plan, trials) -> list[dict]:
 
 def _row(plan, name: str, status: str, overrides: dict, trial) -> dict:
     attrs = trial.user_attrs if trial is not None else {}
-    row = {"rank": "", "run": name, "status": status}
+    row: dict[str, Any] = {"rank": "", "run": name, "status": status}
     row.update({k: show_value(overrides[k]) if k in overrides else "" for k in plan.keys})
     row.update(
         trainable_params=attrs.get("trainable_params"),

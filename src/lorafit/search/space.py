@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -125,7 +125,7 @@ class SweepPlan:
     trials: list[Trial] = field(default_factory=list)  # the expanded grid (sampler grid only)
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return "maximize" if METRICS[self.metric][1] else "minimize"
 
     @property
@@ -367,7 +367,8 @@ def grid_trial_name(plan: SweepPlan, run: str | None, point: dict) -> str:
     """A grid trial's name: the run's name (if it has one) and the grid point's values."""
     if run and not run.startswith("#"):
         return "_".join(filter(None, [run, trial_name(point) if point else None]))
-    return trial_name(point or (plan.runs.get(run) or {}))
+    named = plan.runs.get(run) if run is not None else None
+    return trial_name(point or (named or {}))
 
 
 def _nested(overrides: dict[str, Any]) -> dict:
@@ -419,7 +420,9 @@ def trial_config(plan: SweepPlan, overrides: dict, name: str) -> Config:
             "log": {"progress": False},
             "train": {"metric": selection_metric(plan.metric)},
         }
-        return OmegaConf.to_object(OmegaConf.merge(plan.base, _nested(overrides), extra))
+        return cast(
+            Config, OmegaConf.to_object(OmegaConf.merge(plan.base, _nested(overrides), extra))
+        )
     except OmegaConfBaseException as e:
         raise UserError(f"{plan.source}: trial {name}: {_omegaconf_message(e)}") from None
     except ValueError as e:
@@ -467,12 +470,13 @@ def _expand_grid(plan: SweepPlan) -> None:
     """Every grid point's name, config and budget check (sampler grid: for --dry-run and the
     leaderboard's rows of trials not run yet)."""
     point_spaces = [s for s in plan.spaces.values() if s.key != RUN_PARAM]
-    runs = list(plan.runs) or [None]
+    runs: list[str | None] = list(plan.runs) or [None]
     seen: set[str] = set()
     for run in runs:
         for combo in itertools.product(*(s.choices for s in point_spaces)):
             point = {s.key: v for s, v in zip(point_spaces, combo)}
-            overrides = {**(plan.runs.get(run) or {}), **point}
+            named = plan.runs.get(run) if run is not None else None
+            overrides = {**(named or {}), **point}
             name = grid_trial_name(plan, run, point)
             if name in seen or name in RESERVED:
                 raise UserError(
@@ -538,7 +542,8 @@ def load_sweep(path: str | Path, overrides=()) -> SweepPlan:
 
 def sample(plan: SweepPlan, trial) -> tuple[str, dict]:
     """(trial name, overrides) for an Optuna trial: every space suggested in file order."""
-    run, point = None, {}
+    run: Any = None  # a runs: label, if the plan has runs
+    point: dict[str, Any] = {}
     for space in plan.spaces.values():
         value = space.suggest(trial)
         if space.key == RUN_PARAM:

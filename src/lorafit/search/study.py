@@ -29,6 +29,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -44,6 +45,9 @@ from lorafit.search.leaderboard import (
 )
 from lorafit.search.samplers import make_pruner, make_sampler, open_storage, storage_url
 from lorafit.search.space import SweepPlan, check_budget, sample, trial_config
+
+if TYPE_CHECKING:
+    from collections import Counter
 
 log = logging.getLogger("lorafit")
 
@@ -87,13 +91,13 @@ def _run_dirs(folder: Path, name: str) -> list[Path]:
     """The run directories `lorafit train` made for trial `name`, oldest first."""
     pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}(?:-(\d+))?")
     found = [p for p in folder.glob(f"{name}-*") if p.is_dir() and pattern.fullmatch(p.name)]
-    return sorted(
-        found,
-        key=lambda p: (
-            p.name[len(name) + 1 : len(name) + 16],
-            int(pattern.fullmatch(p.name)[1] or 1),
-        ),
-    )
+
+    def order(p: Path) -> tuple[str, int]:
+        match = pattern.fullmatch(p.name)
+        assert match is not None  # found holds only names that match
+        return (p.name[len(name) + 1 : len(name) + 16], int(match[1] or 1))
+
+    return sorted(found, key=order)
 
 
 def _same_config(run_dir: Path, cfg: Config) -> bool:
@@ -101,7 +105,7 @@ def _same_config(run_dir: Path, cfg: Config) -> bool:
     import yaml
 
     try:
-        done = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        done = cast(dict, OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
     except (OSError, OmegaConfBaseException, yaml.YAMLError):  # unreadable: not this config
         return False
     want = config_to_dict(cfg)
@@ -231,7 +235,7 @@ def _record_run_dir(trial, plan: SweepPlan, name: str) -> None:
 # ---------------------------------------------------------------- when to stop, retries
 
 
-def _counts(study) -> dict[str, int]:
+def _counts(study) -> Counter[str | None]:
     from collections import Counter
 
     return Counter(trial_status(t) for t in study.get_trials(deepcopy=False))
@@ -256,7 +260,7 @@ def study_done(plan: SweepPlan, study) -> bool:
 def retry_failed(study) -> list[str]:
     """Queue again every failed or interrupted trial that has no later attempt (same params)."""
     trials = study.get_trials(deepcopy=False)
-    later = {}
+    later: dict[Any, list] = {}
     for t in trials:
         later.setdefault(t.user_attrs.get("name"), []).append(t)
     queued = []

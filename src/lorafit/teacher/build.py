@@ -115,9 +115,11 @@ def write_ensemble(runs: list[str], output: str | Path | None = None) -> Path:
                 f"lorafit teacher --ensemble: {p} is not a finished lorafit run (config.yaml + checkpoint-best/)"
             )
     members = [_run_member(p) for p in paths]
+    names = members[0].label_names
+    assert names is not None  # a run member's are its config's data.label_names
     for m in members[1:]:
         _check_task(m, members[0].task)
-        _check_labels(m, members[0].label_names)
+        _check_labels(m, names)
     if output is None:
         folder = create_run_dir("runs", "teacher-ensemble")
     else:
@@ -165,6 +167,7 @@ def build_cross_fitted(cfg, folds: int, output: str | Path | None = None) -> Pat
         raise UserError(
             f"{cfg.data.train}: {len(train_rows)} training rows cannot make --folds {folds}; use fewer folds or more rows"
         )
+    assert train_rows.labels is not None  # the training split is labelled
     strata = fold_strata(train_rows.labels, cfg.task, folds)
     if cfg.task == "classification":
         counts = np.bincount(strata)

@@ -21,12 +21,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lorafit.teacher.unlabeled import labelled_rows
+
+if TYPE_CHECKING:
+    from lorafit.teacher.logits import Teacher
 
 log = logging.getLogger("lorafit")
 
@@ -84,7 +88,7 @@ def _bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
 class Distillation:
     """The teacher's log-probabilities for every training row, and the loss that uses them."""
 
-    teacher: object  # lorafit.teacher.logits.Teacher
+    teacher: Teacher
     log_probs: np.ndarray  # [training rows, labels], aligned with the (joined) training table
     weight: float
     temperature: float
@@ -151,7 +155,7 @@ def prepare_distillation(cfg, splits: dict, accelerator=None) -> Distillation | 
         teacher, train, cache_dir, device, batch, accelerator, dtype
     )  # pairs too
     _log_teacher_fit(log_probs, train.labels, cfg.task)
-    report = {}
+    report: dict[str, Any] = {}
     if unlabeled is not None:
         table, report = unlabeled
         u_log_probs = teacher_log_probs(

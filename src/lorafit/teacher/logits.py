@@ -458,19 +458,21 @@ def combine(
         return log_probs[0]
     stack = torch.from_numpy(np.stack(log_probs)).double()
     shape = stack.shape[:2]
-    use = (
+    in_use = (
         torch.ones(shape, dtype=torch.bool)
         if use is None
         else torch.from_numpy(np.asarray(use, dtype=bool)).clone()
     )
-    use[:, ~use.any(dim=0)] = True
-    counted = torch.log(use.sum(dim=0).double())[:, None]
+    in_use[:, ~in_use.any(dim=0)] = True
+    counted = torch.log(in_use.sum(dim=0).double())[:, None]
     if task == "regression":
-        return ((stack * use[:, :, None]).sum(0) / use.sum(0).double()[:, None]).float().numpy()
+        return (
+            ((stack * in_use[:, :, None]).sum(0) / in_use.sum(0).double()[:, None]).float().numpy()
+        )
 
     def log_mean(log_values):  # log of the mean over the counted members, from logs
         return (
-            torch.logsumexp(log_values.masked_fill(~use[:, :, None], float("-inf")), dim=0)
+            torch.logsumexp(log_values.masked_fill(~in_use[:, :, None], float("-inf")), dim=0)
             - counted
         )
 

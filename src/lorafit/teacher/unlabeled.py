@@ -157,6 +157,10 @@ def select_unlabeled(
 def join_unlabeled(train: TextTable, unlabeled: TextTable, keep: np.ndarray) -> TextTable:
     """The labelled rows, then the chosen unlabelled rows without a label (`unlabeled_like`)."""
     texts = list(train.texts) + [unlabeled.texts[i] for i in keep]
-    pairs = None if train.pairs is None else list(train.pairs) + [unlabeled.pairs[i] for i in keep]
+    pairs = None
+    if train.pairs is not None:
+        assert unlabeled.pairs is not None  # read with the same text columns
+        pairs = list(train.pairs) + [unlabeled.pairs[i] for i in keep]
+    assert train.labels is not None  # the training table
     labels = np.concatenate([train.labels, unlabeled_like(train.labels, len(keep))])
     return TextTable(texts, labels, train.source, pairs)

@@ -1,0 +1,567 @@
+"""Direct, fast tests of predict.py's decisions for mutation testing (`scripts/mutation.sh predict`).
+
+No model is trained or run: the output names, the saved probabilities' file and key, the
+submission's format, the label formats, the thresholds and the dtype choice are checked on
+configs built with `load_config`, files written in tmp_path and numpy arrays chosen here,
+against expectations written out by hand (hashlib for the digests, literal text for the files
+and the one-line errors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lorafit.flops
+from lorafit.config import load_config
+from lorafit.errors import UserError
+from lorafit.predict import (
+    _existing_input,
+    _output_path,
+    _save_probabilities,
+    checkpoint_digest,
+    head_in_fp32,
+    inference_dtype,
+    label_format_of,
+    output_labels,
+    predicted_labels,
+    prediction_key,
+    probabilities_path,
+    read_input,
+    read_scores,
+    run_thresholds,
+    scores_metrics,
+    scores_of,
+    with_columns,
+    write_submission,
+)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def classes(*overrides):
+    return load_config(None, ["data.label_names=[World,Sports,Business]", *overrides])
+
+
+def multi(*overrides):
+    return load_config(None, ["task=multi_label", "data.label_names=[a,b,c]", *overrides])
+
+
+def regression(*overrides):
+    return load_config(None, ["task=regression", "data.label_names=[score]", *overrides])
+
+
+# ---------------------------------------------------------------- the submission's path
+
+
+def test_output_path_given_is_returned_as_is(tmp_path):
+    out = tmp_path / "sub.csv"
+    assert _output_path(tmp_path / "run", Path("in.csv"), str(out), False) == out
+    assert isinstance(_output_path(tmp_path / "run", Path("in.csv"), str(out), False), Path)
+    out.write_text("old")
+    assert _output_path(tmp_path / "run", Path("in.csv"), str(out), True) == out
+
+
+def test_output_path_refuses_an_existing_file_without_overwrite(tmp_path):
+    out = tmp_path / "sub.csv"
+    out.write_text("old")
+    with pytest.raises(UserError) as e:
+        _output_path(tmp_path, Path("in.csv"), str(out), False)
+    assert str(e.value) == f"{out}: already exists; choose another --output or pass --overwrite"
+    assert out.read_text() == "old"
+
+
+def test_output_path_refuses_a_folder_a_device_and_a_missing_or_file_parent(tmp_path):
+    with pytest.raises(UserError) as e:
+        _output_path(tmp_path, Path("in.csv"), str(tmp_path), True)
+    assert str(e.value) == (
+        f"{tmp_path}: is a folder; give a file path to --output, e.g. {tmp_path / 'submission.csv'}"
+    )
+    for overwrite in (False, True):
+        with pytest.raises(UserError) as e:
+            _output_path(tmp_path, Path("in.csv"), "/dev/null", overwrite)
+        assert str(e.value) == "/dev/null: is not a regular file; give a file path to --output"
+    missing = tmp_path / "nowhere" / "sub.csv"
+    with pytest.raises(UserError) as e:
+        _output_path(tmp_path, Path("in.csv"), str(missing), True)
+    assert str(e.value) == (
+        f"{missing}: folder {tmp_path / 'nowhere'} does not exist; create it or choose another --output"
+    )
+    (tmp_path / "afile").write_text("x")
+    under_file = tmp_path / "afile" / "sub.csv"
+    with pytest.raises(UserError) as e:
+        _output_path(tmp_path, Path("in.csv"), str(under_file), True)
+    assert str(e.value) == (
+        f"{under_file}: {tmp_path / 'afile'} is a file, not a folder; choose another --output"
+    )
+
+
+def test_default_output_never_replaces_a_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for output in (None, ""):
+        assert _output_path(run, Path("data/test set.pkl"), output, False) == run / (
+            "submission-test set.csv"
+        )
+    (run / "submission-test.csv").write_text("1")
+    # even with overwrite: a default name never replaces
+    assert _output_path(run, Path("test.csv"), None, True) == run / "submission-test-2.csv"
+    (run / "submission-test-2.csv").write_text("2")
+    assert _output_path(run, Path("test.csv"), None, False) == run / "submission-test-3.csv"
+    (run / "submission-test-3.csv").write_text("3")
+    assert _output_path(run, Path("x/test.tsv"), None, False) == run / "submission-test-4.csv"
+
+
+# ---------------------------------------------------------------- scores and labels
+
+
+def test_scores_of_each_task():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    e = np.exp(logits)
+    np.testing.assert_allclose(
+        scores_of("classification", logits), e / e.sum(1, keepdims=True), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        scores_of("multi_label", logits), 1 / (1 + np.exp(-logits)), rtol=1e-6
+    )
+    values = np.array([[1.25], [-3.5]], dtype=np.float64)
+    got = scores_of("regression", values)
+    assert got.dtype == np.float32
+    assert got.tolist() == [[1.25], [-3.5]]
+
+
+def test_predicted_labels_of_a_classification_by_name_and_id():
+    cfg = classes()
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3], [0.1, 0.2, 0.7]])
+    assert predicted_labels(scores, cfg, "names") == ["Sports", "World", "Business"]
+    ids = predicted_labels(scores, cfg, "ids")
+    assert ids == [1, 0, 2]
+    assert all(type(i) is int for i in ids)
+
+
+def test_predicted_labels_of_a_regression_keep_six_significant_digits():
+    cfg = regression()
+    scores = np.array([[3.14159265], [123456789.0], [-0.000123456789], [2.0]])
+    got = predicted_labels(scores, cfg, "names")
+    assert got == [3.14159, 123457000.0, -0.000123457, 2.0]
+    assert all(type(v) is float for v in got)
+
+
+def test_predicted_labels_of_a_multi_label_run_at_its_thresholds():
+    cfg = multi()
+    scores = np.array(
+        [
+            [0.5, 0.2, 0.9],  # a at its threshold exactly (kept), c above
+            [0.49, 0.3, 0.1],  # none
+            [0.9, 0.31, 0.0],  # a and b (b's threshold 0.3)
+        ]
+    )
+    thresholds = [0.5, 0.3, 0.8]
+    assert predicted_labels(scores, cfg, "names", thresholds) == ["a,c", "", "a,b"]
+    assert predicted_labels(scores, cfg, "ids", thresholds) == ["0,2", "", "0,1"]
+    # one threshold per label, not one for all
+    assert predicted_labels(np.array([[0.35, 0.35, 0.35]]), cfg, "names", [0.4, 0.3, 0.36]) == ["b"]
+
+
+def test_output_labels_names_and_ids():
+    cfg = classes()
+    pred = np.array([2, 0, 1], dtype=np.int64)
+    assert output_labels(pred, cfg, "names") == ["Business", "World", "Sports"]
+    ids = output_labels(pred, cfg, "ids")
+    assert ids == [2, 0, 1] and all(type(i) is int for i in ids)
+
+
+def test_label_format_asked_else_the_runs_and_auto_is_ids():
+    assert label_format_of(classes(), None) == "ids"  # auto: a run made before names
+    assert label_format_of(classes("data.label_format=names"), None) == "names"
+    assert label_format_of(classes("data.label_format=ids"), None) == "ids"
+    assert label_format_of(classes("data.label_format=ids"), "names") == "names"
+    assert label_format_of(classes("data.label_format=names"), "ids") == "ids"
+    for bad in ("auto", "Names", ""):
+        with pytest.raises(UserError) as e:
+            label_format_of(classes(), bad)
+        assert str(e.value) == f"--label-format {bad}: must be names or ids"
+
+
+def test_submission_is_id_label(tmp_path):
+    path = tmp_path / "sub.csv"
+    write_submission(path, ["World", "Sports"])
+    assert path.read_bytes() == b"ID,Label\n0,World\n1,Sports\n"
+    write_submission(path, (x for x in [2, 0, 1]))  # any iterable of labels
+    assert path.read_text() == "ID,Label\n0,2\n1,0\n2,1\n"
+    write_submission(path, ["a,b", ""], ids=["q7", "q9"], id_name="qid")
+    assert path.read_text() == 'qid,Label\nq7,"a,b"\nq9,\n'
+    write_submission(path, [1.5, -2.0], ids=np.array([10, 20]))
+    assert path.read_text() == "ID,Label\n10,1.5\n20,-2.0\n"
+
+
+# ---------------------------------------------------------------- the saved probabilities
+
+
+def test_saved_probabilities_of_each_task(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "predictions" / "x.csv"
+    probs = np.array([[0.1, 0.6, 0.3], [0.70000001, 0.2, 0.1]], dtype=np.float32)
+    _save_probabilities(path, probs)
+    assert path.read_text() == "ID,Label,prob_0,prob_1,prob_2\n0,1,0.1,0.6,0.3\n1,0,0.7,0.2,0.1\n"
+    _save_probabilities(path, probs, "classification")  # the folder exists already
+    assert path.read_text().startswith("ID,Label,prob_0")
+    _save_probabilities(path, probs, "multi_label")  # no Label: it depends on the thresholds
+    assert path.read_text() == "ID,prob_0,prob_1,prob_2\n0,0.1,0.6,0.3\n1,0.7,0.2,0.1\n"
+    _save_probabilities(path, np.array([[1.23456789], [-4.0]]), "regression")
+    assert path.read_text() == "ID,value\n0,1.23457\n1,-4\n"
+
+
+def test_read_scores_takes_the_probability_or_value_columns(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "ID,Label,prob_0,prob_1,prob_x,values,my_prob_2,prob_10\n0,1,0.25,0.75,9,9,9,0.5\n"
+    )
+    got = read_scores(path)
+    assert got.dtype == np.float32
+    assert got.tolist() == [[0.25, 0.75, 0.5]]
+    path.write_text("ID,value\n0,1.5\n1,-2\n")
+    assert read_scores(path).tolist() == [[1.5], [-2.0]]
+
+
+def test_probabilities_path_names_the_input_and_the_key(tmp_path):
+    data = tmp_path / "test.v2.csv"
+    data.write_bytes(b"text\nhello\n")
+    run = tmp_path / "run"
+    first, second = sha(b"text\nhello\n")[:12], sha(b"text\nhello!\n")[:12]
+    expected = run / "predictions" / f"test.v2-{first}-0123456789.csv"
+    assert probabilities_path(run, data, "0123456789") == expected
+    data.write_bytes(b"text\nhello!\n")  # an edited input gets a new name
+    assert probabilities_path(run, data, "0123456789").name == (f"test.v2-{second}-0123456789.csv")
+
+
+# ---------------------------------------------------------------- the key
+
+
+def make_checkpoint(run: Path) -> Path:
+    folder = run / "checkpoint-best"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"\x00\x01\x02")
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "sub" / "tok.json").write_text("tokens")
+    (folder / "README.md").write_text("the card")
+    return folder
+
+
+def digest_by_hand(folder: Path, files: list[str]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        data = (folder / rel).read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(sha(data).encode())
+    return h.hexdigest()
+
+
+def test_checkpoint_digest_by_hand_without_the_card(tmp_path):
+    folder = make_checkpoint(tmp_path)
+    files = ["config.json", "sub/tok.json", "weights.bin"]
+    assert checkpoint_digest(folder) == digest_by_hand(folder, files)
+    assert checkpoint_digest(str(folder)) == digest_by_hand(folder, files)
+    before = checkpoint_digest(folder)
+    (folder / "README.md").write_text("another card, longer")
+    (folder / "sub" / "README.md").write_text("a card too")
+    assert checkpoint_digest(folder) == before
+    # a file's name counts, not only its bytes
+    (folder / "weights.bin").rename(folder / "weights2.bin")
+    assert checkpoint_digest(folder) == digest_by_hand(
+        folder, ["config.json", "sub/tok.json", "weights2.bin"]
+    )
+
+
+def test_checkpoint_digest_sees_new_bytes_of_the_same_size(tmp_path):
+    folder = make_checkpoint(tmp_path)
+    weights = folder / "weights.bin"
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    first = checkpoint_digest(folder)
+    assert checkpoint_digest(folder) == first  # remembered
+    weights.write_bytes(b"\x09\x01\x02")  # same size, new mtime
+    os.utime(weights, ns=(2_000_000_000, 2_000_000_000))
+    files = ["config.json", "sub/tok.json", "weights.bin"]
+    assert checkpoint_digest(folder) == digest_by_hand(folder, files) != first
+    weights.write_bytes(b"\x09\x01\x02\x03")  # new size, the same mtime as before
+    os.utime(weights, ns=(2_000_000_000, 2_000_000_000))
+    assert checkpoint_digest(folder) == digest_by_hand(folder, files)
+
+
+def key_by_hand(run: Path, cfg, dtype: str, device: str) -> str:
+    files = [
+        str(p.relative_to(run / "checkpoint-best"))
+        for p in (run / "checkpoint-best").rglob("*")
+        if p.is_file() and p.name != "README.md"
+    ]
+    parts = {
+        "checkpoint": digest_by_hand(run / "checkpoint-best", files),
+        "model": dataclasses.asdict(cfg.model),
+        "dtype": dtype,
+        "device": device,
+        "text_column": cfg.data.text_column,
+    }
+    return sha(json.dumps(parts, sort_keys=True, default=str).encode())[:10]
+
+
+def test_prediction_key_by_hand(tmp_path):
+    make_checkpoint(tmp_path)
+    cfg = classes("data.text_column=headline")
+    key = prediction_key(tmp_path, cfg, "fp32", "cpu")
+    assert len(key) == 10 and int(key, 16) >= 0
+    assert key == key_by_hand(tmp_path, cfg, "torch.float32", "cpu")
+    assert prediction_key(tmp_path, cfg, "bf16", "cpu") == key_by_hand(
+        tmp_path, cfg, "torch.bfloat16", "cpu"
+    )
+    assert prediction_key(tmp_path, cfg, "int8", "cpu") == key_by_hand(tmp_path, cfg, "int8", "cpu")
+    assert prediction_key(tmp_path, cfg, "fp32", torch.device("cuda", 1)) == key_by_hand(
+        tmp_path, cfg, "torch.float32", "cuda"
+    )
+
+
+def test_prediction_key_changes_when_and_only_when_it_must(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path)
+    cfg = classes()
+    key = prediction_key(tmp_path, cfg, "fp32", "cpu")
+    # what changes the probabilities changes the key
+    assert prediction_key(tmp_path, cfg, "bf16", "cpu") != key
+    assert prediction_key(tmp_path, cfg, "int8", "cpu") != key
+    assert prediction_key(tmp_path, cfg, "fp32", "cuda") != key
+    assert prediction_key(tmp_path, classes("model.max_length=64"), "fp32", "cpu") != key
+    assert prediction_key(tmp_path, classes("model.pooling=mean"), "fp32", "cpu") != key
+    assert prediction_key(tmp_path, classes("data.text_column=body"), "fp32", "cpu") != key
+    # what does not, does not: the device's index, the labels' column, training settings
+    assert prediction_key(tmp_path, cfg, "fp32", "cpu:0") == key
+    assert prediction_key(tmp_path, cfg, "fp32", torch.device("cpu")) == key
+    assert prediction_key(tmp_path, classes("data.label_column=topic"), "fp32", "cpu") == key
+    assert prediction_key(tmp_path, classes("train.lr=0.5"), "fp32", "cpu") == key
+    # auto: as resolved
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: False)
+    assert prediction_key(tmp_path, cfg, "auto", "cpu") == key
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: True)
+    assert prediction_key(tmp_path, cfg, "auto", "cpu") == prediction_key(
+        tmp_path, cfg, "bf16", "cpu"
+    )
+    # a retrained checkpoint
+    (tmp_path / "checkpoint-best" / "weights.bin").write_bytes(b"\x05")
+    assert prediction_key(tmp_path, cfg, "fp32", "cpu") != key
+
+
+# ---------------------------------------------------------------- dtype
+
+
+def test_inference_dtype_choices(monkeypatch):
+    assert inference_dtype("fp32") == torch.float32
+    assert inference_dtype("int8") == torch.float32
+    assert inference_dtype("int8", torch.device("cpu")) == torch.float32
+    assert inference_dtype("bf16") == torch.bfloat16
+    assert inference_dtype("bf16", "cuda") == torch.bfloat16
+    assert inference_dtype("fp32", "cuda:0") == torch.float32
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: True)
+    assert inference_dtype("auto") == torch.bfloat16
+    assert inference_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: False)
+    assert inference_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_dtype("auto", "cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: True)
+    assert inference_dtype("auto", "cuda:0") == torch.float32
+
+
+def test_inference_dtype_refusals():
+    for bad in ("fp16", "FP32", "", "bfloat16"):
+        with pytest.raises(UserError) as e:
+            inference_dtype(bad)
+        assert str(e.value) == f"--dtype {bad}: must be one of auto, fp32, bf16, int8"
+    for device in ("cuda", "cuda:1", torch.device("meta")):
+        with pytest.raises(UserError) as e:
+            inference_dtype("int8", device)
+        assert str(e.value) == (
+            "--dtype int8: runs on the CPU only (torch's dynamic quantisation); use bf16 or fp32 on a GPU"
+        )
+
+
+def test_head_in_fp32_casts_the_head_and_its_inputs_up():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(3, 3)
+            self.classifier = torch.nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.classifier(self.body(x))
+
+    class Scored(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.score = self.classifier
+            del self.classifier
+
+        def forward(self, x):
+            return self.score(self.body(x))
+
+    for model in (Tiny(), Scored()):
+        model = model.to(torch.bfloat16)
+        head_in_fp32(model)
+        head = getattr(model, "classifier", None) or model.score
+        assert head.weight.dtype == torch.float32
+        assert model.body.weight.dtype == torch.bfloat16
+        out = model(torch.ones(2, 3, dtype=torch.bfloat16))
+        assert out.dtype == torch.float32
+        assert (
+            head(
+                torch.ones(1, 3, dtype=torch.bfloat16),
+            ).dtype
+            == torch.float32
+        )
+
+
+# ---------------------------------------------------------------- thresholds and metrics
+
+
+def test_run_thresholds_in_label_order(tmp_path):
+    (tmp_path / "checkpoint-best").mkdir()
+    path = tmp_path / "checkpoint-best" / "thresholds.json"
+    path.write_text(json.dumps({"c": 0.7, "a": "0.25", "b": 1, "d": 0.9}))
+    got = run_thresholds(tmp_path, multi())
+    assert got.dtype == np.float64
+    assert got.tolist() == [0.25, 1.0, 0.7]
+    assert run_thresholds(str(tmp_path), multi()).tolist() == [0.25, 1.0, 0.7]
+    # the other tasks have none, whatever the folder holds
+    assert run_thresholds(tmp_path, classes()) is None
+    assert run_thresholds(tmp_path, regression()) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        "not json",
+        json.dumps({"a": 0.5, "b": 0.5}),
+        json.dumps({"a": 0.5, "b": None, "c": 1}),
+        json.dumps({"a": 0.5, "b": "x", "c": 1}),
+        json.dumps([0.5, 0.5, 0.5]),
+    ],
+)
+def test_run_thresholds_missing_or_damaged(tmp_path, content):
+    (tmp_path / "checkpoint-best").mkdir()
+    path = tmp_path / "checkpoint-best" / "thresholds.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError) as e:
+        run_thresholds(tmp_path, multi())
+    assert str(e.value) == (
+        f"{path}: missing or damaged (a multi-label run decides at the thresholds saved there); "
+        "train the run again"
+    )
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_scores_metrics_of_a_classification_from_probabilities():
+    cfg = classes()
+    scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [1.0, 0.0, 0.0]])
+    labels = np.array([0, 1, 1, 2])
+    got = scores_metrics(cfg, scores, labels)
+    assert got["task"] == "classification"
+    assert got["accuracy"] == 0.5
+    # cross-entropy of the probabilities themselves; a zero one as 1e-12
+    expected = -(math.log(0.7) + math.log(0.3) + math.log(0.5) + math.log(1e-12 / (1 + 3e-12))) / 4
+    assert got["loss"] == pytest.approx(expected, rel=1e-5)
+    assert got["label_names"] == ["World", "Sports", "Business"]
+
+
+def test_scores_metrics_of_a_regression_on_the_values():
+    cfg = regression()
+    scores = np.array([[1.0], [2.0], [4.0]])
+    got = scores_metrics(cfg, scores, np.array([1.0, 3.0, 4.0]))
+    assert got["task"] == "regression"
+    assert got["mse"] == pytest.approx(1 / 3)
+    assert got["mae"] == pytest.approx(1 / 3)
+    assert got["label_names"] == ["score"]
+
+
+def test_scores_metrics_of_a_multi_label_run_at_its_thresholds():
+    cfg = multi()
+    scores = np.array([[0.6, 0.2, 0.9], [0.4, 0.5, 0.1]])
+    labels = np.array([[1, 0, 1], [1, 1, 0]])
+    got = scores_metrics(cfg, scores, labels, np.array([0.5, 0.5, 0.5]))
+    assert got["task"] == "multi_label"
+    assert got["thresholds"] == [0.5, 0.5, 0.5]
+    # predicted {a,c}, {b}: 3 of 4 true labels, no false one
+    assert got["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1))
+    assert got["exact_match"] == 0.5
+    lower = scores_metrics(cfg, scores, labels, [0.3, 0.5, 0.5])
+    assert lower["micro_f1"] == 1.0 and lower["thresholds"] == [0.3, 0.5, 0.5]
+    assert list(got["per_class"]) == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------- the input and its columns
+
+
+def test_with_columns_only_where_given():
+    cfg = classes("data.text_column=text", "data.label_column=label")
+    assert with_columns(cfg, None, None) is cfg
+    assert with_columns(cfg, "", "") is cfg
+    got = with_columns(cfg, "headline", None)
+    assert (got.data.text_column, got.data.label_column) == ("headline", "label")
+    got = with_columns(cfg, None, "topic")
+    assert (got.data.text_column, got.data.label_column) == ("text", "topic")
+    got = with_columns(cfg, "q1 , q2", "same")
+    assert (got.data.text_column, got.data.label_column) == (["q1", "q2"], "same")
+    assert with_columns(cfg, ["s1", "s2"], None).data.text_column == ["s1", "s2"]
+    # the run's config is left as it was, and the rest of it is kept
+    assert (cfg.data.text_column, cfg.data.label_column) == ("text", "label")
+    assert got.data.label_names == ["World", "Sports", "Business"] and got.task == cfg.task
+
+
+def test_existing_input(tmp_path):
+    data = tmp_path / "in.csv"
+    data.write_text("text\nx\n")
+    assert _existing_input(str(data)) == str(data)
+    assert _existing_input(data) == str(data)
+    sample = _existing_input("sample-test")
+    assert Path(sample).name == "sample_news_test.csv" and Path(sample).is_file()
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(UserError) as e:
+        _existing_input(str(missing))
+    assert str(e.value) == (
+        f"--input {missing}: file not found; give a .csv, .tsv, .parquet, .jsonl or .pkl file"
+    )
+
+
+def test_read_input_names_the_options_not_the_config_keys(tmp_path):
+    data = tmp_path / "news.csv"
+    data.write_text("headline,topic\nhello world,1\nbye now,0\n")
+    with pytest.raises(UserError) as e:
+        read_input(str(data), classes("data.text_column=text"))
+    assert str(e.value) == (
+        f"{data}: no column 'text' (found ['headline', 'topic']); pass --text-column NAME "
+        "(Python: text_column=)"
+    )
+    with pytest.raises(UserError) as e:
+        read_input(
+            str(data),
+            classes("data.text_column=headline", "data.label_column=label"),
+            need_labels=True,
+        )
+    assert str(e.value) == (
+        f"{data}: no label column 'label' (found ['headline', 'topic']); pass --label-column NAME "
+        "(Python: label_column=)"
+    )
+    table = read_input(
+        str(data),
+        classes("data.text_column=headline", "data.label_column=topic", "data.label_format=ids"),
+    )
+    assert list(table.texts) == ["hello world", "bye now"]
