@@ -74,6 +74,7 @@ def test_sms_counts_match_pandas_and_the_guess_is_said(
     assert r["columns"] == {
         "text": "1",
         "label": "0",
+        "label_columns": None,
         "pairs": False,
         "guessed": ["text_column", "label_column"],
     }
@@ -172,6 +173,7 @@ def test_pairs_are_shown_and_lengths_fall_back_to_characters(tmp_path, capsys):
     assert r["columns"] == {
         "text": ["premise", "hypothesis"],
         "label": "label",
+        "label_columns": None,
         "pairs": True,
         "guessed": [],
     }  # by its name

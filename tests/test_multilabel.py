@@ -238,6 +238,30 @@ def test_one_column_per_label_reads_like_the_label_sets(tmp_path):
         assert (a[split].labels == b[split].labels).all()
 
 
+def test_check_data_names_the_label_columns_not_a_missing_label_column(tmp_path):
+    from lorafit.checkdata import check_data, check_text
+
+    wide, _ = google_full_layout(tmp_path)
+    cfg = load_config(
+        None,
+        [
+            "task=multi_label",
+            f"data.train={wide}",
+            f"data.label_columns=[{','.join(NAMES)}]",
+            "data.val_size=80",
+            "model.name=nobody/not-cached",
+        ],
+    )
+    report = check_data(cfg)
+    assert report["columns"]["label_columns"] == NAMES and report["columns"]["guessed"] == []
+    line = next(x for x in check_text(report).splitlines() if x.startswith("columns:"))
+    shown = ", ".join(map(repr, NAMES[:4]))
+    assert (
+        line
+        == f"columns: text 'text', labels one 0/1 column each: {shown}, ... ({len(NAMES)} in all)"
+    )
+
+
 def test_one_column_per_label_errors_name_the_row_and_column(tmp_path):
     wide, _ = google_full_layout(tmp_path, 50)
     frame = pd.read_csv(wide)

@@ -107,6 +107,7 @@ def _columns_report(given: dict, data) -> dict:
     return {
         "text": data.text_column,
         "label": data.label_column,
+        "label_columns": list(data.label_columns) if data.label_columns else None,
         "pairs": isinstance(data.text_column, list),
         "guessed": _guessed(given, data),
     }
@@ -116,6 +117,8 @@ def _guessed(given: dict, data) -> list[str]:
     """The column keys the config left open and that are not the default names (text, label)."""
     chosen = {"text_column": data.text_column, "label_column": data.label_column}
     default = {"text_column": "text", "label_column": "label"}
+    if data.label_columns:  # one 0/1 column per label, named by the user: no label column
+        del chosen["label_column"]
     return [k for k in chosen if given[k] in (None, "") and chosen[k] != default[k]]
 
 
@@ -246,6 +249,14 @@ def check_text(r: dict) -> str:
 def _columns_lines(c: dict) -> list[str]:
     guessed = lambda key: " (guessed)" if key in c["guessed"] else ""  # noqa: E731
     text = f"pair {c['text'][0]!r} + {c['text'][1]!r}" if c["pairs"] else repr(c["text"])
+    if c.get("label_columns"):  # data.label_columns: one 0/1 column per label
+        names = c["label_columns"]
+        shown = ", ".join(map(repr, names[:4])) + (
+            f", ... ({len(names)} in all)" if len(names) > 4 else ""
+        )
+        return [
+            f"columns: text {text}{guessed('text_column')}, labels one 0/1 column each: {shown}"
+        ]
     return [
         f"columns: text {text}{guessed('text_column')}, label {c['label']!r}{guessed('label_column')}"
     ]
