@@ -138,10 +138,10 @@ def config_page() -> str:
     ]
     section = None
     for key, kind, default, help_text in config_keys():
-        top = key.split(".")[0] if "." in key else ""
+        top = key.split(".")[0]  # a section, or a top-level key (task, budget) of its own
         if top != section:
             section = top
-            lines += ["", f"## `{top}`" if top else "## Top level", ""]
+            lines += ["", f"## `{top}`", ""]
             lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
         lines.append(f"| `{key}` | `{_code(kind)}` | `{_code(default)}` | {_cell(help_text)} |")
     return "\n".join(lines) + "\n"

@@ -123,6 +123,25 @@ def test_overlay_draws_one_labelled_curve_per_run(tmp_path):
     assert list(ax.get_lines()[0].get_xdata()) == steps
 
 
+@pytest.mark.parametrize(
+    "metric, ylabel, percent",
+    [
+        ("eval_accuracy", "validation accuracy (%)", True),
+        ("eval_mcc", "validation MCC (correlation)", False),
+        ("eval_pearson", "validation Pearson (correlation)", False),
+        ("eval_loss", "validation loss (cross-entropy)", False),
+    ],
+)
+def test_overlay_shows_percent_only_for_shares(tmp_path, metric, ylabel, percent):
+    """MCC and correlations lie in [-1, 1]: not a percentage (an MCC of 0.87 is not 87%)."""
+    from matplotlib.ticker import PercentFormatter
+
+    run = make_run_dir(tmp_path, "r", seed=0)
+    ax = plot_curves_overlay([run], metric).axes[0]
+    assert ax.get_ylabel() == ylabel
+    assert isinstance(ax.yaxis.get_major_formatter(), PercentFormatter) == percent
+
+
 def test_overlay_tells_same_named_runs_apart_and_survives_no_data(tmp_path):
     a = make_run_dir(tmp_path / "a", "same", seed=1)
     b = make_run_dir(tmp_path / "b", "same", seed=2)

@@ -50,7 +50,10 @@ METRIC_LABELS = {
     "eval_spearman": "validation Spearman",
     "eval_macro_f1": "validation macro-F1 (labels)",
     "eval_micro_f1": "validation micro-F1 (labels)",
+    "eval_mcc": "validation MCC",
 }
+#: scores in [-1, 1], drawn as numbers: a percentage of a correlation means nothing
+CORRELATIONS = ("eval_pearson", "eval_spearman", "eval_mcc")
 #: per task, the two validation scores drawn against step: (eval row key, name, key of the test
 #: figures, shown as a percentage)
 SCORES = {
@@ -148,7 +151,7 @@ def plot_curves_overlay(run_dirs: list[str | Path], metric: str = "eval_accuracy
             ax.plot(steps, values, label=label, **_line_style(steps))
             drawn += 1
     name = METRIC_LABELS.get(metric, metric)
-    correlation = metric in ("eval_pearson", "eval_spearman")
+    correlation = metric in CORRELATIONS
     unit = "cross-entropy" if metric.endswith("loss") else "correlation" if correlation else "%"
     _decorate(
         ax,
