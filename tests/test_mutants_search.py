@@ -386,6 +386,10 @@ def test_read_search_defaults_and_settings():
             {"sampler": "random", "seed": 3},
             "search: sampler random needs n_trials: and/or timeout: (seconds)",
         ),
+        (
+            {"sampler": {"type": "tpe", "seed": 1}, "seed": 2, "n_trials": 4},
+            "search: seed: 2 and sampler: seed: 1 disagree; give the seed once (search: seed:)",
+        ),
     ],
 )
 def test_read_search_refuses(search, message):
@@ -441,9 +445,9 @@ def test_a_seed_among_the_sampler_options_still_differs_by_worker(tmp_path):
         search_plan(tmp_path, sampler={"type": "tpe", "seed": 1.5})
     with pytest.raises(UserError, match=r"seed: give a whole number >= 0, not True$"):
         search_plan(tmp_path, sampler={"type": "tpe", "seed": True})
-    assert (
-        search_plan(tmp_path, sampler={"type": "tpe", "seed": 0}, seed=4).seed == 0
-    )  # the sampler's own wins
+    with pytest.raises(UserError, match=r"search: seed: 4 and sampler: seed: 0 disagree"):
+        search_plan(tmp_path, sampler={"type": "tpe", "seed": 0}, seed=4)  # not one silently
+    assert search_plan(tmp_path, sampler={"type": "tpe", "seed": 3}, seed=3).seed == 3  # the same
     assert search_plan(tmp_path, sampler={"type": "tpe", "seed": None}, seed=4).seed == 4
     grid = grid_plan(
         tmp_path, grid={"lora.r": [2, 4]}, search={"sampler": {"type": "grid", "seed": 9}}

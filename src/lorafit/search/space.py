@@ -319,6 +319,11 @@ def _read_search(plan: SweepPlan, search: dict, source: Path) -> None:
             raise UserError(
                 f"{source}: search: sampler: seed: give a whole number >= 0, not {seed!r}"
             )
+        if search.get("seed") is not None and search["seed"] != seed:
+            raise UserError(
+                f"{source}: search: seed: {search['seed']} and sampler: seed: {seed} disagree; "
+                "give the seed once (search: seed:)"
+            )
         plan.seed = seed
     if plan.sampler == "grid":
         numeric = [s.key for s in plan.spaces.values() if s.kind != "choice"]
