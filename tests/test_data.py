@@ -170,6 +170,54 @@ def test_hub_id_with_configuration(monkeypatch):
     assert list(table.texts) == ["a b", "c d"]
 
 
+def _news_with_class_label():
+    """AG News as the hub serves it: integer labels, a ClassLabel feature naming them."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"]),
+        }
+    )
+    # every class's label written as its id; Sci/Tech (3) first, so sorted names would differ
+    rows = {"text": [f"news {i}" for i in range(24)], "label": [3, 0, 1, 2] * 6}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+@pytest.mark.parametrize("where", ["saved", "hub"])
+def test_class_label_names_name_the_classes_in_id_order(where, tmp_path, monkeypatch):
+    """Without data.label_names, a dataset's ClassLabel names the classes, in its id order (not
+    sorted: World stays 0 as the competition's ids need); the ids still read as ids."""
+    import datasets
+
+    ds = _news_with_class_label()
+    if where == "saved":
+        datasets.DatasetDict({"train": ds, "test": ds.select(range(8))}).save_to_disk(
+            str(tmp_path / "news")
+        )
+        source = str(tmp_path / "news")
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None, split=None: ds)
+        source = "someone/news"
+    cfg = DataConfig(train=source, val_size=8)
+    splits = load_splits(cfg, seed=0)
+    assert cfg.label_names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert cfg.label_format == "ids"  # written as ids: predictions keep them unless asked
+    by_text = dict(zip(ds["text"], ds["label"]))
+    for table in splits.values():
+        assert [by_text[t] for t in table.texts] == list(table.labels)
+    # given names still win, and a plain file (no ClassLabel) still sorts its labels
+    cfg = DataConfig(train=source, val_size=8, label_names=["w", "s", "b", "t"])
+    load_splits(cfg, seed=0)
+    assert cfg.label_names == ["w", "s", "b", "t"]
+    ds.to_pandas().to_csv(tmp_path / "plain.csv", index=False)
+    cfg = DataConfig(train=str(tmp_path / "plain.csv"), val_size=8)
+    load_splits(cfg, seed=0)
+    assert cfg.label_names == ["0", "1", "2", "3"]
+
+
 def test_encode_truncates_and_counts(tiny_model, ag_subset):
     from transformers import AutoTokenizer
 

@@ -552,7 +552,7 @@ def _read_saved_dataset(path: Path, split: str) -> pd.DataFrame:
                 f"the split's folder, e.g. {path / next(iter(ds))}"
             )
         ds = ds[split]
-    return ds.to_pandas()
+    return dataset_frame(ds)
 
 
 def hub_name(source: str) -> tuple[str, str | None]:
@@ -580,7 +580,24 @@ def _read_hub(source: str, split: str) -> pd.DataFrame:
         raise UserError(
             f"cannot download hub dataset '{dataset_id}' ({str(e).splitlines()[0]})"
         ) from None
-    return ds.to_pandas()
+    return dataset_frame(ds)
+
+
+def dataset_frame(ds) -> pd.DataFrame:
+    """A `datasets.Dataset` as a frame. Its ClassLabel columns hold ids; their names, in id
+    order, are kept in `frame.attrs["class_labels"]` ({column: names}), so that the classes of
+    a hub or saved dataset are named as its authors named them (`settle`)."""
+    import datasets
+
+    frame = ds.to_pandas()
+    named = {
+        column: [str(n) for n in feature.names]
+        for column, feature in ds.features.items()
+        if isinstance(feature, datasets.ClassLabel)
+    }
+    if named:
+        frame.attrs["class_labels"] = named
+    return frame
 
 
 # ------------------------------------------------------- the competition pickle

@@ -391,6 +391,7 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
     """Fill in `cfg`'s text and label columns, class list and label format from a training frame."""
     from lorafit.data.columns import choose_columns
 
+    class_labels = frame.attrs.get("class_labels", {})  # a hub or saved dataset's ClassLabel names
     frame = join_label_columns(frame, source, cfg, need_labels=True)
     texts, label = choose_columns(frame, source, cfg, need_label=True)
     cfg.text_column = texts[0] if len(texts) == 1 else list(texts)
@@ -411,8 +412,17 @@ def settle(frame: pd.DataFrame, source: str, cfg: DataConfig) -> None:
             cfg.label_format = "ids" if items and written_as_ids(items, names) else "names"
         cfg.label_names = list(names)
         return
-    names = class_names(column, source, cfg.label_names)
-    if not cfg.label_names and looks_continuous(names):
+    given = cfg.label_names
+    if not given and class_labels.get(label):  # ids 0..K-1 named by the dataset's ClassLabel
+        given = class_labels[label]
+        log.info(
+            "%s: classes named by the dataset's ClassLabel '%s': %s",
+            source,
+            label,
+            ", ".join(given),
+        )
+    names = class_names(column, source, given)
+    if not given and looks_continuous(names):
         log.warning(
             "%s: the label column '%s' holds %d distinct numbers, some fractional (%s, ...), each "
             "read as a class; if they are values to predict, set task: regression",
