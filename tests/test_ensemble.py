@@ -242,7 +242,7 @@ def test_output_rules(members, labelled, tmp_path, monkeypatch, capsys):
 
 def test_refusals(members, labelled, tmp_path):
     a, b, c = members["a"], members["b"], members["c"]
-    with pytest.raises(UserError, match="validation split of .* differs"):
+    with pytest.raises(UserError, match="validation split of .* differs .* data.split_seed"):
         ensemble([a, c], str(labelled), str(tmp_path / "x.csv"), method="weighted")
     with pytest.raises(UserError, match="two or more run directories"):
         ensemble([a], str(labelled))

@@ -196,7 +196,8 @@ def shared_validation(
             raise UserError(
                 f"{what}: the validation split of {run} ({len(val)} rows, "
                 f"{digest}) differs from {first_run}'s ({len(first_val)} rows, {first_digest}); "
-                "ensemble runs trained with the same data.train, data.validation, data.val_size and train.seed"
+                "ensemble runs trained on the same split: the same data.train, data.validation, "
+                "data.val_size, data.test_size and data.split_seed (train.seed when it is unset)"
                 + (", or use --method mean" if what.endswith("weighted") else "")
             )
     probs = [
