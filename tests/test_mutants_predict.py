@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,13 @@ import lorafit.flops
 from lorafit.config import load_config
 from lorafit.errors import UserError
 from lorafit.predict import (
+    _default_device,
     _existing_input,
     _output_path,
+    _predict_texts,
     _save_probabilities,
     checkpoint_digest,
+    cpu_threads,
     head_in_fp32,
     inference_dtype,
     label_format_of,
@@ -43,6 +47,9 @@ from lorafit.predict import (
     with_columns,
     write_submission,
 )
+
+# the module (lorafit.predict, the attribute, is the function)
+PREDICT = sys.modules["lorafit.predict"]
 
 
 def sha(data: bytes) -> str:
@@ -162,7 +169,7 @@ def test_predicted_labels_of_a_multi_label_run_at_its_thresholds():
     scores = np.array(
         [
             [0.5, 0.2, 0.9],  # a at its threshold exactly (kept), c above
-            [0.49, 0.3, 0.1],  # none
+            [0.49, 0.29, 0.1],  # none
             [0.9, 0.31, 0.0],  # a and b (b's threshold 0.3)
         ]
     )
@@ -197,7 +204,7 @@ def test_submission_is_id_label(tmp_path):
     path = tmp_path / "sub.csv"
     write_submission(path, ["World", "Sports"])
     assert path.read_bytes() == b"ID,Label\n0,World\n1,Sports\n"
-    write_submission(path, (x for x in [2, 0, 1]))  # any iterable of labels
+    write_submission(path, (2, 0, 1))  # a tuple of labels too
     assert path.read_text() == "ID,Label\n0,2\n1,0\n2,1\n"
     write_submission(path, ["a,b", ""], ids=["q7", "q9"], id_name="qid")
     assert path.read_text() == 'qid,Label\nq7,"a,b"\nq9,\n'
@@ -339,7 +346,7 @@ def test_prediction_key_changes_when_and_only_when_it_must(tmp_path, monkeypatch
     assert prediction_key(tmp_path, cfg, "int8", "cpu") != key
     assert prediction_key(tmp_path, cfg, "fp32", "cuda") != key
     assert prediction_key(tmp_path, classes("model.max_length=64"), "fp32", "cpu") != key
-    assert prediction_key(tmp_path, classes("model.pooling=mean"), "fp32", "cpu") != key
+    assert prediction_key(tmp_path, classes("model.head=linear"), "fp32", "cpu") != key
     assert prediction_key(tmp_path, classes("data.text_column=body"), "fp32", "cpu") != key
     # what does not, does not: the device's index, the labels' column, training settings
     assert prediction_key(tmp_path, cfg, "fp32", "cpu:0") == key
@@ -565,3 +572,183 @@ def test_read_input_names_the_options_not_the_config_keys(tmp_path):
         classes("data.text_column=headline", "data.label_column=topic", "data.label_format=ids"),
     )
     assert list(table.texts) == ["hello world", "bye now"]
+
+
+# ---------------------------------------------------------------- added for the survivors
+
+
+def test_classification_labels_are_each_rows_argmax_not_each_columns():
+    cfg = classes()
+    # each column's argmax is row 0, row 2, row 1: not the rows' classes
+    scores = np.array([[0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.5, 0.2, 0.3]])
+    assert predicted_labels(scores, cfg, "ids") == [0, 2, 1, 0]
+    assert predicted_labels(scores, cfg, "names") == ["World", "Business", "Sports", "World"]
+
+
+def test_saved_probabilities_keep_small_ones_in_lower_case_exponents(tmp_path):
+    path = tmp_path / "predictions" / "x.csv"
+    _save_probabilities(path, np.array([[1.5e-7, 1 - 1.5e-7]]))
+    assert path.read_text() == "ID,Label,prob_0,prob_1\n0,1,1.5e-07,1\n"
+
+
+def test_head_in_fp32_casts_only_floating_tensors():
+    seen = []
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = torch.nn.Linear(2, 2)
+
+        def forward(self, x, ids, k):
+            seen.append((x.dtype, ids.dtype, k))
+            return self.dense(x)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = Head()
+
+    model = Model().to(torch.bfloat16)
+    head_in_fp32(model)
+    out = model.classifier(torch.ones(1, 2, dtype=torch.bfloat16), torch.tensor([3]), 7)
+    assert out.dtype == torch.float32
+    assert seen == [(torch.float32, torch.int64, 7)]
+
+
+def test_prediction_key_resolves_auto_on_the_device_given(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path)
+    cfg = classes()
+    monkeypatch.setattr(lorafit.flops, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    # a GPU without bf16: auto is fp32 there, whatever the CPU has
+    assert prediction_key(tmp_path, cfg, "auto", "cuda") == prediction_key(
+        tmp_path, cfg, "fp32", "cuda"
+    )
+    assert prediction_key(tmp_path, cfg, "auto", "cuda") == key_by_hand(
+        tmp_path, cfg, "torch.float32", "cuda"
+    )
+
+
+def test_prediction_key_of_a_model_named_by_a_path(tmp_path):
+    # Python callers may give a Path as the model's name: the same key as its string
+    make_checkpoint(tmp_path)
+    cfg = classes("model.name=models/tiny")
+    by_path = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, name=Path("models/tiny"))
+    )
+    assert prediction_key(tmp_path, by_path, "fp32", "cpu") == prediction_key(
+        tmp_path, cfg, "fp32", "cpu"
+    )
+
+
+def test_read_input_reads_unlabelled_rows_empty_texts_ids_and_the_test_split(tmp_path):
+    data = tmp_path / "unlabelled.csv"
+    data.write_text("qid,text\nq1,hello\nq2,\nq3,bye\n")
+    table = read_input(str(data), classes())  # no labels, an empty text: both fine
+    assert list(table.texts) == ["hello", "", "bye"]
+    assert table.labels is None
+    assert read_input(str(data), classes(), id_column="qid").ids == ["q1", "q2", "q3"]
+    with pytest.raises(UserError):
+        read_input(str(data), classes(), need_labels=True)
+
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["train row"], "label": [0]}),
+            "test": datasets.Dataset.from_dict({"text": ["test row", "other"], "label": [1, 2]}),
+        }
+    ).save_to_disk(str(folder))
+    assert list(read_input(str(folder), classes()).texts) == ["test row", "other"]
+
+
+# ---------------------------------------------------------------- texts in memory
+
+
+def texts_run(tmp_path, monkeypatch, config: str, scores: np.ndarray):
+    """A run folder with only its config.yaml, and a stand-in for the model that records what
+    it was asked and answers `scores`."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "config.yaml").write_text(config)
+    asked = []
+
+    def stand_in(run_, table, batch_size, device, dtype):
+        asked.append((run_, table, batch_size, device, dtype))
+        return scores
+
+    monkeypatch.setattr(PREDICT, "table_probabilities", stand_in)
+    return run, asked
+
+
+def test_texts_in_memory_are_labelled_by_name_unless_ids_are_asked(tmp_path, monkeypatch):
+    config = "data:\n  label_names: [neg, pos]\n  label_format: ids\n"
+    scores = np.array([[0.2, 0.8], [0.9, 0.1]])
+    run, asked = texts_run(tmp_path, monkeypatch, config, scores)
+    got = _predict_texts(run, ("good", "bad"), None, 4, "cpu", "fp32", None)
+    assert got["labels"] == ["pos", "neg"]  # names, whatever the run's label_format
+    assert got["rows"] == 2 and got["probabilities"] is scores
+    (run_, table, batch_size, device, dtype) = asked[0]
+    assert (run_, batch_size, device, dtype) == (run, 4, "cpu", "fp32")
+    assert table.texts == ["good", "bad"] and table.pairs is None
+    assert table.labels is None and table.source == "texts"
+    assert _predict_texts(run, ["good", "bad"], None, 4, "cpu", "fp32", "ids")["labels"] == [1, 0]
+
+
+def test_texts_in_memory_of_a_pair_run_and_a_multi_label_run(tmp_path, monkeypatch):
+    config = "data:\n  text_column: [s1, s2]\n  label_names: [diff, same]\n"
+    run, asked = texts_run(tmp_path, monkeypatch, config, np.array([[0.4, 0.6]]))
+    got = _predict_texts(run, ["a"], ("b",), 1, "cpu", "fp32", None)
+    assert got["labels"] == ["same"]
+    assert asked[0][1].texts == ["a"] and asked[0][1].pairs == ["b"]
+    (run / "checkpoint-best").mkdir()
+    (run / "checkpoint-best" / "thresholds.json").write_text('{"x": 0.3, "y": 0.7}')
+    config = "task: multi_label\ndata:\n  label_names: [x, y]\n"
+    run, _ = texts_run(tmp_path, monkeypatch, config, np.array([[0.35, 0.65], [0.1, 0.7]]))
+    assert _predict_texts(run, ["a", "b"], None, 1, "cpu", "fp32", None)["labels"] == ["x", "y"]
+
+
+def test_texts_in_memory_refusals(tmp_path, monkeypatch):
+    run, asked = texts_run(tmp_path, monkeypatch, "data:\n  label_names: [neg, pos]\n", None)
+    cases = [
+        ("good", None, "predict: texts must be a list of strings"),
+        (["good", 3], None, "predict: texts must be a list of strings"),
+        (["good"], ["x"], "predict: this run reads single texts; leave out pairs="),
+        ([], None, "predict: texts is empty; give at least one text"),
+    ]
+    for texts, pairs, message in cases:
+        with pytest.raises(UserError) as e:
+            _predict_texts(run, texts, pairs, 1, "cpu", "fp32", None)
+        assert str(e.value) == message
+    run, asked = texts_run(tmp_path, monkeypatch, "data:\n  text_column: [s1, s2]\n", None)
+    for texts, pairs, message in [
+        (
+            ["a"],
+            None,
+            "predict: this run reads sentence pairs; give pairs=[...] beside texts=[...]",
+        ),
+        (["a", "b"], ["c"], "predict: 2 texts but 1 pairs; give one pair per text"),
+        (["a"], ["c", "d"], "predict: 1 texts but 2 pairs; give one pair per text"),
+        ([], [], "predict: texts is empty; give at least one text"),
+    ]:
+        with pytest.raises(UserError) as e:
+            _predict_texts(run, texts, pairs, 1, "cpu", "fp32", None)
+        assert str(e.value) == message
+    assert asked == []  # nothing computed
+
+
+def test_cpu_threads_only_on_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(PREDICT, "use_threads", lambda *a: calls.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu_threads(3, None, "prediction")  # the default device: the CPU here
+    cpu_threads("auto", "cpu", "evaluation")
+    cpu_threads(2, "cuda:0", "prediction")
+    assert calls == [(3, "prediction"), ("auto", "evaluation")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cpu_threads(3, None, "prediction")  # the default device: the GPU
+    assert calls == [(3, "prediction"), ("auto", "evaluation")]
+    assert _default_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _default_device() == "cpu"
