@@ -4,8 +4,10 @@ plotted (the plot `lorafit report` shows in "Score against wall time").
     python benchmarks/score_time.py RUN [RUN ...] [--output docs/agnews66k-time.png]
 
 A run's score is its held-out test figure (`data.test_size` / `data.test`) when it has one,
-else its best validation figure; the table says which. Wall time is the run's own
-(`summary.json`: wall_time_s), so it describes the machine and threads the run had (its
+else its best validation figure; the table says which. Wall time is the run's own whole
+command (`summary.json`: wall_time_s, the training loop, plus setup_time_s, what came before its
+first step: the data, the model, the activation cache's build; runs made before setup_time_s
+was recorded count the loop only), so it describes the machine and threads the run had (its
 `threads` and `threads_reason` are printed beside it).
 """
 

@@ -260,6 +260,7 @@ def make_summary(
         "device": "cpu",
         "mixed_precision": "no",
         "wall_time_s": rows[-1]["time_s"] + 12.0,
+        "setup_time_s": 30.0,
         "git_commit": "4c1d9e2a7b3f5e6d8c9a0b1c2d3e4f5a6b7c8d9e",
         "versions": {
             "python": "3.11.9",

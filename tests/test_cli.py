@@ -76,6 +76,15 @@ def test_train_writes_the_run_directory(trained, tmp_path):
     ]:
         assert key in summary
     assert summary["versions"]["peft"] and summary["seed"] == 42
+    # the loop's time and the time before it (data, model, cache) cover the whole logged run
+    from datetime import datetime
+
+    log_lines = (trained / "train.log").read_text().splitlines()
+    stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in log_lines]
+    span = (stamps[-1] - stamps[0]).total_seconds()
+    assert summary["setup_time_s"] > 0
+    assert summary["setup_time_s"] + summary["wall_time_s"] >= span - 0.1
+    assert f"(and {summary['setup_time_s']:.1f} s before the first step)" in log_lines[-1]
 
 
 def test_checkpoint_loads_with_peft(trained):

@@ -450,7 +450,9 @@ def score_point(
         "score_name": name,
         "percent": percent,
         "held_out": held_out,
-        "minutes": float(summary["wall_time_s"]) / 60,
+        # the whole command's time: the loop and what came before it (the activation cache's
+        # build above all); runs made before setup_time_s was recorded count the loop only
+        "minutes": (float(summary["wall_time_s"]) + float(summary.get("setup_time_s") or 0)) / 60,
         "model": summary.get("model_name") or config_value(config, "model.name") or "?",
     }
 
