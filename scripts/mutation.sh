@@ -84,9 +84,12 @@ meta = f"mutants/src/lorafit/{rel}/*.py.meta" if package else f"mutants/src/lora
 
 
 def glob_of(name: str) -> str:
-    # [tool.lorafit-mutation.functions]: only these functions' mutants (mutmut names them so)
-    inner, _, function = name.rpartition(".")
-    return f"lorafit.{module}{'.' + inner if inner else ''}.x_{function}__mutmut_*"
+    # [tool.lorafit-mutation.functions]: only these functions' mutants (mutmut names them so):
+    # a function `f` -> x_f__mutmut_N; a method `Class.f` -> xǁClassǁf__mutmut_N
+    owner, _, function = name.rpartition(".")
+    if owner:
+        return f"lorafit.{module}.xǁ{owner}ǁ{function}__mutmut_*"
+    return f"lorafit.{module}.x_{function}__mutmut_*"
 
 
 globs = [glob_of(name) for name in functions.get(module, [])]
