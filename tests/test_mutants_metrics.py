@@ -155,3 +155,41 @@ def test_multilabel_text_line_by_line():
         "joy           0.5000  0.2500 0.3333        8       0.30",
         "admiration    0.7000  0.8750 0.7778       16       0.46",
     ]
+
+
+def test_multilabel_text_keeps_ten_columns_for_short_names():
+    row = {"precision": 1.0, "recall": 0.5, "f1": 0.66667, "support": 2, "threshold": 0.5}
+    m = {
+        "task": "multi_label",
+        "rows": 2,
+        "macro_f1": 0.5,
+        "micro_f1": 0.5,
+        "loss": 0.1,
+        "micro_precision": 1.0,
+        "micro_recall": 0.5,
+        "exact_match": 0.5,
+        "labels_per_row": 1.0,
+        "predicted_per_row": 0.5,
+        "label_names": ["joy", "sad"],
+        "per_class": {"joy": row, "sad": row},
+    }
+    lines = format_metrics(m).split("\n")
+    assert lines[3] == "label      precision  recall     f1  support  threshold"
+    assert lines[4] == "joy           1.0000  0.5000 0.6667        2       0.50"
+
+
+@pytest.mark.parametrize(
+    "thresholds, shown",
+    [([0.5, 0.5, 0.5], "threshold 0.5"), ([0.7, 0.25, 0.5, 0.25], "thresholds 0.25-0.7")],
+)
+def test_multilabel_headline_shows_one_threshold_or_their_range(thresholds, shown):
+    from lorafit.metrics import headline
+
+    m = {
+        "task": "multi_label",
+        "loss": 0.12345,
+        "macro_f1": 0.4,
+        "micro_f1": 0.55556,
+        "thresholds": thresholds,
+    }
+    assert headline(m) == f"loss 0.1235 macro-F1 0.4000 micro-F1 0.5556 ({shown})"
