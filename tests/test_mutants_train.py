@@ -655,3 +655,63 @@ def test_train_state_starts_empty():
         0,
     )
     assert not s.stopped_early and s.elapsed_s == 0.0 and s.best_thresholds is None
+
+
+# --- the exact words and figures users read ------------------------------------------------
+
+
+def test_train_row_rounds_and_floors_as_written(monkeypatch):
+    now = 1000.0
+    monkeypatch.setattr(train_mod.time, "time", lambda: now)
+    monkeypatch.setattr(train_mod, "current_memory_mb", lambda device: 123.456)
+    run = _run(scheduler=_Sched())
+    run.started = now - 10.12345
+    run.window = dict(loss=1.0, steps=1, samples=2, tokens=3, padded=0)
+    row = _train_row(run, 0.5, 0.5)  # under a second: tokens/s is not floored at 1 s
+    assert row["time_s"] == 10.123 and row["tokens_per_s"] == 6.0 and row["samples_per_s"] == 4.0
+    assert row["memory_now_mb"] == 123.5
+    run.window = dict(loss=1.0, steps=1, samples=1, tokens=0, padded=1)
+    assert _train_row(run, 0.5, 1.0)["padding_share"] == 1.0  # 1 padded token of 1
+
+
+def test_messages_users_read_word_for_word(tmp_path, caplog):
+    run_dir = _run_dir(tmp_path)
+    with pytest.raises(UserError) as e:
+        _config_for(None, ["train.lr=1"], run_dir)
+    assert str(e.value) == (
+        f"--resume {run_dir}: a resumed run uses its own config.yaml; drop --config and the "
+        "key=value overrides (only --threads may change; start a new run to change settings)"
+    )
+    model = _two_param_model()
+    with pytest.raises(UserError) as e:
+        _load_trainable(model, {}, tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: its weights do not match the model of config.yaml (1 names differ); "
+        "was config.yaml edited? Restore it or start a new run"
+    )
+    with pytest.raises(UserError) as e:
+        _saved_ema(model, None, tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: no moving average of these weights (ema.safetensors) although config.yaml "
+        "sets train.ema_decay; was config.yaml edited? Restore it or start a new run"
+    )
+    import numpy as np
+
+    with caplog.at_level(logging.INFO, logger="lorafit"):
+        _class_weight(
+            _cfg("train.class_weights=balanced"), np.array([0, 1, 2, 2]), torch.device("cpu")
+        )
+    assert caplog.messages[-1] == (
+        "class weights (train.class_weights=balanced, rows / (classes x class rows)): "
+        "a 1 rows x 1.333, b 1 rows x 1.333, c 2 rows x 0.667"
+    )
+
+
+def test_already_finished_says_so_word_for_word(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(train_mod, "_finish_outputs", lambda run_dir: None)
+    with caplog.at_level(logging.INFO, logger="lorafit"):
+        _already_finished(tmp_path)
+    assert caplog.messages[-1] == (
+        f"{tmp_path}: this run already finished (summary.json exists); nothing to resume. "
+        "Refreshed its plots and training_log.txt; start a new run to train more"
+    )
