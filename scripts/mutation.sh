@@ -18,7 +18,7 @@
 # (no test can tell them apart) are listed in docs/project/mutation.md.
 #
 # Each module runs in its own work folder, $MUTATION_DIR/MODULE (default
-# ${TMPDIR:-/tmp}/lorafit-mutation/MODULE): a copy of src/, tests/, configs/, README.md and pyproject.toml with that
+# ${TMPDIR:-/tmp}/lorafit-mutation/MODULE): a copy of src/, tests/, configs/, docs/, README.md, mkdocs.yml and pyproject.toml with that
 # module's settings, and mutmut's mutants/ folder. A second run tests the mutants of changed
 # functions and re-tests the earlier survivors (a new test may kill them). Environment:
 #   MUTATION_DIR          the work folders' parent (default ${TMPDIR:-/tmp}/lorafit-mutation)
@@ -49,10 +49,10 @@ summary=()
 for module in "${modules[@]}"; do
   dir="$WORK/$module"
   mkdir -p "$dir"
-  # the copy: src/, tests/, configs/, pyproject.toml, README.md (tests read the configs and the
-  # README; mutants/ is kept for incremental runs)
-  rm -rf "$dir/src" "$dir/tests" "$dir/configs"
-  cp -r "$REPO/src" "$REPO/tests" "$REPO/configs" "$REPO/README.md" "$dir/"
+  # the copy: src/, tests/, configs/, docs/, pyproject.toml, README.md, mkdocs.yml (tests read
+  # the configs, the README and the site's sources; mutants/ is kept for incremental runs)
+  rm -rf "$dir/src" "$dir/tests" "$dir/configs" "$dir/docs"
+  cp -r "$REPO/src" "$REPO/tests" "$REPO/configs" "$REPO/docs" "$REPO/README.md" "$REPO/mkdocs.yml" "$dir/"
   find "$dir/src" "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
   python - "$REPO/pyproject.toml" "$dir" "$module" <<'PY'
 import json

@@ -790,7 +790,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
                 )
             merged = OmegaConf.merge(merged, _read_yaml(p))
         for item in overrides:
-            if "=" not in item:
+            if "=" not in item or not item.partition("=")[0].strip():
                 raise UserError(f"override {item!r} is not key=value (e.g. train.lr=3e-4)")
         if overrides:
             where = "the command-line overrides"

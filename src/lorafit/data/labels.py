@@ -28,7 +28,7 @@ _INT = re.compile(r"[+-]?\d+")
 
 def normalise(value) -> str:
     """A label cell as text: stripped, `None` / NaN -> '', an integer-valued float -> '3'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
         return ""
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
@@ -54,10 +54,8 @@ def class_names(
     for i, v in enumerate(values, start=1):
         if not v:
             raise UserError(f"{source}: row {i}: the label is empty; fill it in or remove the row")
-    given = [str(n) for n in given]
+    given = _distinct(given)
     if given:
-        if len(set(given)) != len(given):
-            raise UserError(f"data.label_names: {given} names a class twice; give each class once")
         label_ids(values, source, given)  # every training label must be a class (or an id)
         return given
     found = sorted(set(values), key=lambda v: (0, int(v), v) if is_integer(v) else (1, 0, v))
@@ -70,6 +68,14 @@ def class_names(
             "(or list the others in data.label_names)"
         )
     return found
+
+
+def _distinct(given: Sequence[str]) -> list[str]:
+    """data.label_names as text, refused when it names a class twice."""
+    names = [str(n) for n in given]
+    if len(set(names)) != len(names):
+        raise UserError(f"data.label_names: {names} names a class twice; give each class once")
+    return names
 
 
 def label_ids(column: Sequence, source: str, names: Sequence[str]) -> np.ndarray:
@@ -135,8 +141,9 @@ def set_names(column: Sequence, source: str, given: Sequence[str] = ()) -> list[
     if not flat and not given:
         raise UserError(f"{source}: no row holds a label; a multi-label run needs labelled rows")
     if given:
-        label_sets(column, source, class_names(flat or list(given), source, given))
-        return [str(n) for n in given]
+        names = _distinct(given)
+        label_sets(column, source, names)  # each row's labels, the error naming the file's row
+        return names
     return class_names(flat, source, at_least=2)
 
 

@@ -1,0 +1,232 @@
+"""config.py's "did you mean" and loading paths, checked against what a user meant.
+
+Used by the mutation run of config.py (`scripts/mutation.sh config`) with tests/test_config.py;
+docs/project/mutation.md lists what survives and why.
+"""
+
+import pytest
+
+from lorafit.config import known_keys, suggest_key
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        ("lora.sections[2].rank", "lora.sections[2].r"),  # an alias inside a list item, index kept
+        ("lora.sections[0].alpa", "lora.sections[0].alpha"),  # a typo inside a list item
+        ("lora.sections[1].layer", "lora.sections[1].layers"),
+        ("sections[0].r", "lora.r"),  # the section left out: the one key named r outside lists
+        ("run.dropout", "lora.dropout"),  # the one key of that name, in another section
+        ("train.r", "lora.r"),
+        ("lr", "train.lr"),  # a top-level name that is a section's key
+        ("Task", "task"),  # a top-level key in another case
+        ("TASK", "task"),
+        ("budgett", "budget"),
+        ("train.lr_sched", "train.scheduler"),  # the closest key of the section typed
+        ("train.warmup", "train.warmup_steps"),
+        ("model.batchsize", "train.batch_size"),  # the closest name in any section
+        ("evaluation.patience", "train.patience"),
+        ("train.dropouts", "lora.dropout"),
+        ("trainer.epochs", "train.epochs"),  # a typo in the section's name
+        ("run.nme", "run.name"),  # two keys are called name: the section typed decides
+        ("model.nam", "model.name"),
+    ],
+)
+def test_a_mistyped_key_is_pointed_at_the_key_meant(typed, meant):
+    assert suggest_key(typed) == meant
+
+
+@pytest.mark.parametrize("typed", ["zzzz.qqqq", "train.zzz", "x.name"])
+def test_a_key_nothing_resembles_gets_no_guess(typed):
+    assert suggest_key(typed) is None
+
+
+def test_a_known_key_is_never_corrected():
+    keys = known_keys()
+    assert len(keys) == len(set(keys)) > 70
+    for key in keys:
+        assert suggest_key(key) is None, key
+    assert suggest_key("lora.sections[4].r") is None
+
+
+# ------------------------------------------------------------ fields and the reference
+
+
+def test_f_makes_fields_with_help_fresh_containers_and_options():
+    from dataclasses import dataclass, fields
+
+    from lorafit.config import _f
+
+    @dataclass
+    class Probe:
+        items: list = _f([1, 2], "the items")
+        names: dict = _f({"a": 1}, "the names")
+        n: int = _f(3, "a number", repr=False)
+
+    a, b = Probe(), Probe()
+    assert a.items == [1, 2] and a.names == {"a": 1} and a.n == 3
+    a.items.append(3)
+    a.names["b"] = 2
+    assert b.items == [1, 2] and b.names == {"a": 1}  # each instance its own copy
+    assert [f.metadata["help"] for f in fields(Probe)] == ["the items", "the names", "a number"]
+    assert "n=" not in repr(a)  # the keyword options reach the field
+
+
+def test_config_reference_marks_a_required_key():
+    from lorafit.config import LoraSection, config_reference
+
+    assert config_reference(LoraSection, "lora.sections[].") == [
+        (
+            "lora.sections[].layers",
+            "(required)",
+            "layers of this section: '0-5', [0, 1, 2] or 'all'",
+        ),
+        ("lora.sections[].r", "8", "rank for this section"),
+        ("lora.sections[].alpha", "16.0", "alpha for this section"),
+        ("lora.sections[].dropout", "0.1", "dropout for this section"),
+    ]
+
+
+# ------------------------------------------------------------ loading and its messages
+
+
+def _message(call, *args) -> str:
+    from lorafit.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        call(*args)
+    return str(e.value)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("{layers: 0-1, r: 0}", "lora.sections[].r: must be >= 1"),
+        ("{layers: 0-1, alpha: 0}", "lora.sections[].alpha: must be > 0"),
+        ("{layers: 0-1, dropout: 1.0}", "lora.sections[].dropout: must be in [0, 1)"),
+        (
+            "{layers: x-y}",
+            "lora.sections[].layers: cannot read 'x-y'; write 'all', '9-11' or [9, 10, 11]",
+        ),
+    ],
+)
+def test_a_sections_values_are_checked_by_their_key(section, message):
+    from lorafit.config import load_config
+
+    assert _message(load_config, None, [f"lora.sections=[{section}]"]) == (
+        f"config (the command-line overrides): {message}"
+    )
+    cfg = load_config(None, ["lora.sections=[{layers: 0-1, r: 2, alpha: 4, dropout: 0}]"])
+    assert (cfg.lora.sections[0].r, cfg.lora.sections[0].alpha) == (2, 4)
+
+
+def test_a_wrong_type_names_the_key_and_an_empty_key_is_not_an_override():
+    from lorafit.config import load_config
+
+    assert _message(load_config, None, ["train.lr=abc"]) == (
+        "config (the command-line overrides): key 'train.lr': Value 'abc' of type 'str' could "
+        "not be converted to Float"
+    )
+    assert _message(load_config, None, ["=3"]) == (
+        "override '=3' is not key=value (e.g. train.lr=3e-4)"
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b"train:\n  lr: 1\n  epochs: [1,\n",
+            "not valid YAML (line 4: did not find expected node content); fix the syntax",
+        ),
+        (
+            b"train:\n  lr: 1\n   epochs: 2\n",
+            "not valid YAML (line 3: mapping values are not allowed in this context); fix the syntax",
+        ),
+        (b"train:\n  lr: \xff\n", "not UTF-8 text; re-save it as UTF-8"),
+        (
+            b"- a\n- b\n",
+            "holds a list, not a mapping; write keys such as 'train:' at the top level",
+        ),
+    ],
+)
+def test_a_bad_config_file_is_named_with_the_line_and_what_to_do(tmp_path, content, message):
+    from lorafit.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert _message(load_config, path) == f"config file {path}: {message}"
+
+
+def test_as_config_takes_a_config_a_path_or_nothing(tmp_path):
+    from lorafit.config import as_config, config_to_yaml, load_config
+
+    cfg = load_config(None, ["train.epochs=3", "lora.r=4"])
+    assert as_config(cfg) is cfg
+    changed = as_config(cfg, ["train.lr=0.5"])
+    assert (changed.train.lr, changed.train.epochs, changed.lora.r) == (0.5, 3, 4)
+    assert cfg.train.lr != 0.5  # the config given is not changed
+    assert _message(as_config, cfg, ["train.lrr=1"]) == (
+        "config (the overrides): unknown key 'train.lrr'; did you mean 'train.lr'? see "
+        "`lorafit train --help` for the keys"
+    )
+    assert (
+        _message(as_config, cfg, ["train.lr=-1"]) == "config (the overrides): train.lr: must be > 0"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(config_to_yaml(cfg))  # the YAML written reads back as the same config
+    assert as_config(path) == cfg
+    assert as_config(str(path), ["lora.r=2"]).lora.r == 2
+    assert as_config(None) == load_config()
+
+
+def test_the_task_reaches_the_data_settings():
+    from lorafit.config import load_config
+
+    for task in ("regression", "multi_label", "classification"):
+        assert load_config(None, [f"task={task}"]).data._task == task
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["model.head=full", "model.pooling=mean"],
+            "model.pooling: mean needs a lorafit head (model.head=linear, lowrank or dense_lora); "
+            "the model's own head (full) reads the first token",
+        ),
+        (
+            ["model.attn_implementation=flash"],
+            "model.attn_implementation: must be auto, sdpa or eager",
+        ),
+        (
+            ["data.augment=bogus"],
+            "data.augment: unknown kind 'bogus'; use word_dropout, word_swap, typo, synonym, mixed",
+        ),
+        (
+            ["train.class_weights=balanced", "train.teacher=/x"],
+            "train.class_weights: balanced is not used with train.teacher yet (the distillation "
+            "loss has its own cross-entropy); set train.class_weights=none or remove train.teacher",
+        ),
+    ],
+)
+def test_settings_that_cannot_go_together_are_refused_word_for_word(overrides, message):
+    from lorafit.config import load_config
+
+    assert _message(load_config, None, overrides) == (
+        f"config (the command-line overrides): {message}"
+    )
+
+
+def test_every_attention_kernel_named_is_accepted_and_a_missing_file_is_named(tmp_path):
+    from lorafit.config import load_config
+
+    for kernel in ("auto", "sdpa", "eager"):
+        assert (
+            load_config(None, [f"model.attn_implementation={kernel}"]).model.attn_implementation
+            == kernel
+        )
+    path = tmp_path / "nope.yaml"
+    assert _message(load_config, path) == (
+        f"config file {path} not found; pass an existing YAML file to --config"
+    )
