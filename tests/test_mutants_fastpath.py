@@ -219,3 +219,107 @@ def test_a_cache_is_complete_when_its_meta_file_is_there(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
     assert _is_complete(tmp_path)
     assert fastpath.DISK_HEADROOM == 0.10
+
+
+# ------------------------------------------------------------ the cache key and the ids digest
+
+
+@pytest.fixture(scope="module")
+def tiny_trunk():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from lorafit.fastpath import find_trunk
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
+    return find_trunk(BertForSequenceClassification(config).eval())
+
+
+def _rows(*rows):
+    from lorafit.data.tokens import Encoded
+
+    return Encoded([list(r) for r in rows], None, 0)
+
+
+def test_the_cache_key_changes_with_each_token_and_each_row_boundary(tiny_trunk):
+    from lorafit.fastpath import cache_key
+
+    key = cache_key(tiny_trunk, 2, _rows([1, 2, 3], [4, 5]), "no")
+    assert len(key) == 32 and int(key, 16) >= 0
+    assert cache_key(tiny_trunk, 2, _rows([1, 2, 3], [4, 5]), "no") == key
+    assert cache_key(tiny_trunk, 2, _rows([1, 2, 3], [4, 6]), "no") != key  # same lengths
+    assert cache_key(tiny_trunk, 2, _rows([1, 2], [3, 4, 5]), "no") != key  # same tokens
+    assert cache_key(tiny_trunk, 2, _rows([4, 5], [1, 2, 3]), "no") != key  # row order
+    assert cache_key(tiny_trunk, 1, _rows([1, 2, 3], [4, 5]), "no") != key  # the prefix
+    assert cache_key(tiny_trunk, 2, _rows([1, 2, 3], [4, 5]), "bf16") != key  # the storage
+    assert cache_key(tiny_trunk, 2, _rows(), "no") != cache_key(tiny_trunk, 1, _rows(), "no")
+
+
+def test_the_cache_key_reads_the_prefix_weights_config_and_format_only(tiny_trunk, monkeypatch):
+    from lorafit import fastpath
+    from lorafit.fastpath import cache_key
+
+    rows = _rows([1, 2, 3], [4, 5])
+    key = cache_key(tiny_trunk, 2, rows, "no")
+    config = tiny_trunk.transformer.config
+    for name, value in (("id2label", {0: "a", 1: "b"}), ("label2id", {"a": 0, "b": 1})):
+        monkeypatch.setattr(config, name, value)
+    monkeypatch.setattr(config, "_name_or_path", "/elsewhere")
+    monkeypatch.setattr(config, "architectures", ["Other"])
+    monkeypatch.setattr(config, "problem_type", "regression")
+    assert cache_key(tiny_trunk, 2, rows, "no") == key  # names of the classes, not the states
+    monkeypatch.setattr(config, "layer_norm_eps", 1e-5)
+    assert cache_key(tiny_trunk, 2, rows, "no") != key  # what the states depend on
+    monkeypatch.undo()
+    monkeypatch.setattr(fastpath, "CACHE_FORMAT", fastpath.CACHE_FORMAT + 1)
+    assert cache_key(tiny_trunk, 2, rows, "no") != key
+    monkeypatch.undo()
+    weights = [
+        tiny_trunk.transformer.embeddings.word_embeddings.weight,
+        tiny_trunk.layers[1].attention.self.query.bias,
+    ]
+    for weight in weights:
+        with torch.no_grad():
+            weight[0] += 1e-3
+            assert cache_key(tiny_trunk, 2, rows, "no") != key, weight.shape
+            weight[0] -= 1e-3
+        assert cache_key(tiny_trunk, 2, rows, "no") == key
+    with torch.no_grad():
+        tiny_trunk.layers[2].output.dense.weight.add_(1.0)  # above the prefix
+        assert cache_key(tiny_trunk, 2, rows, "no") == key
+        tiny_trunk.layers[2].output.dense.weight.sub_(1.0)
+
+
+def test_a_weight_of_another_shape_or_dtype_with_the_same_bytes_changes_the_key(tiny_trunk):
+    from lorafit.fastpath import cache_key
+
+    rows = _rows([1, 2])
+    key = cache_key(tiny_trunk, 1, rows, "no")
+    layer_norm = tiny_trunk.layers[0].output.LayerNorm
+    saved = layer_norm.weight
+    try:
+        layer_norm.weight = torch.nn.Parameter(saved.detach().reshape(2, 4).clone())
+        assert cache_key(tiny_trunk, 1, rows, "no") != key
+        bits = saved.detach().view(torch.int32).clone()
+        layer_norm.weight = torch.nn.Parameter(bits, requires_grad=False)
+        assert cache_key(tiny_trunk, 1, rows, "no") != key
+    finally:
+        layer_norm.weight = saved
+    assert cache_key(tiny_trunk, 1, rows, "no") == key
+
+
+def test_the_ids_digest_changes_with_each_token_and_each_row_boundary():
+    from lorafit.fastpath import _ids_digest
+
+    digest = _ids_digest(_rows([1, 2, 3], [4, 5]))
+    assert len(digest) == 32 and _ids_digest(_rows([1, 2, 3], [4, 5])) == digest
+    for other in (_rows([1, 2, 3], [4, 6]), _rows([1, 2], [3, 4, 5]), _rows([1, 2, 3]), _rows()):
+        assert _ids_digest(other) != digest
