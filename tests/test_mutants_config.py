@@ -230,3 +230,42 @@ def test_every_attention_kernel_named_is_accepted_and_a_missing_file_is_named(tm
     assert _message(load_config, path) == (
         f"config file {path} not found; pass an existing YAML file to --config"
     )
+
+
+def test_values_each_rule_accepts_load():
+    from lorafit.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            "data.augment=word_dropout, typo",  # a comma list, spaces allowed
+            "lora.bias=all",
+            "train.optimizer=lion",
+        ],
+    )
+    assert (cfg.data.augment, cfg.lora.bias, cfg.train.optimizer) == (
+        "word_dropout, typo",
+        "all",
+        "lion",
+    )
+    assert load_config(None, ["lora.bias=lora_only"]).lora.bias == "lora_only"
+    assert _message(load_config, None, ["lora.layers=x-y"]) == (
+        "config (the command-line overrides): lora.layers: cannot read 'x-y'; write 'all', '9-11' "
+        "or [9, 10, 11]"
+    )
+
+
+def test_text_columns_reads_a_name_a_pair_or_nothing():
+    from lorafit.config import split_kinds, text_columns
+
+    assert text_columns(None) == [] and text_columns("") == []
+    assert text_columns("body") == ["body"] and text_columns(("a", "b")) == ["a", "b"]
+    for bad in (5, ["a", "a"], ["a", "b", "c"], []):
+        with pytest.raises(ValueError) as e:
+            text_columns(bad)
+        assert str(e.value) == (
+            "data.text_column: must be a column name or a list of two (a sentence pair: "
+            "[sentence1, sentence2])"
+        )
+    assert split_kinds(" word_dropout,typo ,, ") == ["word_dropout", "typo"]
+    assert split_kinds(None) == [] and split_kinds("") == []
