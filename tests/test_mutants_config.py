@@ -269,3 +269,114 @@ def test_text_columns_reads_a_name_a_pair_or_nothing():
         )
     assert split_kinds(" word_dropout,typo ,, ") == ["word_dropout", "typo"]
     assert split_kinds(None) == [] and split_kinds("") == []
+
+
+@pytest.mark.parametrize(
+    "override, read",
+    [
+        ("train.scheduler=linear", ("train", "scheduler", "linear")),
+        ("train.scheduler=constant", ("train", "scheduler", "constant")),
+        ("train.mixed_precision=false", ("train", "mixed_precision", "no")),  # YAML's bare no
+        ("train.mixed_precision=no", ("train", "mixed_precision", "no")),
+        ("train.mixed_precision=bf16", ("train", "mixed_precision", "bf16")),
+        ("train.mixed_precision=fp16", ("train", "mixed_precision", "fp16")),
+        ("train.cache_activations=true", ("train", "cache_activations", "true")),
+        ("train.cache_activations=false", ("train", "cache_activations", "false")),
+        ("log.tensorboard=true", ("log", "trackers", ["tensorboard"])),
+        ("run.name=My.Run-1+x_y", ("run", "name", "My.Run-1+x_y")),
+        ("data.val_size=1", ("data", "val_size", 1)),
+        ("data.split_seed=3", ("data", "split_seed", 3)),
+        ("train.teacher= a , b ", ("train", "teacher", ["a", "b"])),
+        ("train.teacher=[x, y]", ("train", "teacher", ["x", "y"])),
+        ("train.teacher=", ("train", "teacher", None)),
+        ("train.teacher=[]", ("train", "teacher", None)),
+    ],
+)
+def test_each_value_a_rule_allows_is_read_as_meant(override, read):
+    from lorafit.config import load_config
+
+    section, key, value = read
+    assert getattr(getattr(load_config(None, [override]), section), key) == value
+
+
+def test_tensorboard_is_added_to_the_trackers_once():
+    from lorafit.config import load_config
+
+    cfg = load_config(None, ["log.tensorboard=true", "log.trackers=[mlflow, tensorboard]"])
+    assert cfg.log.trackers == ["mlflow", "tensorboard"]
+    assert load_config(None, ["log.trackers=[mlflow]"]).log.trackers == ["mlflow"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.val_size=1.5", "data.val_size: a count must be a whole number"),
+        (
+            "train.teacher=5",
+            "train.teacher: must be a folder path, a comma list of them or a YAML list of them",
+        ),
+        (
+            "train.teacher=[a,5]",
+            "train.teacher: must be a folder path, a comma list of them or a YAML list of them",
+        ),
+        (
+            "train.teacher={a: 1}",
+            "train.teacher: must be a folder path, a comma list of them or a YAML list of them",
+        ),
+        (
+            "train.teacher=a,,b",
+            "train.teacher: must be a folder path, a comma list of them or a YAML list of them",
+        ),
+        (
+            "train.teacher=['']",
+            "train.teacher: must be a folder path, a comma list of them or a YAML list of them",
+        ),
+        ("run.name=a/b", "run.name: use letters, digits and . _ + - only"),
+    ],
+)
+def test_a_value_a_rule_refuses_is_named_with_the_rule(override, message):
+    from lorafit.config import load_config
+
+    assert (
+        _message(load_config, None, [override]) == f"config (the command-line overrides): {message}"
+    )
+
+
+def test_a_split_seed_of_another_type_is_refused_by_its_key():
+    from lorafit.config import DataConfig
+
+    for bad in (True, 1.5, "3"):
+        with pytest.raises(ValueError) as e:
+            DataConfig(split_seed=bad)
+        assert str(e.value) == "data.split_seed: must be a whole number, or null for train.seed"
+    assert DataConfig(split_seed=0).split_seed == 0
+
+
+@pytest.mark.parametrize(
+    "spec, layers",
+    [("9, 10", [9, 10]), (5, [5]), ("0-2,11", [0, 1, 2, 11]), ([11, 3], [3, 11]), ("all", None)],
+)
+def test_parse_layers_reads_the_forms_users_write(spec, layers):
+    from lorafit.config import parse_layers
+
+    assert parse_layers(spec, 12) == layers
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("9-x", "lora.layers: cannot read '9-x'; write 'all', '9-11' or [9, 10, 11]"),
+        ([1, "a"], "lora.layers: cannot read [1, 'a']; write 'all', '9-11' or [9, 10, 11]"),
+        ([], "lora.layers: no layers given"),
+        ([12], "lora.layers: layer 12 is out of range; the model has layers 0-11"),
+        ("0-12", "lora.layers: layer 12 is out of range; the model has layers 0-11"),
+        ([-1, 3], "lora.layers: layer -1 is out of range; the model has layers 0-11"),
+        ([-1, 12], "lora.layers: layer 12 is out of range; the model has layers 0-11"),
+    ],
+)
+def test_parse_layers_names_what_it_cannot_read(spec, message):
+    from lorafit.config import parse_layers
+
+    with pytest.raises(ValueError) as e:
+        parse_layers(spec, 12)
+    assert str(e.value) == message

@@ -549,13 +549,13 @@ def _teacher_list(value: Any) -> list[str] | None:
     """train.teacher as None or a list of paths ('a,b' and a YAML list both work)."""
     if value is None or value == "" or value == []:
         return None
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        paths = [str(p).strip() for p in items if isinstance(p, (str, Path)) and str(p).strip()]
-    except TypeError:
-        paths = []
+    if isinstance(value, (str, Path)):
+        items = str(value).split(",")
+    else:  # a YAML list; a number or a mapping is none of the three forms
+        items = list(value) if isinstance(value, (list, tuple)) else []
+    paths = [str(p).strip() for p in items if isinstance(p, (str, Path)) and str(p).strip()]
     _check(
-        len(paths) == len(list(items)) and len(paths) > 0,
+        0 < len(paths) == len(items),
         "train.teacher",
         "must be a folder path, a comma list of them or a YAML list of them",
     )
