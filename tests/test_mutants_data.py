@@ -732,6 +732,146 @@ def test_settle_classes_keys_its_memory_by_columns_and_task(tmp_path, monkeypatc
     )
 
 
+def _settle(frame, cfg, attrs=None):
+    from lorafit.data.tables import settle
+
+    if attrs:
+        frame.attrs["class_labels"] = attrs
+    settle(frame, "f.csv", cfg)
+    return cfg
+
+
+def test_settle_says_where_the_classes_came_from_in_one_line_each(caplog):
+    import pandas as pd
+
+    from lorafit.config import DataConfig
+
+    caplog.set_level("INFO", logger="lorafit")
+    named = _settle(
+        pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 1]}),
+        DataConfig(),
+        {"label": ["neg", "pos"]},
+    )
+    assert (named.label_names, named.label_format) == (["neg", "pos"], "ids")
+    scores = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(22)], "label": [str(i / 4) for i in range(22)]}
+    )
+    _settle(scores, DataConfig())
+    _settle(
+        pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}),
+        DataConfig(label_names=["x", "y", "z", "w"]),
+    )
+    _settle(
+        pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}), DataConfig(label_names=["y", "x"])
+    )
+    assert caplog.messages == [
+        "f.csv: classes named by the dataset's ClassLabel 'label': neg, pos",
+        "f.csv: the label column 'label' holds 22 distinct numbers, some fractional (0.25, 0.5, "
+        "0.75, ...), each read as a class; if they are values to predict, set task: regression",
+        "f.csv: classes in data.label_names absent from training: z, w",
+    ]
+
+
+@pytest.mark.parametrize(
+    "columns, task, message",
+    [
+        ({"a": ["x", "y"]}, "classification", "f.csv: cannot tell the text column"),
+        (
+            {"text": ["x", "y"], "label": ["1", "high"]},
+            "regression",
+            "f.csv: row 2: label 'high' is not a number",
+        ),
+        ({"text": ["x", "y"], "label": ["", " "]}, "multi_label", "f.csv: no row holds a label"),
+        (
+            {"text": ["x", "y"], "label": ["p", ""]},
+            "classification",
+            "f.csv: row 2: the label is empty",
+        ),
+    ],
+)
+def test_settle_names_the_training_file(columns, task, message):
+    import pandas as pd
+
+    from lorafit.config import DataConfig
+
+    cfg = DataConfig()
+    cfg._task = task
+    assert _error(lambda: _settle(pd.DataFrame(columns), cfg)).startswith(message)
+
+
+def test_labels_of_a_file_to_predict_are_read_when_there_are_some():
+    import pandas as pd
+
+    from lorafit.config import DataConfig
+    from lorafit.data.tables import to_table
+
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["q", "p"]})
+    cfg = DataConfig(label_names=["p", "q"])
+    assert to_table(frame, "f.csv", cfg, need_labels=False).labels.tolist() == [1, 0]
+    blank = frame.assign(label=["", None])
+    assert to_table(blank, "f.csv", cfg, need_labels=False).labels is None
+    assert _error(lambda: to_table(blank, "f.csv", cfg)) == (
+        "f.csv: row 1: the label is empty; fill it in or remove the row"
+    )
+    assert _error(lambda: to_table(frame.drop(columns="label"), "f.csv", cfg)).startswith(
+        "f.csv: cannot tell the label column"
+    )  # labels are needed unless said otherwise
+
+
+def test_regression_and_label_set_errors_name_the_file():
+    import pandas as pd
+
+    from lorafit.config import DataConfig
+    from lorafit.data.tables import to_table
+
+    values = DataConfig(label_names=["score"])
+    values._task = "regression"
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["1.5", "x"]})
+    assert _error(lambda: to_table(frame, "f.csv", values)).startswith(
+        "f.csv: row 2: label 'x' is not a number"
+    )
+    sets = DataConfig()
+    sets._task = "multi_label"
+    frame = pd.DataFrame({"text": ["a", "b"], "labels": ["x,y", "y"]})
+    assert to_table(frame, "f.csv", sets).labels.tolist() == [[1, 1], [0, 1]]
+    named = DataConfig(label_names=["x", "y"])
+    named._task = "multi_label"
+    bad = pd.DataFrame({"text": ["a", "b"], "labels": ["x", "z"]})
+    assert _error(lambda: to_table(bad, "f.csv", named)).startswith(
+        "f.csv: row 2: label 'z' is not one of the classes"
+    )
+    assert _error(lambda: to_table(bad, "f.csv", DataConfig(label_names=["x", "y"]))).startswith(
+        "f.csv: row 2: label 'z' is not one of the classes"
+    )
+
+
+def test_a_file_to_predict_without_the_label_columns_has_no_labels(caplog):
+    import pandas as pd
+
+    from lorafit.config import DataConfig
+    from lorafit.data.tables import join_label_columns, to_table
+
+    cfg = DataConfig(label_columns=["joy", "anger"], label_names=["joy", "anger"])
+    cfg._task = "multi_label"
+    frame = pd.DataFrame({"text": ["a", "b"]})
+    assert to_table(frame, "f.csv", cfg, need_labels=False).labels is None
+    assert _error(lambda: to_table(frame, "f.csv", cfg)) == (
+        "f.csv: no label column 'joy' (found ['text']); check data.label_columns"
+    )
+    wide = pd.DataFrame({f"c{i}": [1] for i in range(10)})
+    listed = [f"c{i}" for i in range(8)]
+    assert _error(join_label_columns, wide, "f.csv", cfg, True) == (
+        f"f.csv: no label column 'joy' (found {listed}); check data.label_columns"
+    )
+    pairs = pd.DataFrame({"s1": ["a", "b"], "s2": ["x", " "], "label": ["p", "q"]})
+    two = DataConfig(text_column=["s1", "s2"], label_names=["p", "q"])
+    assert _error(lambda: to_table(pairs, "f.csv", two)) == (
+        "f.csv: row 2: the text is empty; remove the row or fill it in"
+    )
+    assert to_table(pairs, "f.csv", two, allow_empty=True).pairs == ["x", " "]
+    assert to_table(pairs, "f.csv", two, allow_empty=True).source == "f.csv"
+
+
 # ------------------------------------------------------------------------ tokens
 
 
