@@ -942,6 +942,27 @@ def test_length_sorted_batches_put_the_longest_rows_first_ties_in_row_order():
 
     batches = length_sorted_batches(np.array([3, 9, 3, 9, 1]), 2)
     assert [b.tolist() for b in batches] == [[1, 3], [0, 2], [4]]
+    # ties keep the rows' order however many there are (a stable sort, the same on every numpy)
+    lengths = np.random.default_rng(0).choice([5, 7], size=200)
+    order = np.concatenate(length_sorted_batches(lengths, 16)).tolist()
+    expected = [i for i in range(200) if lengths[i] == 7] + [
+        i for i in range(200) if lengths[i] == 5
+    ]
+    assert order == expected
+
+
+def test_length_grouped_mega_batches_keep_tied_rows_in_their_shuffled_order():
+    from lorafit.data.tokens import epoch_batches
+
+    lengths = np.random.default_rng(1).choice([5, 7], size=100)
+    batches = epoch_batches(lengths, 10, seed=0, epoch=0, group_by_length=True)
+    shuffled = np.random.default_rng([0, 0]).permutation(100).tolist()
+    rows = [
+        i for b in sorted(batches, key=lambda b: (-lengths[b[0]], shuffled.index(b[0]))) for i in b
+    ]
+    assert rows == [i for i in shuffled if lengths[i] == 7] + [
+        i for i in shuffled if lengths[i] == 5
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -984,13 +1005,24 @@ def test_pairs_are_encoded_as_the_tokenizer_encodes_a_pair(minilm_tokenizer, tin
     from lorafit.data.tokens import encode
 
     tok = minilm_tokenizer
-    table = TextTable(["a b c d e f g h", "a b"], None, "x", pairs=["x y", "x y z"])
-    enc = encode(tok, table, max_length=9)
-    direct = tok(table.texts, table.pairs, truncation="longest_first", max_length=9)
+    table = TextTable(
+        ["a b c d e f g h", "a b", "a", "a b c"],
+        np.array([1, 0, 1, 0]),
+        "x",
+        pairs=["x y", "x y z", "x y z w v u t", "x y"],
+    )
+    enc = encode(tok, table, max_length=8)
+    direct = tok(table.texts, table.pairs, truncation="longest_first", max_length=8)
     assert enc.ids == direct["input_ids"] and enc.types == direct["token_type_ids"]
-    assert enc.truncated == 1  # 8 + 2 + 3 special tokens > 9; 2 + 3 + 3 fit
-    assert len(enc.ids[0]) == 9 and enc.types[1] == [0, 0, 0, 0, 1, 1, 1, 1]
+    # 8 + 2 and 1 + 7 tokens (+ 3 special ones) do not fit 8; 2 + 3 and 3 + 2 (exactly 8) do
+    assert enc.truncated == 2
+    assert len(enc.ids[0]) == 8 and enc.types[1] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert enc.labels.tolist() == [1, 0, 1, 0]
     roberta = AutoTokenizer.from_pretrained(tiny_model)  # one segment: no token type ids
+    assert encode(roberta, table, max_length=9).types is None
+    # a tokenizer that returns token type ids, all 0: the same as none
+    roberta.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    assert "token_type_ids" in roberta(table.texts, table.pairs)
     assert encode(roberta, table, max_length=9).types is None
 
 
