@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,15 +141,17 @@ def test_point_link_names_the_newest_run_and_leaves_real_folders_alone(tmp_path)
     assert point_link(first, tmp_path / "missing" / "teacher") is None  # cannot be made
 
 
-def test_the_folds_folder_is_new_resumed_with_the_same_plan_or_refused(tmp_path):
+def test_the_folds_folder_is_new_resumed_with_the_same_plan_or_refused(tmp_path, caplog):
     cfg = load_config(None, [f"run.dir={tmp_path / 'runs'}", "run.name=t"])
     plan = {"folds": 3, "rows": "abc", "path": Path("/x")}
     made = _folds_folder(cfg, None, plan)
     assert made.parent == tmp_path / "runs" and made.name.startswith("t-folds-")
     assert json.loads((made / "plan.json").read_text()) == {"folds": 3, "rows": "abc", "path": "/x"}
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     assert _folds_folder(cfg, out, plan) == out and (out / "plan.json").is_file()
+    caplog.set_level("INFO", logger="lorafit")
     assert _folds_folder(cfg, str(out), plan) == out  # the same plan: resumed
+    assert caplog.messages == [f"teacher: resuming the cross-fitted build in {out}"]
     refused = (
         f"--output {out}: already exists and is not an unfinished build of this teacher (same "
         "config, rows and --folds); choose a new folder"
@@ -203,8 +206,13 @@ def test_an_ensemble_folder_lists_its_checked_members(tmp_path, monkeypatch):
     assert written["members"] == [str(a.resolve()), str(b.resolve())]
     assert written["label_names"] == ["a", "b"]
     assert written["combine"] == "mean of the members' probabilities"
-    readme = (folder / "README.md").read_text()
-    assert f"train.teacher={folder}" in readme and f"- `{a.resolve()}`\n" in readme
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", written["created_at"])
+    assert (folder / "README.md").read_text() == (
+        "# An ensemble teacher (lorafit teacher --ensemble)\n\nUse it as `train.teacher="
+        f"{folder}`: the mean of the probabilities of\n\n- `{a.resolve()}`\n- `{b.resolve()}`\n"
+    )
+    nested = write_ensemble([str(a), str(b)], tmp_path / "x" / "y" / "ens")
+    assert (nested / "teacher.json").is_file()
     monkeypatch.chdir(tmp_path)
     default = write_ensemble([str(a), str(b)])
     assert default.parent == Path("runs") and default.name.startswith("teacher-ensemble-")
