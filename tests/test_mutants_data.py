@@ -903,6 +903,30 @@ def test_pad_batch_and_batch_inputs_by_hand():
     assert Encoded([[1], [2, 3], []], None, 0).lengths.tolist() == [1, 2, 0]
 
 
+def test_batch_inputs_are_put_on_the_device_given():
+    from lorafit.data.tokens import Encoded, batch_inputs
+
+    encoded = Encoded([[5, 6], [7]], None, 0, types=[[0, 1], [0]])
+    inputs = batch_inputs(encoded, [0, 1], pad_id=0, device="meta")
+    assert {k: v.device.type for k, v in inputs.items()} == {
+        "input_ids": "meta",
+        "attention_mask": "meta",
+        "token_type_ids": "meta",
+    }
+
+
+def test_a_tokenizer_that_hides_a_text_among_its_special_tokens_is_named():
+    from lorafit.data.tokens import special_tokens
+
+    class Scrambler:  # puts its own ids around a text and changes the text's ids too
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [1, 2] if not add_special_tokens else [0, 3, 4, 9]}
+
+    assert _error(special_tokens, Scrambler()) == (
+        "cannot tell where Scrambler puts its special tokens"
+    )
+
+
 def test_epoch_batches_cover_each_row_once_and_depend_on_seed_and_epoch():
     from lorafit.data.tokens import epoch_batches
 
