@@ -323,3 +323,43 @@ def test_the_ids_digest_changes_with_each_token_and_each_row_boundary():
     assert len(digest) == 32 and _ids_digest(_rows([1, 2, 3], [4, 5])) == digest
     for other in (_rows([1, 2, 3], [4, 6]), _rows([1, 2], [3, 4, 5]), _rows([1, 2, 3]), _rows()):
         assert _ids_digest(other) != digest
+
+
+def test_the_cache_key_is_the_documented_recipe(tiny_trunk):
+    """The key names the folder of every cache users have built (gigabytes, tens of minutes
+    each): a change to how it is computed silently rebuilds them all, so the recipe is written
+    out here a second time, from the module docstring, and the two must agree: sha256 of the
+    header (CACHE_FORMAT, prefix, storage, the model config without its class names) as sorted
+    JSON, then each prefix module's tensors by name (name, dtype, shape, bytes), then the rows'
+    lengths and token ids as int64; the first 32 hex digits."""
+    import hashlib
+    import json
+
+    from lorafit.fastpath import CACHE_FORMAT, cache_key
+
+    rows = _rows([1, 2, 3], [4, 5])
+    config = tiny_trunk.transformer.config.to_dict()
+    for name in ("id2label", "label2id", "_name_or_path", "architectures", "problem_type"):
+        del config[name]
+    h = hashlib.sha256()
+    header = {"format": CACHE_FORMAT, "prefix": 2, "precision": "bf16", "config": config}
+    h.update(json.dumps(header, sort_keys=True, default=str).encode())
+    modules = [tiny_trunk.transformer.embeddings, *tiny_trunk.layers[:2]]  # BERT: no shared parts
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().contiguous().numpy().tobytes())
+    h.update(np.array([3, 2], dtype=np.int64).tobytes())
+    h.update(np.array([1, 2, 3, 4, 5], dtype=np.int64).tobytes())
+    assert cache_key(tiny_trunk, 2, rows, "bf16") == h.hexdigest()[:32]
+
+
+def test_the_ids_digest_is_blake2b_of_int64_lengths_and_tokens():
+    import hashlib
+
+    from lorafit.fastpath import _ids_digest
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.array([3, 2], dtype=np.int64).tobytes())
+    h.update(np.array([1, 2, 3, 4, 5], dtype=np.int64).tobytes())
+    assert _ids_digest(_rows([1, 2, 3], [4, 5])) == h.hexdigest()
