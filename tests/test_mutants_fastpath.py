@@ -205,7 +205,9 @@ def test_only_dead_processes_half_built_folders_are_removed(tmp_path):
             "other key",
             "odd",
         }
-        assert alive.poll() is None  # looked at, not signalled
+        # looked at, not signalled: a signal (os.kill(pid, 1) for 0) ends it within the second
+        with pytest.raises(subprocess.TimeoutExpired):
+            alive.wait(timeout=1)
     finally:
         alive.kill()
         alive.wait()
