@@ -156,6 +156,8 @@ def test_text_like_columns_are_long_distinct_words():
     assert _text_like(pd.Series(["123456789012345678"] + LONG[:1]))  # half numbers is not mostly
     assert not _text_like(pd.Series([[1, 2, 3]] * 4))  # token ids
     assert not _text_like(pd.Series(["", None]))
+    assert _text_like(pd.Series([LONG[0]]))  # one filled cell is enough
+    assert _text_like(pd.Series([LONG[0], "", "", ""]))  # blanks do not shorten the mean
 
 
 def test_label_like_columns_are_short_with_few_distinct_values():
@@ -168,6 +170,12 @@ def test_label_like_columns_are_short_with_few_distinct_values():
     assert not _label_like(pd.Series(["spam"]))  # one row
     assert not _label_like(pd.Series(["spam", "spam", "spam"]))  # one class
     assert not _label_like(pd.Series(["spam", "ham", None, "ham"]))  # an empty cell
+    assert not _label_like(pd.Series(["a", "b", "", "a", "b", "a", "b", "a"]))
+    for blank in (None, float("nan"), pd.NA):  # a missing cell is empty, whatever marks it
+        assert not _label_like(pd.Series(["a", "b", blank, "a", "b", "a", "b", "a"], dtype=object))
+    assert not _label_like(pd.Series(["a", "b", "c", "a"]))  # 3 of 4: over half
+    many = [f"c{i}" for i in range(1001)] * 2  # 1,001 classes: more than a label column holds
+    assert not _label_like(pd.Series(many)) and _label_like(pd.Series(many[1:1000] * 2))
     assert not _label_like(pd.Series(["spam", "ham", " ", "ham"]))
     assert not _label_like(pd.Series(["a", "b", "c", "d", "a", "b", "c"]))  # 4 of 7: over half
     assert _label_like(pd.Series(["a", "b", "c", "a", "b", "c"]))  # 3 of 6: half
@@ -201,7 +209,7 @@ def test_the_obvious_columns_are_guessed_and_said_in_one_line(caplog):
     ]
 
 
-def test_a_file_to_predict_reads_a_label_column_only_by_its_name():
+def test_a_file_without_labels_needed_reads_a_label_column_only_by_its_name():
     assert _choose({"body": LONG[:2], "topic": ["a", "b"]}, need_label=False) == (["body"], None)
     assert _choose({"body": LONG[:2], "label": ["a", "b"]}, need_label=False) == (
         ["body"],
@@ -262,6 +270,58 @@ def test_a_multi_label_file_takes_labels_or_its_one_column_of_lists():
     assert texts == ["note"] and label.startswith("\0")
     with pytest.raises(UserError, match="several text-like"):  # a list column among texts
         multi({"a": LONG[:2], "b": LONG[2:4], "labels": ["x", "y"]})
+
+
+def test_labels_is_a_label_set_name_and_the_label_column_is_never_the_text():
+    from lorafit.config import DataConfig
+
+    frame = {"text": LONG[:4], "labels": ["a", "b", "a", "b"], "source": list("xyxy")}
+    assert _error(_choose, frame).startswith(
+        "f.csv: cannot tell the label column (labels, source all look like labels"
+    )  # a classification reads one label: `labels` is not its name
+
+    import pandas as pd
+
+    from lorafit.data.columns import choose_columns
+
+    sets = DataConfig()
+    sets._task = "multi_label"
+    assert choose_columns(pd.DataFrame(frame), "f.csv", sets, need_label=True) == (
+        ["text"],
+        "labels",
+    )
+    named = {"text": ["a", "b"], "body": LONG[:2]}
+    assert _choose(named, label_column="text") == (["body"], "text")
+
+
+def test_errors_list_the_first_twelve_or_eight_columns():
+    wide = {f"c{i}": LONG[:2] for i in range(14)}
+    shown = [f"c{i}" for i in range(12)]
+    assert _error(_choose, wide).startswith(
+        f"f.csv: cannot tell the text column (several text-like columns among {shown});"
+    )
+    numbers = {"text": LONG[:3]} | {f"n{i}": [1.5, 2.5, 3.5] for i in range(13)}
+    assert _error(_choose, numbers).startswith(
+        f"f.csv: cannot tell the label column (no label-like column; columns {['text'] + [f'n{i}' for i in range(11)]});"
+    )
+    eight = [f"c{i}" for i in range(8)]
+    assert _error(lambda: _choose(wide, text_column="body")) == (
+        f"f.csv: no column 'body' (found {eight}); set data.text_column"
+    )
+    assert _error(lambda: _choose(wide, text_column="c0", label_column="y")) == (
+        f"f.csv: no label column 'y' (found {eight}); set data.label_column"
+    )
+
+
+def test_a_guess_lists_twelve_columns_in_its_line(caplog):
+    caplog.set_level("INFO", logger="lorafit")
+    frame = {"body": LONG[:4], "topic": list("abab")} | {f"n{i}": [1.5] * 4 for i in range(12)}
+    _choose(frame)
+    listed = ", ".join(["body", "topic"] + [f"n{i}" for i in range(10)])
+    assert caplog.messages[-1] == (
+        f"f.csv: text column 'body', label column 'topic' (guessed from the columns {listed}; set "
+        "data.text_column / data.label_column to choose)"
+    )
 
 
 def test_sentence_pairs_take_two_text_columns():
@@ -459,7 +519,7 @@ def test_to_table_reads_pairs_ids_and_refuses_empty_texts_and_files():
     assert table.with_texts(["A", "B"], ["C", "D"]).pairs == ["C", "D"]
 
 
-def test_a_file_to_predict_with_labels_outside_the_run_is_scored_without_them(caplog):
+def test_a_scored_file_with_labels_outside_the_run_gets_none(caplog):
     import pandas as pd
 
     from lorafit.config import DataConfig
@@ -799,7 +859,7 @@ def test_settle_names_the_training_file(columns, task, message):
     assert _error(lambda: _settle(pd.DataFrame(columns), cfg)).startswith(message)
 
 
-def test_labels_of_a_file_to_predict_are_read_when_there_are_some():
+def test_labels_not_needed_are_read_when_there_are_some():
     import pandas as pd
 
     from lorafit.config import DataConfig
@@ -845,7 +905,7 @@ def test_regression_and_label_set_errors_name_the_file():
     )
 
 
-def test_a_file_to_predict_without_the_label_columns_has_no_labels(caplog):
+def test_a_file_without_the_label_columns_needs_none(caplog):
     import pandas as pd
 
     from lorafit.config import DataConfig
