@@ -265,8 +265,8 @@ def test_a_multi_label_file_takes_labels_or_its_one_column_of_lists():
     )
     # one 0/1 column per label: they are joined, and never taken for the text
     texts, label = multi(
-        {"note": LONG[:2], "joy": [1, 0], "anger": [0, 1]}, label_columns=["joy", "anger"]
-    )
+        {"note": LONG[:3], "joy": [1, 0, 0], "anger": [0, 1, 0]}, label_columns=["joy", "anger"]
+    )  # the third row holds no label: its label set is empty
     assert texts == ["note"] and label.startswith("\0")
     with pytest.raises(UserError, match="several text-like"):  # a list column among texts
         multi({"a": LONG[:2], "b": LONG[2:4], "labels": ["x", "y"]})
@@ -292,6 +292,8 @@ def test_labels_is_a_label_set_name_and_the_label_column_is_never_the_text():
     )
     named = {"text": ["a", "b"], "body": LONG[:2]}
     assert _choose(named, label_column="text") == (["body"], "text")
+    # a text column named label is not read as labels where none are needed
+    assert _choose({"label": LONG[:2]}, need_label=False, text_column="label") == (["label"], None)
 
 
 def test_errors_list_the_first_twelve_or_eight_columns():
