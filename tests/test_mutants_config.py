@@ -380,3 +380,24 @@ def test_parse_layers_names_what_it_cannot_read(spec, message):
     with pytest.raises(ValueError) as e:
         parse_layers(spec, 12)
     assert str(e.value) == message
+
+
+def test_a_yaml_error_without_a_line_is_still_one_line(tmp_path):
+    from lorafit.config import load_config
+
+    path = tmp_path / "nul.yaml"
+    path.write_bytes(b"train:\n  lr: 1\x00\n")  # a reader error: a position, no line mark
+    assert _message(load_config, path) == (
+        f"config file {path}: not valid YAML (unacceptable character #x0000: control characters "
+        f'are not allowed in "{path}", position 14); fix the syntax'
+    )
+
+
+def test_guesses_across_sections_need_a_close_name_and_empty_is_no_teacher():
+    from lorafit.config import _teacher_list, load_config
+
+    assert suggest_key("foo.warmups") is None  # warmup_steps is only 0.74 alike: no guess
+    assert _teacher_list("") is None and _teacher_list([]) is None and _teacher_list(None) is None
+    assert _message(load_config, None, ["=3=4"]) == (
+        "override '=3=4' is not key=value (e.g. train.lr=3e-4)"
+    )

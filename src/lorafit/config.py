@@ -812,8 +812,9 @@ def _read_yaml(path: Path):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
         raise UserError(
-            f"config file {path}: not valid YAML ({where}{getattr(e, 'problem', None) or e}); fix the syntax"
+            f"config file {path}: not valid YAML ({where}{problem}); fix the syntax"
         ) from None
     except UnicodeDecodeError:
         raise UserError(f"config file {path}: not UTF-8 text; re-save it as UTF-8") from None
