@@ -530,8 +530,11 @@ def test_a_scored_file_with_labels_outside_the_run_gets_none(caplog):
     frame = pd.DataFrame({"text": ["one", "two"], "label": ["p", "z"]})
     cfg = DataConfig(label_names=["p", "q"])
     assert to_table(frame, "f.csv", cfg, need_labels=False).labels is None
-    assert "row 2: label 'z' is not one of the classes" in caplog.text
-    assert "the label column is ignored (no metrics)" in caplog.text
+    assert caplog.messages == [
+        "f.csv: row 2: label 'z' is not one of the classes (p, q); fix the row, or add it to "
+        "data.label_names (an evaluation file may only hold classes the run was trained on); the "
+        "label column is ignored (no metrics)"
+    ]
     # without a run's classes, integer labels are their own ids 0..max
     own = to_table(pd.DataFrame({"text": ["a", "b"], "label": [3, 1]}), "f.csv", DataConfig())
     assert own.labels.tolist() == [3, 1]
@@ -699,6 +702,20 @@ def test_each_split_of_a_saved_dataset_is_read_by_its_name(saved_splits):
     assert [len(splits[k]) for k in ("train", "validation", "test")] == [20, 6, 4]
     assert splits["validation"].texts[0] == "val news number 0"
     assert splits["test"].texts[0] == "test news number 0"
+
+
+def test_settle_classes_reads_the_train_split_and_names_the_file(saved_splits, tmp_path):
+    from lorafit.config import DataConfig
+    from lorafit.data.tables import settle_classes
+
+    cfg = DataConfig(train=str(saved_splits))
+    settle_classes(cfg)
+    assert cfg.label_names == ["a", "b"]
+    path = tmp_path / "gap.csv"
+    path.write_text("text,label\nfirst,a\nsecond,\n")
+    assert _error(settle_classes, DataConfig(train=str(path))) == (
+        f"{path}: row 2: the label is empty; fill it in or remove the row"
+    )
 
 
 def test_load_table_passes_empty_texts_and_ids_through(tmp_path):
