@@ -368,6 +368,10 @@ def damaged_copy(run: Path, tmp_path: Path, damage: str) -> Path:
     elif damage == "interrupted":
         shutil.rmtree(copy / "checkpoint-best")
         (copy / "summary.json").unlink()
+    elif damage == "no tokenizer":  # transformers would build an empty vocabulary and go on
+        for f in (copy / "checkpoint-best").iterdir():
+            if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+                f.unlink()
     return copy
 
 
@@ -381,6 +385,7 @@ def damaged_copy(run: Path, tmp_path: Path, damage: str) -> Path:
         ),
         ("broken config", ["config.yaml: not valid YAML", "fix the syntax"]),
         ("interrupted", ["the run was interrupted", "lorafit train --resume"]),
+        ("no tokenizer", ["checkpoint-best: incomplete checkpoint (no tokenizer files"]),
     ],
 )
 def test_run_directory_with_missing_or_damaged_files(

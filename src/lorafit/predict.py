@@ -86,9 +86,21 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", dtype: str = "fp32"
     from transformers import AutoTokenizer
 
     from lorafit.heads import install_head
-    from lorafit.model import _load_weights, load_model_config, load_plain_checkpoint
+    from lorafit.model import (
+        TOKENIZER_FILES,
+        _load_weights,
+        load_model_config,
+        load_plain_checkpoint,
+    )
 
     run = require_run_dir(run_dir, "checkpoint-best")
+    best = run / "checkpoint-best"
+    if not any((best / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer that reads every word as unknown
+        raise UserError(
+            f"{best}: incomplete checkpoint (no tokenizer files: {', '.join(TOKENIZER_FILES[:3])}, ...); "
+            "train the run again (or copy the tokenizer of model.name into it)"
+        )
     cfg = load_config(run / "config.yaml")
     model_config = load_model_config(cfg)
     base = _load_weights(cfg, model_config)

@@ -94,7 +94,8 @@ def mpnet_config(
 
 def known_config(name: str, labels: dict | None = None):
     """The config of a known model name (None if unknown), with `labels` (num_labels, id2label,
-    label2id) applied."""
+    label2id and, for a regression or multi-label task, problem_type) applied, as
+    `AutoConfig.from_pretrained(name, **labels)` applies them."""
     labels = labels or _labelled(4)
     if name in ROBERTA_NAMES:
         config = roberta_config(num_labels=labels["num_labels"])
@@ -103,4 +104,6 @@ def known_config(name: str, labels: dict | None = None):
     else:
         return None
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+    if "problem_type" in labels:  # what an export's config.json tells pipelines and teachers
+        config.problem_type = labels["problem_type"]
     return config

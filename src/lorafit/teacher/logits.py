@@ -61,6 +61,7 @@ import torch
 from lorafit.caches import mark_used
 from lorafit.data import TextTable
 from lorafit.errors import UserError
+from lorafit.model import TOKENIZER_FILES
 
 log = logging.getLogger("lorafit")
 
@@ -72,14 +73,6 @@ MAX_UNKNOWN_SHARE = 0.5
 #: texts the tokenizer check reads
 CHECK_ROWS = 256
 #: a model folder holds at least one of these if it holds a tokenizer
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
 #: files of a checkpoint or model folder that do not change what it computes
 IGNORED_FILES = {"README.md", "lorafit_state.json", ".gitattributes"}
 
