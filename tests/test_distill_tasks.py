@@ -220,6 +220,27 @@ def test_confidence_of_a_multilabel_teacher_is_its_least_decided_label():
     assert keep.tolist() == [0, 1]  # values have no confidence: every row may join
 
 
+def test_the_rows_a_seed_draws_above_the_confidence_never_move_between_releases():
+    """unlabeled_share draws a seeded subset of the confident rows: pinned here (a golden value
+    on purpose), so a release that changes the draw changes a user's training rows knowingly."""
+    cfg = load_config(
+        None,
+        [
+            "train.teacher=t",
+            "data.unlabeled=u",
+            "data.unlabeled_min_confidence=0.5",
+            "data.unlabeled_share=0.2",
+        ],
+    )
+    log_probs = np.log(np.full((30, 4), 0.1))
+    log_probs[:, 0] = np.log(0.7)
+    log_probs[[3, 8, 21], 0] = np.log(0.3)  # below the confidence: never drawn
+    draws = {
+        seed: select_unlabeled(log_probs, 20, cfg.data, seed, {})[0].tolist() for seed in (0, 1)
+    }
+    assert draws == {0: [9, 12, 16, 18, 19], 1: [1, 7, 12, 18, 25]}  # 0.2 / 0.8 * 20 = 5 rows
+
+
 @pytest.fixture(scope="module")
 def task_teachers(tiny_model, tmp_path_factory):
     """A regression teacher on STS-B and a multi-label teacher on GoEmotions (tiny, 6 steps)."""
