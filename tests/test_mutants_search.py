@@ -246,6 +246,7 @@ def test_value_tags_by_hand():
     assert _value_tag("--x__y--") == "x-y"
     assert _value_tag("a.b+c-d") == "a.b+c-d"
     assert _value_tag("a_B9") == "a-B9"
+    assert _value_tag("XLM-X") == "XLM-X"  # only the dashes at the ends are trimmed
     assert _value_tag("///") == "empty" and _value_tag("") == "empty"
     assert _value_tag(["query", "value"]) == "query+value"
     assert _value_tag([1, 2.5, "x y"]) == "1+2.5+x-y"
