@@ -350,6 +350,7 @@ def test_a_folder_without_a_config_and_a_missing_path_are_one_line_errors(tmp_pa
         load_model_config(load_config(None, [AG_LABELS, f"model.name={empty}"]))
     message = str(e.value)
     assert message.startswith(f"model.name {str(empty)!r}: cannot load its config (")
+    assert "config.json" in message  # transformers' own first line
     assert message.endswith(")") and "\n" not in message and len(message) > len(str(empty)) + 40
     for missing in (str(tmp_path / "nothing"), "./nothing-here"):
         with pytest.raises(UserError) as e:
@@ -476,6 +477,16 @@ def test_the_built_model_has_the_asked_head_pooling_and_attention(tmp_path, lora
     assert plain_base.config._attn_implementation == "eager"
     assert type(plain_base.classifier).__name__ != "LowRankHead"
     assert len(plain_base.roberta._forward_pre_hooks) == 0
+
+
+def test_a_target_module_peft_cannot_adapt_is_a_one_line_error(tmp_path):
+    folder = _tiny_folder(tmp_path / "m")
+    cfg = load_config(None, [AG_LABELS, f"model.name={folder}", "lora.target_modules=[LayerNorm]"])
+    with pytest.raises(UserError) as e:
+        build_model(cfg, weights=False)
+    message = str(e.value)
+    assert message.startswith("lora.target_modules {'LayerNorm'}: Target module LayerNorm(")
+    assert "is not supported" in message and "\n" not in message  # PEFT's own first line
 
 
 def test_weights_load_in_fp32_and_a_head_for_other_classes_starts_afresh(tmp_path):
