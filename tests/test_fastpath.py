@@ -614,6 +614,7 @@ def test_a_cache_that_stays_wrong_is_refused(tiny_overrides, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.cache_activations: the cached path disagrees" in err
     assert "stored row" in err and "set train.cache_activations=false" in err
+    assert "the full model on RobertaForSequenceClassification (" in err  # not PEFT's wrapper
     assert not (tmp_path / "runs").exists()  # refused before the run folder
 
 

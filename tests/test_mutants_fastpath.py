@@ -365,3 +365,24 @@ def test_the_ids_digest_is_blake2b_of_int64_lengths_and_tokens():
     h.update(np.array([3, 2], dtype=np.int64).tobytes())
     h.update(np.array([1, 2, 3, 4, 5], dtype=np.int64).tobytes())
     assert _ids_digest(_rows([1, 2, 3], [4, 5])) == h.hexdigest()
+
+
+def test_a_model_without_a_trunk_is_named_by_its_own_class_not_its_wrapper():
+    """`_cannot_cache`'s reason names the model the user chose (PEFT's wrapper unwrapped)."""
+
+    class PlainClassifier(torch.nn.Module):  # no embeddings + layer list
+        config = SimpleNamespace(num_hidden_layers=2)
+
+    class Wrapper(torch.nn.Module):  # as PEFT's PeftModel
+        def __init__(self):
+            super().__init__()
+            self.inner = PlainClassifier()
+
+        def get_base_model(self):
+            return self.inner
+
+    cfg = load_config(None, ["data.label_names=[a,b]", "lora.layers=1"])
+    for model in (PlainClassifier(), Wrapper()):
+        assert fastpath._cannot_cache(cfg, model) == (
+            "PlainClassifier has no embeddings + layer list to split"
+        )
