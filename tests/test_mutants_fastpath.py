@@ -184,7 +184,11 @@ def test_only_dead_processes_half_built_folders_are_removed(tmp_path):
     dead, other_dead = (subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(2))
     dead.wait()
     other_dead.wait()
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # SIGHUP's default action restored: under nohup the child would inherit "ignore" and a
+    # signal sent by mistake would go unseen; it says when it has, before it is looked at
+    child = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"
+    alive = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert alive.stdout is not None and alive.stdout.readline() == "ready\n"
     try:
         folders = {
             "mine": tmp_path / f".abc123.partial-{host}-{other_dead.pid}",  # this run's own: kept
@@ -211,6 +215,18 @@ def test_only_dead_processes_half_built_folders_are_removed(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_process_of_another_user_counts_as_alive(monkeypatch):
+    """os.kill(pid, 0) on another user's process raises PermissionError: it exists."""
+    asked = []
+
+    def kill(pid, sig):
+        asked.append((pid, sig))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fastpath.os, "kill", kill)
+    assert _alive(4242) is True and asked == [(4242, 0)]
 
 
 def test_a_cache_is_complete_when_its_meta_file_is_there(tmp_path):
