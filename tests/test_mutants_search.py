@@ -2171,3 +2171,17 @@ def test_run_worker_stops_at_n_trials_counting_pruned_and_not_over_budget(
     run_worker(plan, 0)  # nothing left: no trial taken
     assert len(optuna.load_study(study_name="s", storage=open_storage(plan)).trials) == 6
     assert caplog.records[-1].getMessage() == f"sweep s: nothing left to run in {plan.storage}"
+
+
+def test_a_sweep_files_errors_name_the_file_whichever_part_is_wrong(tmp_path):
+    """The base, the runs and the grid are each checked with the sweep file's path in front."""
+    path = tmp_path / "sweep.yaml"
+    cases = [
+        ({"base": "missing.yaml"}, f"base: {tmp_path / 'missing.yaml'} not found"),
+        ({"base": base(train={"lr": "fast"})}, "base: "),
+        ({"runs": {"a": 1}}, "runs: must be a list of mappings (config key: value)"),
+        ({"grid": {"lora.r": []}}, "grid: lora.r: give a non-empty list of values, e.g. [4, 8]"),
+    ]
+    for spec, message in cases:
+        text = refused(write(path, **{"grid": {"lora.r": [2]}, **spec}))
+        assert text.startswith(f"{path}: {message}"), text
