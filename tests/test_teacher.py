@@ -878,10 +878,12 @@ def test_check_shape_refuses_a_run_member_of_the_other_shape_only():
     singles, pairs = TextTable(["a"], None, "x"), TextTable(["a"], None, "x", ["b"])
     run = TeacherMember("run", Path("r"), LABELS, 4, 32, "base", text_columns=["text"])
     check_shape(run, singles)
-    with pytest.raises(
-        UserError, match="it was trained on single texts, the student reads sentence pairs"
-    ):
+    with pytest.raises(UserError) as e:
         check_shape(run, pairs)
+    assert str(e.value) == (
+        "train.teacher r: it was trained on single texts, the student reads sentence pairs; "
+        "use a teacher trained with the same kind of data.text_column"
+    )
     pair_run = TeacherMember("run", Path("p"), LABELS, 4, 32, "base", text_columns=["s1", "s2"])
     check_shape(pair_run, pairs)
     with pytest.raises(
@@ -892,6 +894,29 @@ def test_check_shape_refuses_a_run_member_of_the_other_shape_only():
     # did not record its columns is not judged
     check_shape(TeacherMember("model", Path("m"), None, 4, 32, "m", text_columns=["text"]), pairs)
     check_shape(TeacherMember("run", Path("old"), LABELS, 4, 32, "base"), pairs)
+
+
+def test_pair_key_and_single_texts_digest_by_hand():
+    """The teacher store's row digest, written out with hashlib: renaming the pairs' tag or
+    the length prefix would silently recompute every user's stored teacher logits."""
+    import hashlib
+
+    from lorafit.teacher.logits import texts_digest
+
+    def prefixed(text: str) -> bytes:
+        b = text.encode("utf-8")
+        return len(b).to_bytes(8, "little") + b
+
+    assert texts_digest(["ab", "é"]) == hashlib.sha256(prefixed("ab") + prefixed("é")).hexdigest()
+    assert (
+        texts_digest(["ab", "x"], ["c", ""])
+        == hashlib.sha256(
+            b"pairs\0" + prefixed("ab") + prefixed("c") + prefixed("x") + prefixed("")
+        ).hexdigest()
+    )
+    with pytest.raises(ValueError) as e:
+        texts_digest(["a", "b"], ["c"])
+    assert str(e.value) == "2 texts but 1 pairs"
 
 
 def test_row_keys_are_texts_or_pairs_of_texts():
