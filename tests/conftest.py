@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,8 +46,18 @@ def tiny_model(ag_subset, tmp_path_factory) -> Path:
     """A random 2-layer, 32-wide RoBERTa classifier with a locally trained tokenizer."""
     from lorafit.toy import save_toy_roberta
 
+    texts = ag_subset.text.tolist()[:3000]
+    kept = os.environ.get("LORAFIT_TEST_TOY_DIR")
+    if kept:  # scripts/mutation.sh: one build for all the mutants' test sessions (5 s each)
+        out = Path(kept) / "tiny-roberta"
+        if not (out / "model.safetensors").is_file():
+            building = Path(kept) / f".tiny-roberta-{os.getpid()}"
+            save_toy_roberta(building, texts, layers=2, hidden=32)
+            shutil.rmtree(out, ignore_errors=True)
+            building.rename(out)
+        return out
     out = tmp_path_factory.mktemp("tiny-roberta")
-    return save_toy_roberta(out, ag_subset.text.tolist()[:3000], layers=2, hidden=32)
+    return save_toy_roberta(out, texts, layers=2, hidden=32)
 
 
 @pytest.fixture
