@@ -25,7 +25,11 @@
 #   MUTATION_JOBS         mutants tested at once (mutmut --max-children; default 1)
 #   MUTATION_FRESH=1      forget earlier results and test every mutant again
 #   LORAFIT_SHARED_DATA   the shared data folder (default ../shared beside the checkout)
-# Installs mutmut (>=3.8) with pip if it is missing. Mutants run in workers forked from a fork
+#   MUTATION_TOY_DIR      where the tests' tiny model is kept between mutants (default
+#                         $MUTATION_DIR/MODULE/toy; tests/conftest.py reads LORAFIT_TEST_TOY_DIR)
+# A module's test selection with `-k` deselects every test whose name holds one of its words
+# (`not predict` also drops `test_..._predict_...`): name a test written for a survivor so that
+# the selection keeps it. Installs mutmut (>=3.8) with pip if it is missing. Mutants run in workers forked from a fork
 # server (process_isolation = "forkserver": torch is not fork-safe) that has imported the tests
 # and lorafit once, so module-level code (tables built at import) runs unmutated: tests that call
 # such functions directly are what check them.
@@ -113,6 +117,11 @@ PY
   if [ "${MUTATION_FRESH:-0}" = 1 ]; then rm -rf "$dir/mutants"; fi
   again=0
   if compgen -G "$dir/$meta" >/dev/null; then again=1; fi
+  # mutmut keeps the map of which test runs which function from its first run: tests written
+  # since would never meet the survivors they were written for. Built again each run.
+  rm -f "$dir/mutants/mutmut-stats.json"
+  # the tests' tiny RoBERTa (tests/conftest.py) built once for every mutant's test session
+  export LORAFIT_TEST_TOY_DIR="${MUTATION_TOY_DIR:-$dir/toy}"
   run_mutmut() {  # progress on a terminal, the last lines otherwise
     if [ -t 1 ]; then
       (cd "$dir" && mutmut run --max-children "$JOBS" "$@")
