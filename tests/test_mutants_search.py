@@ -2181,6 +2181,7 @@ def test_a_sweep_files_errors_name_the_file_whichever_part_is_wrong(tmp_path):
         ({"base": base(train={"lr": "fast"})}, "base: "),
         ({"runs": {"a": 1}}, "runs: must be a list of mappings (config key: value)"),
         ({"grid": {"lora.r": []}}, "grid: lora.r: give a non-empty list of values, e.g. [4, 8]"),
+        ({"search": {"space": {"train.lr": {"float": "x"}}}}, "search: space: train.lr: "),
     ]
     for spec, message in cases:
         text = refused(write(path, **{"grid": {"lora.r": [2]}, **spec}))
