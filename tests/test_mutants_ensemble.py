@@ -600,55 +600,70 @@ def test_the_command_on_multi_label_tunes_thresholds_on_the_shared_split(
     monkeypatch.chdir(tmp_path)
     sets = tmp_path / "sets.csv"
     sets.write_text("text,label\n" + "".join(f's {i},"a,b"\nt {i},c\n' for i in range(15)))
-    m1 = _member(tmp_path, "m1", f"data.train={sets}", "task=multi_label")
-    m2 = _member(tmp_path, "m2", f"data.train={sets}", "task=multi_label")
-    own = {"m1": [0.5, 0.5, 0.5], "m2": [0.8, 0.3, 0.5]}  # each member's saved thresholds
-    for run in (m1, m2):
-        thresholds_file = run / "checkpoint-best" / "thresholds.json"
-        thresholds_file.write_text(json.dumps(dict(zip("abc", own[run.name]))))
-    cfg = load_config(m1 / "config.yaml")
-    val, _ = _validation_set(m1, cfg)
-    truth = np.asarray(val.labels, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    v1 = np.clip(truth * 0.5 + rng.uniform(0, 0.4, truth.shape), 0, 1)
-    v2 = np.clip(truth * 0.3 + rng.uniform(0, 0.5, truth.shape), 0, 1)
-    stand_ins.on_validation = {"m1": v1, "m2": v2}
     test = tmp_path / "test.csv"
-    test.write_text('text,label\nx,"a,b"\ny,c\n')
+    test.write_text('id,text,label\nq7,x,"a,b"\nq9,y,c\n')
     i1 = _probs([[0.9, 0.6, 0.1], [0.2, 0.1, 0.9]])
     i2 = _probs([[0.7, 0.2, 0.3], [0.1, 0.3, 0.6]])
-    stand_ins.on_input = {"m1": i1, "m2": i2}
-    result = ensemble([m1, m2], str(test), device="cpu")
-    thresholds = tune_thresholds((v1 + v2) / 2, val.labels, cfg.train.threshold, "macro")
-    assert result["thresholds"] == pytest.approx([float(t) for t in thresholds])
-    assert result["validation"] == {
-        "rows": len(val),
-        "macro_f1": pytest.approx(
-            multilabel_metrics((v1 + v2) / 2, val.labels, cfg.data.label_names, thresholds)[
-                "macro_f1"
-            ]
-        ),
-    }
-    mean = (i1 + i2) / 2
-    decided = [
-        ",".join(n for n, p, t in zip(cfg.data.label_names, row, thresholds) if p >= t)
-        for row in mean
-    ]
-    written = (tmp_path / "ensemble-mean-test.csv").read_text().splitlines()
-    assert decided == ["a,b", "c"]  # the mean at the thresholds tuned on the validation rows
-    assert written == ["ID,Label", '0,"a,b"', "1,c"]
-    assert result["macro_f1"] == pytest.approx(
-        multilabel_metrics(
-            mean, np.array([[1, 1, 0], [0, 0, 1]]), cfg.data.label_names, thresholds
-        )["macro_f1"]
-    )
-    for member, p in zip(result["members"], (i1, i2)):  # each at its own thresholds
-        theirs = np.array(own[Path(member["run_dir"]).name])
-        assert member["macro_f1"] == pytest.approx(
-            multilabel_metrics(p, np.array([[1, 1, 0], [0, 0, 1]]), cfg.data.label_names, theirs)[
-                "macro_f1"
-            ]
+    truth_test = np.array([[1, 1, 0], [0, 0, 1]])
+    own = {"1": [0.5, 0.5, 0.5], "2": [0.8, 0.3, 0.5]}  # each member's saved thresholds
+    found = {}
+    # the members' selection metric and threshold rule decide how the ensemble tunes its own
+    for case, extra, how, average in (
+        ("macro", [], "global", "macro"),
+        ("micro", ["train.metric=eval_micro_f1"], "global", "micro"),
+        ("per-label", ["train.threshold=per_label"], "per_label", "macro"),
+    ):
+        m1, m2 = (
+            _member(tmp_path, f"{case}{n}", f"data.train={sets}", "task=multi_label", *extra)
+            for n in "12"
         )
+        for run in (m1, m2):
+            thresholds_file = run / "checkpoint-best" / "thresholds.json"
+            thresholds_file.write_text(json.dumps(dict(zip("abc", own[run.name[-1]]))))
+        cfg = load_config(m1 / "config.yaml")
+        val, digest = _validation_set(m1, cfg)
+        v = np.round(np.random.default_rng(3).uniform(0, 1, np.shape(val.labels)), 2)
+        stand_ins.on_validation = {m1.name: v, m2.name: v}  # their mean is v
+        stand_ins.on_input = {m1.name: i1, m2.name: i2}
+        stand_ins.calls.clear()
+        result = ensemble(
+            [m1, m2], str(test), batch_size=7, device="cpu", id_column="id", label_format="ids"
+        )
+        assert ("validation", m1.name, len(val), digest, 7, "cpu") in stand_ins.calls
+        thresholds = tune_thresholds(v, val.labels, how, average)
+        found[case] = thresholds.tolist()
+        assert result["thresholds"] == pytest.approx(thresholds.tolist())
+        assert result["validation"] == {
+            "rows": len(val),
+            "macro_f1": pytest.approx(
+                multilabel_metrics(v, val.labels, cfg.data.label_names, thresholds)["macro_f1"]
+            ),
+        }
+        mean = (i1 + i2) / 2
+        decided = [
+            ",".join(str(k) for k, (p, t) in enumerate(zip(row, thresholds)) if p >= t)
+            for row in mean
+        ]
+        written = (tmp_path / "ensemble-mean-test.csv").read_text().splitlines()
+        quoted = [f'"{d}"' if "," in d else d for d in decided]  # as CSV writes a comma
+        assert written == ["id,Label", f"q7,{quoted[0]}", f"q9,{quoted[1]}"]
+        (tmp_path / "ensemble-mean-test.csv").unlink()
+        assert result["macro_f1"] == pytest.approx(
+            multilabel_metrics(mean, truth_test, cfg.data.label_names, thresholds)["macro_f1"]
+        )
+        for member, p in zip(result["members"], (i1, i2)):  # each at its own thresholds
+            theirs = np.array(own[Path(member["run_dir"]).name[-1]])
+            assert member["macro_f1"] == pytest.approx(
+                multilabel_metrics(p, truth_test, cfg.data.label_names, theirs)["macro_f1"]
+            )
+    # the three rules give three answers on these rows (else this test could not tell them apart)
+    assert found["macro"] != found["micro"] and len(set(found["per-label"])) == 3
+    # members on other validation splits: the error says what needed the shared split
+    other = _member(tmp_path, "other", f"data.train={sets}", "task=multi_label", "train.seed=5")
+    stand_ins.on_input = {"macro1": i1, "other": i2}
+    with pytest.raises(UserError) as e:
+        ensemble([tmp_path / "macro1", other], str(test))
+    assert str(e.value).startswith("a multi-label ensemble's thresholds: the validation split of")
 
 
 def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_path, monkeypatch):
