@@ -933,3 +933,95 @@ def test_evaluate_scores_a_labelled_file_and_keeps_the_scores(
     with pytest.raises(UserError, match="label"):
         evaluate(run, str(bare), device="cpu", dtype="fp32")
     assert sorted(p.name for p in (run / "evaluations").iterdir()) == [path.name]
+
+
+def test_predict_and_evaluate_pass_their_options_through(tmp_path, monkeypatch):
+    """The commands' own wiring, with `predict_table` and the thread choice recorded: the
+    defaults (batch 64, dtype auto, the default device), the columns, the threads and what
+    they are for, the run's saved thresholds in the metrics."""
+    from lorafit.config import config_to_yaml
+    from lorafit.data import TextTable
+    from lorafit.metrics import multilabel_metrics
+    from lorafit.predict import evaluate, predict
+
+    run = tmp_path / "run"
+    (run / "checkpoint-best").mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(multi()))
+    (run / "checkpoint-best" / "thresholds.json").write_text('{"a": 0.9, "b": 0.1, "c": 0.5}')
+    test = tmp_path / "held.csv"
+    test.write_text('text,label\nx,"a,b"\ny,c\n')
+    probs = np.array([[0.8, 0.2, 0.6], [0.95, 0.05, 0.4]])
+    labels = np.array([[1, 1, 0], [0, 0, 1]])
+    calls = []
+
+    def predict_table(run_, input_, batch_size, device, need_labels=False, dtype="auto", **columns):
+        calls.append(("table", run_, input_, batch_size, device, need_labels, dtype, columns))
+        return probs, TextTable(["x", "y"], labels, "held.csv"), multi(), run / "p.csv"
+
+    def cpu_threads(threads, device, what):
+        calls.append(("threads", threads, device, what))
+
+    monkeypatch.setattr(PREDICT, "predict_table", predict_table)
+    monkeypatch.setattr(PREDICT, "cpu_threads", cpu_threads)
+    monkeypatch.setattr(PREDICT, "_default_device", lambda: "the-default")
+    metrics = evaluate(run, str(test))
+    assert calls == [
+        ("threads", None, None, "evaluation"),
+        (
+            "table",
+            run,
+            str(test),
+            64,
+            "the-default",
+            True,
+            "auto",
+            {"text_column": None, "label_column": None},
+        ),
+    ]
+    expected = multilabel_metrics(probs, labels, ["a", "b", "c"], np.array([0.9, 0.1, 0.5]))
+    assert metrics["macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert metrics["macro_f1"] != pytest.approx(
+        multilabel_metrics(probs, labels, ["a", "b", "c"], np.full(3, 0.5))["macro_f1"]
+    )  # the saved thresholds, not 0.5
+    calls.clear()
+    evaluate(
+        run,
+        str(test),
+        batch_size=5,
+        device="cpu",
+        dtype="bf16",
+        text_column="t",
+        label_column="l",
+        threads=3,
+    )
+    assert calls == [
+        ("threads", 3, "cpu", "evaluation"),
+        (
+            "table",
+            run,
+            str(test),
+            5,
+            "cpu",
+            True,
+            "bf16",
+            {"text_column": "t", "label_column": "l"},
+        ),
+    ]
+    calls.clear()
+    result = predict(
+        run, str(test), str(tmp_path / "out.csv"), threads="auto", label_format="names"
+    )
+    assert calls[0] == ("threads", "auto", None, "prediction")
+    assert calls[1][:7] == ("table", run, str(test), 64, "the-default", False, "auto")
+    assert calls[1][7] == {"text_column": None, "label_column": None, "id_column": None}
+    assert result["metrics"]["macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert (tmp_path / "out.csv").read_text() == 'ID,Label\n0,"b,c"\n1,a\n'  # at 0.9 / 0.1 / 0.5
+    # a run without its best checkpoint: refused before anything is read
+    for f in (run / "checkpoint-best").iterdir():
+        f.unlink()
+    (run / "checkpoint-best").rmdir()
+    calls.clear()
+    for command in (evaluate, predict):
+        with pytest.raises(UserError, match="missing checkpoint-best"):
+            command(run, str(test))
+    assert calls == []
