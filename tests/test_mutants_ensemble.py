@@ -361,6 +361,7 @@ def stand_ins(monkeypatch):
         return chosen.on_input[run.name], table, cfg, None
 
     def validation_probabilities(run, cfg, table, digest, batch_size, device):
+        assert cfg.data.val_size == 6  # the member's own config
         chosen.calls.append(("validation", run.name, len(table), digest, batch_size, device))
         return chosen.on_validation[run.name]
 
@@ -452,7 +453,8 @@ def test_weights_and_their_validation_scores_by_hand(tmp_path, stand_ins):
     labels = val.labels
     good = np.full((6, 3), 0.1)
     good[np.arange(6), labels] = 0.8
-    poor = np.full((6, 3), 1 / 3)
+    poor = np.full((6, 3), 0.05)  # sure and wrong: the uniform mix is wrong on every row
+    poor[np.arange(6), (labels + 1) % 3] = 0.9
     stand_ins.on_validation = {"a": poor, "b": good}
     weights, scores = validation_weights(members, 16, "cpu")
     assert stand_ins.calls == [
@@ -467,7 +469,8 @@ def test_weights_and_their_validation_scores_by_hand(tmp_path, stand_ins):
     assert scores["log_likelihood_uniform"] == pytest.approx(
         np.log(uniform[np.arange(6), labels]).mean()
     )
-    assert scores["accuracy"] == 1.0
+    assert scores["accuracy"] == 1.0  # the fitted mix's, not the uniform one's (0.0)
+    assert (uniform.argmax(-1) == labels).mean() == 0.0
 
 
 def _probs(rows):
@@ -502,7 +505,9 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
     assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,a\n"
     assert [call[:5] for call in stand_ins.calls] == [("input", n, 5, "cpu", "fp32") for n in "abc"]
     # vote: row 0 a/c/c -> c; row 3: b, a, a -> a
+    stand_ins.calls.clear()
     result = ensemble([a, b, c], str(test), method="vote", device="cpu", label_format="ids")
+    assert [call[2] for call in stand_ins.calls] == [64, 64, 64]  # the default batch size
     assert result["accuracy"] == 0.75 and result["method"] == "vote" and result["dtype"] == "auto"
     assert (tmp_path / "ensemble-vote-test.csv").read_text() == "ID,Label\n0,2\n1,1\n2,2\n3,0\n"
     assert "validation" not in result and "weight" not in result["members"][0]

@@ -530,6 +530,9 @@ def test_read_sweep_file_refuses_with_one_line(tmp_path):
         message("a: b: c")
         == "P: line 1 not valid YAML (mapping values are not allowed here); fix the file"
     )
+    assert message("a: [1, 2\nb: 3\n") == (  # the problem, not the context's first line
+        "P: line 2 not valid YAML (expected ',' or ']', but got ':'); fix the file"
+    )
     assert message('grid: {a: [1]}\nb: "\x07"') == (  # a reader error: no line, one line of text
         "P: not valid YAML (unacceptable character #x0007: special characters are not allowed); fix the file"
     )
