@@ -917,6 +917,52 @@ def test_pair_key_and_single_texts_digest_by_hand():
     with pytest.raises(ValueError) as e:
         texts_digest(["a", "b"], ["c"])
     assert str(e.value) == "2 texts but 1 pairs"
+    # a lone surrogate (a text read with errors="surrogateescape") is hashed, not refused
+    lone = "a\udc80"
+    raw = lone.encode("utf-8", "surrogatepass")
+    assert texts_digest([lone]) == hashlib.sha256(len(raw).to_bytes(8, "little") + raw).hexdigest()
+
+
+def test_pair_key_of_the_teacher_store_by_hand(tmp_path):
+    """store_key: sha256 of the documented header (format, teacher, lengths, dtype, task) and
+    the rows' digest; 32 hex digits."""
+    import hashlib
+    import json
+
+    from lorafit.teacher.logits import (
+        STORE_FORMAT,
+        Teacher,
+        TeacherMember,
+        store_key,
+        texts_digest,
+    )
+
+    for name in ("m1", "m2"):  # a member's identity reads its folder's files
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(f'{{"name": "{name}"}}')
+    members = [
+        TeacherMember("model", tmp_path / "m1", None, 4, 96, "m1"),
+        TeacherMember("model", tmp_path / "m2", None, 4, 64, "m2"),
+    ]
+    teacher = Teacher(["m1", "m2"], members)
+    rows = ["one text", "another"]
+
+    def by_hand(dtype, task=None):
+        fields = {
+            "format": STORE_FORMAT,
+            "teacher": teacher.identity,
+            "max_length": [96, 64],
+            "dtype": dtype,
+            **({"task": task} if task else {}),
+        }
+        head = json.dumps(fields)
+        return hashlib.sha256((head + texts_digest(rows)).encode()).hexdigest()[:32]
+
+    assert store_key(teacher, rows) == by_hand("fp32")  # the default dtype
+    assert store_key(teacher, rows, "bf16") == by_hand("bf16")
+    for m in members:
+        m.task = "regression"
+    assert store_key(teacher, rows) == by_hand("fp32", "regression")
 
 
 def test_row_keys_are_texts_or_pairs_of_texts():
