@@ -357,7 +357,7 @@ def stand_ins(monkeypatch):
             load_config(run / "config.yaml"), columns["text_column"], columns["label_column"]
         )
         table = pred.read_input(input, cfg, id_column=columns["id_column"])
-        chosen.calls.append(("input", run.name, batch_size, device, dtype))
+        chosen.calls.append(("input", run.name, batch_size, device, dtype, columns))
         return chosen.on_input[run.name], table, cfg, None
 
     def validation_probabilities(run, cfg, table, digest, batch_size, device):
@@ -365,7 +365,12 @@ def stand_ins(monkeypatch):
         chosen.calls.append(("validation", run.name, len(table), digest, batch_size, device))
         return chosen.on_validation[run.name]
 
+    def cpu_threads(threads, device, what):
+        chosen.calls.append(("threads", threads, device, what))
+
     monkeypatch.setattr(pred, "predict_table", predict_table)
+    monkeypatch.setattr(pred, "cpu_threads", cpu_threads)
+    monkeypatch.setattr(pred, "_default_device", lambda: "the-default")
     monkeypatch.setattr(ens, "_validation_probabilities", validation_probabilities)
     return chosen
 
@@ -503,11 +508,13 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
         "accuracy": 0.75,
     }
     assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,a\n"
-    assert [call[:5] for call in stand_ins.calls] == [("input", n, 5, "cpu", "fp32") for n in "abc"]
+    assert stand_ins.calls[0] == ("threads", None, "cpu", "the ensemble")
+    none = {"text_column": None, "label_column": None, "id_column": None}
+    assert stand_ins.calls[1:] == [("input", n, 5, "cpu", "fp32", none) for n in "abc"]
     # vote: row 0 a/c/c -> c; row 3: b, a, a -> a
     stand_ins.calls.clear()
     result = ensemble([a, b, c], str(test), method="vote", device="cpu", label_format="ids")
-    assert [call[2] for call in stand_ins.calls] == [64, 64, 64]  # the default batch size
+    assert [call[2] for call in stand_ins.calls[1:]] == [64, 64, 64]  # the default batch size
     assert result["accuracy"] == 0.75 and result["method"] == "vote" and result["dtype"] == "auto"
     assert (tmp_path / "ensemble-vote-test.csv").read_text() == "ID,Label\n0,2\n1,1\n2,2\n3,0\n"
     assert "validation" not in result and "weight" not in result["members"][0]
@@ -530,6 +537,28 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
     assert result["accuracy"] == 0.75
     with pytest.raises(UserError, match="--overwrite"):
         ensemble([a, b, c], str(test), str(out), method="weighted", device="cpu")
+    # the options reach each member's prediction; the default device, the threads' purpose
+    stand_ins.calls.clear()
+    result = ensemble(
+        [a, b, c],
+        str(test),
+        str(out),
+        overwrite=True,
+        threads=2,
+        text_column="text",
+        label_column="label",
+        id_column="text",
+    )
+    columns = {"text_column": "text", "label_column": "label", "id_column": "text"}
+    assert stand_ins.calls == [("threads", 2, "the-default", "the ensemble")] + [
+        ("input", n, 64, "the-default", "auto", columns) for n in "abc"
+    ]
+    assert out.read_text().splitlines()[0] == "text,Label"
+    # the first member's label format decides (another member's is not read)
+    d = _member(tmp_path, "d", "data.label_format=ids")
+    stand_ins.on_input["d"] = pa
+    ensemble([d, b], str(test), str(tmp_path / "first.csv"), device="cpu")
+    assert (tmp_path / "first.csv").read_text().splitlines()[1] == "0,0"
 
 
 def test_the_command_refuses_bad_options_before_any_member_runs(tmp_path, stand_ins):
