@@ -529,7 +529,9 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
     chance = np.full((6, 3), 1 / 3)
     stand_ins.on_validation = {"a": chance, "b": sure, "c": chance}
     out = tmp_path / "w.csv"
+    stand_ins.calls.clear()
     result = ensemble([a, b, c], str(test), str(out), method="weighted", device="cpu")
+    assert {call[4:] for call in stand_ins.calls if call[0] == "validation"} == {(64, "cpu")}
     weights = [m["weight"] for m in result["members"]]
     assert sum(weights) == pytest.approx(1) and weights[1] > 0.98
     assert result["validation"]["rows"] == 6 and result["validation"]["accuracy"] == 1.0
