@@ -2189,3 +2189,28 @@ def test_a_sweep_files_errors_name_the_file_whichever_part_is_wrong(tmp_path):
     for spec, message in cases:
         text = refused(write(path, **{"grid": {"lora.r": [2]}, **spec}))
         assert text.startswith(f"{path}: {message}"), text
+
+
+def test_a_base_config_file_is_read_against_the_config_schema(tmp_path):
+    """base: a YAML file beside the sweep file: merged over the schema, so a trial's config is
+    a Config (with every default) and a key the schema lacks is refused naming the file."""
+    from lorafit.config import Config
+    from lorafit.search.space import load_sweep, trial_config
+
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "all-MiniLM-L6-v2"},
+                "data": {"label_names": list(LABELS)},
+                "budget": 20000,
+            }
+        )
+    )
+    plan = load_sweep(
+        write(tmp_path / "s.yaml", base="base.yaml", grid={"lora.r": [2]}, dir=str(tmp_path))
+    )
+    cfg = trial_config(plan, {"lora.r": 2}, "r2")
+    assert isinstance(cfg, Config) and cfg.lora.r == 2 and cfg.train.lr == Config().train.lr
+    (tmp_path / "base.yaml").write_text("model:\n  nmae: x\n")
+    text = refused(write(tmp_path / "s.yaml", base="base.yaml", grid={"lora.r": [2]}))
+    assert text.startswith(f"{tmp_path / 's.yaml'}: base: ") and "nmae" in text
