@@ -2214,3 +2214,36 @@ def test_a_base_config_file_is_read_against_the_config_schema(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  nmae: x\n")
     text = refused(write(tmp_path / "s.yaml", base="base.yaml", grid={"lora.r": [2]}))
     assert text.startswith(f"{tmp_path / 's.yaml'}: base: ") and "nmae" in text
+
+
+def test_run_worker_samples_with_its_own_seed_and_lets_other_warnings_through(
+    tmp_path, monkeypatch
+):
+    """A local worker opens the study with the seed it was given (worker i: seed + i); only
+    Optuna's ExperimentalWarning is silenced around the trials, not a trial's own warnings."""
+    import importlib
+    import warnings
+
+    from lorafit.search.study import run_worker
+
+    study_module = importlib.import_module("lorafit.search.study")
+    fake = FakeTrain()
+
+    def warning_train(cfg=None, **kwargs):
+        warnings.warn("from inside a trial", UserWarning, stacklevel=1)
+        return fake(cfg, **kwargs)
+
+    patch_train(monkeypatch, warning_train)
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+    real_open, seeds = study_module.open_study, []
+    monkeypatch.setattr(
+        study_module,
+        "open_study",
+        lambda plan, seed=None: seeds.append(seed) or real_open(plan, seed),
+    )
+    plan = search_plan(tmp_path, sampler="random", n_trials=1, space={"lora.r": {"int": [2, 4]}})
+    plan.base.lora.layers = "5"
+    plan.storage = f"journal:{tmp_path / 'study.log'}"
+    with pytest.warns(UserWarning, match="from inside a trial"):
+        run_worker(plan, 7)
+    assert seeds == [7] and len(fake.calls) == 1
