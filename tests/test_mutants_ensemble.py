@@ -488,13 +488,14 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
     monkeypatch.chdir(tmp_path)
     a, b, c = (_member(tmp_path, n) for n in "abc")
     test = _table_csv(tmp_path / "test.csv", ["a", "b", "c", "a"])
-    pa = _probs([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1]])
+    # row 3: two members lean to a, one is sure of b: the vote says a, the mean b
+    pa = _probs([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.5, 0.1, 0.4], [0.0, 0.95, 0.05]])
     pb = _probs([[0.2, 0.3, 0.5], [0.3, 0.6, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
     pc = _probs([[0.1, 0.1, 0.8], [0.4, 0.5, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
     stand_ins.on_input = {"a": pa, "b": pb, "c": pc}
     result = ensemble([a, b, c], str(test), batch_size=5, device="cpu", dtype="fp32")
     mean = ((pa + pb + pc) / 3).argmax(-1)
-    assert mean.tolist() == [2, 1, 2, 0]
+    assert mean.tolist() == [2, 1, 2, 1]
     assert result == {
         "output": "ensemble-mean-test.csv",
         "rows": 4,
@@ -505,13 +506,13 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
             {"run_dir": str(b), "accuracy": 0.75},
             {"run_dir": str(c), "accuracy": 0.75},
         ],
-        "accuracy": 0.75,
+        "accuracy": 0.5,
     }
-    assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,a\n"
+    assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,c\n1,b\n2,c\n3,b\n"
     assert stand_ins.calls[0] == ("threads", None, "cpu", "the ensemble")
     none = {"text_column": None, "label_column": None, "id_column": None}
     assert stand_ins.calls[1:] == [("input", n, 5, "cpu", "fp32", none) for n in "abc"]
-    # vote: row 0 a/c/c -> c; row 3: b, a, a -> a
+    # vote: row 0 a/c/c -> c; row 3: b, a, a -> a (where the mean said b)
     stand_ins.calls.clear()
     result = ensemble([a, b, c], str(test), method="vote", device="cpu", label_format="ids")
     assert [call[2] for call in stand_ins.calls[1:]] == [64, 64, 64]  # the default batch size
@@ -735,7 +736,7 @@ def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_pa
 
     def load_run_model(path, device, dtype):
         loads.append((path, device, dtype))
-        return model, tokenizer, cfg
+        return model, tokenizer, load_config(path / "config.yaml")
 
     monkeypatch.setattr(pred, "load_run_model", load_run_model)
     probs = _validation_probabilities(run, cfg, val, digest, 4, "cpu")
@@ -758,3 +759,16 @@ def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_pa
     # another digest: another file
     _validation_probabilities(run, cfg, val, "0" * 12, 4, "cpu")
     assert len(loads) == 3 and len(list((run / "predictions").iterdir())) == 2
+    # a multi-label member's outputs go through a sigmoid each, not a softmax
+    sets = tmp_path / "sets.csv"
+    sets.write_text("text,label\n" + "".join(f's {i},"a,b"\nt {i},c\n' for i in range(15)))
+    multi = _member(tmp_path, "m", f"data.train={sets}", "task=multi_label", "model.max_length=16")
+    multi_cfg = load_config(multi / "config.yaml")
+    sets_val, sets_digest = _validation_set(multi, multi_cfg)
+    got = _validation_probabilities(multi, multi_cfg, sets_val, sets_digest, 4, "cpu")
+    batch = tokenizer(
+        sets_val.texts, truncation=True, max_length=16, padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        logits = model(**batch).logits.double().numpy()
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-logits)), atol=1e-5)
