@@ -556,7 +556,7 @@ def test_the_command_mean_vote_and_weighted_on_a_labelled_file(tmp_path, stand_i
     assert stand_ins.calls == [("threads", 2, "the-default", "the ensemble")] + [
         ("input", n, 64, "the-default", "auto", columns) for n in "abc"
     ]
-    assert out.read_text().splitlines()[0] == "text,Label"
+    assert out.read_text().splitlines()[:2] == ["text,Label", "row 0,c"]  # the ids passed
     # the first member's label format decides (another member's is not read)
     d = _member(tmp_path, "d", "data.label_format=ids")
     stand_ins.on_input["d"] = pa
@@ -617,6 +617,9 @@ def test_the_command_on_a_regression_averages_values(tmp_path, stand_ins, monkey
     stand_ins.on_input = {"r1": p1, "r2": p2}
     result = ensemble([r1, r2], str(test), device="cpu")
     assert (tmp_path / "ensemble-mean-test.csv").read_text() == "ID,Label\n0,1.0\n1,2.0\n2,3.5\n"
+    # an id column passed through, under its own name
+    ensemble([r1, r2], str(test), str(tmp_path / "ids.csv"), device="cpu", id_column="text")
+    assert (tmp_path / "ids.csv").read_text() == "text,Label\nx,1.0\ny,2.0\nz,3.5\n"
     truth = np.array([1.0, 2.0, 4.0])
     assert result["pearson"] == pytest.approx(
         regression_metrics(np.array([1.0, 2.0, 3.5]), truth)["pearson"]
@@ -701,6 +704,11 @@ def test_the_command_on_multi_label_tunes_thresholds_on_the_shared_split(
     with pytest.raises(UserError) as e:
         ensemble([tmp_path / "macro1", other], str(test))
     assert str(e.value).startswith("a multi-label ensemble's thresholds: the validation split of")
+    # members trained with different rules: the first member's rule tunes the ensemble's
+    stand_ins.on_input = {"micro1": i1, "macro2": i2}
+    stand_ins.on_validation = {"micro1": v, "macro2": v}
+    result = ensemble([tmp_path / "micro1", tmp_path / "macro2"], str(test), device="cpu")
+    assert result["thresholds"] == pytest.approx(found["micro"])
 
 
 def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_path, monkeypatch):
@@ -772,3 +780,5 @@ def test_a_members_validation_probabilities_are_computed_once_then_reused(tmp_pa
     with torch.no_grad():
         logits = model(**batch).logits.double().numpy()
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-logits)), atol=1e-5)
+    saved = next((multi / "predictions").iterdir())  # no Label column: thresholds decide those
+    assert saved.read_text().splitlines()[0] == "ID,prob_0,prob_1,prob_2"
