@@ -1025,3 +1025,32 @@ def test_predict_and_evaluate_pass_their_options_through(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="missing checkpoint-best"):
             command(run, str(test))
     assert calls == []
+
+
+def test_predict_table_defaults_columns_ids_and_the_empty_text_warning(
+    tmp_path, monkeypatch, stand_in_model, caplog
+):
+    from lorafit.predict import predict_table
+
+    run, loads = _stand_in_run(tmp_path, monkeypatch, stand_in_model)
+    batches = []
+    real_infer = PREDICT.infer_logits
+
+    def infer_logits(model, encoded, batch_size, pad_id, device, **kwargs):
+        batches.append(batch_size)
+        return real_infer(model, encoded, batch_size, pad_id, device, **kwargs)
+
+    monkeypatch.setattr(PREDICT, "infer_logits", infer_logits)
+    data = tmp_path / "other-columns.csv"
+    data.write_text("key,sentence,y\nk1,a short one,0\nk2,,1\nk3,sports,2\n")
+    with caplog.at_level("WARNING", logger="lorafit"):
+        probs, table, cfg, saved = predict_table(
+            run, str(data), text_column="sentence", label_column="y", id_column="key"
+        )
+    assert loads == [(run, "cpu", "auto")] and batches == [64]  # the defaults
+    assert table.texts == ["a short one", "", "sports"] and table.labels.tolist() == [0, 1, 2]
+    assert list(table.ids) == ["k1", "k2", "k3"]
+    assert cfg.data.text_column == "sentence" and cfg.data.label_column == "y"
+    assert f"{data}: 1 rows have empty text; they still get a prediction" in caplog.messages
+    assert saved == probabilities_path(run, data, prediction_key(run, cfg, "auto", "cpu"))
+    assert saved.is_file() and probs.shape == (3, 3)
