@@ -972,3 +972,21 @@ def test_row_keys_are_texts_or_pairs_of_texts():
     assert row_keys(TextTable(["a", "b"], None, "x")) == ["a", "b"]
     assert row_keys(TextTable(["a", "b"], None, "x", ["c", "d"])) == [("a", "c"), ("b", "d")]
     assert row_keys(as_rows(["a", "b"])) == ["a", "b"]
+
+
+def test_other_labels_and_a_regression_teachers_outputs_are_refused_word_for_word():
+    from lorafit.teacher.logits import TeacherMember, _check_labels
+
+    regression = TeacherMember("run", Path("r"), ["score"], 1, 64, "base", task="regression")
+    _check_labels(regression, ["anything"])  # one value, whatever its column is called
+    regression.num_labels = 3
+    with pytest.raises(UserError) as e:
+        _check_labels(regression, ["score"])
+    assert str(e.value) == "train.teacher r: it has 3 outputs; a regression teacher has one"
+    three = TeacherMember("run", Path("t"), ["x", "y", "z"], 3, 64, "base")
+    with pytest.raises(UserError) as e:
+        _check_labels(three, ["a", "b"])
+    assert str(e.value) == (
+        "train.teacher t: it predicts 3 labels, the student 2 (a, b); use a teacher trained on "
+        "the same classes"
+    )
