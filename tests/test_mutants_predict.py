@@ -1054,3 +1054,67 @@ def test_predict_table_defaults_columns_ids_and_the_empty_text_warning(
     assert f"{data}: 1 rows have empty text; they still get a prediction" in caplog.messages
     assert saved == probabilities_path(run, data, prediction_key(run, cfg, "auto", "cpu"))
     assert saved.is_file() and probs.shape == (3, 3)
+
+
+def test_predict_passes_texts_columns_ids_and_output_rules_through(tmp_path, monkeypatch):
+    """`predict` itself: texts in memory reach `_predict_texts` with every option, a file's
+    columns and id column reach `predict_table`, the ids are written, the default output is
+    RUN_DIR/submission-<stem>.csv, an existing output needs overwrite."""
+    from lorafit.config import config_to_yaml
+    from lorafit.data import TextTable
+    from lorafit.predict import predict
+
+    run = tmp_path / "run"
+    (run / "checkpoint-best").mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(classes()))
+    test = tmp_path / "held.csv"
+    test.write_text("key,sentence,y\nk1,x,0\nk2,y,1\n")
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    calls = []
+
+    def predict_table(run_, input_, batch_size, device, need_labels=False, dtype="auto", **cols):
+        calls.append(("table", batch_size, device, dtype, cols))
+        ids = None if cols["id_column"] is None else ["k1", "k2"]
+        table = TextTable(["x", "y"], np.array([0, 1]), "held.csv", ids=ids)
+        return probs, table, classes(), run / "p.csv"
+
+    def predict_texts(*args):
+        calls.append(("texts", *args))
+        return {"labels": ["World"], "probabilities": probs[:1], "rows": 1}
+
+    monkeypatch.setattr(PREDICT, "predict_table", predict_table)
+    monkeypatch.setattr(PREDICT, "_predict_texts", predict_texts)
+    monkeypatch.setattr(PREDICT, "cpu_threads", lambda *args: calls.append(("threads", *args)))
+    monkeypatch.setattr(PREDICT, "_default_device", lambda: "the-default")
+    assert predict(run, texts=["a"], batch_size=3, dtype="bf16", label_format="ids")["rows"] == 1
+    assert calls == [
+        ("threads", None, None, "prediction"),
+        ("texts", run, ["a"], None, 3, "the-default", "bf16", "ids"),
+    ]
+    calls.clear()
+    predict(run, texts=["a"], pairs=["b"], device="cpu", threads=2)
+    assert calls == [
+        ("threads", 2, "cpu", "prediction"),
+        ("texts", run, ["a"], ["b"], 64, "cpu", "auto", None),
+    ]
+    calls.clear()
+    result = predict(
+        run, str(test), text_column="sentence", label_column="y", id_column="key", device="cpu"
+    )
+    assert calls[1] == (
+        "table",
+        64,
+        "cpu",
+        "auto",
+        {"text_column": "sentence", "label_column": "y", "id_column": "key"},
+    )
+    default = run / "submission-held.csv"  # the default output, beside the run
+    assert result["output"] == str(default)
+    assert default.read_text() == "key,Label\nk1,0\nk2,2\n"  # ids: the run's label format
+    out = tmp_path / "mine.csv"
+    out.write_text("a user's file\n")
+    with pytest.raises(UserError, match="--overwrite"):
+        predict(run, str(test), str(out))
+    assert out.read_text() == "a user's file\n"
+    predict(run, str(test), str(out), overwrite=True)
+    assert out.read_text() == "ID,Label\n0,0\n1,2\n"
