@@ -72,7 +72,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MAX_UNKNOWN_SHARE = 0.5
 #: texts the tokenizer check reads
 CHECK_ROWS = 256
-#: a model folder holds at least one of these if it holds a tokenizer
 #: files of a checkpoint or model folder that do not change what it computes
 IGNORED_FILES = {"README.md", "lorafit_state.json", ".gitattributes"}
 
